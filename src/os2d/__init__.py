@@ -1,0 +1,1 @@
+"""os2d: one-shot object detection."""

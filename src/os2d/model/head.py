@@ -1,0 +1,148 @@
+"""The OS2D head: correlation -> TransformNet -> aligned grids -> resampled, pooled scores and boxes.
+
+Shape glossary: B images, K class views, C channels, H x W input feature map, S class grid side (15),
+N = B*K image-class pairs. Batched over classes (no per-class Python loop), chunked to bound memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from os2d.model.box_coder import encode, make_anchors
+from os2d.model.correlation import correlate
+from os2d.model.grids import local_grid, local_to_global, params_to_affine
+from os2d.model.resample import pool_mask, sample_per_channel
+from os2d.model.transform_net import TransformNet
+
+
+@dataclass
+class HeadOutput:
+    """Raw head outputs for one pyramid level (all in that level's pixels).
+
+    Attributes:
+        scores: (B, K, H, W) mean of the resampled correlations over the inner cells of the class grid.
+        boxes_xyxy: (B, K, H, W, 4) axis-aligned box of the transformed grid.
+        corners_xy: (B, K, H, W, 4, 2) grid corners (class top-left, top-right, bottom-left, bottom-right) —
+            the parallelogram of the alignment.
+        scores_transform_detached: (B, K, H, W) same scores with no gradient into the grids (training), or None.
+        stride, anchor_size: the anchor layout of the boxes.
+    """
+
+    scores: Tensor
+    boxes_xyxy: Tensor
+    corners_xy: Tensor
+    scores_transform_detached: Tensor | None
+    stride: float
+    anchor_size: float
+
+    def anchors(self) -> Tensor:
+        """(H*W, 4) anchors of this level."""
+        h, w = self.scores.shape[-2:]
+        return make_anchors(h, w, stride=self.stride, size=self.anchor_size, device=self.scores.device)
+
+    def loc_codes(self) -> Tensor:
+        """(B, K, 4, H*W) encodings of ``boxes_xyxy`` w.r.t. the anchors (the reference's ``loc`` output)."""
+        b, k, h, w, _ = self.boxes_xyxy.shape
+        codes = encode(self.boxes_xyxy.reshape(b, k, h * w, 4), self.anchors())
+        return codes.transpose(-1, -2)
+
+
+def os2d_head(
+    features: Tensor,
+    kernels: Tensor,
+    transform_net: TransformNet,
+    *,
+    invert_transform: bool,
+    grid_size: int = 15,
+    pool_border: int = 2,
+    stride: float = 16.0,
+    anchor_size: float = 240.0,
+    class_chunk: int | None = None,
+    with_detached_scores: bool = False,
+) -> HeadOutput:
+    """Apply the OS2D head of K class views to B input feature maps.
+
+    Args:
+        features: (B, C, H, W) input features (unnormalised).
+        kernels: (K, S*S, C) normalised class kernels (:func:`os2d.model.correlation.class_kernels`).
+        transform_net: regresses the alignments.
+        invert_transform: True for V2 (invert the regressed affine matrix).
+        class_chunk: classes processed at once (bounds memory); None = all.
+        with_detached_scores: also compute scores with the grids detached (negatives in training).
+    """
+    k = kernels.shape[0]
+    chunk = k if class_chunk is None or class_chunk <= 0 else class_chunk
+    parts = [
+        _head_chunk(
+            features, kernels[i : i + chunk], transform_net, invert_transform, grid_size, pool_border,
+            stride, anchor_size, with_detached_scores,
+        )
+        for i in range(0, max(k, 1), chunk)
+    ] if k > 0 else [_empty(features, grid_size)]
+
+    def cat(idx: int) -> Tensor | None:
+        items = [p[idx] for p in parts]
+        return None if items[0] is None else torch.cat(items, dim=1)
+
+    return HeadOutput(
+        scores=cat(0), boxes_xyxy=cat(1), corners_xy=cat(2), scores_transform_detached=cat(3),
+        stride=stride, anchor_size=anchor_size,
+    )
+
+
+def _empty(features: Tensor, grid_size: int) -> tuple[Tensor, Tensor, Tensor, None]:
+    b, _, h, w = features.shape
+    z = features.new_zeros
+    return z(b, 0, h, w), z(b, 0, h, w, 4), z(b, 0, h, w, 4, 2), None
+
+
+def _head_chunk(
+    features: Tensor,
+    kernels: Tensor,
+    transform_net: TransformNet,
+    invert_transform: bool,
+    grid_size: int,
+    pool_border: int,
+    stride: float,
+    anchor_size: float,
+    with_detached_scores: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    b, _, h, w = features.shape
+    k = kernels.shape[0]
+    s = grid_size
+    n = b * k
+    corr = correlate(features, kernels).reshape(n, s * s, h, w)  # channel = q*S + p
+    theta = params_to_affine(transform_net(corr), invert=invert_transform)  # (N, H, W, 2, 3)
+    x_loc, y_loc = local_grid(theta, s)  # (N, H, W, S(p), S(q))
+
+    # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
+    x_fm, y_fm = local_to_global(x_loc, y_loc, box_size=float(s), stride=1.0)
+    # (N, H, W, p, q) -> (N, q, p, H, W) -> (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
+    x_fm = x_fm.permute(0, 4, 3, 1, 2).reshape(n, s * s, h, w)
+    y_fm = y_fm.permute(0, 4, 3, 1, 2).reshape(n, s * s, h, w)
+    mask = pool_mask(s, pool_border, device=corr.device, dtype=corr.dtype)
+    scores = torch.einsum("nchw,c->nhw", sample_per_channel(corr, x_fm, y_fm), mask)
+    scores_detached = None
+    if with_detached_scores:
+        sampled = sample_per_channel(corr, x_fm.detach(), y_fm.detach())
+        scores_detached = torch.einsum("nchw,c->nhw", sampled, mask).view(b, k, h, w)
+
+    # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
+    # min/max box over all S*S points.
+    corner_p = torch.tensor([0, 0, s - 1, s - 1], device=features.device)
+    corner_q = torch.tensor([0, s - 1, 0, s - 1], device=features.device)
+    x_img, y_img = local_to_global(
+        x_loc[..., corner_p, corner_q].unsqueeze(-1), y_loc[..., corner_p, corner_q].unsqueeze(-1),
+        box_size=anchor_size, stride=stride,
+    )
+    corners = torch.stack([x_img[..., 0], y_img[..., 0]], dim=-1)  # (N, H, W, 4, 2)
+    boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)  # (N, H, W, 4)
+    return (
+        scores.view(b, k, h, w),
+        boxes.view(b, k, h, w, 4),
+        corners.detach().view(b, k, h, w, 4, 2),
+        scores_detached,
+    )

