@@ -1,0 +1,101 @@
+"""Speed and memory of the OS2D stages on this machine.
+
+Prints a table: feature extraction s/image, heads s/image/class (median of repeats), the simple per-channel
+loop resampling as an in-process baseline, and peak resident memory. Each backbone runs in its own
+subprocess so that peak memory is per configuration.
+
+    python benchmarks/speed.py --height 960 --width 1280 --classes 10 --backbones resnet50 efficientnet_lite0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, variant: str) -> dict:
+    from os2d.config import ModelConfig
+    from os2d.model import build_os2d
+    from os2d.model.head import os2d_head
+    from os2d.model.resample import sample_per_channel, sample_per_channel_loop
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.v2(backbone=backbone) if variant == "v2" else ModelConfig.v1(backbone=backbone)
+    model = build_os2d(cfg, pretrained_backbone=False).eval()
+    image = torch.rand(1, 3, height, width)
+    class_images = [torch.rand(3, 240, 240) for _ in range(classes)]
+    with torch.no_grad():
+        feats = model.extract_features(image)
+        kernels = model.class_kernels(class_images)
+        t_feat = _median_time(lambda: model.extract_features(image), repeats)
+        t_cls = _median_time(lambda: model.class_kernels(class_images[:1]), repeats)
+        t_heads = _median_time(lambda: model.heads(feats, kernels, class_chunk=16), repeats)
+        # resampling alone: fused gather vs the straightforward per-channel grid_sample loop
+        n, h, w = classes, feats.shape[-2], feats.shape[-1]
+        corr = torch.rand(n, 225, h, w)
+        x = torch.rand(n, 225, h, w) * (w - 1)
+        y = torch.rand(n, 225, h, w) * (h - 1)
+        t_fast = _median_time(lambda: sample_per_channel(corr, x, y), repeats)
+        t_loop = _median_time(lambda: sample_per_channel_loop(corr, x, y), repeats)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "backbone": backbone, "variant": variant, "image": f"{height}x{width}", "fm": f"{h}x{w}",
+        "classes": classes, "features_s": t_feat, "class_image_s": t_cls, "heads_s_per_class": t_heads / classes,
+        "resample_fused_s_per_class": t_fast / classes, "resample_loop_s_per_class": t_loop / classes,
+        "peak_rss_mb": peak_mb, "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbones", nargs="+", default=["resnet50", "efficientnet_lite0"])
+    ap.add_argument("--height", type=int, default=960)
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variant", choices=["v1", "v2"], default="v2")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backbone, print JSON
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.height, args.width, args.classes, args.repeats, args.variant)))
+        return
+    rows = []
+    for bb in args.backbones:
+        cmd = [sys.executable, __file__, "--one", bb, "--height", str(args.height), "--width", str(args.width),
+               "--classes", str(args.classes), "--repeats", str(args.repeats), "--variant", args.variant]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{rows[0]['threads']} threads; median of {args.repeats} repeats")
+    hdr = (f"{'backbone':<20}{'var':<5}{'image':<11}{'fm':<8}{'K':>4}{'features s':>12}{'heads s/cls':>13}"
+           f"{'resample fused':>16}{'resample loop':>15}{'ratio':>7}{'peak MB':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        ratio = r["resample_loop_s_per_class"] / r["resample_fused_s_per_class"]
+        print(f"{r['backbone']:<20}{r['variant']:<5}{r['image']:<11}{r['fm']:<8}{r['classes']:>4}"
+              f"{r['features_s']:>12.3f}{r['heads_s_per_class']:>13.4f}{r['resample_fused_s_per_class']:>16.4f}"
+              f"{r['resample_loop_s_per_class']:>15.4f}{ratio:>6.1f}x{r['peak_rss_mb']:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()

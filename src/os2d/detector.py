@@ -1,0 +1,115 @@
+"""The user-facing detector: class images and input images in, detections in original pixels out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from os2d.config import InferenceConfig
+from os2d.eval.inference import detect_image
+from os2d.gallery import ClassGallery, class_views
+from os2d.io import ImageSource, image_to_tensor, load_image, resize_to_area, validate_class_image
+from os2d.model.os2d import Os2dModel
+from os2d.structures import Detections
+from os2d.weights import load_model, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> CUDA if available else CPU; anything else as given (clear error if unavailable)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return dev
+
+
+class Detector:
+    """One-shot detector: register classes from one (or a few) pictures, then detect them in any image.
+
+    Example:
+        >>> det = Detector.from_weights("default")
+        >>> det.add_class("cereal", "cereal_box.jpg")
+        >>> dets = det.detect("shelf.jpg")
+        >>> dets.boxes_xyxy, dets.scores, dets.label_names
+    """
+
+    def __init__(self, model: Os2dModel, config: InferenceConfig | None = None, *,
+                 device: str | torch.device | None = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config or InferenceConfig()
+        self.gallery = ClassGallery(model_id=model_fingerprint(model))
+
+    @classmethod
+    def from_weights(cls, weights: str | Path = "default", *, device: str | torch.device | None = "cpu",
+                     config: InferenceConfig | None = None, **config_changes: Any) -> Detector:
+        """Build from a weights name (``default`` needs no files) or a checkpoint path."""
+        config = (config or InferenceConfig()).replace(**config_changes) if config_changes else config
+        return cls(load_model(weights), config, device=device)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.gallery.class_names)
+
+    def _prepare_class_image(self, source: ImageSource) -> Image.Image:
+        img = load_image(source)
+        validate_class_image(img)
+        return img
+
+    @torch.no_grad()
+    def add_class(self, name: str, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
+                  horizontal_flip: bool | None = None) -> None:
+        """Register class ``name`` from one image or several (few-shot; all merged before NMS).
+
+        Adding to an existing name appends views. Rotated (90/180/270) and flipped views are added when
+        enabled here or in the detector's config.
+        """
+        if not name or not isinstance(name, str):
+            raise ValueError("class name must be a non-empty string")
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError(f"class {name!r}: no class image given")
+        rot = self.config.rotations if rotations is None else rotations
+        flip = self.config.horizontal_flip if horizontal_flip is None else horizontal_flip
+        size = self.model.config.class_image_size
+        tensors, view_names = [], []
+        for src in items:
+            img = self._prepare_class_image(src)
+            for view_name, view in class_views(img, rotations=rot, horizontal_flip=flip):
+                tensors.append(image_to_tensor(resize_to_area(view, size)).to(self.device))
+                view_names.append(view_name)
+        self.gallery.add(name, self.model.class_kernels(tensors), view_names)
+
+    def remove_class(self, name: str) -> None:
+        self.gallery.remove(name)
+
+    def save_gallery(self, path: str | Path) -> None:
+        self.gallery.save(path)
+
+    def load_gallery(self, path: str | Path) -> None:
+        """Replace the gallery with a saved one (must come from the same model)."""
+        gallery = ClassGallery.load(path)
+        if gallery.model_id and gallery.model_id != self.gallery.model_id:
+            raise ValueError(f"gallery {path} was computed by another model ({gallery.model_id}); "
+                             f"this detector's model is {self.gallery.model_id}")
+        self.gallery = gallery
+
+    def detect(self, image: ImageSource, **config_changes: Any) -> Detections:
+        """Detect all gallery classes in one image; keyword arguments override :class:`InferenceConfig` fields."""
+        config = self.config.replace(**config_changes) if config_changes else self.config
+        img = load_image(image)
+        g = self.gallery
+        if g.kernels is None or g.num_views == 0:
+            return Detections.empty(g.class_names, img.size)
+        return detect_image(self.model, img, g.kernels, g.view_class, g.class_names, config)
+
+    def detect_many(self, images: Iterable[ImageSource], **config_changes: Any) -> list[Detections]:
+        return [self.detect(im, **config_changes) for im in images]

@@ -1,0 +1,1 @@
+"""Inference over image pyramids (decoding + NMS); evaluation metrics live beside it."""

@@ -1,0 +1,123 @@
+"""A class gallery: class-image kernels computed once, reused for any number of input images, saved to disk."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+GALLERY_FORMAT = "os2d-gallery"
+GALLERY_VERSION = 1
+
+# Class-image views for test-time augmentation (reference eval.class_image_augmentation): name -> PIL op.
+VIEW_OPS: dict[str, int | None] = {
+    "original": None,
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "hflip": Image.Transpose.FLIP_LEFT_RIGHT,
+}
+
+
+def class_views(image: Image.Image, *, rotations: bool, horizontal_flip: bool) -> list[tuple[str, Image.Image]]:
+    """The views of a class image: itself, + 90/180/270 rotations, + horizontal flip."""
+    names = ["original"]
+    if rotations:
+        names += ["rot90", "rot180", "rot270"]
+    if horizontal_flip:
+        names.append("hflip")
+    return [(n, image if VIEW_OPS[n] is None else image.transpose(VIEW_OPS[n])) for n in names]
+
+
+@dataclass
+class ClassGallery:
+    """Kernels of class views and the class each view belongs to.
+
+    Attributes:
+        class_names: names, index = label.
+        kernels: (V, S*S, C) normalised class kernels (see ``os2d.model.correlation.class_kernels``).
+        view_class: (V,) int64 class index of each view (several views per class: rotations, flips,
+            several class images = few-shot; all views of a class are merged before NMS).
+        view_names: (V,) kind of each view ("original", "rot90", ...).
+        model_id: fingerprint of the model that computed the kernels; a gallery only works with that model.
+    """
+
+    class_names: list[str] = field(default_factory=list)
+    kernels: Tensor | None = None
+    view_class: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    view_names: list[str] = field(default_factory=list)
+    model_id: str = ""
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_views(self) -> int:
+        return int(self.view_class.numel())
+
+    def add(self, name: str, kernels: Tensor, view_names: list[str]) -> None:
+        """Append views (V', S*S, C) to class ``name`` (created if new)."""
+        if kernels.shape[0] != len(view_names):
+            raise ValueError("one view name per kernel expected")
+        if name not in self.class_names:
+            self.class_names.append(name)
+        idx = self.class_names.index(name)
+        kernels = kernels.detach().cpu().float()
+        if self.kernels is not None and self.kernels.shape[1:] != kernels.shape[1:]:
+            raise ValueError(f"kernel shape {tuple(kernels.shape[1:])} differs from the gallery's "
+                             f"{tuple(self.kernels.shape[1:])}: computed by another model?")
+        self.kernels = kernels if self.kernels is None else torch.cat([self.kernels, kernels])
+        self.view_class = torch.cat([self.view_class, torch.full((kernels.shape[0],), idx, dtype=torch.long)])
+        self.view_names += view_names
+
+    def remove(self, name: str) -> None:
+        """Delete a class and its views; later labels shift down by one."""
+        if name not in self.class_names:
+            raise KeyError(f"no class named {name!r} in the gallery")
+        idx = self.class_names.index(name)
+        keep = self.view_class != idx
+        assert self.kernels is not None
+        self.kernels = self.kernels[keep]
+        self.view_names = [v for v, k in zip(self.view_names, keep.tolist(), strict=True) if k]
+        vc = self.view_class[keep]
+        self.view_class = vc - (vc > idx).long()
+        del self.class_names[idx]
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": GALLERY_FORMAT, "version": GALLERY_VERSION, "class_names": list(self.class_names),
+            "kernels": self.kernels if self.kernels is not None else torch.zeros(0),
+            "view_class": self.view_class, "view_names": list(self.view_names), "model_id": self.model_id,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassGallery:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"gallery not found: {path}")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a gallery"
+            raise ValueError(f"{path} is not an os2d gallery file: {e}") from e
+        if not isinstance(d, dict) or d.get("format") != GALLERY_FORMAT:
+            raise ValueError(f"{path} is not an os2d gallery file")
+        if d.get("version") != GALLERY_VERSION:
+            raise ValueError(f"{path}: unsupported gallery version {d.get('version')}")
+        kernels = d["kernels"] if d["kernels"].numel() else None
+        return cls(list(d["class_names"]), kernels, d["view_class"].long(), list(d["view_names"]), d["model_id"])

