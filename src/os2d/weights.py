@@ -155,7 +155,11 @@ def load_model(weights: str | Path = "default", *, expect: ModelConfig | None = 
     """A ready model from a registry name (``default``, ``efficientnet_lite0-imagenet`` ...) or a file path."""
     name = DEFAULT_WEIGHTS if str(weights) == "default" else str(weights)
     if name in BUILTIN_WEIGHTS:
-        return build_os2d(BUILTIN_WEIGHTS[name], pretrained_backbone=True).eval()
+        # TransformNet's hidden layers are random (its last layer is zero, so the output is the identity);
+        # a fixed seed keeps the model, and so gallery fingerprints, identical across runs.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_os2d(BUILTIN_WEIGHTS[name], pretrained_backbone=True).eval()
     path = Path(name).expanduser()
     if not path.exists():
         raise WeightsError(f"unknown weights {name!r}: not a file and not one of {sorted(BUILTIN_WEIGHTS)}")

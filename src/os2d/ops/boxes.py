@@ -23,7 +23,7 @@ __all__ = ["box_area", "box_iou", "clip_boxes_xyxy", "nonempty_mask", "nms", "ba
 # Boxes of the score-sorted list handled together; the within-block matrix is _BLOCK x _BLOCK.
 _BLOCK = 512
 # Candidate (block box, kept box) pairs evaluated at once: bounds temporary memory.
-_MAX_PAIRS = 1 << 21
+_MAX_PAIRS = 1 << 19
 # Fixed-point sweeps tried before the exact sequential fallback inside a block.
 _MAX_SWEEPS = 8
 
@@ -297,7 +297,7 @@ def _merge_sorted(keys: Tensor, columns: list[Tensor], new_keys: Tensor,
     old_pos = torch.searchsorted(new_keys, keys, side="left")
     old_pos += torch.arange(keys.numel(), device=keys.device)
     merged = []
-    for old, new in zip([keys, *columns], [new_keys, *(c[order] for c in new_columns)]):
+    for old, new in zip([keys, *columns], [new_keys, *(c[order] for c in new_columns)], strict=True):
         out = old.new_empty(old.numel() + new.numel())
         out[old_pos] = old
         out[new_pos] = new

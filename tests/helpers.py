@@ -1,0 +1,30 @@
+"""Generated test images (no files from outside the project)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def textured_object(size: tuple[int, int] = (96, 128), seed: int = 0) -> Image.Image:
+    """A product-like picture: coloured blocks, stripes and a disc on a random background."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = Image.fromarray(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h), Image.NEAREST)
+    d = ImageDraw.Draw(img)
+    for i in range(4):
+        c = tuple(int(v) for v in rng.integers(0, 255, 3))
+        d.rectangle([i * w // 9, i * h // 6, w - 1 - i * w // 9, i * h // 6 + h // 10], fill=c)
+    d.ellipse([w // 4, h // 2, 3 * w // 4, h // 2 + w // 2], fill=(250, 240, 20), outline=(10, 10, 10), width=3)
+    return img
+
+
+def scene_with(obj: Image.Image, positions: list[tuple[int, int]], size: tuple[int, int] = (480, 352),
+               seed: int = 1) -> Image.Image:
+    """A grey noisy background with ``obj`` pasted at the given top-left positions."""
+    rng = np.random.default_rng(seed)
+    bg = (rng.normal(128, 20, (size[1], size[0], 3)).clip(0, 255)).astype(np.uint8)
+    img = Image.fromarray(bg)
+    for x, y in positions:
+        img.paste(obj, (x, y))
+    return img

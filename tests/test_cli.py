@@ -1,0 +1,108 @@
+"""`os2d detect` end to end on generated files: JSON contract, gallery, bad input -> clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import scene_with, textured_object
+
+from os2d.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    obj = textured_object((160, 192))
+    obj.save(tmp_path / "thing.png")
+    textured_object((120, 120), seed=5).save(tmp_path / "other.png")
+    scene_with(obj, [(96, 64)]).save(tmp_path / "scene1.jpg")
+    scene_with(obj, [(200, 120)], seed=2).save(tmp_path / "scene2.png")
+    return tmp_path
+
+
+def _check_contract(payload):
+    assert payload["version"] == 1
+    for rec in payload["images"]:
+        assert set(rec) >= {"path", "detections"}
+        if "error" in rec:
+            continue
+        assert rec["width"] > 0 and rec["height"] > 0
+        for det in rec["detections"]:
+            assert set(det) == {"label", "score", "box_xyxy", "corners_xy"}
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 < x2 <= rec["width"] and 0 <= y1 < y2 <= rec["height"]
+            assert len(det["corners_xy"]) == 4 and all(len(c) == 2 for c in det["corners_xy"])
+
+
+def test_detect_writes_valid_json_and_drawings(files, capsys):
+    out = files / "out.json"
+    rc = main(["detect", str(files / "scene1.jpg"), str(files / "scene2.png"), "--class", f"thing={files / 'thing.png'}",
+               "--class", f"other={files / 'other.png'}", "--output", str(out), "--draw", str(files / "draw"),
+               "--image-size", "0", "--max-detections", "5", "-q"])
+    assert rc == 0
+    payload = json.loads(out.read_text())
+    _check_contract(payload)
+    assert payload["classes"] == ["thing", "other"]
+    assert [len(r["detections"]) for r in payload["images"]] == [5, 5]
+    top = payload["images"][0]["detections"][0]
+    assert top["label"] == "thing"
+    assert sorted((files / "draw").iterdir())[0].suffix == ".png"
+
+
+def test_classes_csv_images_from_and_gallery(files):
+    (files / "classes.csv").write_text("name,path\nthing,thing.png\nother,other.png\n")
+    (files / "list.txt").write_text("scene1.jpg\n\n# comment\nscene2.png\n")
+    out = files / "o.json"
+    rc = main(["detect", "--images-from", str(files / "list.txt"), "--classes", str(files / "classes.csv"),
+               "--output", str(out), "--save-gallery", str(files / "g.pt"), "--image-size", "0", "-q"])
+    assert rc == 0
+    first = json.loads(out.read_text())
+    assert len(first["images"]) == 2
+    rc = main(["detect", str(files / "scene1.jpg"), "--gallery", str(files / "g.pt"), "--output", str(out),
+               "--image-size", "0", "-q"])
+    assert rc == 0
+    again = json.loads(out.read_text())
+    assert again["images"][0]["detections"] == first["images"][0]["detections"]
+
+
+def test_corrupt_and_missing_images_fail_clearly_but_keep_the_rest(files, capsys):
+    (files / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = files / "out.json"
+    rc = main(["detect", str(files / "bad.jpg"), str(files / "nope.png"), str(files / "scene1.jpg"),
+               "--class", f"thing={files / 'thing.png'}", "--output", str(out), "--image-size", "0", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "bad.jpg" in err and "nope.png" in err and "Traceback" not in err
+    payload = json.loads(out.read_text())
+    _check_contract(payload)
+    assert ["error" in r for r in payload["images"]] == [True, True, False]
+    assert payload["images"][2]["detections"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class", "blank={blank}"], "blank"),
+    (["--class", "nope={missing}"], "not found"),
+    (["--class", "no-equals-sign"], "NAME=PATH"),
+    (["--classes", "{badcsv}"], "row 3"),
+    (["--classes", "{nohdr}"], "header"),
+    ([], "no classes"),
+    (["--class", "thing={thing}", "--weights", "{notckpt}"], "not an os2d"),
+    (["--class", "thing={thing}", "--weights", "no-such-weights"], "unknown weights"),
+    (["--class", "thing={thing}", "--scales", "0"], "positive"),
+])
+def test_bad_input_gives_message_and_exit_2(files, capsys, args, message):
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (255, 255, 255)).save(files / "blank.png")
+    (files / "bad.csv").write_text("name,path\nthing,thing.png\n,other.png\n")
+    (files / "nohdr.csv").write_text("thing,thing.png\n")
+    import torch
+
+    torch.save({"foo": torch.zeros(1)}, files / "notckpt.pth")
+    fill = {"blank": files / "blank.png", "missing": files / "missing.png", "badcsv": files / "bad.csv",
+            "nohdr": files / "nohdr.csv", "thing": files / "thing.png", "notckpt": files / "notckpt.pth"}
+    args = [a.format(**fill) for a in args]
+    rc = main(["detect", str(files / "scene1.jpg"), "--output", str(files / "o.json"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("os2d: error:") and message in err and "Traceback" not in err

@@ -1,0 +1,91 @@
+"""The user-facing Detector on generated images with the default (bundled) weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import scene_with, textured_object
+
+from os2d.detector import Detector
+from os2d.io import ImageError
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector.from_weights("default", image_size=None, max_detections=20)
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_finds_pasted_object_and_shifted_object_gives_shifted_box(detector):
+    obj = textured_object((160, 192))
+    detector.gallery.class_names.clear()
+    d = Detector(detector.model, detector.config)
+    d.add_class("thing", obj)
+    a = d.detect(scene_with(obj, [(96, 64)]))
+    b = d.detect(scene_with(obj, [(96 + 64, 64 + 32)]))
+    assert a.label_names[0] == "thing"
+    assert _iou(a.boxes_xyxy[0].tolist(), [96, 64, 256, 256]) > 0.3
+    shift = b.boxes_xyxy[0] - a.boxes_xyxy[0]
+    torch.testing.assert_close(shift, torch.tensor([64.0, 32.0, 64.0, 32.0]), rtol=0, atol=1.0)
+    assert abs(float(a.scores[0] - b.scores[0])) < 0.02
+
+
+def test_empty_gallery_gives_no_detections(detector):
+    d = Detector(detector.model, detector.config)
+    out = d.detect(scene_with(textured_object(), [(10, 10)]))
+    assert len(out) == 0 and out.boxes_xyxy.shape == (0, 4) and out.image_size == (480, 352)
+
+
+def test_detections_are_in_original_pixels_and_sorted(detector):
+    obj = textured_object((160, 192), seed=3)
+    d = Detector(detector.model, detector.config)
+    d.add_class("thing", obj)
+    scene = scene_with(obj, [(200, 100)], size=(640, 480))
+    # the object (~175 px) matches the 240 px anchors at level 1.4 of a pyramid on a half-size input
+    out = d.detect(scene, image_size=277, scales=(1.0, 2.0, 2.8))
+    assert (out.scores[:-1] >= out.scores[1:]).all()
+    assert out.boxes_xyxy[:, 0].min() >= 0 and out.boxes_xyxy[:, 2].max() <= 640
+    assert _iou(out.boxes_xyxy[0].tolist(), [200, 100, 360, 292]) > 0.5
+
+
+def test_views_and_few_shot_share_one_label(detector):
+    d = Detector(detector.model, detector.config)
+    d.add_class("a", [textured_object(seed=1), textured_object(seed=2)], rotations=True, horizontal_flip=True)
+    d.add_class("b", textured_object(seed=4))
+    assert d.classes == ["a", "b"]
+    assert d.gallery.num_views == 2 * 5 + 1
+    out = d.detect(scene_with(textured_object(seed=2), [(50, 50)]))
+    assert set(out.labels.tolist()) <= {0, 1}
+    d.remove_class("a")
+    assert d.classes == ["b"] and d.gallery.view_class.tolist() == [0]
+
+
+def test_gallery_save_load_round_trip(detector, tmp_path):
+    d = Detector(detector.model, detector.config)
+    d.add_class("thing", textured_object())
+    d.save_gallery(tmp_path / "g.pt")
+    e = Detector(detector.model, detector.config)
+    e.load_gallery(tmp_path / "g.pt")
+    scene = scene_with(textured_object(), [(64, 64)])
+    a, b = d.detect(scene), e.detect(scene)
+    torch.testing.assert_close(a.scores, b.scores)
+    assert e.classes == ["thing"]
+
+
+def test_degenerate_class_image_is_refused(detector):
+    from PIL import Image
+
+    d = Detector(detector.model, detector.config)
+    with pytest.raises(ImageError):
+        d.add_class("blank", Image.new("RGB", (100, 100), (255, 255, 255)))
+    with pytest.raises(ImageError):
+        d.add_class("tiny", Image.new("RGB", (3, 50)))
+    with pytest.raises(ValueError):
+        d.add_class("", textured_object())
+    assert d.classes == []
