@@ -13,7 +13,7 @@ from torch import Tensor
 
 from os2d.model.box_coder import encode, make_anchors
 from os2d.model.correlation import correlate
-from os2d.model.grids import local_grid, local_to_global, params_to_affine
+from os2d.model.grids import params_to_affine
 from os2d.model.resample import pool_mask, sample_per_channel
 from os2d.model.transform_net import TransformNet
 
@@ -116,13 +116,9 @@ def _head_chunk(
     n = b * k
     corr = correlate(features, kernels).reshape(n, s * s, h, w)  # channel = q*S + p
     theta = params_to_affine(transform_net(corr), invert=invert_transform)  # (N, H, W, 2, 3)
-    x_loc, y_loc = local_grid(theta, s)  # (N, H, W, S(p), S(q))
-
     # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
-    x_fm, y_fm = local_to_global(x_loc, y_loc, box_size=float(s), stride=1.0)
-    # (N, H, W, p, q) -> (N, q, p, H, W) -> (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
-    x_fm = x_fm.permute(0, 4, 3, 1, 2).reshape(n, s * s, h, w)
-    y_fm = y_fm.permute(0, 4, 3, 1, 2).reshape(n, s * s, h, w)
+    # Built directly in correlation-channel layout (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
+    x_fm, y_fm = _grid_in_channel_layout(theta, s, box_size=float(s), stride=1.0)
     mask = pool_mask(s, pool_border, device=corr.device, dtype=corr.dtype)
     scores = torch.einsum("nchw,c->nhw", sample_per_channel(corr, x_fm, y_fm), mask)
     scores_detached = None
@@ -132,13 +128,7 @@ def _head_chunk(
 
     # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
     # min/max box over all S*S points.
-    corner_p = torch.tensor([0, 0, s - 1, s - 1], device=features.device)
-    corner_q = torch.tensor([0, s - 1, 0, s - 1], device=features.device)
-    x_img, y_img = local_to_global(
-        x_loc[..., corner_p, corner_q].unsqueeze(-1), y_loc[..., corner_p, corner_q].unsqueeze(-1),
-        box_size=anchor_size, stride=stride,
-    )
-    corners = torch.stack([x_img[..., 0], y_img[..., 0]], dim=-1)  # (N, H, W, 4, 2)
+    corners = _grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
     boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)  # (N, H, W, 4)
     return (
         scores.view(b, k, h, w),
@@ -146,3 +136,44 @@ def _head_chunk(
         corners.detach().view(b, k, h, w, 4, 2),
         scores_detached,
     )
+
+
+def _grid_in_channel_layout(theta: Tensor, s: int, box_size: float, stride: float) -> tuple[Tensor, Tensor]:
+    """Global coordinates of all S*S grid points, laid out like the correlation channels.
+
+    ``x[n, q*S + p, k, l] = box_size/2 * (a x_q + b y_p + t_x) + stride (l + 0.5)`` (and y alike): two fused
+    multiply-adds per coordinate on the full tensor instead of materialising (N, H, W, S, S) grids.
+
+    Args:
+        theta: (N, H, W, 2, 3) class-local -> image-local affine matrices.
+    Returns:
+        x, y: (N, S*S, H, W).
+    """
+    n, h, w = theta.shape[:3]
+    half = box_size / 2.0
+    lin = torch.linspace(-1.0, 1.0, s, dtype=theta.dtype, device=theta.device)
+    xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1)  # channel q*S + p -> x_q
+    yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1)  # channel q*S + p -> y_p
+    t = theta.permute(0, 3, 4, 1, 2) * half  # (N, 2, 3, H, W)
+    cy = (torch.arange(h, dtype=theta.dtype, device=theta.device) + 0.5) * stride
+    cx = (torch.arange(w, dtype=theta.dtype, device=theta.device) + 0.5) * stride
+    x = torch.addcmul((t[:, 0, 2] + cx.view(1, 1, w)).unsqueeze(1), t[:, 0, 0].unsqueeze(1), xq)
+    x = x.addcmul_(t[:, 0, 1].unsqueeze(1), yp)
+    y = torch.addcmul((t[:, 1, 2] + cy.view(1, h, 1)).unsqueeze(1), t[:, 1, 0].unsqueeze(1), xq)
+    y = y.addcmul_(t[:, 1, 1].unsqueeze(1), yp)
+    return x, y
+
+
+# Class-local coordinates of the grid corners: top-left, top-right, bottom-left, bottom-right (reference order).
+_CORNERS_LOCAL = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
+
+
+def _grid_corners(theta: Tensor, box_size: float, stride: float) -> Tensor:
+    """(N, H, W, 2, 3) transforms -> (N, H, W, 4, 2) grid corners in the global frame of ``box_size`` windows."""
+    _, h, w = theta.shape[:3]
+    local = torch.tensor(_CORNERS_LOCAL, dtype=theta.dtype, device=theta.device)  # (4, 2)
+    pts = torch.einsum("nhwij,cj->nhwci", theta[..., :2], local) + theta[..., 2].unsqueeze(-2)  # (N,H,W,4,2)
+    cy = (torch.arange(h, dtype=theta.dtype, device=theta.device) + 0.5) * stride
+    cx = (torch.arange(w, dtype=theta.dtype, device=theta.device) + 0.5) * stride
+    centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
+    return pts * (box_size / 2.0) + centre.view(1, h, w, 1, 2)
