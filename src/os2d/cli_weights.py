@@ -1,9 +1,239 @@
-"""``os2d weights ...`` and ``os2d export`` subcommands (weights registry, import, ONNX export)."""
+"""``os2d weights ...`` and ``os2d export`` subcommands (weights registry, download, import, ONNX export)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+from pathlib import Path
+
+from os2d.cli import CliError
+
+VARIANT_WORDS = {"v1": "V1 (scale + translation, P=4)", "v2": "V2 (full affine, inverted, P=6)"}
+# = os2d.model.convert.FORMATS (not imported here: building the parser must not import torch)
+FORMATS = ("os2d", "official", "torchvision", "caffe2", "cirtorch", "weakalign")
+FORMAT_WORDS = {
+    "os2d": "os2d checkpoint", "official": "official OS2D checkpoint", "torchvision": "torchvision ResNet",
+    "caffe2": "Caffe2 ResNet (cirtorch port)", "cirtorch": "cirtorch retrieval network",
+    "weakalign": "weakalign model (Rocco et al.)",
+}
+
+
+def _human_size(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    return ""  # pragma: no cover
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from os2d import weights_registry as reg
+
+    rows = []
+    for entry in reg.REGISTRY.values():
+        if entry.kind == "builtin":
+            status, size = "builtin", "-"
+        else:
+            found = reg.resolve(entry.name)
+            status = "present" if found else "missing"
+            size = _human_size(found.path.stat().st_size) if found else (
+                f"~{entry.approx_size_mb:.0f} MB" if entry.approx_size_mb else "?")
+        cfg = entry.config
+        rows.append([entry.name, status, size, f"{cfg.backbone} {cfg.variant}", entry.kind, entry.licence])
+    known = {f"{e.name}.pth" for e in reg.REGISTRY.values()} | {e.filename for e in reg.REGISTRY.values()}
+    for folder in reg.search_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.pth")):
+                if path.name not in known:
+                    rows.append([path.stem, "imported", _human_size(path.stat().st_size), "?", "file", "?"])
+                    known.add(path.name)
+    _print_table(rows, ["NAME", "STATUS", "SIZE", "MODEL", "KIND", "LICENCE"])
+    print(f"\nsearched: {', '.join(str(d) for d in reg.search_dirs())}  "
+          f"(${reg.ENV_WEIGHTS_DIR} first, then the cache ${reg.ENV_HOME}/weights)")
+    if args.verbose_list:
+        print()
+        for entry in reg.REGISTRY.values():
+            print(f"{entry.name}: {entry.description}\n    file: {entry.filename or '-'}; "
+                  f"from: {entry.browser_url or entry.origin}; licence: {entry.licence}")
+    return 0
+
+
+def _describe_model(model, report) -> list[str]:
+    from os2d.model.convert import count_parameters
+
+    cfg = model.config
+    backbone = count_parameters(model.backbone)
+    transform = count_parameters(model.transform_net)
+    lines = [
+        f"found: {FORMAT_WORDS.get(report.format, report.format)} -> {cfg.backbone}, "
+        f"{VARIANT_WORDS.get(cfg.variant, cfg.variant)}",
+        f"  loaded: {', '.join(report.loaded)} ({report.num_tensors} tensors)"
+        + ("" if "transform_net" in report.loaded else "; TransformNet at the identity (sliding-window regime)"),
+        f"  parameters: backbone {backbone:,} + TransformNet {transform:,} = {backbone + transform:,}",
+    ]
+    if report.dropped:
+        groups = sorted({k.split(".")[0] for k in report.dropped})
+        lines.append(f"  not used: {len(report.dropped)} keys ({', '.join(groups[:8])})")
+    if report.filled:
+        lines.append(f"  added {len(report.filled)} num_batches_tracked buffers (file from PyTorch < 0.4.1)")
+    return lines
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from os2d import weights_registry as reg
+    from os2d.model.convert import model_from_file
+
+    entry = reg.get_entry(args.name)
+    if entry is None:
+        raise CliError(f"unknown weights {args.name!r}; known: {', '.join(sorted(reg.REGISTRY))}")
+    path = reg.download(entry.name, dest_dir=args.dir, force=args.force, progress=not args.quiet,
+                        log=lambda m: print(m, file=sys.stderr))
+    model, report = model_from_file(path, "auto", config=entry.config)
+    for line in _describe_model(model, report):
+        print(line)
+    print(f"use it: os2d detect --weights {entry.name} ...")
+    return 0
+
+
+def _import_name(path: Path, name: str | None) -> str:
+    from os2d import weights_registry as reg
+
+    if name is None:
+        entry = reg.get_entry(path.name)
+        name = entry.name if entry is not None else re.sub(r"(\.pth)?(\.tar)?$|\.pt$", "", path.name)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.+-]*", name):
+        raise CliError(f"--name {name!r}: use letters, digits and . _ + - only")
+    entry = reg.get_entry(name)
+    if entry is not None and entry.kind == "builtin":
+        raise CliError(f"{name!r} is a built-in weights name; choose another --name")
+    return name
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from os2d import weights_registry as reg
+    from os2d.model.convert import model_from_file
+    from os2d.weights import save_checkpoint
+
+    path = Path(args.path).expanduser()
+    if not path.is_file():
+        raise CliError(f"file not found: {path}")
+    name = _import_name(path, args.name)
+    entry = reg.get_entry(name)
+    config = entry.config if entry is not None else None
+    model, report = model_from_file(path, args.format, backbone=args.backbone, variant=args.variant,
+                                    transform=args.transform, config=config)
+    for line in _describe_model(model, report):
+        print(line)
+    dest_dir = Path(args.dir).expanduser() if args.dir else reg.weights_cache_dir()
+    target = dest_dir / f"{name}.pth"
+    if target.exists() and not args.force and target.resolve() != path.resolve():
+        raise CliError(f"{target} exists; pass --force to replace it")
+    source = {"file": path.name, "format": report.format, "sha256": reg.sha256_file(path)}
+    if args.transform:
+        source["transform_file"] = Path(args.transform).name
+    save_checkpoint(target, model, source=source)
+    print(f"saved: {target}")
+    print(f"use it: os2d detect --weights {name if not args.dir else target} ...")
+    return 0
+
+
+def _export_kernels(args: argparse.Namespace, model):
+    """Class kernels to bake in (from --class / --classes / --gallery), or (None, None) for a kernels input."""
+    from os2d.cli import _parse_class_arg, read_classes_csv
+
+    classes = [_parse_class_arg(c) for c in args.class_args or []]
+    if args.classes:
+        classes += read_classes_csv(args.classes)
+    if not classes and not args.gallery:
+        return None, None
+    from os2d.detector import Detector
+    from os2d.io import ImageError
+
+    detector = Detector(model, device="cpu")
+    if args.gallery:
+        detector.load_gallery(args.gallery)
+    for name, image in classes:
+        try:
+            detector.add_class(name, image)
+        except ImageError as e:
+            raise CliError(f"class {name!r}: {e}") from e
+    gallery = detector.gallery
+    names = [gallery.class_names[i] for i in gallery.view_class.tolist()]
+    return gallery.kernels, names
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from os2d.export import export_class_encoder_onnx, export_onnx
+    from os2d.weights import load_model
+
+    if args.onnx is None and args.class_encoder is None:
+        raise CliError("nothing to export: give --onnx OUT.onnx and/or --class-encoder OUT.onnx")
+    model = load_model(args.weights)
+    if args.onnx:
+        kernels, names = _export_kernels(args, model)
+        report = export_onnx(model, args.onnx, height=args.height, width=args.width, kernels=kernels,
+                             class_names=names, exporter=args.exporter, opset=args.opset, verify=not args.no_verify)
+        print(report.summary())
+        if kernels is not None:
+            print(f"baked-in kernels (one per output channel K): {names}")
+        print(f"input: RGB float32 in [0, 1] resized to exactly {args.width}x{args.height} (w x h); "
+              "boxes and corners are in that frame; decode, threshold and NMS outside the graph")
+    if args.class_encoder:
+        report = export_class_encoder_onnx(model, args.class_encoder, exporter=args.exporter, opset=args.opset,
+                                           verify=not args.no_verify)
+        print(report.summary())
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the weights/export subcommands to the ``os2d`` parser."""
+    p = sub.add_parser("weights", help="list, download and import model weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+
+    q = wsub.add_parser("list", help="known weights and whether they are on this machine")
+    q.add_argument("--long", dest="verbose_list", action="store_true", help="also describe each entry")
+    q.set_defaults(func=cmd_list)
+
+    q = wsub.add_parser("download", help="download known weights into the cache (~/.cache/os2d/weights)")
+    q.add_argument("name", help="registry name (see `os2d weights list`)")
+    q.add_argument("--dir", default=None, help="download here instead of the cache")
+    q.add_argument("--force", action="store_true", help="download again even if present")
+    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_download)
+
+    q = wsub.add_parser("import", help="check and convert a weights file you have into an os2d checkpoint")
+    q.add_argument("path", help="official OS2D .pth, torchvision / Caffe2 / cirtorch ResNet, weakalign .pth.tar, ...")
+    q.add_argument("--name", default=None, help="name to use with --weights (default: registry name or file stem)")
+    q.add_argument("--format", default="auto", choices=["auto", *FORMATS])
+    q.add_argument("--backbone", default=None, choices=["resnet50", "resnet101", "efficientnet_lite0",
+                                                        "efficientnet_lite2"],
+                   help="expected backbone (checked against the file)")
+    q.add_argument("--variant", default=None, choices=["v1", "v2"],
+                   help="V1/V2 head for backbone-only files (default v2); checked for full checkpoints")
+    q.add_argument("--transform", default=None, metavar="WEAKALIGN.pth.tar",
+                   help="initialise the TransformNet from weakalign's affine regressor (V2)")
+    q.add_argument("--dir", default=None, help="save here instead of the cache")
+    q.add_argument("--force", action="store_true", help="replace an existing checkpoint of that name")
+    q.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="export the detector (fixed input size) to ONNX")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="detector graph: image (+ kernels) -> scores, boxes, corners")
+    p.add_argument("--class-encoder", metavar="OUT.onnx", help="also export the class-image encoder -> kernels")
+    p.add_argument("--weights", default="default", help="weights name or checkpoint path")
+    p.add_argument("--height", type=int, default=768, help="input height in pixels (default 768)")
+    p.add_argument("--width", type=int, default=1024, help="input width in pixels (default 1024)")
+    p.add_argument("--class", dest="class_args", action="append", metavar="NAME=PATH",
+                   help="bake in this class image's kernels (repeat); without classes, kernels are an input")
+    p.add_argument("--classes", metavar="CSV", help="bake in the classes of a CSV with header name,path")
+    p.add_argument("--gallery", metavar="FILE", help="bake in the kernels of a saved gallery")
+    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18 dynamo, 17 torchscript)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    p.set_defaults(func=cmd_export)

@@ -90,8 +90,12 @@ class InferenceConfig:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
 
     def replace(self, **changes: Any) -> InferenceConfig:
+        """A copy with the given fields changed (``None`` is a value: e.g. ``image_size=None`` keeps sizes)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown inference options: {sorted(unknown)}")
         d = asdict(self)
-        d.update({k: v for k, v in changes.items() if v is not None or k == "score_threshold"})
+        d.update(changes)
         return InferenceConfig(**d)
 
 

@@ -65,6 +65,20 @@ def default_font_size(size: tuple[int, int]) -> int:
     return max(10, round(math.sqrt(size[0] * size[1]) / 56))
 
 
+def _dashed_line(draw: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float],
+                 color: tuple[int, int, int], width: int, dash: float, gap: float) -> None:
+    """A dashed segment from ``a`` to ``b``."""
+    length = math.hypot(b[0] - a[0], b[1] - a[1])
+    if length < 1e-6:
+        return
+    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
+    t = 0.0
+    while t < length:
+        e = min(t + dash, length)
+        draw.line([(a[0] + ux * t, a[1] + uy * t), (a[0] + ux * e, a[1] + uy * e)], fill=color, width=width)
+        t = e + gap
+
+
 def _label_position(box: Sequence[float], tw: int, th: int, img_w: int, img_h: int) -> tuple[int, int]:
     """Top-left of a (tw, th) label: above the box if it fits, else inside its top; always inside the image."""
     x1, y1, _, y2 = box
@@ -83,7 +97,7 @@ def draw_detections(image: Image.Image, dets: Detections, *, max_detections: int
     """Draw detections on an RGB copy of ``image``.
 
     Each class gets one colour; each detection its box, the parallelogram of the aligned class image (the
-    pose estimate, thinner line) and a label ``"name 0.87"`` on a filled background kept inside the image.
+    pose estimate, dashed; it coincides with the box for the identity transform) and a label ``"name 0.87"`` on a filled background kept inside the image.
     The highest-scoring detection is drawn last, on top.
 
     Args:
@@ -128,8 +142,9 @@ def draw_detections(image: Image.Image, dets: Detections, *, max_detections: int
             tl, tr, bl, br = corners[i]
             pts = [tuple(tl), tuple(tr), tuple(br), tuple(bl)]
             if all(math.isfinite(c) for p in pts for c in p):
-                light = tuple(int(c + (255 - c) * 0.45) for c in color)
-                draw.line(pts + [pts[0]], fill=light, width=max(1, lw // 2 + (lw > 2)), joint="curve")
+                pw = max(1, lw - 1)
+                for a, b in zip(pts, pts[1:] + pts[:1], strict=True):
+                    _dashed_line(draw, a, b, color, pw, dash=4 * pw + 2, gap=3 * pw + 1)
         draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=color, width=lw)
 
         name = names[labels[i]] if 0 <= labels[i] < len(names) else str(labels[i])
@@ -150,20 +165,27 @@ def _fit(img: Image.Image, size: int) -> Image.Image:
 
 
 def draw_gallery(images: Sequence[tuple[str, Image.Image]], thumb: int = 128, *, pad: int = 8,
-                 background: tuple[int, int, int] = (245, 245, 245)) -> Image.Image:
+                 title: str | None = None, background: tuple[int, int, int] = (245, 245, 245)) -> Image.Image:
     """A horizontal strip of class thumbnails (each fit in ``thumb`` x ``thumb``) with their names below.
 
     Thumbnails get a thin frame in their class colour (same index order as :func:`draw_detections` when the
-    list is in gallery order).
+    list is in gallery order). ``title``: an optional line of text above the thumbnails.
     """
     thumb = max(8, int(thumb))
-    font = get_font(max(10, thumb // 8))
+    font = get_font(max(10, thumb // 9))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_h = _text_size(probe, "Hg", font)[1]
     cell_h = thumb + pad + text_h
+    title_font = get_font(max(10, thumb // 10))
+    title_h = _text_size(probe, "Hg", title_font)[1] + pad if title else 0
+    title_w = _text_size(probe, title, title_font)[0] + 2 * pad if title else 0
     n = len(images)
     if n == 0:
-        return Image.new("RGB", (thumb + 2 * pad, cell_h + 2 * pad), background)
+        strip = Image.new("RGB", (max(thumb + 2 * pad, title_w), cell_h + 2 * pad + title_h), background)
+        if title:
+            _, _, top = _text_size(probe, title, title_font)
+            ImageDraw.Draw(strip).text((pad, pad - top), title, fill=(60, 60, 60), font=title_font)
+        return strip
     # Widen a cell when a name is longer than the thumbnail.
     labels = []
     for name, _ in images:
@@ -172,17 +194,22 @@ def draw_gallery(images: Sequence[tuple[str, Image.Image]], thumb: int = 128, *,
             text = text[:-2] + "…"
         labels.append(text)
     widths = [max(thumb, _text_size(probe, t, font)[0]) for t in labels]
-    strip = Image.new("RGB", (sum(widths) + pad * (n + 1), cell_h + 2 * pad), background)
+    strip_w = max(sum(widths) + pad * (n + 1), title_w)
+    strip = Image.new("RGB", (strip_w, cell_h + 2 * pad + title_h), background)
     draw = ImageDraw.Draw(strip)
+    if title:
+        _, _, top = _text_size(draw, title, title_font)
+        draw.text((pad, pad - top), title, fill=(60, 60, 60), font=title_font)
     x = pad
+    y0 = pad + title_h
     for k, ((_, img), text, cw) in enumerate(zip(images, labels, widths, strict=True)):
         t = _fit(img, thumb)
         tx = x + (cw - t.width) // 2
-        ty = pad + (thumb - t.height) // 2
+        ty = y0 + (thumb - t.height) // 2
         strip.paste(t, (tx, ty))
         draw.rectangle([tx - 2, ty - 2, tx + t.width + 1, ty + t.height + 1], outline=class_color(k), width=2)
         tw, _, top = _text_size(draw, text, font)
-        draw.text((x + (cw - tw) // 2, pad + thumb + pad // 2 - top), text, fill=(20, 20, 20), font=font)
+        draw.text((x + (cw - tw) // 2, y0 + thumb + pad // 2 - top), text, fill=(20, 20, 20), font=font)
         x += cw + pad
     return strip
 

@@ -162,7 +162,11 @@ def load_model(weights: str | Path = "default", *, expect: ModelConfig | None = 
             return build_os2d(BUILTIN_WEIGHTS[name], pretrained_backbone=True).eval()
     path = Path(name).expanduser()
     if not path.exists():
-        raise WeightsError(f"unknown weights {name!r}: not a file and not one of {sorted(BUILTIN_WEIGHTS)}")
+        # Registry names (os2d_v2-train, resnet50-caffe2, ...) and imported names, found in $OS2D_WEIGHTS_DIR
+        # or the cache; a clear error says how to get a missing file.
+        from os2d.weights_registry import load_registered
+
+        return load_registered(name, expect=expect)
     return model_from_state(read_state_file(path), str(path), expect)
 
 
