@@ -23,14 +23,13 @@ def _iou(a, b):
 
 
 def test_finds_pasted_object_and_shifted_object_gives_shifted_box(detector):
-    obj = textured_object((160, 192))
-    detector.gallery.class_names.clear()
+    obj = textured_object((240, 240))  # the size of the anchors: the best window is unambiguous
     d = Detector(detector.model, detector.config)
     d.add_class("thing", obj)
-    a = d.detect(scene_with(obj, [(96, 64)]))
-    b = d.detect(scene_with(obj, [(96 + 64, 64 + 32)]))
+    a = d.detect(scene_with(obj, [(96, 48)], size=(560, 400)))
+    b = d.detect(scene_with(obj, [(96 + 64, 48 + 32)], size=(560, 400)))
     assert a.label_names[0] == "thing"
-    assert _iou(a.boxes_xyxy[0].tolist(), [96, 64, 256, 256]) > 0.3
+    assert _iou(a.boxes_xyxy[0].tolist(), [96, 48, 336, 288]) > 0.7
     shift = b.boxes_xyxy[0] - a.boxes_xyxy[0]
     torch.testing.assert_close(shift, torch.tensor([64.0, 32.0, 64.0, 32.0]), rtol=0, atol=1.0)
     assert abs(float(a.scores[0] - b.scores[0])) < 0.02

@@ -166,6 +166,20 @@ def _run_exporter(graph: nn.Module, args: tuple[Tensor, ...], path: Path, export
     raise ExportError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str, level: int = logging.WARNING):
+    """The exporter's helper libraries log every graph pass at INFO; keep them to ``level``."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), level))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _export_dynamo(graph, args, path, opset, input_names, output_names, dynamic) -> None:
     dims: dict[str, torch.export.Dim] = {}
 
@@ -176,7 +190,8 @@ def _export_dynamo(graph, args, path, opset, input_names, output_names, dynamic)
 
     shapes = tuple({axis: dim(label) for axis, label in dynamic.get(n, {}).items()} for n in input_names)
     log = io.StringIO()
-    with contextlib.redirect_stdout(log), warnings.catch_warnings():
+    with contextlib.redirect_stdout(log), warnings.catch_warnings(), _quiet_loggers("onnx_ir", "onnxscript"), \
+            _quiet_loggers("torch.onnx._internal.exporter._registration", level=logging.ERROR):  # torchvision ops
         warnings.simplefilter("ignore")
         program = torch.onnx.export(graph, args, dynamo=True, opset_version=opset, input_names=input_names,
                                     output_names=output_names, dynamic_shapes=shapes, verbose=False)

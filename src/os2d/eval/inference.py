@@ -61,8 +61,10 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     sy = original_size[1] / h
     scale4 = torch.tensor([sx, sy, sx, sy], device=boxes.device)
     scale2 = torch.tensor([sx, sy], device=boxes.device)
+    ow, oh = original_size
+    bound = torch.tensor([ow, oh, ow, oh], dtype=boxes.dtype, device=boxes.device)
     return LevelCandidates(
-        boxes_xyxy=boxes[view_ids, anchor_ids] * scale4,
+        boxes_xyxy=torch.minimum(boxes[view_ids, anchor_ids] * scale4, bound),  # float round-off at the border
         scores=top_scores[keep],
         views=view_ids,
         corners_xy=corners[view_ids, anchor_ids] * scale2,

@@ -200,20 +200,6 @@ class MBConvBlock(nn.Module):
         return out + x if self.use_skip else out
 
 
-class ExpansionOnly(nn.Module):
-    """The 1x1 expansion (+ BN + ReLU6) of an MBConv block, parameters named as in :class:`MBConvBlock`."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        self._expand_conv = Conv2dSame(spec.in_channels, spec.hidden_channels, 1)
-        self._bn0 = batch_norm(spec.hidden_channels)
-        self.act = nn.ReLU6(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, H, W) -> (B, C_hidden, H, W)."""
-        return self.act(self._bn0(self._expand_conv(x)))
-
-
 def stride16_cut(specs: list[BlockSpec]) -> int:
     """Index of the first stride-32 block, i.e. the number of full blocks that run at stride <= 16."""
     total = 2  # the stem has stride 2
@@ -225,10 +211,11 @@ def stride16_cut(specs: list[BlockSpec]) -> int:
 
 
 class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
-    """EfficientNet-Lite stem + MBConv blocks up to stride 16 + the expansion of the first stride-32 block.
+    """EfficientNet-Lite stem + every MBConv block that runs at stride <= 16 (stages 1-5).
 
-    Output: (B, out_channels, ceil(H / 16), ceil(W / 16)), post-ReLU6 (values in [0, 6]);
-    ``out_channels`` is 672 for lite0 and 720 for lite2. Random init; see :func:`load_efficientnet_lite_imagenet`.
+    Output: (B, out_channels, ceil(H / 16), ceil(W / 16)), the linear (not rectified) output of the last
+    stride-16 block; ``out_channels`` is 112 for lite0 and 120 for lite2. Random init; ImageNet weights come
+    from :func:`load_efficientnet_lite_imagenet`.
 
     Args:
         variant: ``"lite0"`` or ``"lite2"``.
@@ -239,17 +226,15 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
 
     def __init__(self, variant: str = "lite0", *, frozen_bn: bool = True) -> None:
         super().__init__()
-        specs = block_specs(variant)
-        cut = stride16_cut(specs)
+        all_specs = block_specs(variant)
+        specs = all_specs[: stride16_cut(all_specs)]  # the stride-32 blocks are never built
         self.variant = variant
         self.frozen_bn = frozen_bn
+        self.out_channels = specs[-1].out_channels
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = batch_norm(STEM_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
-        blocks: list[nn.Module] = [MBConvBlock(spec) for spec in specs[:cut]]
-        blocks.append(ExpansionOnly(specs[cut]))
-        self._blocks = nn.ModuleList(blocks)
-        self.out_channels = specs[cut].hidden_channels
+        self._blocks = nn.ModuleList(MBConvBlock(spec) for spec in specs)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -314,7 +299,7 @@ def load_efficientnet_lite_imagenet(trunk: EfficientNetLiteTrunk) -> None:
 
 
 def efficientnet_lite0(pretrained: bool = True, frozen_bn: bool = True) -> EfficientNetLiteTrunk:
-    """EfficientNet-Lite0 trunk (672 channels at stride 16), ImageNet weights when ``pretrained``."""
+    """EfficientNet-Lite0 trunk (112 channels at stride 16), ImageNet weights when ``pretrained``."""
     trunk = EfficientNetLiteTrunk("lite0", frozen_bn=frozen_bn)
     if pretrained:
         load_efficientnet_lite_imagenet(trunk)
@@ -322,7 +307,7 @@ def efficientnet_lite0(pretrained: bool = True, frozen_bn: bool = True) -> Effic
 
 
 def efficientnet_lite2(pretrained: bool = True, frozen_bn: bool = True) -> EfficientNetLiteTrunk:
-    """EfficientNet-Lite2 trunk (720 channels at stride 16), ImageNet weights when ``pretrained``."""
+    """EfficientNet-Lite2 trunk (120 channels at stride 16), ImageNet weights when ``pretrained``."""
     trunk = EfficientNetLiteTrunk("lite2", frozen_bn=frozen_bn)
     if pretrained:
         load_efficientnet_lite_imagenet(trunk)
