@@ -178,9 +178,9 @@ def files(tmp_path_factory, r50, trunk) -> dict[str, Path]:
     return paths
 
 
-def fresh(config: ModelConfig = ModelConfig.v2("resnet50")) -> Os2dModel:
+def fresh(config: ModelConfig | None = None) -> Os2dModel:
     torch.manual_seed(123)
-    return build_os2d(config).eval()
+    return build_os2d(config or ModelConfig.v2("resnet50")).eval()
 
 
 def assert_same_state(a: nn.Module, b: nn.Module, skip_num_batches: bool = False) -> None:
@@ -389,9 +389,12 @@ def test_wrong_format_gives_clear_error(tmp_path, files):
         convert.init_backbone_from_file(fresh(), files["resnet50-19c8e357.pth"], format="cirtorch")
     with pytest.raises(WeightsError, match="unknown format"):
         convert.model_from_file(files["resnet50-19c8e357.pth"], format="keras")
-    (tmp_path / "text.pth").write_text("not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot read"):
+    (tmp_path / "text.pth").write_text("<html>not a checkpoint</html>")
+    with pytest.raises(WeightsError, match="not a PyTorch weights file"):
         convert.model_from_file(tmp_path / "text.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "other.pth").read_bytes()[:100])  # truncated download
+    with pytest.raises(WeightsError, match="cannot read"):
+        convert.model_from_file(tmp_path / "cut.pth")
 
 
 class _Exploit:
@@ -410,6 +413,12 @@ def test_tampered_pickle_is_refused_and_never_executed(tmp_path):
                  lambda p: convert.init_backbone_from_file(fresh(), p), load_model):
         with pytest.raises(WeightsError, match="refused or corrupt"):
             load(path)
+    with pytest.raises(WeightsError, match=r"needs (posix|os|nt)\.system, which is not plain tensor data"):
+        convert.read_weights_file(path)
+    legacy = tmp_path / "legacy-evil.pth"  # pre-1.6 serialisation, same refusal
+    torch.save({"net": _Exploit(marker)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match="refused or corrupt"):
+        convert.model_from_file(legacy)
     assert not marker.exists()
 
 

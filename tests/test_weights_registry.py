@@ -151,7 +151,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     f"</form></body></html>")
             self._send(page.encode(), "text/html; charset=utf-8")
         elif url.path == "/uc" and q.get("id") == "OLD":  # older flow: cookie + confirm=TOKEN link
-            page = f'<html><a href="/uc?export=download&amp;confirm=AbC_9&amp;id=OLD">Download anyway</a></html>'
+            page = '<html><a href="/uc?export=download&amp;confirm=AbC_9&amp;id=OLD">Download anyway</a></html>'
             if q.get("confirm") == "AbC_9":
                 self._send(PAYLOAD, "application/octet-stream")
             else:

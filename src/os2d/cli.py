@@ -222,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("os2d: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `os2d weights list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

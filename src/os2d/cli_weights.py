@@ -33,6 +33,19 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _imported_info(path: Path) -> tuple[str, str]:
+    """(model, licence) of an imported os2d checkpoint, read lazily (mmap); ("?", "?") for anything else."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        config, source = obj["config"], obj.get("source") or {}
+        variant = "v2" if config["num_transform_params"] == 6 else "v1"
+        return f"{config['backbone']} {variant}", str(source.get("licence") or "?")
+    except Exception:  # noqa: BLE001 - a listing never fails on a foreign file
+        return "?", "?"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from os2d import weights_registry as reg
 
@@ -52,7 +65,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if folder.is_dir():
             for path in sorted(folder.glob("*.pth")):
                 if path.name not in known:
-                    rows.append([path.stem, "imported", _human_size(path.stat().st_size), "?", "file", "?"])
+                    model, licence = _imported_info(path)
+                    rows.append([path.stem, "imported", _human_size(path.stat().st_size), model, "file", licence])
                     known.add(path.name)
     _print_table(rows, ["NAME", "STATUS", "SIZE", "MODEL", "KIND", "LICENCE"])
     print(f"\nsearched: {', '.join(str(d) for d in reg.search_dirs())}  "
@@ -135,7 +149,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     target = dest_dir / f"{name}.pth"
     if target.exists() and not args.force and target.resolve() != path.resolve():
         raise CliError(f"{target} exists; pass --force to replace it")
-    source = {"file": path.name, "format": report.format, "sha256": reg.sha256_file(path)}
+    source = {"file": path.name, "format": report.format, "sha256": reg.sha256_file(path),
+              "licence": entry.licence if entry is not None else None}
     if args.transform:
         source["transform_file"] = Path(args.transform).name
     save_checkpoint(target, model, source=source)

@@ -142,7 +142,8 @@ def model_from_state(obj: Any, source: str, expect: ModelConfig | None = None) -
         config, state = convert_official_checkpoint(obj["net"])
     else:
         keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
-        raise WeightsError(f"{source} is not an os2d or OS2D checkpoint (top-level: {keys})")
+        raise WeightsError(f"{source} is not an os2d or OS2D checkpoint (top-level: {keys}); backbone or "
+                           f"weakalign files are converted with `os2d weights import PATH`")
     if expect is not None and (expect.backbone, expect.variant) != (config.backbone, config.variant):
         raise WeightsError(f"{source} holds a {config.backbone} {config.variant} model, "
                            f"expected {expect.backbone} {expect.variant}")

@@ -105,8 +105,28 @@ def _numpy_safe_globals() -> list[Any]:
 def read_weights_file(path: str | Path) -> Any:
     """Read any supported file safely: ``weights_only`` unpickling (CPU) that also admits ``argparse.Namespace``
     and numpy arrays/scalars (training extras of weakalign checkpoints). Code in a tampered pickle is refused."""
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        return read_state_file(path)
+    path = Path(path)
+    if path.is_file():
+        with path.open("rb") as f:
+            magic = f.read(4)
+        # torch.save writes a zip archive (PyTorch >= 1.6) or a pickle stream (protocol >= 2 starts with 0x80)
+        if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
+            raise WeightsError(f"{path} is not a PyTorch weights file (it starts with {magic!r})")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return read_state_file(path)
+    except WeightsError as e:
+        # torch's message advises weights_only=False / allow-listing the offending global: not for us.
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found is not None:
+            reason = f"unpickling it needs {found.group(1)}, which is not plain tensor data"
+        elif (found := re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)) is not None:
+            reason = found.group(1).strip()
+        else:
+            raise
+        raise WeightsError(f"cannot read {path}: refused or corrupt; {reason} "
+                           "(os2d only unpickles tensors and plain data, never code)") from e
 
 
 @dataclass

@@ -74,14 +74,18 @@ def os2d_head(
         with_detached_scores: also compute scores with the grids detached (negatives in training).
     """
     k = kernels.shape[0]
-    chunk = k if class_chunk is None or class_chunk <= 0 else class_chunk
-    parts = [
-        _head_chunk(
-            features, kernels[i : i + chunk], transform_net, invert_transform, grid_size, pool_border,
-            stride, anchor_size, with_detached_scores,
-        )
-        for i in range(0, max(k, 1), chunk)
-    ] if k > 0 else [_empty(features, grid_size)]
+    if k == 0:
+        parts = [_empty(features, grid_size)]
+    elif class_chunk is None or class_chunk <= 0 or class_chunk >= k:
+        # one call, no Python loop over classes: also keeps K dynamic for ONNX export
+        parts = [_head_chunk(features, kernels, transform_net, invert_transform, grid_size, pool_border,
+                             stride, anchor_size, with_detached_scores)]
+    else:
+        parts = [
+            _head_chunk(features, kernels[i : i + class_chunk], transform_net, invert_transform, grid_size,
+                        pool_border, stride, anchor_size, with_detached_scores)
+            for i in range(0, k, class_chunk)
+        ]
 
     def cat(idx: int) -> Tensor | None:
         items = [p[idx] for p in parts]
