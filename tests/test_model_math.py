@@ -9,7 +9,12 @@ from os2d.model.box_coder import decode, encode, make_anchors
 from os2d.model.correlation import class_kernels, correlate, l2_normalize, resize_class_features
 from os2d.model.grids import local_grid, params_to_affine
 from os2d.model.head import os2d_head
-from os2d.model.resample import pool_mask, sample_per_channel, sample_per_channel_loop
+from os2d.model.resample import (
+    pool_mask,
+    sample_per_channel,
+    sample_per_channel_gather,
+    sample_per_channel_loop,
+)
 from os2d.model.transform_net import TransformNet
 
 
@@ -40,8 +45,9 @@ def test_resampling_matches_per_channel_grid_sample():
     # points partly outside the map: the reference clamps them to the border
     x = torch.rand(3, 10, 7, 9, generator=g) * 14 - 3
     y = torch.rand(3, 10, 7, 9, generator=g) * 12 - 3
-    torch.testing.assert_close(sample_per_channel(maps, x, y), sample_per_channel_loop(maps, x, y),
-                               rtol=1e-5, atol=1e-6)
+    loop = sample_per_channel_loop(maps, x, y)
+    torch.testing.assert_close(sample_per_channel(maps, x, y), loop, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sample_per_channel_gather(maps, x, y), loop, rtol=1e-5, atol=1e-6)
 
 
 def test_resampling_gradcheck():
@@ -51,6 +57,7 @@ def test_resampling_gradcheck():
     x = (torch.rand(1, 4, 3, 2, generator=g, dtype=torch.float64) * 4.6 + 0.2).requires_grad_()
     y = (torch.rand(1, 4, 3, 2, generator=g, dtype=torch.float64) * 3.6 + 0.2).requires_grad_()
     assert torch.autograd.gradcheck(sample_per_channel, (maps, x, y))
+    assert torch.autograd.gradcheck(sample_per_channel_gather, (maps, x, y))
 
 
 def test_affine_inverse_and_v1_layout():

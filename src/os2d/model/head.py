@@ -14,7 +14,7 @@ from torch import Tensor
 from os2d.model.box_coder import encode, make_anchors
 from os2d.model.correlation import correlate
 from os2d.model.grids import params_to_affine
-from os2d.model.resample import pool_mask, sample_per_channel
+from os2d.model.resample import pool_mask, sample_per_channel_unit
 from os2d.model.transform_net import TransformNet
 
 
@@ -122,12 +122,12 @@ def _head_chunk(
     theta = params_to_affine(transform_net(corr), invert=invert_transform)  # (N, H, W, 2, 3)
     # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
     # Built directly in correlation-channel layout (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
-    x_fm, y_fm = _grid_in_channel_layout(theta, s, box_size=float(s), stride=1.0)
+    grid = _unit_grid_in_channel_layout(theta, s, h, w)  # (N, S*S, H, W, 2)
     mask = pool_mask(s, pool_border, device=corr.device, dtype=corr.dtype)
-    scores = torch.einsum("nchw,c->nhw", sample_per_channel(corr, x_fm, y_fm), mask)
+    scores = torch.einsum("nchw,c->nhw", sample_per_channel_unit(corr, grid), mask)
     scores_detached = None
     if with_detached_scores:
-        sampled = sample_per_channel(corr, x_fm.detach(), y_fm.detach())
+        sampled = sample_per_channel_unit(corr, grid.detach())
         scores_detached = torch.einsum("nchw,c->nhw", sampled, mask).view(b, k, h, w)
 
     # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
@@ -142,30 +142,33 @@ def _head_chunk(
     )
 
 
-def _grid_in_channel_layout(theta: Tensor, s: int, box_size: float, stride: float) -> tuple[Tensor, Tensor]:
-    """Global coordinates of all S*S grid points, laid out like the correlation channels.
+def _unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor:
+    """All S*S grid points of every location in ``grid_sample`` units of the (H, W) feature map, laid out like
+    the correlation channels, ready for :func:`sample_per_channel_unit`.
 
-    ``x[n, q*S + p, k, l] = box_size/2 * (a x_q + b y_p + t_x) + stride (l + 0.5)`` (and y alike): two fused
-    multiply-adds per coordinate on the full tensor instead of materialising (N, H, W, S, S) grids.
+    Feature-map frame: windows of S cells at stride 1 centred at (l + 0.5, k + 0.5) (the reference's half-cell
+    offset), so ``x_fm = S/2 * (a x_q + b y_p + t_x) + l + 0.5`` and ``u = x_fm * 2 / (W - 1) - 1``. Both maps
+    are affine, so they are folded into the coefficients: two fused multiply-adds write the interleaved (u, v)
+    tensor directly instead of materialising (N, H, W, S, S) grids.
 
     Args:
         theta: (N, H, W, 2, 3) class-local -> image-local affine matrices.
     Returns:
-        x, y: (N, S*S, H, W).
+        (N, S*S, H, W, 2), channel ``q*S + p`` holds the point of class cell (p, q).
     """
-    n, h, w = theta.shape[:3]
-    half = box_size / 2.0
-    lin = torch.linspace(-1.0, 1.0, s, dtype=theta.dtype, device=theta.device)
-    xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1)  # channel q*S + p -> x_q
-    yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1)  # channel q*S + p -> y_p
-    t = theta.permute(0, 3, 4, 1, 2) * half  # (N, 2, 3, H, W)
-    cy = (torch.arange(h, dtype=theta.dtype, device=theta.device) + 0.5) * stride
-    cx = (torch.arange(w, dtype=theta.dtype, device=theta.device) + 0.5) * stride
-    x = torch.addcmul((t[:, 0, 2] + cx.view(1, 1, w)).unsqueeze(1), t[:, 0, 0].unsqueeze(1), xq)
-    x = x.addcmul_(t[:, 0, 1].unsqueeze(1), yp)
-    y = torch.addcmul((t[:, 1, 2] + cy.view(1, h, 1)).unsqueeze(1), t[:, 1, 0].unsqueeze(1), xq)
-    y = y.addcmul_(t[:, 1, 1].unsqueeze(1), yp)
-    return x, y
+    dtype, device = theta.dtype, theta.device
+    half = s / 2.0
+    unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype, device=device)  # (2,) u, v
+    coef = theta * (half * unit).view(2, 1)  # (N, H, W, 2, 3) rows scaled to unit coordinates
+    cy = (torch.arange(h, dtype=dtype, device=device) + 0.5) * unit[1] - 1.0
+    cx = (torch.arange(w, dtype=dtype, device=device) + 0.5) * unit[0] - 1.0
+    centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
+    offset = (coef[..., 2] + centre).unsqueeze(1)  # (N, 1, H, W, 2)
+    lin = torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device)
+    xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> x_q
+    yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> y_p
+    grid = torch.addcmul(offset, coef[..., 0].unsqueeze(1), xq)  # (N, S*S, H, W, 2)
+    return grid.addcmul_(coef[..., 1].unsqueeze(1), yp)
 
 
 # Class-local coordinates of the grid corners: top-left, top-right, bottom-left, bottom-right (reference order).
