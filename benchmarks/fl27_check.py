@@ -4,7 +4,7 @@ For each brand: the class image is ``class_images/<Brand>.jpg`` (a crop of one b
 annotated images except that crop's source image; a detection is a true positive at IoU >= 0.5 with an
 unmatched box of its brand. Prints per-brand AP (VOC all-point), recall and seconds per image.
 
-    python benchmarks/fl27_check.py --brands Adidas Cocacola Google --max-images 60
+    python benchmarks/fl27_check.py --brands Adidas Cocacola Google --negatives 50
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--brands", nargs="*", default=None)
-    ap.add_argument("--max-images", type=int, default=0, help="test on the first N images (0 = all)")
+    ap.add_argument("--negatives", type=int, default=-1,
+                    help="images without any of the chosen brands to add (-1 = all)")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.7, 1.0, 1.4])
@@ -63,9 +64,9 @@ def main() -> None:
         for row in csv.DictReader(f):
             sources[row.get("class") or row.get("brand")] = row.get("source_image") or row.get("image")
     brands = args.brands or sorted(sources)
-    images = sorted(gt)
-    if args.max_images:
-        images = images[: args.max_images]
+    with_brand = sorted(n for n in gt if any(c in brands for c, _ in gt[n]))
+    others = sorted(n for n in gt if n not in with_brand)
+    images = with_brand + (others if args.negatives < 0 else others[: args.negatives])
     det = Detector.from_weights(args.weights, image_size=args.image_size, scales=tuple(args.scales),
                                 max_detections=50)
     for b in brands:
@@ -75,7 +76,7 @@ def main() -> None:
     times = []
     for name in images:
         t0 = time.perf_counter()
-        dets = det.detect(args.data / "images" / name)
+        dets = det.detect(args.data / name)
         times.append(time.perf_counter() - t0)
         for b in brands:
             if sources.get(b) == name:

@@ -108,13 +108,13 @@ def _naive_identity_scores(feats, cls):
                 + ay * ((1 - ax) * fn[:, y1, x0] + ax * fn[:, y1, x1]))
 
     for k in range(h):
-        for l in range(w):
+        for col in range(w):
             total = 0.0
             for p in range(2, 13):
                 for q in range(2, 13):
-                    v = interp(l + 0.5 + 7.5 * (-1 + 2 * q / 14), k + 0.5 + 7.5 * (-1 + 2 * p / 14))
+                    v = interp(col + 0.5 + 7.5 * (-1 + 2 * q / 14), k + 0.5 + 7.5 * (-1 + 2 * p / 14))
                     total += float(cls[:, p, q] @ v)
-            out[k, l] = total / 121
+            out[k, col] = total / 121
     return out
 
 

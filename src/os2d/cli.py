@@ -172,7 +172,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from os2d.demo import run_demo
 
     summary = run_demo(Path(args.output), weights=args.weights, device=args.device)
-    print(json.dumps(summary, indent=1))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    payload = json.loads(Path(summary["files"]["detections_json"]).read_text())
+    dets = payload["images"][0]["detections"]
+    print(f"os2d demo: a generated shelf ({payload['images'][0]['width']}x{payload['images'][0]['height']}) "
+          f"with {summary['num_instances']} planted products of {len(summary['classes'])} classes "
+          f"({', '.join(summary['classes'])}), weights {args.weights!r}")
+    print(f"found in {summary['seconds']['detect']:.1f} s; top detections:")
+    for d in dets[:10]:
+        x1, y1, x2, y2 = d["box_xyxy"]
+        print(f"  {d['label']:<10} score {d['score']:.3f}  box [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+    for name, r in summary["recall"].items():
+        print(f"  {name:<10} {r['found']}/{r['instances']} planted instances among its top {r['instances']} "
+              f"detections (IoU >= 0.5)")
+    for key, label in (("detections_png", "picture"), ("detections_json", "JSON"), ("scene", "input")):
+        print(f"{label}: {summary['files'][key]}")
     return 0
 
 
@@ -199,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="os2d-demo", metavar="DIR")
     p.add_argument("--weights", default="default")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_demo)
 
     from os2d import cli_weights

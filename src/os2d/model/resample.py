@@ -37,12 +37,13 @@ def sample_per_channel_unit(maps: Tensor, grid: Tensor) -> Tensor:
 
     Args:
         maps: (N, n, H, W).
-        grid: (N, n, *P, 2) points (u, v), -1/+1 = centres of the first/last column/row; clamped here.
+        grid: (N, n, *P, 2) points (u, v), -1/+1 = centres of the first/last column/row. Points outside are
+            clamped by ``padding_mode="border"`` (value and zero gradient, as the reference's explicit clamp).
     Returns:
         (N, n, *P).
     """
     nb, nc, h, w = maps.shape
-    pts = grid.reshape(nb * nc, -1, 1, 2).clamp(-1.0, 1.0)
+    pts = grid.reshape(nb * nc, -1, 1, 2)
     out = F.grid_sample(maps.reshape(nb * nc, 1, h, w), pts, mode="bilinear", padding_mode="border",
                         align_corners=True)  # (N*n, 1, P, 1)
     return out.view(grid.shape[:-1])
