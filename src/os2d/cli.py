@@ -6,12 +6,12 @@ import argparse
 import csv
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from os2d.files import atomic_json_dump
 
 OUTPUT_VERSION = 1
 
@@ -63,17 +63,17 @@ def read_image_list(path: str | Path) -> list[str]:
     return [ln if Path(ln).is_absolute() else str(path.parent / ln) for ln in lines if ln and not ln.startswith("#")]
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def register_classes(detector, classes: list[tuple[str, Any]], *, gallery: str | None = None) -> None:
+    """Load a saved gallery (optional), then add (name, image) classes; bad class images become CliError."""
+    from os2d.io import ImageError
+
+    if gallery:
+        detector.load_gallery(gallery)
+    for name, image in classes:
+        try:
+            detector.add_class(name, image)
+        except ImageError as e:
+            raise CliError(f"class {name!r}: {e}") from e
 
 
 def _add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -128,13 +128,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise CliError("no classes: give --class NAME=PATH, --classes CSV or --gallery FILE")
 
     detector = Detector.from_weights(args.weights, device=args.device, config=_inference_config(args))
-    if args.gallery:
-        detector.load_gallery(args.gallery)
-    for name, path in classes:
-        try:
-            detector.add_class(name, path)
-        except ImageError as e:
-            raise CliError(f"class {name!r}: {e}") from e
+    register_classes(detector, classes, gallery=args.gallery)
     if args.save_gallery:
         detector.save_gallery(args.save_gallery)
 
@@ -160,7 +154,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             for d in dets.to_list()[:10]:
                 print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
     payload = {"version": OUTPUT_VERSION, "classes": detector.classes, "images": records}
-    write_json_atomic(args.output, payload)
+    atomic_json_dump(args.output, payload)
     if not args.quiet:
         n = sum(len(r["detections"]) for r in records)
         print(f"wrote {args.output}: {len(records) - failures} images, {n} detections"

@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from os2d.cli import CliError
+from os2d.cli import CliError, register_classes
 
 VARIANT_WORDS = {"v1": "V1 (scale + translation, P=4)", "v2": "V2 (full affine, inverted, P=6)"}
 # = os2d.model.convert.FORMATS (not imported here: building the parser must not import torch)
@@ -169,16 +169,9 @@ def _export_kernels(args: argparse.Namespace, model):
     if not classes and not args.gallery:
         return None, None
     from os2d.detector import Detector
-    from os2d.io import ImageError
 
     detector = Detector(model, device="cpu")
-    if args.gallery:
-        detector.load_gallery(args.gallery)
-    for name, image in classes:
-        try:
-            detector.add_class(name, image)
-        except ImageError as e:
-            raise CliError(f"class {name!r}: {e}") from e
+    register_classes(detector, classes, gallery=args.gallery)
     gallery = detector.gallery
     names = [gallery.class_names[i] for i in gallery.view_class.tolist()]
     return gallery.kernels, names

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import Tensor
+
+from os2d.files import atomic_torch_save
 
 GALLERY_FORMAT = "os2d-gallery"
 GALLERY_VERSION = 1
@@ -90,21 +90,12 @@ class ClassGallery:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": GALLERY_FORMAT, "version": GALLERY_VERSION, "class_names": list(self.class_names),
             "kernels": self.kernels if self.kernels is not None else torch.zeros(0),
             "view_class": self.view_class, "view_names": list(self.view_names), "model_id": self.model_id,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_torch_save(path, payload)
 
     @classmethod
     def load(cls, path: str | Path) -> ClassGallery:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 from torch import Tensor
 
 from os2d.config import ModelConfig
+from os2d.files import atomic_torch_save
 from os2d.model.os2d import Os2dModel, build_os2d
 
 logger = logging.getLogger(__name__)
@@ -117,18 +116,9 @@ def convert_official_checkpoint(net: dict[str, Tensor]) -> tuple[ModelConfig, di
 
 def save_checkpoint(path: str | Path, model: Os2dModel, **extra: Any) -> None:
     """Save model state + config + version (plus e.g. optimizer/step) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
                "model": model.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_torch_save(path, payload)
 
 
 def model_from_state(obj: Any, source: str, expect: ModelConfig | None = None) -> Os2dModel:

@@ -10,26 +10,18 @@ from collections.abc import Callable
 from torch import nn
 
 
-def _resnet50(pretrained: bool, frozen_bn: bool) -> nn.Module:
-    from os2d.model.backbone.resnet import resnet50
+def _resnet(depth: str) -> Callable[[bool, bool], nn.Module]:
+    def build(pretrained: bool, frozen_bn: bool) -> nn.Module:
+        from os2d.model.backbone.resnet import ResNetTrunk
 
-    if pretrained:
-        raise ValueError(
-            "ResNet ImageNet weights are not bundled; build with pretrained=False and load a file "
-            "(see `os2d weights import`)"
-        )
-    return resnet50(frozen_bn=frozen_bn)
+        if pretrained:
+            raise ValueError(
+                "ResNet ImageNet weights are not bundled; build with pretrained=False and load a file "
+                "(see `os2d weights import`)"
+            )
+        return ResNetTrunk(depth, frozen_bn=frozen_bn)
 
-
-def _resnet101(pretrained: bool, frozen_bn: bool) -> nn.Module:
-    from os2d.model.backbone.resnet import resnet101
-
-    if pretrained:
-        raise ValueError(
-            "ResNet ImageNet weights are not bundled; build with pretrained=False and load a file "
-            "(see `os2d weights import`)"
-        )
-    return resnet101(frozen_bn=frozen_bn)
+    return build
 
 
 def _efficientnet_lite0(pretrained: bool, frozen_bn: bool) -> nn.Module:
@@ -45,8 +37,8 @@ def _efficientnet_lite2(pretrained: bool, frozen_bn: bool) -> nn.Module:
 
 
 BACKBONES: dict[str, Callable[[bool, bool], nn.Module]] = {
-    "resnet50": _resnet50,
-    "resnet101": _resnet101,
+    "resnet50": _resnet("resnet50"),
+    "resnet101": _resnet("resnet101"),
     "efficientnet_lite0": _efficientnet_lite0,
     "efficientnet_lite2": _efficientnet_lite2,
 }

@@ -24,3 +24,13 @@ class FrozenBNMixin:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """Kaiming-normal (fan-out) convolutions, BatchNorm scale 1 and shift 0: the torchvision ImageNet init."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from os2d.model.backbone.common import FrozenBNMixin
+from os2d.model.backbone.common import FrozenBNMixin, init_conv_bn
 
 logger = logging.getLogger(__name__)
 
@@ -250,12 +250,7 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def normalize(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> network input ``(x * 255 - 127) / 128`` (TF-Lite preprocessing)."""

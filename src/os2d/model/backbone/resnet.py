@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from os2d.model.backbone.common import IMAGENET_MEAN, IMAGENET_STD, FrozenBNMixin
+from os2d.model.backbone.common import IMAGENET_MEAN, IMAGENET_STD, FrozenBNMixin, init_conv_bn
 
 # Blocks per stage, stages 1..3 (layer4 is never built).
 RESNET_LAYERS = {"resnet50": (3, 4, 6), "resnet101": (3, 4, 23)}
@@ -80,12 +80,7 @@ class ResNetTrunk(FrozenBNMixin, nn.Module):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def normalize(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> ImageNet mean/std normalised input (the reference's ``Normalize``)."""
