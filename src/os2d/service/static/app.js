@@ -1,0 +1,615 @@
+/* OS2D web page: upload a photo, define classes by drawing boxes, detect, inspect.
+   Plain JS, no dependencies. Talks to the service's /api/v1 endpoints. */
+(() => {
+  "use strict";
+
+  const API = "/api/v1";
+  const TOKEN_KEY = "os2d.token";
+  const PALETTE = [
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#0aa5a5", "#d6249f", "#7a9a01",
+    "#9a6324", "#800000", "#1f77b4", "#808000", "#000075", "#ff6f61", "#2ca02c", "#bc5090",
+  ];
+
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    status: $("status"), statusText: $("status-text"), token: $("token"),
+    error: $("error"), errorText: $("error-text"), errorClose: $("error-close"),
+    photoInput: $("photo-input"), dropzone: $("dropzone"), canvas: $("canvas"),
+    selectionInfo: $("selection-info"),
+    className: $("class-name"), classImageInput: $("class-image-input"),
+    addClass: $("add-class"), clearSelection: $("clear-selection"),
+    gallery: $("gallery"), galleryEmpty: $("gallery-empty"),
+    selectAll: $("select-all"), selectNone: $("select-none"),
+    maxDetections: $("max-detections"), serverThreshold: $("server-threshold"),
+    imageSize: $("image-size"), scales: $("scales"),
+    detect: $("detect"), spinner: $("spinner"), downloadJson: $("download-json"),
+    threshold: $("threshold"), thresholdValue: $("threshold-value"),
+    detCount: $("det-count"), detTotal: $("det-total"), detTime: $("det-time"),
+    results: $("results"),
+  };
+  const ctx = el.canvas.getContext("2d");
+
+  const state = {
+    photoFile: null,   // File of the current photo (sent as-is to the server)
+    photo: null,       // HTMLImageElement
+    width: 0, height: 0, // original pixels
+    scale: 1,          // canvas pixels per original pixel
+    selection: null,   // {x1,y1,x2,y2} in original pixels
+    drag: null,        // {x0,y0,pointerId} while drawing
+    classes: [],       // from GET /classes
+    unchecked: new Set(), // class names the user unticked
+    response: null,    // last /detect response
+    colors: new Map(), // label -> colour
+    drawn: 0,          // detections drawn on the canvas right now
+    busy: false,
+    ready: false,
+  };
+
+  /* ---------- errors, token, fetch ---------- */
+
+  function showError(message) {
+    el.errorText.textContent = message;
+    el.error.hidden = false;
+  }
+  function clearError() {
+    el.error.hidden = true;
+    el.errorText.textContent = "";
+  }
+  el.errorClose.addEventListener("click", clearError);
+
+  try { el.token.value = localStorage.getItem(TOKEN_KEY) || ""; } catch (_) { /* storage disabled */ }
+  el.token.addEventListener("input", () => {
+    try {
+      if (el.token.value) localStorage.setItem(TOKEN_KEY, el.token.value);
+      else localStorage.removeItem(TOKEN_KEY);
+    } catch (_) { /* ignore */ }
+  });
+
+  function detailText(detail, status) {
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      // FastAPI validation errors: [{loc: [...], msg: "..."}]
+      return detail.map((d) => (d && d.msg ? `${(d.loc || []).slice(1).join(".") || "request"}: ${d.msg}` : JSON.stringify(d))).join("; ");
+    }
+    if (detail) return JSON.stringify(detail);
+    return `HTTP ${status}`;
+  }
+
+  async function api(path, options = {}) {
+    const headers = new Headers(options.headers || {});
+    const token = el.token.value.trim();
+    if (token) headers.set("Authorization", `Bearer ${token}`);
+    let resp;
+    try {
+      resp = await fetch(API + path, { ...options, headers });
+    } catch (err) {
+      throw new Error(`Network error: ${err.message || err}`);
+    }
+    if (resp.status === 204) return null;
+    const text = await resp.text();
+    let body = null;
+    if (text) {
+      try { body = JSON.parse(text); } catch (_) { body = null; }
+    }
+    if (!resp.ok) {
+      const msg = body && "detail" in body ? detailText(body.detail, resp.status) : (text || resp.statusText);
+      const error = new Error(`${resp.status} ${msg}`);
+      error.status = resp.status;
+      throw error;
+    }
+    return body;
+  }
+
+  /* ---------- status ---------- */
+
+  function setStatus(kind, text) {
+    el.status.dataset.state = kind;
+    el.statusText.textContent = text;
+  }
+
+  async function pollReady() {
+    try {
+      const r = await api("/ready");
+      state.ready = !!(r && r.ready);
+      if (state.ready) {
+        const parts = ["Ready"];
+        if (r.model_id) parts.push(`model ${r.model_id}`);
+        if (r.weights) parts.push(`weights ${r.weights}`);
+        if (typeof r.classes === "number") parts.push(`${r.classes} class${r.classes === 1 ? "" : "es"}`);
+        setStatus("ready", parts.join(" · "));
+      } else {
+        setStatus("loading", "Model loading…");
+        setTimeout(pollReady, 2000);
+      }
+    } catch (err) {
+      state.ready = false;
+      setStatus(err.status === 503 ? "loading" : "down", err.status === 503 ? "Model loading…" : `Not ready: ${err.message}`);
+      setTimeout(pollReady, 3000);
+    }
+    updateButtons();
+  }
+
+  /* ---------- photo ---------- */
+
+  function isImage(file) {
+    return file && (!file.type || file.type.startsWith("image/"));
+  }
+
+  function loadPhoto(file) {
+    if (!isImage(file)) { showError("Please choose an image file."); return; }
+    clearError();
+    const url = URL.createObjectURL(file);
+    const img = new Image();
+    img.onload = () => {
+      state.photoFile = file;
+      state.photo = img;
+      state.width = img.naturalWidth;
+      state.height = img.naturalHeight;
+      // Canvas resolution: the photo itself, capped so huge photos stay cheap to redraw.
+      const maxSide = 2400;
+      state.scale = Math.min(1, maxSide / Math.max(state.width, state.height));
+      el.canvas.width = Math.max(1, Math.round(state.width * state.scale));
+      el.canvas.height = Math.max(1, Math.round(state.height * state.scale));
+      el.canvas.hidden = false;
+      el.dropzone.dataset.empty = "false";
+      state.selection = null;
+      setResponse(null);
+      updateSelectionInfo();
+      updateButtons();
+      redraw();
+    };
+    img.onerror = () => {
+      URL.revokeObjectURL(url);
+      showError(`Cannot read "${file.name}" as an image.`);
+    };
+    img.src = url;
+  }
+
+  el.photoInput.addEventListener("change", () => {
+    if (el.photoInput.files && el.photoInput.files[0]) loadPhoto(el.photoInput.files[0]);
+  });
+
+  ["dragenter", "dragover"].forEach((type) => el.dropzone.addEventListener(type, (e) => {
+    e.preventDefault();
+    el.dropzone.classList.add("dragging");
+  }));
+  ["dragleave", "drop"].forEach((type) => el.dropzone.addEventListener(type, (e) => {
+    e.preventDefault();
+    el.dropzone.classList.remove("dragging");
+  }));
+  el.dropzone.addEventListener("drop", (e) => {
+    const file = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
+    if (file) loadPhoto(file);
+  });
+
+  /* ---------- drawing ---------- */
+
+  function colorFor(label) {
+    if (!state.colors.has(label)) state.colors.set(label, PALETTE[state.colors.size % PALETTE.length]);
+    return state.colors.get(label);
+  }
+
+  function visibleDetections() {
+    if (!state.response) return [];
+    const t = parseFloat(el.threshold.value);
+    return state.response.detections.filter((d) => d.score >= t - 1e-9);
+  }
+
+  function redraw() {
+    if (!state.photo) return;
+    const s = state.scale;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, el.canvas.width, el.canvas.height);
+    ctx.drawImage(state.photo, 0, 0, el.canvas.width, el.canvas.height);
+    // Everything else is drawn in original-image pixels; line widths are kept ~constant on screen.
+    ctx.setTransform(s, 0, 0, s, 0, 0);
+    const rect = el.canvas.getBoundingClientRect();
+    const px = rect.width > 0 ? state.width / rect.width : 1; // original pixels per CSS pixel
+
+    const dets = visibleDetections();
+    // Draw low scores first so the best detections are on top.
+    const ordered = dets.slice().sort((a, b) => a.score - b.score);
+    for (const d of ordered) drawDetection(d, px);
+    state.drawn = dets.length;
+    el.canvas.dataset.drawn = String(dets.length);
+
+    if (state.selection) drawSelection(state.selection, px);
+  }
+
+  function drawDetection(d, px) {
+    const color = colorFor(d.label);
+    const [x1, y1, x2, y2] = d.box_xyxy;
+    ctx.lineJoin = "round";
+    // Axis-aligned box.
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2 * px;
+    ctx.setLineDash([]);
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    // Alignment parallelogram: corners are TL, TR, BL, BR -> polygon TL, TR, BR, BL.
+    if (Array.isArray(d.corners_xy) && d.corners_xy.length === 4) {
+      const [tl, tr, bl, br] = d.corners_xy;
+      ctx.beginPath();
+      ctx.moveTo(tl[0], tl[1]);
+      ctx.lineTo(tr[0], tr[1]);
+      ctx.lineTo(br[0], br[1]);
+      ctx.lineTo(bl[0], bl[1]);
+      ctx.closePath();
+      ctx.globalAlpha = 0.12;
+      ctx.fillStyle = color;
+      ctx.fill();
+      ctx.globalAlpha = 1;
+      ctx.lineWidth = 1.5 * px;
+      ctx.setLineDash([6 * px, 4 * px]);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    // Label.
+    const text = `${d.label} ${d.score.toFixed(2)}`;
+    const fontPx = 13 * px;
+    ctx.font = `600 ${fontPx}px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif`;
+    const tw = ctx.measureText(text).width;
+    const th = fontPx * 1.35;
+    const pad = 4 * px;
+    let ly = y1 - th;
+    if (ly < 0) ly = y1; // no room above: put the label inside the box
+    const lx = Math.min(Math.max(0, x1), Math.max(0, state.width - tw - 2 * pad));
+    ctx.fillStyle = color;
+    ctx.fillRect(lx, ly, tw + 2 * pad, th);
+    ctx.fillStyle = "#fff";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, lx + pad, ly + th / 2);
+  }
+
+  function drawSelection(sel, px) {
+    const w = sel.x2 - sel.x1;
+    const h = sel.y2 - sel.y1;
+    ctx.fillStyle = "rgba(37, 99, 235, 0.15)";
+    ctx.fillRect(sel.x1, sel.y1, w, h);
+    ctx.lineWidth = 2 * px;
+    ctx.strokeStyle = "#fff";
+    ctx.setLineDash([]);
+    ctx.strokeRect(sel.x1, sel.y1, w, h);
+    ctx.strokeStyle = "#2563eb";
+    ctx.setLineDash([6 * px, 4 * px]);
+    ctx.strokeRect(sel.x1, sel.y1, w, h);
+    ctx.setLineDash([]);
+  }
+
+  window.addEventListener("resize", () => redraw());
+
+  /* ---------- box selection with pointer (mouse, pen, touch) ---------- */
+
+  function toImage(e) {
+    const rect = el.canvas.getBoundingClientRect();
+    const x = ((e.clientX - rect.left) / rect.width) * state.width;
+    const y = ((e.clientY - rect.top) / rect.height) * state.height;
+    return {
+      x: Math.min(Math.max(x, 0), state.width),
+      y: Math.min(Math.max(y, 0), state.height),
+    };
+  }
+
+  el.canvas.addEventListener("pointerdown", (e) => {
+    if (!state.photo || e.button > 0) return;
+    e.preventDefault();
+    const p = toImage(e);
+    state.drag = { x0: p.x, y0: p.y, pointerId: e.pointerId };
+    try { el.canvas.setPointerCapture(e.pointerId); } catch (_) { /* ignore */ }
+    state.selection = { x1: p.x, y1: p.y, x2: p.x, y2: p.y };
+    redraw();
+  });
+  el.canvas.addEventListener("pointermove", (e) => {
+    if (!state.drag || e.pointerId !== state.drag.pointerId) return;
+    e.preventDefault();
+    const p = toImage(e);
+    state.selection = {
+      x1: Math.min(state.drag.x0, p.x), y1: Math.min(state.drag.y0, p.y),
+      x2: Math.max(state.drag.x0, p.x), y2: Math.max(state.drag.y0, p.y),
+    };
+    redraw();
+    updateSelectionInfo();
+  });
+  function endDrag(e) {
+    if (!state.drag || e.pointerId !== state.drag.pointerId) return;
+    state.drag = null;
+    const s = state.selection;
+    if (s && (s.x2 - s.x1 < 4 || s.y2 - s.y1 < 4)) state.selection = null; // a click, not a box
+    redraw();
+    updateSelectionInfo();
+    updateButtons();
+    if (state.selection && !el.className.value) el.className.focus();
+  }
+  el.canvas.addEventListener("pointerup", endDrag);
+  el.canvas.addEventListener("pointercancel", endDrag);
+
+  function selectionBox() {
+    const s = state.selection;
+    if (!s) return null;
+    const r = (v) => Math.round(v);
+    return [r(s.x1), r(s.y1), r(s.x2), r(s.y2)];
+  }
+
+  function updateSelectionInfo() {
+    const b = selectionBox();
+    if (b) {
+      el.selectionInfo.textContent = `Selected box ${b.join(", ")} (${b[2] - b[0]}×${b[3] - b[1]} px). Name it and press "Add class".`;
+    } else if (state.photo) {
+      el.selectionInfo.textContent = `Photo ${state.width}×${state.height} px. Drag a box around an object to make it a class.`;
+    } else {
+      el.selectionInfo.textContent = "Drag a box around an object on the photo to make it a class.";
+    }
+    el.clearSelection.disabled = !b;
+  }
+
+  el.clearSelection.addEventListener("click", () => {
+    state.selection = null;
+    redraw();
+    updateSelectionInfo();
+    updateButtons();
+  });
+
+  /* ---------- gallery ---------- */
+
+  async function loadGallery() {
+    try {
+      const r = await api("/classes");
+      state.classes = (r && r.classes) || [];
+      renderGallery();
+    } catch (err) {
+      showError(`Cannot list classes: ${err.message}`);
+    }
+  }
+
+  function renderGallery() {
+    el.gallery.replaceChildren();
+    const names = new Set(state.classes.map((c) => c.name));
+    for (const n of [...state.unchecked]) if (!names.has(n)) state.unchecked.delete(n);
+    state.classes.forEach((c, i) => {
+      const li = document.createElement("li");
+      li.className = "gallery-item";
+      li.dataset.name = c.name;
+
+      const cb = document.createElement("input");
+      cb.type = "checkbox";
+      cb.id = `cls-${i}`;
+      cb.checked = !state.unchecked.has(c.name);
+      cb.addEventListener("change", () => {
+        if (cb.checked) state.unchecked.delete(c.name);
+        else state.unchecked.add(c.name);
+        updateButtons();
+      });
+
+      const label = document.createElement("label");
+      label.htmlFor = cb.id;
+      label.className = "gallery-label";
+      const thumb = document.createElement(c.thumbnail_url ? "img" : "span");
+      thumb.className = "thumb";
+      if (c.thumbnail_url) {
+        thumb.src = c.thumbnail_url;
+        thumb.alt = "";
+        thumb.loading = "lazy";
+      }
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = colorFor(c.name);
+      const text = document.createElement("span");
+      text.className = "gallery-text";
+      const name = document.createElement("span");
+      name.className = "gallery-name";
+      name.textContent = c.name;
+      const meta = document.createElement("span");
+      meta.className = "muted small";
+      const n = c.num_images ?? 1;
+      meta.textContent = `${n} image${n === 1 ? "" : "s"}`;
+      text.append(name, meta);
+      label.append(thumb, swatch, text);
+
+      const del = document.createElement("button");
+      del.type = "button";
+      del.className = "icon-btn danger";
+      del.textContent = "×";
+      del.title = `Delete ${c.name}`;
+      del.setAttribute("aria-label", `Delete class ${c.name}`);
+      del.addEventListener("click", () => deleteClass(c.name));
+
+      li.append(cb, label, del);
+      el.gallery.append(li);
+    });
+    el.galleryEmpty.hidden = state.classes.length > 0;
+    updateButtons();
+  }
+
+  function checkedClasses() {
+    return state.classes.map((c) => c.name).filter((n) => !state.unchecked.has(n));
+  }
+
+  el.selectAll.addEventListener("click", () => { state.unchecked.clear(); renderGallery(); });
+  el.selectNone.addEventListener("click", () => {
+    state.classes.forEach((c) => state.unchecked.add(c.name));
+    renderGallery();
+  });
+
+  async function addClass() {
+    clearError();
+    const name = el.className.value.trim();
+    if (!name) { showError("Enter a class name first."); el.className.focus(); return; }
+    if (name.includes(",")) { showError("Class names cannot contain commas."); return; }
+    const form = new FormData();
+    form.append("name", name);
+    const box = selectionBox();
+    const picture = el.classImageInput.files && el.classImageInput.files[0];
+    if (box && state.photoFile) {
+      form.append("image", state.photoFile, state.photoFile.name || "photo.png");
+      form.append("box", box.join(","));
+    } else if (picture) {
+      form.append("image", picture, picture.name || "class.png");
+    } else {
+      showError("Draw a box on the photo or choose a class picture first.");
+      return;
+    }
+    el.addClass.disabled = true;
+    try {
+      await api("/classes", { method: "POST", body: form });
+      state.unchecked.delete(name);
+      el.className.value = "";
+      el.classImageInput.value = "";
+      if (box) state.selection = null;
+      redraw();
+      updateSelectionInfo();
+      await loadGallery();
+      pollReadyOnce();
+    } catch (err) {
+      showError(`Cannot add class "${name}": ${err.message}`);
+    } finally {
+      updateButtons();
+    }
+  }
+  el.addClass.addEventListener("click", addClass);
+  el.className.addEventListener("keydown", (e) => { if (e.key === "Enter") addClass(); });
+
+  async function deleteClass(name) {
+    clearError();
+    if (!window.confirm(`Delete class "${name}"?`)) return;
+    try {
+      await api(`/classes/${encodeURIComponent(name)}`, { method: "DELETE" });
+      state.unchecked.delete(name);
+      await loadGallery();
+      pollReadyOnce();
+    } catch (err) {
+      showError(`Cannot delete class "${name}": ${err.message}`);
+    }
+  }
+
+  async function pollReadyOnce() {
+    if (state.ready) { state.ready = false; await pollReady(); }
+  }
+
+  /* ---------- detection ---------- */
+
+  async function detect() {
+    clearError();
+    if (!state.photoFile) { showError("Choose a photo first."); return; }
+    const classes = checkedClasses();
+    if (!classes.length) { showError("Tick at least one class in the gallery."); return; }
+    const form = new FormData();
+    form.append("image", state.photoFile, state.photoFile.name || "photo.png");
+    form.append("classes", classes.join(","));
+    const maxDet = parseInt(el.maxDetections.value, 10);
+    if (Number.isFinite(maxDet) && maxDet > 0) form.append("max_detections", String(maxDet));
+    if (el.serverThreshold.value !== "") form.append("score_threshold", el.serverThreshold.value);
+    if (el.imageSize.value !== "") form.append("image_size", el.imageSize.value);
+    if (el.scales.value.trim()) form.append("scales", el.scales.value.replace(/\s+/g, ""));
+
+    state.busy = true;
+    el.spinner.hidden = false;
+    el.detect.setAttribute("aria-busy", "true");
+    updateButtons();
+    try {
+      const r = await api("/detect", { method: "POST", body: form });
+      (r.classes || []).forEach(colorFor);
+      setResponse(r);
+    } catch (err) {
+      showError(`Detection failed: ${err.message}`);
+    } finally {
+      state.busy = false;
+      el.spinner.hidden = true;
+      el.detect.removeAttribute("aria-busy");
+      updateButtons();
+    }
+  }
+  el.detect.addEventListener("click", detect);
+
+  function setResponse(r) {
+    if (r) r.detections = (r.detections || []).slice().sort((a, b) => b.score - a.score);
+    state.response = r;
+    el.detTime.textContent = r && typeof r.seconds === "number" ? ` · ${r.seconds.toFixed(2)} s` : "";
+    el.downloadJson.disabled = !r;
+    applyThreshold();
+  }
+
+  function applyThreshold() {
+    el.thresholdValue.textContent = parseFloat(el.threshold.value).toFixed(2);
+    const dets = visibleDetections();
+    el.detCount.textContent = String(dets.length);
+    el.detTotal.textContent = String(state.response ? state.response.detections.length : 0);
+    renderResults(dets);
+    redraw();
+  }
+  el.threshold.addEventListener("input", applyThreshold);
+  el.threshold.addEventListener("change", applyThreshold);
+
+  function renderResults(dets) {
+    const tbody = el.results.tBodies[0];
+    tbody.replaceChildren();
+    if (!dets.length) {
+      const tr = document.createElement("tr");
+      tr.className = "empty";
+      const td = document.createElement("td");
+      td.colSpan = 4;
+      td.textContent = state.response ? "No detections above the threshold." : "Run a detection to see results.";
+      tr.append(td);
+      tbody.append(tr);
+      return;
+    }
+    dets.forEach((d, i) => {
+      const tr = document.createElement("tr");
+      tr.className = "det";
+      tr.dataset.label = d.label;
+      const idx = document.createElement("td");
+      idx.textContent = String(i + 1);
+      const lab = document.createElement("td");
+      lab.className = "label";
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = colorFor(d.label);
+      const name = document.createElement("span");
+      name.textContent = d.label;
+      lab.append(sw, name);
+      const score = document.createElement("td");
+      score.className = "num";
+      score.textContent = d.score.toFixed(3);
+      const box = document.createElement("td");
+      box.className = "num mono";
+      box.textContent = d.box_xyxy.map((v) => Math.round(v)).join(", ");
+      tr.append(idx, lab, score, box);
+      tbody.append(tr);
+    });
+  }
+
+  el.downloadJson.addEventListener("click", () => {
+    if (!state.response) return;
+    const blob = new Blob([JSON.stringify(state.response, null, 2)], { type: "application/json" });
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    const base = state.photoFile && state.photoFile.name ? state.photoFile.name.replace(/\.[^.]+$/, "") : "photo";
+    a.href = url;
+    a.download = `detections-${base}.json`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  });
+
+  function updateButtons() {
+    el.detect.disabled = state.busy || !state.photoFile || checkedClasses().length === 0;
+    el.addClass.disabled = false;
+  }
+
+  /* ---------- start ---------- */
+
+  // Small hook for tests and debugging: how many detections are drawn, the last response.
+  window.os2dPage = {
+    drawnCount: () => state.drawn,
+    response: () => state.response,
+    imageToClient: (x, y) => {
+      const rect = el.canvas.getBoundingClientRect();
+      return { x: rect.left + (x / state.width) * rect.width, y: rect.top + (y / state.height) * rect.height };
+    },
+  };
+
+  renderResults([]);
+  updateSelectionInfo();
+  updateButtons();
+  pollReady();
+  loadGallery();
+})();
