@@ -186,6 +186,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from os2d.service.app import ServiceSettings, create_app, default_data_dir
+    except ImportError as e:
+        raise CliError(f"`os2d serve` needs the serve extra: pip install 'os2d[serve]' ({e})") from e
+    try:
+        settings = ServiceSettings(
+            weights=args.weights, data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
+            token=args.token or os.environ.get("OS2D_TOKEN") or None, max_upload_mb=args.max_upload_mb,
+            max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
+            torch_threads=args.threads)
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    app = create_app(settings)
+    print(f"os2d serve: http://{args.host}:{args.port}/ (API docs at /docs), data in {settings.data_dir}"
+          + (", write endpoints need the token" if settings.token else ""), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="os2d", description="One-shot object detection (OS2D).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -211,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the HTTP service (JSON API + web page); needs os2d[serve]")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--weights", default="default", help="weights name or checkpoint path")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="gallery storage (default $OS2D_DATA or ~/.local/share/os2d)")
+    p.add_argument("--token", default=None, help="token required by write endpoints (default $OS2D_TOKEN)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload per file")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image (pixels)")
+    p.add_argument("--workers-queue", type=int, default=4, metavar="N",
+                   help="requests queued for the inference worker; more get 503")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-request timeout (503 after)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.set_defaults(func=cmd_serve)
 
     from os2d import cli_weights
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from os2d.config import ModelConfig
@@ -40,10 +41,16 @@ class Os2dModel(nn.Module):
     def feature_channels(self) -> int:
         return int(self.backbone.out_channels)
 
-    def extract_features(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) RGB in [0, 1] -> (B, C, ceil(H/16), ceil(W/16))."""
-        x = self.backbone.normalize(images).contiguous(memory_format=torch.channels_last)
-        return self.backbone(x).contiguous()
+    def extract_features(self, images: Tensor, *, align_to_anchors: bool = True) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, C, h, w) with h = ceil(H/16) (ceil((H + pad)/16) for backbones
+        with an ``anchor_pad``, which pad input images so that feature centres meet the anchor centres)."""
+        x = self.backbone.normalize(images)
+        pad = int(getattr(self.backbone, "anchor_pad", 0))
+        if pad and align_to_anchors:
+            h, w = x.shape[-2:]
+            s = self.stride
+            x = F.pad(x, (pad, (-(w + pad)) % s, pad, (-(h + pad)) % s))  # zero = mid-grey after normalize
+        return self.backbone(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def class_features(self, class_images: Sequence[Tensor]) -> Tensor:
         """Class images (each (3, h, w) in [0, 1], already resized to area ~240^2) -> (K, C, S, S) normalised.
@@ -53,7 +60,8 @@ class Os2dModel(nn.Module):
         s = self.config.class_grid_size
         if len(class_images) == 0:
             return torch.zeros(0, self.feature_channels, s, s)
-        return torch.stack([resize_class_features(self.extract_features(im[None]), s) for im in class_images])
+        return torch.stack([resize_class_features(self.extract_features(im[None], align_to_anchors=False), s)
+                            for im in class_images])
 
     def class_kernels(self, class_images: Sequence[Tensor]) -> Tensor:
         """Class images -> (K, S*S, C) kernels for :meth:`forward`."""

@@ -235,6 +235,11 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
     """
 
     stride = 16
+    # TF "same" padding is asymmetric (nothing before, the rest after), so on inputs whose size is a multiple
+    # of 16 the receptive-field centre of output cell l sits at pixel 16 l + 15.5, 7.5 px right of the OS2D anchor
+    # centre 16 (l + 0.5). Os2dModel pads input images by ``anchor_pad`` px before/after up to a multiple of
+    # 16, which puts the centres at 16 l + 7.5 (0.5 px off). Class images are not padded.
+    anchor_pad = 8
 
     def __init__(self, variant: str = "lite0", *, frozen_bn: bool = True) -> None:
         super().__init__()

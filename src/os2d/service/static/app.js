@@ -33,7 +33,7 @@
     photoFile: null,   // File of the current photo (sent as-is to the server)
     photo: null,       // HTMLImageElement
     width: 0, height: 0, // original pixels
-    scale: 1,          // canvas pixels per original pixel
+    sx: 1, sy: 1,      // canvas pixels per original pixel
     selection: null,   // {x1,y1,x2,y2} in original pixels
     drag: null,        // {x0,y0,pointerId} while drawing
     classes: [],       // from GET /classes
@@ -145,13 +145,10 @@
       state.photo = img;
       state.width = img.naturalWidth;
       state.height = img.naturalHeight;
-      // Canvas resolution: the photo itself, capped so huge photos stay cheap to redraw.
-      const maxSide = 2400;
-      state.scale = Math.min(1, maxSide / Math.max(state.width, state.height));
-      el.canvas.width = Math.max(1, Math.round(state.width * state.scale));
-      el.canvas.height = Math.max(1, Math.round(state.height * state.scale));
+      el.canvas.dataset.size = `${state.width}x${state.height}`;
       el.canvas.hidden = false;
       el.dropzone.dataset.empty = "false";
+      fitCanvas();
       state.selection = null;
       setResponse(null);
       updateSelectionInfo();
@@ -195,21 +192,49 @@
     return state.response.detections.filter((d) => d.score >= t - 1e-9);
   }
 
+  // Display size: the photo scaled to fit the panel (width) and ~72% of the window height; the canvas
+  // buffer matches the displayed size times devicePixelRatio so boxes and labels stay crisp.
+  function fitCanvas() {
+    if (!state.photo) return;
+    const style = getComputedStyle(el.dropzone);
+    const availW = Math.max(50, el.dropzone.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight));
+    const availH = Math.max(240, window.innerHeight * 0.72);
+    const fit = Math.min(availW / state.width, availH / state.height, 3);
+    const dispW = state.width * fit;
+    const dispH = state.height * fit;
+    el.canvas.style.width = `${dispW}px`;
+    el.canvas.style.height = "auto"; // follows the buffer's aspect ratio, also under max-width
+    const dpr = Math.min(window.devicePixelRatio || 1, 3);
+    const maxSide = 4096;
+    const bufScale = Math.min(dpr, maxSide / Math.max(dispW, dispH));
+    el.canvas.width = Math.max(1, Math.round(dispW * bufScale));
+    el.canvas.height = Math.max(1, Math.round(dispH * bufScale));
+    state.sx = el.canvas.width / state.width;
+    state.sy = el.canvas.height / state.height;
+    state.px = state.width / dispW; // original pixels per CSS pixel
+    redraw();
+  }
+
   function redraw() {
     if (!state.photo) return;
-    const s = state.scale;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, el.canvas.width, el.canvas.height);
+    ctx.imageSmoothingQuality = "high";
     ctx.drawImage(state.photo, 0, 0, el.canvas.width, el.canvas.height);
-    // Everything else is drawn in original-image pixels; line widths are kept ~constant on screen.
-    ctx.setTransform(s, 0, 0, s, 0, 0);
-    const rect = el.canvas.getBoundingClientRect();
-    const px = rect.width > 0 ? state.width / rect.width : 1; // original pixels per CSS pixel
+    // Everything else is drawn in original-image pixels; line widths are kept constant on screen.
+    ctx.setTransform(state.sx, 0, 0, state.sy, 0, 0);
+    const px = state.px || 1;
 
     const dets = visibleDetections();
     // Draw low scores first so the best detections are on top.
     const ordered = dets.slice().sort((a, b) => a.score - b.score);
-    for (const d of ordered) drawDetection(d, px);
+    const best = ordered.length ? Math.max(ordered[ordered.length - 1].score, 1e-6) : 1;
+    for (const d of ordered) {
+      // Weaker detections are drawn fainter so the best ones stand out.
+      ctx.globalAlpha = Math.max(0.35, Math.min(1, d.score / best));
+      drawDetection(d, px);
+    }
+    ctx.globalAlpha = 1;
     state.drawn = dets.length;
     el.canvas.dataset.drawn = String(dets.length);
 
@@ -234,10 +259,11 @@
       ctx.lineTo(br[0], br[1]);
       ctx.lineTo(bl[0], bl[1]);
       ctx.closePath();
-      ctx.globalAlpha = 0.12;
+      const alpha = ctx.globalAlpha;
+      ctx.globalAlpha = alpha * 0.12;
       ctx.fillStyle = color;
       ctx.fill();
-      ctx.globalAlpha = 1;
+      ctx.globalAlpha = alpha;
       ctx.lineWidth = 1.5 * px;
       ctx.setLineDash([6 * px, 4 * px]);
       ctx.stroke();
@@ -275,7 +301,11 @@
     ctx.setLineDash([]);
   }
 
-  window.addEventListener("resize", () => redraw());
+  let resizeTimer = 0;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(fitCanvas, 60);
+  });
 
   /* ---------- box selection with pointer (mouse, pen, touch) ---------- */
 
