@@ -61,6 +61,8 @@ def _requirements() -> str | None:
 
 
 _SKIP_REASON = _requirements()
+if _SKIP_REASON and os.environ.get("OS2D_REQUIRE_BROWSER"):  # set by .ci/run: CI must run it, not skip it
+    raise RuntimeError(f"browser test required but cannot run: {_SKIP_REASON}")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or "")]
 
 
