@@ -89,3 +89,11 @@ def test_degenerate_class_image_is_refused(detector):
     with pytest.raises(ValueError):
         d.add_class("", textured_object())
     assert d.classes == []
+
+
+def test_view_options_belong_to_class_registration(detector):
+    d = Detector.from_weights("default", image_size=None, rotations=True)
+    d.add_class("thing", textured_object())
+    assert d.gallery.view_names == ["original", "rot90", "rot180", "rot270"]
+    with pytest.raises(ValueError, match="when classes are added"):
+        d.detect(scene_with(textured_object(), [(10, 10)]), rotations=False)

@@ -104,6 +104,10 @@ class Detector:
 
     def detect(self, image: ImageSource, **config_changes: Any) -> Detections:
         """Detect all gallery classes in one image; keyword arguments override :class:`InferenceConfig` fields."""
+        view_opts = {"rotations", "horizontal_flip"} & set(config_changes)
+        if view_opts:
+            raise ValueError(f"{sorted(view_opts)} take effect when classes are added: pass them to "
+                             "Detector.from_weights(...) or add_class(...), not to detect()")
         config = self.config.replace(**config_changes) if config_changes else self.config
         img = load_image(image)
         g = self.gallery

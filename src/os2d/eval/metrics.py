@@ -221,7 +221,7 @@ def _evaluate(dets: list[ImageDetections], gts: list[ImageGroundTruth], num_clas
               iou_threshold: float, plus_one: bool, joint: bool):
     all_scores, all_labels, all_match = [], [], []
     n_pos = np.zeros(num_classes, dtype=np.int64)
-    for d, g in zip(dets, gts):
+    for d, g in zip(dets, gts, strict=True):
         d_labels = np.zeros_like(d.labels) if joint else d.labels
         g_labels = np.zeros_like(g.labels) if joint else g.labels
         n_pos += np.bincount(g_labels[~g.difficult], minlength=num_classes)[:num_classes]
