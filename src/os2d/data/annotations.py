@@ -32,19 +32,6 @@ from PIL import Image
 
 from os2d.io import ImageError, load_image, validate_class_image
 
-__all__ = [
-    "MAX_ERRORS",
-    "AnnotationError",
-    "ClassRecord",
-    "DetectionDataset",
-    "ImageRecord",
-    "image_size",
-    "read_coco",
-    "read_reference_csv",
-    "read_simple_csv",
-    "suggest_image_size",
-]
-
 MAX_ERRORS = 20
 """At most this many problems are listed in one :class:`AnnotationError`."""
 
