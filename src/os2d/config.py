@@ -72,7 +72,7 @@ class InferenceConfig:
     nms_iou_threshold: float = 0.3
     score_threshold: float | None = None  # None keeps every box (reference: -inf)
     max_detections: int | None = 100  # per image after NMS; None = all
-    pre_nms_top_k: int | None = 4000  # per class view and level; exact for the top results of greedy NMS
+    pre_nms_top_k: int | None = 4000  # best boxes kept per class view and level before NMS (None = all, as the reference)
     rotations: bool = False  # add class views rotated by 90/180/270 degrees
     horizontal_flip: bool = False  # add horizontally flipped class views
     nms_across_classes: bool = False
