@@ -23,19 +23,9 @@ import time
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-
-def textured_object(size: tuple[int, int] = (96, 128), seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    img = Image.fromarray(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h), Image.NEAREST)
-    d = ImageDraw.Draw(img)
-    for i in range(4):
-        c = tuple(int(v) for v in rng.integers(0, 255, 3))
-        d.rectangle([i * w // 9, i * h // 6, w - 1 - i * w // 9, i * h // 6 + h // 10], fill=c)
-    d.ellipse([w // 4, h // 2, 3 * w // 4, h // 2 + w // 2], fill=(250, 240, 20), outline=(10, 10, 10), width=3)
-    return img
+from os2d.demo import make_class_images
 
 
 def png(img: Image.Image) -> bytes:
@@ -119,7 +109,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="server --threads (torch threads)")
     args = ap.parse_args()
 
-    obj = textured_object(seed=3)
+    obj = next(iter(make_class_images().values()))  # a generated product of os2d's demo
+    obj.thumbnail((200, 200))
     rng = np.random.default_rng(1)
     scene = Image.fromarray(rng.normal(128, 20, (480, 640, 3)).clip(0, 255).astype(np.uint8))
     for pos in [(100, 80), (400, 250)]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from os2d.model.box_coder import decode, encode, make_anchors
 from os2d.model.correlation import class_kernels, correlate, l2_normalize, resize_class_features
-from os2d.model.grids import local_grid, params_to_affine
+from os2d.model.grids import grid_corners, params_to_affine, unit_grid_in_channel_layout
 from os2d.model.head import os2d_head
 from os2d.model.resample import (
     pool_mask,
@@ -75,11 +75,34 @@ def test_affine_inverse_and_v1_layout():
     torch.testing.assert_close(v1, torch.tensor([[2.0, 0.0, 0.5], [0.0, 3.0, -0.25]]))
 
 
-def test_local_grid_equals_affine_grid():
-    theta = torch.tensor([[[0.9, 0.1, 0.2], [-0.2, 1.1, -0.3]]])
-    x, y = local_grid(theta, 15)
-    ref = F.affine_grid(theta, [1, 1, 15, 15], align_corners=True)
-    torch.testing.assert_close(torch.stack([x, y], -1), ref, rtol=1e-6, atol=1e-6)
+def _random_theta(n, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    eye = torch.tensor([[1.0, 0, 0], [0, 1, 0]])
+    return eye + 0.2 * torch.randn(n, h, w, 2, 3, generator=g)  # (N, H, W, 2, 3)
+
+
+def test_unit_grid_in_channel_layout_equals_affine_grid():
+    n, h, w, s = 2, 4, 5, 15
+    theta = _random_theta(n, h, w)
+    grid = unit_grid_in_channel_layout(theta, s, h, w)  # (N, S*S, H, W, 2)
+    assert grid.shape == (n, s * s, h, w, 2)
+    for i, k, j in [(0, 0, 0), (1, 3, 4), (0, 2, 1)]:
+        local = F.affine_grid(theta[i, k, j][None], [1, 1, s, s], align_corners=True)[0]  # (S, S, 2) [p, q]
+        x_fm = local[..., 0] * s / 2 + j + 0.5
+        y_fm = local[..., 1] * s / 2 + k + 0.5
+        expected = torch.stack([x_fm * 2 / (w - 1) - 1, y_fm * 2 / (h - 1) - 1], -1)  # (S, S, 2)
+        got = grid[i, :, k, j].view(s, s, 2).transpose(0, 1)  # channel q*S + p -> [p, q]
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grid_corners_are_affine_grid_corners_in_pixels():
+    h, w = 3, 4
+    theta = _random_theta(1, h, w, seed=1)
+    corners = grid_corners(theta, box_size=240.0, stride=16.0)  # (1, H, W, 4, 2)
+    for k, j in [(0, 0), (2, 3), (1, 2)]:
+        local = F.affine_grid(theta[0, k, j][None], [1, 1, 2, 2], align_corners=True)[0]  # (2, 2, 2) TL TR BL BR
+        expected = local.reshape(4, 2) * 120 + torch.tensor([16 * (j + 0.5), 16 * (k + 0.5)])
+        torch.testing.assert_close(corners[0, k, j], expected, rtol=1e-5, atol=1e-4)
 
 
 def test_box_coder_round_trip():

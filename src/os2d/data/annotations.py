@@ -336,6 +336,28 @@ def _build(name: str, order: list[str], per_image: dict[str, dict[str, Any]],
 # ------------------------------------------------------------------------------------------ readers
 
 
+def _new_image(errors: _Errors, where: str, path: Path) -> dict[str, Any]:
+    """An image's record for the row-by-row readers; ``ok`` is False (and an error recorded) when unreadable."""
+    size = _size_or_error(errors, where, path)
+    return {"path": path, "width": size[0] if size else None, "height": size[1] if size else None,
+            "ok": size is not None, "boxes": [], "labels": [], "difficult": []}
+
+
+def _add_box(record: dict[str, Any], box: list[float], label: int, difficult: bool) -> None:
+    record["boxes"].append(box)
+    record["labels"].append(label)
+    record["difficult"].append(difficult)
+
+
+def _finish(errors: _Errors, name: str, order: list[str], per_image: dict[str, dict[str, Any]],
+            classes: list[ClassRecord], class_where: dict[str, str] | None) -> DetectionDataset:
+    """Check class images (when ``class_where`` is given), raise the collected errors, build the dataset."""
+    if class_where is not None:
+        _check_class_images(errors, classes, class_where)
+    errors.raise_if_any()
+    return _build(name, order, per_image, classes)
+
+
 def read_reference_csv(csv_path: str | os.PathLike[str], image_dir: str | os.PathLike[str],
                        class_image_dir: str | os.PathLike[str], *, split: str | Sequence[str] | None = None,
                        clip: bool = False, check_class_images: bool = True,
@@ -384,10 +406,7 @@ def read_reference_csv(csv_path: str | os.PathLike[str], image_dir: str | os.Pat
         if image_id not in per_image:
             image_file = (row.get("imagefilename") or "").strip() or f"{image_id}.jpg"
             path = image_dir / image_file
-            size = _size_or_error(errors, where, path)
-            per_image[image_id] = {"path": path, "width": size[0] if size else None,
-                                   "height": size[1] if size else None, "ok": size is not None,
-                                   "boxes": [], "labels": [], "difficult": []}
+            per_image[image_id] = _new_image(errors, where, path)
             order.append(image_id)
         d = per_image[image_id]
         rel = [_number(errors, where, c, row.get(c)) for c in ("lx", "ty", "rx", "by")]
@@ -398,13 +417,9 @@ def read_reference_csv(csv_path: str | os.PathLike[str], image_dir: str | os.Pat
         box = _check_box(errors, where, [rel[0] * w, rel[1] * h, rel[2] * w, rel[3] * h], w, h, clip)
         if box is None:
             continue
-        d["boxes"].append(box)
-        d["labels"].append(class_index[class_id])
-        d["difficult"].append(difficult)
-    if check_class_images:
-        _check_class_images(errors, classes, class_where)
-    errors.raise_if_any()
-    return _build(name or csv_path.stem, order, per_image, classes)
+        _add_box(d, box, class_index[class_id], difficult)
+    return _finish(errors, name or csv_path.stem, order, per_image, classes,
+                   class_where if check_class_images else None)
 
 
 _CLASS_NAME_COLUMNS = ("name", "class")
@@ -461,10 +476,7 @@ def read_simple_csv(boxes_csv: str | os.PathLike[str], class_csv: str | os.PathL
             continue
         if image_id not in per_image:
             path = root / image_id
-            size = _size_or_error(errors, where, path)
-            per_image[image_id] = {"path": path, "width": size[0] if size else None,
-                                   "height": size[1] if size else None, "ok": size is not None,
-                                   "boxes": [], "labels": [], "difficult": []}
+            per_image[image_id] = _new_image(errors, where, path)
             order.append(image_id)
         d = per_image[image_id]
         if cname not in class_index:
@@ -477,13 +489,9 @@ def read_simple_csv(boxes_csv: str | os.PathLike[str], class_csv: str | os.PathL
         box = _check_box(errors, where, coords, d["width"], d["height"], clip)  # type: ignore[arg-type]
         if box is None:
             continue
-        d["boxes"].append(box)
-        d["labels"].append(class_index[cname])
-        d["difficult"].append(difficult)
-    if check_class_images:
-        _check_class_images(errors, classes, class_where)
-    errors.raise_if_any()
-    return _build(name or boxes_csv.stem, order, per_image, classes)
+        _add_box(d, box, class_index[cname], difficult)
+    return _finish(errors, name or boxes_csv.stem, order, per_image, classes,
+                   class_where if check_class_images else None)
 
 
 def read_coco(json_path: str | os.PathLike[str], image_dir: str | os.PathLike[str],
@@ -577,9 +585,7 @@ def read_coco(json_path: str | os.PathLike[str], image_dir: str | os.PathLike[st
         box = _check_box(errors, where, [x, y, x + w, y + h], d["width"], d["height"], clip)
         if box is None:
             continue
-        d["boxes"].append(box)
-        d["labels"].append(class_index[ann["category_id"]])
-        d["difficult"].append(difficult)
+        _add_box(d, box, class_index[ann["category_id"]], difficult)
     if check_class_images:
         _check_class_images(errors, [c for c in classes if c.image_paths], class_where)
     errors.raise_if_any()

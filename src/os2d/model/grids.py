@@ -43,43 +43,45 @@ def params_to_affine(params: Tensor, *, invert: bool) -> Tensor:
     return torch.stack([row0, row1], dim=-2)
 
 
-def local_grid(theta: Tensor, size: int = 15) -> tuple[Tensor, Tensor]:
-    """Points of the size x size class grid under ``theta``, in each location's local frame.
+def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor:
+    """All S*S grid points of every location in ``grid_sample`` units of the (H, W) feature map, laid out like
+    the correlation channels, ready for :func:`sample_per_channel_unit`.
+
+    Feature-map frame: windows of S cells at stride 1 centred at (l + 0.5, k + 0.5) (the reference's half-cell
+    offset), so ``x_fm = S/2 * (a x_q + b y_p + t_x) + l + 0.5`` and ``u = x_fm * 2 / (W - 1) - 1``. Both maps
+    are affine, so they are folded into the coefficients: two fused multiply-adds write the interleaved (u, v)
+    tensor directly instead of materialising (N, H, W, S, S) grids.
 
     Args:
-        theta: (..., 2, 3) from :func:`params_to_affine`.
+        theta: (N, H, W, 2, 3) class-local -> image-local affine matrices.
     Returns:
-        x, y: each (..., size, size), indexed [p (class row), q (class column)].
+        (N, S*S, H, W, 2), channel ``q*S + p`` holds the point of class cell (p, q).
     """
-    base = torch.linspace(-1.0, 1.0, size, dtype=theta.dtype, device=theta.device)
-    xq = base.view(*([1] * (theta.dim() - 2)), 1, size)  # varies along q
-    yp = base.view(*([1] * (theta.dim() - 2)), size, 1)  # varies along p
-    t = theta[..., None, None]  # (..., 2, 3, 1, 1)
-    x = t[..., 0, 0, :, :] * xq + t[..., 0, 1, :, :] * yp + t[..., 0, 2, :, :]
-    y = t[..., 1, 0, :, :] * xq + t[..., 1, 1, :, :] * yp + t[..., 1, 2, :, :]
-    return x, y
+    dtype, device = theta.dtype, theta.device
+    half = s / 2.0
+    unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype, device=device)  # (2,) u, v
+    coef = theta * (half * unit).view(2, 1)  # (N, H, W, 2, 3) rows scaled to unit coordinates
+    cy = (torch.arange(h, dtype=dtype, device=device) + 0.5) * unit[1] - 1.0
+    cx = (torch.arange(w, dtype=dtype, device=device) + 0.5) * unit[0] - 1.0
+    centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
+    offset = (coef[..., 2] + centre).unsqueeze(1)  # (N, 1, H, W, 2)
+    lin = torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device)
+    xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> x_q
+    yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> y_p
+    grid = torch.addcmul(offset, coef[..., 0].unsqueeze(1), xq)  # (N, S*S, H, W, 2)
+    return grid.addcmul_(coef[..., 1].unsqueeze(1), yp)
 
 
-def window_centers(height: int, width: int, stride: float, *, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-    """Centres of the windows of a stride-``stride`` grid: ((H, 1), (1, W)) with value ``stride * (index + 0.5)``.
-
-    The half-cell offset is the reference's convention at both the feature-map level (stride 1) and the image
-    level (stride 16); it must be kept to reproduce official models.
-    """
-    cy = (torch.arange(height, device=device, dtype=dtype) + 0.5) * stride
-    cx = (torch.arange(width, device=device, dtype=dtype) + 0.5) * stride
-    return cy.view(height, 1), cx.view(1, width)
+# Class-local coordinates of the grid corners: top-left, top-right, bottom-left, bottom-right (reference order).
+_CORNERS_LOCAL = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
 
 
-def local_to_global(x_local: Tensor, y_local: Tensor, box_size: float, stride: float) -> tuple[Tensor, Tensor]:
-    """Map local grids (N, H, W, S, S) of every location to a global frame of windows ``box_size`` wide.
-
-    ``x_global = box_size / 2 * x_local + stride * (l + 0.5)`` for location (k, l); same for y with k.
-    Feature-map frame: box_size = S (15), stride 1. Image frame: box_size = anchor size (240), stride 16.
-    """
-    _, h, w = x_local.shape[:3]
-    cy, cx = window_centers(h, w, stride, device=x_local.device, dtype=x_local.dtype)
-    half = box_size / 2.0
-    x = x_local * half + cx.view(1, 1, w, 1, 1)
-    y = y_local * half + cy.view(1, h, 1, 1, 1)
-    return x, y
+def grid_corners(theta: Tensor, box_size: float, stride: float) -> Tensor:
+    """(N, H, W, 2, 3) transforms -> (N, H, W, 4, 2) grid corners in the global frame of ``box_size`` windows."""
+    _, h, w = theta.shape[:3]
+    local = torch.tensor(_CORNERS_LOCAL, dtype=theta.dtype, device=theta.device)  # (4, 2)
+    pts = torch.einsum("nhwij,cj->nhwci", theta[..., :2], local) + theta[..., 2].unsqueeze(-2)  # (N,H,W,4,2)
+    cy = (torch.arange(h, dtype=theta.dtype, device=theta.device) + 0.5) * stride
+    cx = (torch.arange(w, dtype=theta.dtype, device=theta.device) + 0.5) * stride
+    centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
+    return pts * (box_size / 2.0) + centre.view(1, h, w, 1, 2)

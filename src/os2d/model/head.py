@@ -13,7 +13,7 @@ from torch import Tensor
 
 from os2d.model.box_coder import encode, make_anchors
 from os2d.model.correlation import correlate
-from os2d.model.grids import params_to_affine
+from os2d.model.grids import grid_corners, params_to_affine, unit_grid_in_channel_layout
 from os2d.model.resample import pool_mask, sample_per_channel_unit
 from os2d.model.transform_net import TransformNet
 
@@ -122,7 +122,7 @@ def _head_chunk(
     theta = params_to_affine(transform_net(corr), invert=invert_transform)  # (N, H, W, 2, 3)
     # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
     # Built directly in correlation-channel layout (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
-    grid = _unit_grid_in_channel_layout(theta, s, h, w)  # (N, S*S, H, W, 2)
+    grid = unit_grid_in_channel_layout(theta, s, h, w)  # (N, S*S, H, W, 2)
     mask = pool_mask(s, pool_border, device=corr.device, dtype=corr.dtype)
     scores = torch.einsum("nchw,c->nhw", sample_per_channel_unit(corr, grid), mask)
     scores_detached = None
@@ -132,7 +132,7 @@ def _head_chunk(
 
     # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
     # min/max box over all S*S points.
-    corners = _grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
+    corners = grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
     boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)  # (N, H, W, 4)
     return (
         scores.view(b, k, h, w),
@@ -140,47 +140,3 @@ def _head_chunk(
         corners.detach().view(b, k, h, w, 4, 2),
         scores_detached,
     )
-
-
-def _unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor:
-    """All S*S grid points of every location in ``grid_sample`` units of the (H, W) feature map, laid out like
-    the correlation channels, ready for :func:`sample_per_channel_unit`.
-
-    Feature-map frame: windows of S cells at stride 1 centred at (l + 0.5, k + 0.5) (the reference's half-cell
-    offset), so ``x_fm = S/2 * (a x_q + b y_p + t_x) + l + 0.5`` and ``u = x_fm * 2 / (W - 1) - 1``. Both maps
-    are affine, so they are folded into the coefficients: two fused multiply-adds write the interleaved (u, v)
-    tensor directly instead of materialising (N, H, W, S, S) grids.
-
-    Args:
-        theta: (N, H, W, 2, 3) class-local -> image-local affine matrices.
-    Returns:
-        (N, S*S, H, W, 2), channel ``q*S + p`` holds the point of class cell (p, q).
-    """
-    dtype, device = theta.dtype, theta.device
-    half = s / 2.0
-    unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype, device=device)  # (2,) u, v
-    coef = theta * (half * unit).view(2, 1)  # (N, H, W, 2, 3) rows scaled to unit coordinates
-    cy = (torch.arange(h, dtype=dtype, device=device) + 0.5) * unit[1] - 1.0
-    cx = (torch.arange(w, dtype=dtype, device=device) + 0.5) * unit[0] - 1.0
-    centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
-    offset = (coef[..., 2] + centre).unsqueeze(1)  # (N, 1, H, W, 2)
-    lin = torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device)
-    xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> x_q
-    yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> y_p
-    grid = torch.addcmul(offset, coef[..., 0].unsqueeze(1), xq)  # (N, S*S, H, W, 2)
-    return grid.addcmul_(coef[..., 1].unsqueeze(1), yp)
-
-
-# Class-local coordinates of the grid corners: top-left, top-right, bottom-left, bottom-right (reference order).
-_CORNERS_LOCAL = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
-
-
-def _grid_corners(theta: Tensor, box_size: float, stride: float) -> Tensor:
-    """(N, H, W, 2, 3) transforms -> (N, H, W, 4, 2) grid corners in the global frame of ``box_size`` windows."""
-    _, h, w = theta.shape[:3]
-    local = torch.tensor(_CORNERS_LOCAL, dtype=theta.dtype, device=theta.device)  # (4, 2)
-    pts = torch.einsum("nhwij,cj->nhwci", theta[..., :2], local) + theta[..., 2].unsqueeze(-2)  # (N,H,W,4,2)
-    cy = (torch.arange(h, dtype=theta.dtype, device=theta.device) + 0.5) * stride
-    cx = (torch.arange(w, dtype=theta.dtype, device=theta.device) + 0.5) * stride
-    centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
-    return pts * (box_size / 2.0) + centre.view(1, h, w, 1, 2)
