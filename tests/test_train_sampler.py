@@ -119,7 +119,8 @@ def test_random_crop_accepts_only_covering_crops(dataset: DetectionDataset) -> N
     assert tiny.random_crop(320, 240, far, rng) == fallback
     # the scale follows image_size: crop width ~ P / s0 within the jitter
     s0 = sampler.base_scale(320, 240)
-    widths = [sampler.random_crop(320, 240, np.zeros((0, 4), np.float32), rng)[2] for _ in range(50)]
+    crops = [sampler.random_crop(320, 240, np.zeros((0, 4), np.float32), rng) for _ in range(50)]
+    widths = [c[2] - c[0] for c in crops]
     assert all(96 / s0 * 0.7 - 1e-6 <= w <= min(96 / s0 / 0.7, 320) + 1e-6 for w in widths)
 
 
