@@ -77,6 +77,7 @@ class InferenceConfig:
     horizontal_flip: bool = False  # add horizontally flipped class views
     nms_across_classes: bool = False
     class_chunk: int = 16  # class views per head batch (memory bound)
+    shortlist_top_k: int | None = None  # run the heads only for the K classes ranked best by os2d.shortlist
 
     def __post_init__(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):
@@ -87,6 +88,8 @@ class InferenceConfig:
             raise ValueError("image_size must be at least 16")
         if self.max_detections is not None and self.max_detections < 0:
             raise ValueError("max_detections must be >= 0")
+        if self.shortlist_top_k is not None and self.shortlist_top_k < 1:
+            raise ValueError(f"shortlist_top_k must be >= 1 or None, got {self.shortlist_top_k}")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
 
     def replace(self, **changes: Any) -> InferenceConfig:

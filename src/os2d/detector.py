@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from os2d.config import InferenceConfig
-from os2d.eval.inference import detect_image
+from os2d.eval.inference import detect_levels, prepare_levels
 from os2d.gallery import ClassGallery, class_views
 from os2d.io import ImageSource, image_to_tensor, load_image, resize_to_area, validate_class_image
 from os2d.model.os2d import Os2dModel
+from os2d.shortlist import ClassDescriptorCache
 from os2d.structures import Detections
 from os2d.weights import load_model, model_fingerprint
 
@@ -47,6 +48,7 @@ class Detector:
         self.model = model.to(self.device).eval()
         self.config = config or InferenceConfig()
         self.gallery = ClassGallery(model_id=model_fingerprint(model))
+        self._shortlist_desc = ClassDescriptorCache()  # class descriptors of the gallery for shortlist_top_k
 
     @classmethod
     def from_weights(cls, weights: str | Path = "default", *, device: str | torch.device | None = "cpu",
@@ -110,10 +112,21 @@ class Detector:
                              "Detector.from_weights(...) or add_class(...), not to detect()")
         config = self.config.replace(**config_changes) if config_changes else self.config
         img = load_image(image)
+        return self._detect_levels(prepare_levels(img, config), img.size, config)
+
+    def detect_pyramid(self, levels: list[torch.Tensor], original_size: tuple[int, int],
+                       **config_changes: Any) -> Detections:
+        """Detect in an image pyramid made by ``os2d.eval.inference.prepare_levels(image, detector.config)``
+        (with the same config changes), e.g. in a background thread; equal to :meth:`detect` on that image."""
+        config = self.config.replace(**config_changes) if config_changes else self.config
+        return self._detect_levels(levels, original_size, config)
+
+    def _detect_levels(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig) -> Detections:
         g = self.gallery
         if g.kernels is None or g.num_views == 0:
-            return Detections.empty(g.class_names, img.size)
-        return detect_image(self.model, img, g.kernels, g.view_class, g.class_names, config)
+            return Detections.empty(g.class_names, size)
+        desc = self._shortlist_desc.get(g.kernels) if config.shortlist_top_k is not None else None
+        return detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config, class_desc=desc)
 
     def detect_many(self, images: Iterable[ImageSource], **config_changes: Any) -> list[Detections]:
         return [self.detect(im, **config_changes) for im in images]

@@ -37,10 +37,15 @@ def pyramid_sizes(width: int, height: int, config: InferenceConfig) -> list[tupl
 
 
 def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, original_size: tuple[int, int],
-                     config: InferenceConfig) -> LevelCandidates:
-    """Run the heads on one level image (3, h, w) and keep the valid, top-scoring boxes of each view."""
+                     config: InferenceConfig, *, features: Tensor | None = None) -> LevelCandidates:
+    """Run the heads on one level image (3, h, w) and keep the valid, top-scoring boxes of each view.
+
+    ``features``: the level's (1, C, H, W) backbone features when already computed.
+    """
     h, w = level_image.shape[-2:]
-    out = model.heads(model.extract_features(level_image[None]), kernels, class_chunk=config.class_chunk)
+    if features is None:
+        features = model.extract_features(level_image[None])
+    out = model.heads(features, kernels, class_chunk=config.class_chunk)
     v = kernels.shape[0]
     scores = out.scores[0].reshape(v, -1)  # (V, A)
     boxes = out.boxes_xyxy[0].reshape(v, -1, 4)
@@ -91,21 +96,55 @@ def merge_and_nms(cands: list[LevelCandidates], view_class: Tensor, class_names:
                       corners[keep].float().cpu(), list(class_names), original_size)
 
 
+def prepare_levels(image: Image.Image, config: InferenceConfig) -> list[Tensor]:
+    """The pyramid of one RGB PIL image as (3, h, w) CPU tensors in [0, 1] (no model needed: can run in a
+    background thread while the model works on another image)."""
+    size = image.size
+    levels = []
+    for lw, lh in pyramid_sizes(*size, config):
+        level = image if (lw, lh) == size else image.resize((lw, lh), Image.BILINEAR)
+        levels.append(image_to_tensor(level))
+    return levels
+
+
+@torch.no_grad()
+def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[int, int], kernels: Tensor,
+                  view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
+                  class_desc: Tensor | None = None) -> Detections:
+    """Detect every class of a gallery in an image pyramid from :func:`prepare_levels`.
+
+    With ``config.shortlist_top_k`` set (and fewer than the gallery's classes), the heads run only for the views
+    of the K classes ranked best by :func:`os2d.shortlist.shortlist_views` on the same backbone features;
+    ``class_desc`` (V, C) are the kernels' precomputed shortlist descriptors (optional).
+    """
+    if kernels.shape[0] == 0:
+        return Detections.empty(class_names, original_size)
+    device = next(model.parameters()).device
+    levels = [lv.to(device, non_blocking=True) for lv in levels]
+    feats = [model.extract_features(lv[None]) for lv in levels]
+    k = config.shortlist_top_k
+    if k is not None and k < len(class_names):
+        from os2d.shortlist import shortlist_views
+
+        views, _ = shortlist_views(feats, kernels, view_class, len(class_names), k,
+                                   grid_size=model.config.class_grid_size, class_desc=class_desc)
+        kernels, view_class = kernels[views], view_class.cpu()[views]
+    kernels = kernels.to(device)
+    cands = [level_candidates(model, lv, kernels, original_size, config, features=f)
+             for lv, f in zip(levels, feats, strict=True)]
+    return merge_and_nms(cands, view_class, class_names, original_size, config)
+
+
 @torch.no_grad()
 def detect_image(model: Os2dModel, image: Image.Image, kernels: Tensor, view_class: Tensor,
-                 class_names: list[str], config: InferenceConfig) -> Detections:
+                 class_names: list[str], config: InferenceConfig, *, class_desc: Tensor | None = None) -> Detections:
     """Detect every class of a gallery in one RGB PIL image.
 
     Args:
         kernels: (V, S*S, C) class-view kernels; ``view_class`` (V,) maps each view to its class index.
+        class_desc: (V, C) precomputed shortlist descriptors of ``kernels`` (used with ``shortlist_top_k``).
     """
-    size = image.size
     if kernels.shape[0] == 0:
-        return Detections.empty(class_names, size)
-    device = next(model.parameters()).device
-    kernels = kernels.to(device)
-    cands = []
-    for lw, lh in pyramid_sizes(*size, config):
-        level = image if (lw, lh) == size else image.resize((lw, lh), Image.BILINEAR)
-        cands.append(level_candidates(model, image_to_tensor(level).to(device), kernels, size, config))
-    return merge_and_nms(cands, view_class, class_names, size, config)
+        return Detections.empty(class_names, image.size)
+    return detect_levels(model, prepare_levels(image, config), image.size, kernels, view_class, class_names,
+                         config, class_desc=class_desc)

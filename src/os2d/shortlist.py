@@ -1,0 +1,151 @@
+"""Class shortlist: rank the gallery's classes for one image cheaply, before the full OS2D heads.
+
+With thousands of classes the heads dominate: each class view costs a correlation with all S*S class cells, a
+TransformNet pass and a resampling at every location (~0.1 s per class at 60x80 on a CPU), while the backbone
+runs once per image. The shortlist scores every class with one matrix product per pyramid level and keeps the
+heads for the K best classes only.
+
+Score of a class view (R-MAC-style regional matching, Tolias et al. 2016): the class descriptor is the mean of
+its S x S normalised class cells, re-normalised; an image window descriptor is the mean of the normalised input
+features over a window of ``w x w`` cells around each location (``w = S`` by default: the class grid's own
+footprint, the area the heads pool over), re-normalised; the view's score is the best cosine over all windows
+and pyramid levels. A class's score is the best over its views (rotations, flips, several class images).
+
+Shape glossary: V class views, C channels, S the class grid side, H x W a level's feature map, R = H*W windows.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from os2d.model.correlation import l2_normalize
+
+# Views scored per matrix product: bounds the (views, windows) score matrix to ~256 MB at 64x64 windows.
+VIEW_CHUNK = 16384
+
+
+def class_descriptors(kernels: Tensor) -> Tensor:
+    """(V, S*S, C) normalised class kernels -> (V, C) unit descriptors (mean over cells, re-normalised)."""
+    if kernels.dim() != 3:
+        raise ValueError(f"kernels must have shape (V, S*S, C), got {tuple(kernels.shape)}")
+    return l2_normalize(kernels.float().mean(dim=1), dim=1)
+
+
+def window_descriptors(features: Tensor, window: int) -> Tensor:
+    """(1, C, H, W) input features -> (C, H*W) unit descriptors of the ``window x window`` cell windows.
+
+    Windows are centred on each location (odd ``window``; an even one is centred half a cell down-right) and
+    cut at the border: a window partly outside the map averages its inside cells only, so objects at the image
+    border still get a full-strength descriptor.
+    """
+    if features.dim() != 4 or features.shape[0] != 1:
+        raise ValueError(f"features must have shape (1, C, H, W), got {tuple(features.shape)}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1 cell, got {window}")
+    feats = l2_normalize(features.float(), dim=1)  # same per-location normalisation as the correlation
+    h, w = feats.shape[-2:]
+    pooled = F.avg_pool2d(feats, kernel_size=window, stride=1, padding=window // 2, count_include_pad=False)
+    pooled = pooled[..., :h, :w]  # (1, C, H, W); an even window gives one extra row/column
+    return l2_normalize(pooled[0].reshape(pooled.shape[1], -1), dim=0)
+
+
+@torch.no_grad()
+def view_scores(level_features: Sequence[Tensor], class_desc: Tensor, windows: Sequence[int]) -> Tensor:
+    """Best window cosine of each class view over all levels and window sizes.
+
+    Args:
+        level_features: per pyramid level, (1, C, H, W) input features.
+        class_desc: (V, C) from :func:`class_descriptors`.
+        windows: window sides in cells.
+    Returns:
+        (V,) float32 scores in [-1, 1] (in [0, 1] for post-ReLU features).
+    """
+    v = class_desc.shape[0]
+    best = torch.full((v,), -float("inf"))
+    if v == 0:
+        return best
+    for feats in level_features:
+        desc = class_desc.to(device=feats.device, dtype=torch.float32)
+        for window in windows:
+            win = window_descriptors(feats, window)  # (C, R)
+            level_best = torch.cat([(desc[i : i + VIEW_CHUNK] @ win).amax(dim=1)
+                                    for i in range(0, v, VIEW_CHUNK)])  # (V,)
+            best = torch.maximum(best, level_best.float().cpu())
+    return best
+
+
+def class_scores(view_score: Tensor, view_class: Tensor, num_classes: int) -> Tensor:
+    """(V,) view scores -> (num_classes,) best view of each class (-inf for a class without views)."""
+    out = torch.full((num_classes,), -float("inf"))
+    return out.scatter_reduce(0, view_class.cpu().long(), view_score.float().cpu(), reduce="amax")
+
+
+def top_classes(scores: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` best classes, in increasing index order (ties: the lower index wins)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = scores.numel()
+    if k >= n:
+        return torch.arange(n)
+    # stable sort: equal scores keep index order, so the choice is deterministic
+    order = torch.sort(scores, descending=True, stable=True).indices[:k]
+    return order.sort().values
+
+
+def views_of_classes(view_class: Tensor, classes: Tensor) -> Tensor:
+    """Indices (increasing) of the views that belong to any of ``classes``."""
+    return torch.isin(view_class.cpu(), classes.cpu()).nonzero().flatten()
+
+
+class ClassDescriptorCache:
+    """Keeps the class descriptors of the last kernels tensor seen (a gallery's kernels change rarely).
+
+    A new tensor object (a class added or removed makes one) or an in-place change recomputes them.
+    """
+
+    def __init__(self) -> None:
+        self._source: weakref.ref[Tensor] | None = None
+        self._version = -1
+        self._desc: Tensor | None = None
+
+    def get(self, kernels: Tensor) -> Tensor:
+        src = self._source() if self._source is not None else None
+        if src is not kernels or self._version != kernels._version or self._desc is None:
+            self._desc = class_descriptors(kernels)
+            self._source = weakref.ref(kernels)
+            self._version = kernels._version
+        return self._desc
+
+
+DEFAULT_WINDOWS_FRACTION: tuple[float, ...] = (1.0,)
+
+
+def default_windows(grid_size: int) -> tuple[int, ...]:
+    """Window sides (cells) used by :func:`shortlist_views` for a class grid of side ``grid_size``."""
+    return tuple(sorted({max(1, round(grid_size * f)) for f in DEFAULT_WINDOWS_FRACTION}))
+
+
+def shortlist_views(level_features: Sequence[Tensor], kernels: Tensor, view_class: Tensor, num_classes: int,
+                    top_k: int, *, grid_size: int, class_desc: Tensor | None = None,
+                    windows: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """The class views to run the heads for: all views of the ``top_k`` best-scoring classes.
+
+    Args:
+        level_features: per pyramid level, (1, C, H, W) input features.
+        kernels: (V, S*S, C) class-view kernels; ``view_class`` (V,) their classes.
+        class_desc: (V, C) precomputed :func:`class_descriptors` of ``kernels`` (optional).
+        windows: window sides in cells (default :func:`default_windows`).
+    Returns:
+        (view indices (V',) increasing, class scores (num_classes,)).
+    """
+    desc = class_descriptors(kernels) if class_desc is None else class_desc
+    if desc.shape[0] != kernels.shape[0]:
+        raise ValueError(f"{desc.shape[0]} class descriptors for {kernels.shape[0]} kernels")
+    scores = class_scores(view_scores(level_features, desc, windows or default_windows(grid_size)), view_class,
+                          num_classes)
+    return views_of_classes(view_class, top_classes(scores, top_k)), scores
