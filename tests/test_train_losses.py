@@ -299,3 +299,14 @@ def test_config_validation() -> None:
         LossConfig(rll_neg_weight_ratio=1.5)
     with pytest.raises(ValueError, match="remap_"):
         LossConfig(remap_pos_iou=0.3, remap_neg_iou=0.4)
+
+
+def test_low_precision_scores_stay_finite() -> None:
+    # autocast may hand over bfloat16/float16 scores; the temperature ln(1000) / M must not overflow
+    scores = torch.tensor([[[[0.3, 0.5004, 0.5002, 0.2]]]], dtype=torch.float16, requires_grad=True)
+    batch = batch_of([[[-8.0, -8, 24, 24]]], [[0]], k=1)
+    losses = Os2dObjective(LossConfig())(head_output(scores), batch)
+    assert all(bool(torch.isfinite(v.detach()).all()) for v in losses.values())
+    assert losses["loss"].dtype == torch.float32
+    losses["loss"].backward()
+    assert bool(torch.isfinite(scores.grad.float()).all())

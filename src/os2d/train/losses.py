@@ -97,7 +97,7 @@ def rll_negative_weights(neg_losses: Tensor, neg_mask: Tensor, ratio: float = 0.
     Returns:
         weights (K, N) (no gradient) and the number of active classes (scalar tensor).
     """
-    losses = neg_losses.detach().masked_fill(~neg_mask, 0.0)
+    losses = neg_losses.detach().float().masked_fill(~neg_mask, 0.0)
     if losses.numel() == 0:
         return torch.zeros_like(losses), losses.new_zeros(())
     hardest = losses.max(dim=1).values  # (K,)
@@ -107,7 +107,8 @@ def rll_negative_weights(neg_losses: Tensor, neg_mask: Tensor, ratio: float = 0.
     weights = weights * active[:, None]
     weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=torch.finfo(weights.dtype).tiny)
     num_active = active.sum()
-    return weights / num_active.clamp(min=1), num_active.to(losses.dtype)
+    weights = (weights / num_active.clamp(min=1)).to(neg_losses.dtype)
+    return weights, num_active.to(losses.dtype)
 
 
 def rll_loss(pos_losses: Tensor, neg_losses: Tensor, neg_mask: Tensor,
@@ -204,6 +205,8 @@ class Os2dObjective(nn.Module):
 
     def _pieces(self, scores: Tensor, neg_scores: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.config
+        # float32 whatever autocast produced: the RLL temperature ln(1000)/M overflows float16 for small M
+        scores, neg_scores = scores.float(), neg_scores.float()
         l_pos = hinge_pos(scores, cfg.pos_margin)
         l_neg = hinge_neg(neg_scores, cfg.neg_margin)
         if cfg.kind == "contrastive":
@@ -212,8 +215,8 @@ class Os2dObjective(nn.Module):
 
     def _loc_losses(self, out: HeadOutput, targets: _Targets) -> Tensor:
         """(B, K, A) smooth-L1 of the predicted codes against the matched GT codes (every anchor)."""
-        pred = out.loc_codes().transpose(-1, -2)  # (B, K, A, 4)
-        target = encode(targets.matched.to(pred.dtype), out.anchors())
+        pred = out.loc_codes().transpose(-1, -2).float()  # (B, K, A, 4)
+        target = encode(targets.matched.float(), out.anchors().float())
         return localization_loss(pred, target)
 
     # ---------------------------------------------------------------------------------------- losses
@@ -266,7 +269,7 @@ class Os2dObjective(nn.Module):
         loss = loss_rec + cfg.loc_weight * loss_loc if cfg.loc_weight > 0 else loss_rec
 
         def stat(x: Tensor | float) -> Tensor:
-            return torch.as_tensor(x, dtype=scores.dtype, device=scores.device).detach()
+            return torch.as_tensor(x, dtype=torch.float32, device=scores.device).detach()
 
         return {
             "loss": loss,
