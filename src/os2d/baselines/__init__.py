@@ -1,0 +1,88 @@
+"""Detection methods evaluated by one harness (:mod:`os2d.eval.evaluate`): OS2D itself and the baselines.
+
+Every method has the same small API: ``add_class(name, images)`` registers a class from one or several RGB
+PIL class images, ``detect(image)`` returns :class:`os2d.structures.Detections` in the pixels of the given
+image, so metrics, timing and output files are shared.
+
+Methods (registry :data:`METHODS`):
+    * ``os2d`` - the model with its TransformNet (:class:`os2d.baselines.sliding.Os2dMethod`);
+    * ``sliding-square`` - paper's "sliding window, square": the same features and class grids, the
+      transformation fixed to the identity (:func:`os2d.baselines.sliding.sliding_square`);
+    * ``sliding-ar`` - paper's "sliding window, target AR": class features at their own w x h size
+      (:class:`os2d.baselines.sliding.SlidingWindowAR`);
+    * ``sift`` - SIFT + ratio test + RANSAC homography (:class:`os2d.baselines.sift.SiftMatcher`, OpenCV);
+    * ``template`` - multi-scale normalised cross-correlation (:class:`os2d.baselines.template.TemplateMatcher`,
+      OpenCV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from os2d.config import InferenceConfig
+    from os2d.model.os2d import Os2dModel
+    from os2d.structures import Detections
+
+METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template")
+MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar")  # need a feature extractor (an Os2dModel)
+
+
+class DetectionMethod(Protocol):
+    """What the evaluation harness needs from a method."""
+
+    name: str
+
+    def add_class(self, name: str, images: Sequence[Image.Image]) -> None: ...
+
+    def detect(self, image: Image.Image) -> Detections: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def require_cv2() -> Any:
+    """Import OpenCV or explain how to install it."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise ImportError("this baseline needs OpenCV: pip install 'os2d[train]' "
+                          f"(opencv-python-headless) ({exc})") from exc
+    return cv2
+
+
+def build_method(method: str, config: InferenceConfig, *, model: Os2dModel | None = None,
+                 **options: Any) -> DetectionMethod:
+    """Build a method by registry name; ``options`` go to its constructor (e.g. ``ratio=0.7`` for sift).
+
+    Raises:
+        ValueError: unknown name, or a model-based method without ``model``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method in MODEL_METHODS and model is None:
+        raise ValueError(f"method {method!r} needs a model (its feature extractor)")
+    if method == "os2d":
+        from os2d.baselines.sliding import Os2dMethod
+
+        return Os2dMethod(model, config, **options)  # type: ignore[arg-type]
+    if method == "sliding-square":
+        from os2d.baselines.sliding import sliding_square
+
+        return sliding_square(model, config, **options)  # type: ignore[arg-type]
+    if method == "sliding-ar":
+        from os2d.baselines.sliding import SlidingWindowAR
+
+        return SlidingWindowAR(model, config, **options)  # type: ignore[arg-type]
+    if method == "sift":
+        from os2d.baselines.sift import SiftMatcher
+
+        return SiftMatcher(config, **options)
+    from os2d.baselines.template import TemplateMatcher
+
+    return TemplateMatcher(config, **options)
+
+
+__all__ = ["METHODS", "MODEL_METHODS", "DetectionMethod", "build_method", "require_cv2"]
