@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     from os2d import cli_weights
 
     cli_weights.register(sub)
+    __import__("os2d.cli_train").cli_train.add_parser(sub)  # os2d train, os2d plot-log
     return parser
 
 

@@ -149,6 +149,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun: each rank takes cuda:LOCAL_RANK)
     num_workers: int = 0  # DataLoader processes building batches (0 = in the training process)
     cache_images: bool = False  # keep decoded training images in RAM (reference train.cache_images)
+    drop_empty_train_images: bool = True  # train only on images with a box of a kept class (e.g. the images
+    # of held-out brands would otherwise teach their logos as background)
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:

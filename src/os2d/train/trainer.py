@@ -193,6 +193,14 @@ class Trainer:
         train = _load_data(cfg.train_data)
         assert train is not None
         self.train_set, self.train_image_size = train
+        if cfg.drop_empty_train_images:
+            kept = [im.image_id for im in self.train_set.images if im.num_boxes]
+            if len(kept) < len(self.train_set.images):
+                logger.info("training on the %d of %d images with boxes (drop_empty_train_images)", len(kept),
+                            len(self.train_set.images))
+                if not kept:
+                    raise ValueError(f"{self.train_set.name}: no training image has a box")
+                self.train_set = self.train_set.subset(image_ids=kept, name=self.train_set.name)
         self.val = _load_data(cfg.val_data)
         self.sampler = PatchSampler(self.train_set, cfg.sampler, image_size=self.train_image_size,
                                     cache_images=cfg.cache_images)
