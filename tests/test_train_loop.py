@@ -206,3 +206,24 @@ def test_non_finite_loss_skips_the_update(dataset_spec: dict[str, object], tmp_p
         _, _, _, ok = trainer._train_step(trainer.batches[2], 2)
         assert ok
         assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_init_from_model_file_and_transform_file(dataset_spec: dict[str, object], tmp_path: Path) -> None:
+    from os2d.pretrain.transform_file import save_transform_net
+    from os2d.weights import WeightsError, save_checkpoint
+
+    cfg = train_config_from_dict(tiny_config_dict(dataset_spec, tmp_path / "run"))
+    donor = build_training_model(cfg)
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.add_(0.01)
+    save_checkpoint(tmp_path / "donor.pt", donor)
+    save_transform_net(tmp_path / "tnet.pt", donor)
+    whole = build_training_model(cfg.replace(init=dict(weights=str(tmp_path / "donor.pt"))))
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), donor.state_dict().values(), strict=True))
+    part = build_training_model(cfg.replace(init=dict(transform=str(tmp_path / "tnet.pt"))))
+    assert all(torch.equal(a, b) for a, b in zip(part.transform_net.state_dict().values(),
+                                                 donor.transform_net.state_dict().values(), strict=True))
+    assert not torch.equal(part.backbone._conv_stem.weight, donor.backbone._conv_stem.weight)
+    with pytest.raises(WeightsError, match="not on this machine|unknown weights"):
+        build_training_model(cfg.replace(init=dict(transform="no-such-weights")))

@@ -43,7 +43,7 @@ class InitConfig:
     pretrained_backbone: bool = True  # bundled ImageNet weights (EfficientNet-Lite only; ResNet: backbone_file)
     weights: str | None = None  # os2d weights name or file (os2d.weights.load_model): the whole model
     backbone_file: str | None = None  # ResNet trunk file: torchvision / caffe2 / cirtorch / weakalign (V2 recipe)
-    transform: str | None = None  # weakalign .pth.tar: TransformNet init (reference init.transform, V2 only)
+    transform: str | None = None  # TransformNet init: `os2d pretrain-transform` file or weakalign .pth.tar (V2)
 
     def __post_init__(self) -> None:
         if self.weights is not None and self.backbone_file is not None:

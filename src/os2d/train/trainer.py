@@ -53,7 +53,7 @@ from os2d.train.losses import Os2dObjective
 from os2d.train.optim import apply_freeze, build_optimizer, lr_at, set_lr
 from os2d.train.run_log import RunLog
 from os2d.train.sampler import MinedPatch, PatchSampler, TrainBatch
-from os2d.weights import WeightsError, load_model, load_strict
+from os2d.weights import WeightsError, load_model, load_strict, read_state_file
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,21 @@ def build_training_model(config: TrainConfig) -> Os2dModel:
 
         init_backbone_from_file(model, weights_file(init.backbone_file))
     if init.transform is not None:
+        load_transform_init(model, weights_file(init.transform))
+    return model
+
+
+def load_transform_init(model: Os2dModel, path: Path) -> None:
+    """TransformNet init from an ``os2d pretrain-transform`` file or a weakalign checkpoint (by content)."""
+    from os2d.pretrain.transform_file import TRANSFORM_KIND, load_transform_net
+
+    obj = read_state_file(path)
+    if isinstance(obj, dict) and obj.get("kind") == TRANSFORM_KIND:
+        load_transform_net(path, model)
+    else:
         from os2d.model.convert import init_transform_from_weakalign
 
-        init_transform_from_weakalign(model, weights_file(init.transform))
-    return model
+        init_transform_from_weakalign(model, path)
 
 
 def weights_file(name_or_path: str) -> Path:
