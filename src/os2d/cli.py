@@ -104,6 +104,8 @@ def _inference_config(args: argparse.Namespace):
         changes["max_detections"] = args.max_detections
     if args.nms_iou is not None:
         changes["nms_iou_threshold"] = args.nms_iou
+    if getattr(args, "shortlist", None) is not None:
+        changes["shortlist_top_k"] = args.shortlist
     try:
         return InferenceConfig(**changes)
     except ValueError as e:
@@ -111,55 +113,158 @@ def _inference_config(args: argparse.Namespace):
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from os2d.runner import Shard, discover_images, find_shards, merge_shards
 
-    from os2d.detector import Detector
-    from os2d.io import ImageError, load_image
-
-    images = list(args.images)
+    output = Path(args.output)
+    jsonl = output.suffix.lower() == ".jsonl"
+    try:
+        images = discover_images(list(args.images) + list(args.image_sources or []))
+    except ValueError as e:
+        raise CliError(str(e)) from e
     if args.images_from:
         images += read_image_list(args.images_from)
+    if args.merge:
+        if not jsonl:
+            raise CliError("--merge combines the shard files of a .jsonl output: give --output NAME.jsonl")
+        shards = find_shards(output)
+        if not shards:
+            raise CliError(f"no shard files {output.stem}.rank*.jsonl beside {output}")
+        summary = merge_shards(shards, output, order=images or None)
+        print(f"merged {len(shards)} shards into {output}: {summary.images} images ({summary.failed} failed)"
+              + (f"; {len(summary.missing)} input images are in no shard" if summary.missing else ""),
+              file=sys.stderr)
+        return 1 if summary.missing else 0
     if not images:
-        raise CliError("no input images (give IMAGE paths or --images-from FILE)")
+        raise CliError("no input images (give IMAGE paths, --images DIR|GLOB|LIST or --images-from FILE)")
     classes: list[tuple[str, str]] = [_parse_class_arg(c) for c in args.class_args or []]
     if args.classes:
         classes += read_classes_csv(args.classes)
     if not classes and not args.gallery:
         raise CliError("no classes: give --class NAME=PATH, --classes CSV or --gallery FILE")
+    shard = Shard.from_env()
+    if shard.world_size > 1 and not jsonl:
+        raise CliError(f"a sharded run (WORLD_SIZE={shard.world_size}) writes JSON Lines: give --output NAME.jsonl")
+    if args.workers < 0 or args.prefetch < 1:
+        raise CliError("--workers must be >= 0 and --prefetch >= 1")
 
-    detector = Detector.from_weights(args.weights, device=args.device, config=_inference_config(args))
+    from os2d.detector import Detector
+
+    detector = Detector.from_weights(args.weights, device=shard.device(args.device), config=_inference_config(args))
     register_classes(detector, classes, gallery=args.gallery)
-    if args.save_gallery:
+    if args.save_gallery and shard.rank == 0:
         detector.save_gallery(args.save_gallery)
+    if jsonl:
+        return _detect_jsonl(args, detector, images, output, shard)
+    return _detect_json(args, detector, images, output)
+
+
+def _draw_result(draw_dir: Path | None, res: Any) -> None:
+    if draw_dir is None or res.image is None or res.detections is None:
+        return
+    from os2d.visualize import draw_detections
+
+    draw_dir.mkdir(parents=True, exist_ok=True)
+    draw_detections(res.image, res.detections).save(draw_dir / (Path(res.path).stem + "_os2d.png"))
+
+
+def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path) -> int:
+    """Small runs: one JSON document written at the end (the ``version`` 1 contract)."""
+    from tqdm import tqdm
+
+    from os2d.runner import iter_detections
 
     draw_dir = Path(args.draw) if args.draw else None
     records, failures = [], 0
-    bar = tqdm(images, desc="detect", unit="img", disable=len(images) < 2 or args.quiet, file=sys.stderr)
-    for path in bar:
-        try:
-            img = load_image(path)
-            dets = detector.detect(img)
-        except ImageError as e:
+    results = iter_detections(detector, images, workers=args.workers, depth=args.prefetch,
+                              keep_images=draw_dir is not None)
+    bar = tqdm(results, total=len(images), desc="detect", unit="img", disable=len(images) < 2 or args.quiet,
+               file=sys.stderr)
+    for res in bar:
+        records.append(res.record())
+        if res.error is not None:
             failures += 1
-            print(f"os2d: error: {e}", file=sys.stderr)
-            records.append({"path": str(path), "error": str(e), "detections": []})
+            print(f"os2d: error: {res.error}", file=sys.stderr)
             continue
-        records.append({"path": str(path), "width": img.width, "height": img.height, "detections": dets.to_list()})
-        if draw_dir is not None:
-            from os2d.visualize import draw_detections
-
-            draw_dir.mkdir(parents=True, exist_ok=True)
-            draw_detections(img, dets).save(draw_dir / (Path(path).stem + "_os2d.png"))
+        _draw_result(draw_dir, res)
         if not args.quiet and len(images) == 1:
-            for d in dets.to_list()[:10]:
+            for d in records[-1]["detections"][:10]:
                 print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
     payload = {"version": OUTPUT_VERSION, "classes": detector.classes, "images": records}
-    atomic_json_dump(args.output, payload)
+    atomic_json_dump(output, payload)
     if not args.quiet:
         n = sum(len(r["detections"]) for r in records)
-        print(f"wrote {args.output}: {len(records) - failures} images, {n} detections"
+        print(f"wrote {output}: {len(records) - failures} images, {n} detections"
               + (f", {failures} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0
+
+
+def _detect_jsonl(args: argparse.Namespace, detector: Any, images: list[str], output: Path, shard: Any) -> int:
+    """Large runs: one JSON line per image as it finishes; resumable; one file per rank when sharded."""
+    from tqdm import tqdm
+
+    from os2d.runner import run_to_jsonl, shard_path
+
+    draw_dir = Path(args.draw) if args.draw else None
+    sharded = shard.world_size > 1
+    path = shard_path(output, shard.rank) if sharded else output
+
+    def progress(total: int, skipped: int) -> Any:
+        return tqdm(total=total, initial=skipped, desc=f"detect rank {shard.rank}" if sharded else "detect",
+                    unit="img", disable=args.quiet, file=sys.stderr, position=shard.local_rank if sharded else None)
+
+    def on_result(res: Any) -> None:
+        if res.error is not None:
+            tqdm.write(f"os2d: error: {res.error}", file=sys.stderr)
+        _draw_result(draw_dir, res)
+
+    summary = run_to_jsonl(detector, images, path, weights=str(args.weights), resume=args.resume,
+                           retry_errors=args.retry_errors, shard=shard, workers=args.workers, depth=args.prefetch,
+                           on_result=on_result, progress=progress)
+    if not args.quiet:
+        rate = f", {summary.images_per_s:.2f} images/s" if summary.processed else ""
+        print(f"wrote {path}: {summary.processed} images ({summary.skipped} already done), "
+              f"{summary.detections} detections" + (f", {summary.failed} failed" if summary.failed else "") + rate,
+              file=sys.stderr)
+    if sharded:
+        _finish_sharded(output, images, shard, quiet=args.quiet)
+    return 1 if summary.failed else 0
+
+
+def _finish_sharded(output: Path, images: list[str], shard: Any, *, quiet: bool) -> None:
+    """Merge the rank files into ``output``: under torchrun rank 0 after a barrier; for ranks started by hand,
+    whichever rank finds every shard complete (else say how to merge later)."""
+    import os
+
+    from os2d.runner import merge_shards, read_jsonl, shard_path
+
+    shards = [shard_path(output, r) for r in range(shard.world_size)]
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))  # ranks may finish hours apart
+        try:
+            dist.barrier()
+            if shard.rank == 0:
+                summary = merge_shards(shards, output, order=images)
+                if not quiet:
+                    print(f"merged {len(shards)} shards into {output}: {summary.images} images", file=sys.stderr)
+            dist.barrier()  # no rank exits (torchrun stops all on a non-zero exit) before the merge is written
+        finally:
+            dist.destroy_process_group()
+        return
+    done: set[str] = set()
+    for s in shards:
+        if s.is_file():
+            done |= set(read_jsonl(s).latest())
+    if all(p in done for p in images):
+        summary = merge_shards(shards, output, order=images)
+        if not quiet:
+            print(f"merged {len(shards)} shards into {output}: {summary.images} images", file=sys.stderr)
+    elif not quiet:
+        print(f"other ranks are not finished: when they are, run `os2d detect --merge --output {output}`",
+              file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -215,17 +320,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("detect", help="detect class images in input images, write JSON")
-    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p = sub.add_parser("detect", help="detect class images in input images, write JSON or JSON Lines")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--images", dest="image_sources", nargs="+", action="extend", metavar="DIR|GLOB|LIST",
+                   help="folders (searched recursively), glob patterns, .txt lists of paths, or image files")
     p.add_argument("--images-from", metavar="FILE", help="text file with one image path per line")
     p.add_argument("--class", dest="class_args", action="append", metavar="NAME=PATH",
                    help="a class image (repeat; repeat a NAME for several images of one class)")
     p.add_argument("--classes", metavar="CSV", help="CSV with header name,path")
     p.add_argument("--gallery", metavar="FILE", help="load a saved class gallery")
     p.add_argument("--save-gallery", metavar="FILE", help="save the class gallery for reuse")
-    p.add_argument("--output", "-o", required=True, metavar="OUT.json")
+    p.add_argument("--output", "--out", "-o", required=True, metavar="OUT.json|OUT.jsonl",
+                   help="OUT.json: one document at the end; OUT.jsonl: one line per image as it finishes "
+                        "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end)")
     p.add_argument("--draw", metavar="DIR", help="write pictures of the detections here")
     p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="OUT.jsonl: skip images already in the file (default); --no-resume starts it afresh")
+    p.add_argument("--retry-errors", action="store_true", help="with --resume: run failed images again")
+    p.add_argument("--merge", action="store_true",
+                   help="only merge the rank files OUT.rank*.jsonl of a sharded run into OUT.jsonl")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="threads decoding and resizing the next images during detection (0 = no overlap)")
+    p.add_argument("--prefetch", type=int, default=4, metavar="N", help="images decoded ahead at most")
+    p.add_argument("--shortlist", type=int, default=None, metavar="K",
+                   help="run the full heads only for the K classes ranked best per image by a cheap "
+                        "pooled-feature match (for large galleries; default: all classes)")
     _add_inference_args(p)
     p.set_defaults(func=cmd_detect)
 
@@ -255,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     from os2d import cli_weights
 
     cli_weights.register(sub)
+    __import__("os2d.cli_eval").cli_eval.add_parser(sub)  # os2d eval, os2d dataset-stats
+    __import__("os2d.cli_pretrain").cli_pretrain.add_parser(sub)  # os2d pretrain-transform
     __import__("os2d.cli_train").cli_train.add_parser(sub)  # os2d train, os2d plot-log
     return parser
 
