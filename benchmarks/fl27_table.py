@@ -7,7 +7,7 @@ Protocol (``../shared/data/flickrlogos27-dev``, see its README):
     boxes of the other 14 brands are dropped, their images stay as negatives (592 images, 245 boxes);
   * image size: ``suggest_image_size`` of that dataset (879: the median object becomes ~240 px) unless
     ``--image-size``; pyramid ``--scales`` (default 0.5 0.71 1 1.41) for every method (template: object sizes
-    ``240 / s``; SIFT: base level only, it is scale invariant);
+    ``240 / s``; SIFT: the original image, it is scale invariant);
   * VOC AP at IoU 0.5 (all-point), mAP over the 6 brands, recall = TP / GT over all brands, seconds per image
     (loading + detection, this machine).
 

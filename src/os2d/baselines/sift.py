@@ -1,10 +1,10 @@
 """Local-feature baseline: SIFT keypoints, Lowe's ratio test, RANSAC homography per class (OpenCV).
 
-Per class image: SIFT keypoints/descriptors once (image resized to area ``class_side^2``). Per input image
-(resized so that ``sqrt(w*h) = config.image_size``, the same base level as the other methods; SIFT itself is
-scale invariant, so the pyramid scales are not used): every input descriptor is matched to its two nearest
-class descriptors and kept if ``d1 < ratio * d2`` (input -> class direction, so every instance of the class
-in the image can collect matches). Then, repeatedly: fit a homography class -> image with RANSAC, accept it
+Per class image: SIFT keypoints/descriptors once (image resized to area ``class_side^2``). Per input image:
+SIFT is scale invariant (and doubles the image in its first octave), so it runs on the ORIGINAL image, only
+shrunk when ``sqrt(w*h)`` exceeds ``max_image_side``; ``config.image_size`` and the pyramid are not used.
+Every input descriptor is matched to its two nearest class descriptors and kept if ``d1 < ratio * d2``
+(input -> class direction, so every instance of the class in the image can collect matches). Then, repeatedly: fit a homography class -> image with RANSAC, accept it
 when it has at least ``min_inliers`` inliers and maps the class outline to a sane convex quadrilateral, emit
 a detection (box = bounding box of the projected outline, corners = projected class corners, score = number
 of inliers), remove its inliers and fit again for the next instance (at most ``max_instances``).
@@ -63,7 +63,7 @@ class SiftMatcher:
 
     def __init__(self, config: InferenceConfig, *, name: str = "sift", ratio: float = 0.8, min_inliers: int = 6,
                  ransac_threshold: float = 5.0, max_instances: int = 5, class_side: int = 480,
-                 max_features: int = 0) -> None:
+                 max_image_side: int = 1500, max_features: int = 0) -> None:
         cv2 = require_cv2()
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -76,6 +76,7 @@ class SiftMatcher:
         self.ransac_threshold = float(ransac_threshold)
         self.max_instances = int(max_instances)
         self.class_side = int(class_side)
+        self.max_image_side = int(max_image_side)
         self.max_features = int(max_features)
         self._sift = cv2.SIFT_create(nfeatures=self.max_features)
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
@@ -135,7 +136,7 @@ class SiftMatcher:
         size = image.size
         if not self._classes:
             return Detections.empty(self.class_names, size)
-        f = 1.0 if self.config.image_size is None else self.config.image_size / math.sqrt(size[0] * size[1])
+        f = min(1.0, self.max_image_side / math.sqrt(size[0] * size[1]))
         level = image if f == 1.0 else image.resize((max(1, int(size[0] * f)), max(1, int(size[1] * f))),
                                                     Image.BILINEAR)
         pts, desc = self._features(_gray(level))
@@ -156,7 +157,7 @@ class SiftMatcher:
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "ratio": self.ratio, "min_inliers": self.min_inliers,
                 "ransac_threshold": self.ransac_threshold, "max_instances": self.max_instances,
-                "class_side": self.class_side}
+                "class_side": self.class_side, "max_image_side": self.max_image_side}
 
 
 __all__ = ["SiftMatcher", "quad_is_sane"]
