@@ -377,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_weights.register(sub)
     __import__("os2d.cli_eval").cli_eval.add_parser(sub)  # os2d eval, os2d dataset-stats
     __import__("os2d.cli_pretrain").cli_pretrain.add_parser(sub)  # os2d pretrain-transform
+    __import__("os2d.cli_synth").cli_synth.add_parser(sub)  # os2d synth
     __import__("os2d.cli_train").cli_train.add_parser(sub)  # os2d train, os2d plot-log
     return parser
 
