@@ -87,3 +87,16 @@ def test_resume_truncates_log_and_refuses_to_overwrite(dataset_spec: dict[str, o
         ckpt_io.resolve_resume(tmp_path)
     # a training checkpoint is also a model file
     assert load_model(ckpt_io.checkpoint_path(run, 3)).config == cfg.model
+
+
+def test_dataloader_workers_give_the_same_batches(dataset_spec: dict[str, object], tmp_path: Path) -> None:
+    """Batches are a function of (seed, rank, step): worker processes change nothing."""
+    runs = []
+    with torch_threads(1):
+        for workers in (0, 2):
+            cfg = train_config_from_dict(tiny_config_dict(dataset_spec, tmp_path / f"w{workers}", max_iter=3,
+                                                          checkpoint_every=0, num_workers=workers,
+                                                          freeze={"backbone": True}))
+            train(cfg, progress=False)
+            runs.append(_train_terms(tmp_path / f"w{workers}"))
+    assert len(runs[0]) == 3 and runs[0] == runs[1]

@@ -17,3 +17,9 @@ __all__ = [
     "mine_hard_patches",
     "remap",
 ]
+
+# the training loop (config, trainer)
+from os2d.train.config import TrainConfig, load_train_config  # noqa: E402
+from os2d.train.trainer import Trainer, TrainSummary, train  # noqa: E402
+
+__all__ += ["TrainConfig", "TrainSummary", "Trainer", "load_train_config", "train"]

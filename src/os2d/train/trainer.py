@@ -189,7 +189,7 @@ class Trainer:
     def _setup(self, resume: str | Path | None) -> None:
         cfg, ctx = self.config, self.ctx
         resume_path = ckpt_io.resolve_resume(resume) if resume is not None else None
-        if resume_path is None and ctx.is_main and ckpt_io.list_checkpoints(self.output_dir):
+        if resume_path is None and ckpt_io.list_checkpoints(self.output_dir):  # every rank: none hangs
             raise ValueError(f"{self.output_dir} already holds checkpoints of a run: resume it (--resume "
                              f"{self.output_dir}) or choose another output directory")
 
