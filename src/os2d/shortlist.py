@@ -20,7 +20,6 @@ import weakref
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from os2d.model.correlation import l2_normalize
@@ -36,22 +35,35 @@ def class_descriptors(kernels: Tensor) -> Tensor:
     return l2_normalize(kernels.float().mean(dim=1), dim=1)
 
 
+def _window_mean(x: Tensor, window: int, dim: int) -> Tensor:
+    """Mean over ``window`` consecutive entries along ``dim``, centred, cut at both ends (prefix sums: O(L))."""
+    n = x.shape[dim]
+    lo = window // 2
+    shape = [1] * x.dim()
+    shape[dim] = 1
+    prefix = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim=dim)  # (.., n + 1, ..)
+    idx = torch.arange(n, device=x.device)
+    start, end = (idx - lo).clamp(0, n), (idx - lo + window).clamp(0, n)
+    shape[dim] = n
+    count = (end - start).to(x.dtype).view(shape)
+    return (prefix.index_select(dim, end) - prefix.index_select(dim, start)) / count
+
+
 def window_descriptors(features: Tensor, window: int) -> Tensor:
     """(1, C, H, W) input features -> (C, H*W) unit descriptors of the ``window x window`` cell windows.
 
     Windows are centred on each location (odd ``window``; an even one is centred half a cell down-right) and
     cut at the border: a window partly outside the map averages its inside cells only, so objects at the image
-    border still get a full-strength descriptor.
+    border still get a full-strength descriptor. The box mean is separable (rows, then columns) and computed
+    with prefix sums: the cost does not grow with the window.
     """
     if features.dim() != 4 or features.shape[0] != 1:
         raise ValueError(f"features must have shape (1, C, H, W), got {tuple(features.shape)}")
     if window < 1:
         raise ValueError(f"window must be >= 1 cell, got {window}")
-    feats = l2_normalize(features.float(), dim=1)  # same per-location normalisation as the correlation
-    h, w = feats.shape[-2:]
-    pooled = F.avg_pool2d(feats, kernel_size=window, stride=1, padding=window // 2, count_include_pad=False)
-    pooled = pooled[..., :h, :w]  # (1, C, H, W); an even window gives one extra row/column
-    return l2_normalize(pooled[0].reshape(pooled.shape[1], -1), dim=0)
+    feats = l2_normalize(features[0].float(), dim=0)  # (C, H, W), same normalisation as the correlation
+    pooled = _window_mean(_window_mean(feats, window, dim=1), window, dim=2)  # (C, H, W)
+    return l2_normalize(pooled.reshape(pooled.shape[0], -1), dim=0)
 
 
 @torch.no_grad()
