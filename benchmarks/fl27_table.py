@@ -8,6 +8,8 @@ Protocol (``../shared/data/flickrlogos27-dev``, see its README):
   * image size: ``suggest_image_size`` of that dataset (879: the median object becomes ~240 px) unless
     ``--image-size``; pyramid ``--scales`` (default 0.5 0.71 1 1.41) for every method (template: object sizes
     ``240 / s``; SIFT: the original image, it is scale invariant);
+  * at most ``--pre-nms-top-k`` (500) candidates per class view and level before NMS (0.3), at most 100
+    detections per image after it;
   * VOC AP at IoU 0.5 (all-point), mAP over the 6 brands, recall = TP / GT over all brands, seconds per image
     (loading + detection, this machine).
 
@@ -67,6 +69,8 @@ def main() -> None:
     ap.add_argument("--weights", default="default", help="weights of the os2d row (and the sliding backbones)")
     ap.add_argument("--image-size", type=int, default=None, help="default: suggest_image_size of the dataset")
     ap.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_SCALES))
+    ap.add_argument("--pre-nms-top-k", type=int, default=500,
+                    help="candidates kept per class view and level before NMS (NMS of thousands dominates the time)")
     ap.add_argument("--max-images", type=int, default=None, help="first N images only (quick runs)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="folder for per-method metrics.json + detections.jsonl")
@@ -78,10 +82,11 @@ def main() -> None:
     spec = fl27_val_spec(args.data)
     dataset = load_dataset(spec)
     image_size = args.image_size or dataset_image_size(spec, dataset)
-    config = InferenceConfig(image_size=image_size, scales=tuple(args.scales))
+    config = InferenceConfig(image_size=image_size, scales=tuple(args.scales), pre_nms_top_k=args.pre_nms_top_k)
     n_images = len(dataset.images) if args.max_images is None else min(args.max_images, len(dataset.images))
     print(f"FL27 val brands {', '.join(FL27_VAL_BRANDS)}: {n_images} of {len(dataset.images)} images, "
-          f"{dataset.num_boxes} boxes in all; image size {image_size}, scales {args.scales}, weights {args.weights}",
+          f"{dataset.num_boxes} boxes in all; image size {image_size}, scales {args.scales}, weights {args.weights}, "
+          f"pre-NMS top {args.pre_nms_top_k}, max {config.max_detections} detections per image",
           flush=True)
 
     model = load_model(args.weights).to(args.device) if set(args.methods) & set(MODEL_METHODS) else None
@@ -118,6 +123,7 @@ def main() -> None:
         print(f"| {name} | {' | '.join(cells)} | {fmt(r['mAP'])} | {fmt(r['recall'])} | {r['s_per_image']:.2f} |")
     if args.out:
         atomic_json_dump(args.out / "table.json", {"image_size": image_size, "scales": args.scales,
+                                                    "pre_nms_top_k": args.pre_nms_top_k,
                                                     "weights": args.weights, "images": n_images, "rows": rows})
 
 

@@ -16,6 +16,7 @@ from os2d.baselines.sliding import (
     Os2dMethod,
     SlidingWindowAR,
     box_corners,
+    local_maxima,
     sliding_square,
     view_corner_order,
 )
@@ -177,6 +178,16 @@ def test_sliding_ar_finds_pastes(toy_model, obj, scene):
     # the box keeps the class image's aspect ratio (3:4)
     bw, bh = (dets.boxes_xyxy[0, 2:] - dets.boxes_xyxy[0, :2]).tolist()
     assert bw / bh == pytest.approx(0.75, rel=0.03)
+    # keeping only local maxima before NMS does not change the top detections
+    every = SlidingWindowAR(toy_model, config, peak_window=1)
+    every.add_class("obj", [obj])
+    torch.testing.assert_close(every.detect(scene).boxes_xyxy[:2], dets.boxes_xyxy[:2])
+
+
+def test_local_maxima():
+    s = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0], [3.0, 0.0, 0.0, 0.0]])
+    assert local_maxima(s, 3).nonzero().tolist() == [[0, 1], [1, 3], [2, 0]]
+    assert local_maxima(s, 1).all()
 
 
 def test_view_corner_order_matches_pil_transpose():

@@ -84,6 +84,15 @@ def candidates_from_boxes(boxes_xyxy: Tensor, scores: Tensor, view: int, corner_
                            corners_xy=box_corners(boxes, corner_order))
 
 
+def local_maxima(scores: Tensor, window: int = 3) -> Tensor:
+    """(H, W) boolean mask of the positions that are the maximum of their ``window`` x ``window``
+    neighbourhood (ties all kept); ``window`` 1 keeps everything."""
+    if window <= 1:
+        return torch.ones_like(scores, dtype=torch.bool)
+    pooled = F.max_pool2d(scores[None, None], window, stride=1, padding=window // 2)[0, 0]
+    return scores >= pooled
+
+
 class IdentityTransform(nn.Module):
     """Stands in for a TransformNet: the identity transform at every location (no convolutions run).
 
@@ -164,12 +173,20 @@ class SlidingWindowAR:
     features; at every window position of every pyramid level the score is the mean cosine similarity of the
     h*w cell pairs (input features L2-normalised per location; windows may hang over the border by half their
     size, the missing cells count as 0). The box is the class image's size centred on the window.
+
+    Only local maxima of each score map (``peak_window`` x ``peak_window`` neighbourhood) become candidates:
+    neighbouring windows of one peak are near-duplicates that NMS would drop anyway, and keeping them makes NMS
+    the dominant cost (every position of every view and level).
     """
 
-    def __init__(self, model: Os2dModel, config: InferenceConfig, *, name: str = "sliding-ar") -> None:
+    def __init__(self, model: Os2dModel, config: InferenceConfig, *, name: str = "sliding-ar",
+                 peak_window: int = 3) -> None:
+        if peak_window < 1 or peak_window % 2 == 0:
+            raise ValueError(f"peak_window must be a positive odd number, got {peak_window}")
         self.model = model
         self.config = config
         self.name = name
+        self.peak_window = int(peak_window)
         self.class_names: list[str] = []
         self._weights: list[Tensor] = []  # (C, h, w) each: normalised features / (h*w)
         self._sizes: list[tuple[float, float]] = []  # (width, height) in pixels of the class view
@@ -234,15 +251,16 @@ class SlidingWindowAR:
         for lw, lh in pyramid_sizes(*size, self.config):
             level = image if (lw, lh) == size else image.resize((lw, lh), Image.BILINEAR)
             for v, (scores, boxes) in enumerate(self.level_scores(image_to_tensor(level).to(device))):
-                cands.append(candidates_from_boxes(boxes.reshape(-1, 4), scores.reshape(-1), v,
-                                                   self._corner_orders[v], (lw, lh), size, self.config))
+                peak = local_maxima(scores, self.peak_window)
+                cands.append(candidates_from_boxes(boxes[peak], scores[peak], v, self._corner_orders[v],
+                                                   (lw, lh), size, self.config))
         return merge_and_nms(cands, torch.tensor(self._view_class, dtype=torch.long), self.class_names, size,
                              self.config)
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, "backbone": self.model.config.backbone,
+        return {"method": self.name, "backbone": self.model.config.backbone, "peak_window": self.peak_window,
                 "class_grids": sorted({f"{w.shape[-1]}x{w.shape[-2]}" for w in self._weights})}
 
 
 __all__ = ["IdentityTransform", "Os2dMethod", "SlidingWindowAR", "identity_model", "sliding_square",
-           "view_corner_order", "box_corners", "candidates_from_boxes"]
+           "view_corner_order", "box_corners", "candidates_from_boxes", "local_maxima"]
