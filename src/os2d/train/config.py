@@ -108,9 +108,13 @@ class FreezeConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Periodic evaluation (VOC mAP) on the validation data; the best model is kept by ``metric``."""
+    """Periodic evaluation (VOC mAP) on the validation data; the best model is kept by ``metric``.
 
-    inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(scales=(1.0,)))
+    ``inference.image_size`` null (the default) evaluates every dataset at its own scale: the spec's
+    ``image_size`` (or :func:`~os2d.data.annotations.suggest_image_size`), where objects are ~class-image size.
+    """
+
+    inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(image_size=None, scales=(1.0,)))
     max_images: int | None = None  # evaluate the first N validation images only (None = all)
     metric: str = "mAP@0.50"  # key of EvalResult.to_dict(); higher is better
     at_start: bool = True  # evaluate before the first step (reference: iteration 0)
