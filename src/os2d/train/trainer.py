@@ -63,17 +63,20 @@ TERM_ABBREVIATIONS = {"loss": "loss", "loss_rec_pos": "pos", "loss_rec_neg": "ne
 # ------------------------------------------------------------------------------------------------ building
 
 
-def build_training_model(config: TrainConfig) -> Os2dModel:
+def build_training_model(config: TrainConfig, *, with_init: bool = True) -> Os2dModel:
     """The model a run starts from: architecture ``config.model``, weights from ``config.init``.
 
     Random parts (TransformNet hidden layers) are drawn from a generator seeded with ``config.seed``, so every
-    rank and every repetition builds the same model.
+    rank and every repetition builds the same model. ``with_init=False`` skips ``config.init`` (a resumed run
+    takes every weight from its checkpoint, so init files need not exist any more).
     """
     init = config.init
     from_file = init.weights is not None or init.backbone_file is not None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_os2d(config.model, pretrained_backbone=init.pretrained_backbone and not from_file)
+        model = build_os2d(config.model, pretrained_backbone=with_init and init.pretrained_backbone and not from_file)
+    if not with_init:
+        return model
     if init.weights is not None:
         source = load_model(init.weights, expect=config.model)
         load_strict(model, source.state_dict(), f"init.weights {init.weights}")
@@ -193,7 +196,7 @@ class Trainer:
             raise ValueError(f"{self.output_dir} already holds checkpoints of a run: resume it (--resume "
                              f"{self.output_dir}) or choose another output directory")
 
-        self.model = build_training_model(cfg)
+        self.model = build_training_model(cfg, with_init=resume_path is None)
         self.params = apply_freeze(self.model, cfg.freeze)
         self.model.to(self.device)
         self.objective = Os2dObjective(cfg.loss).to(self.device)
