@@ -69,8 +69,8 @@ def detection(models: dict, args: argparse.Namespace) -> dict[str, dict[str, flo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="model with the pretrained TransformNet (model.pt)")
-    p.add_argument("--photos", required=True, help="held-out photos (not used for pretraining)")
-    p.add_argument("--pairs", type=int, default=300, help="held-out warps")
+    p.add_argument("--photos", help="held-out photos (not used for pretraining); needed unless --pairs 0")
+    p.add_argument("--pairs", type=int, default=300, help="held-out warps (0: skip the alignment table)")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--canvas-size", type=int, default=352)
     p.add_argument("--boxes", help="detection: boxes CSV (simple format)")
@@ -82,15 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
+    if args.pairs > 0 and not args.photos:
+        p.error("--photos is required unless --pairs 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     pretrained = load_model(args.weights)
     models = {"identity": identity_copy(pretrained), "pretrained": pretrained}
     results: dict = {"weights": str(args.weights)}
-    align = alignment(models, list_photos(args.photos), args.pairs, args.seed, args.canvas_size)
-    results["alignment"] = align
-    print(f"held-out alignment, {args.pairs} warps of {args.photos} (seed {args.seed}):")
-    print(format_table(align))
+    if args.pairs > 0:
+        align = alignment(models, list_photos(args.photos), args.pairs, args.seed, args.canvas_size)
+        results["alignment"] = align
+        print(f"held-out alignment, {args.pairs} warps of {args.photos} (seed {args.seed}):")
+        print(format_table(align))
     if args.dataset or args.boxes:
         if not args.dataset and not args.classes:
             p.error("--boxes needs --classes")
