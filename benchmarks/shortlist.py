@@ -83,7 +83,7 @@ def main() -> None:
     g = det.gallery
     assert g.kernels is not None
     model, cfg = det.model, det.config
-    desc = class_descriptors(g.kernels)
+    desc = class_descriptors(g.kernels, model.config.pool_border)
     settings = ["full"] + [f"K={k}" for k in args.ks]
     dets: dict[str, list] = {s: [] for s in settings}
     gts, pairs, hits, oracle_hits = [], 0, defaultdict(int), defaultdict(int)
@@ -97,7 +97,8 @@ def main() -> None:
             feats = [model.extract_features(lv[None]) for lv in levels]
             t1 = time.perf_counter()
             _, scores = shortlist_views(feats, g.kernels, g.view_class, len(brands), 1,
-                                        grid_size=model.config.class_grid_size, class_desc=desc)
+                                        grid_size=model.config.class_grid_size,
+                                        pool_border=model.config.pool_border, class_desc=desc)
             t2 = time.perf_counter()
             cands = [level_candidates(model, lv, g.kernels, img.size, cfg, features=f)
                      for lv, f in zip(levels, feats, strict=True)]

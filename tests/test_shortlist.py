@@ -66,6 +66,21 @@ def test_view_scores_equal_naive_max_over_windows_and_levels():
     torch.testing.assert_close(fast, naive, atol=1e-5, rtol=0)
 
 
+def test_class_descriptors_average_the_inner_cells():
+    g = torch.Generator().manual_seed(3)
+    s, c = 5, 4
+    kernels = F.normalize(torch.rand(3, s * s, c, generator=g), dim=2)  # channel n = q*S + p: cell (p, q)
+    for border in (0, 1, 2):
+        inner = [q * s + p for q in range(border, s - border) for p in range(border, s - border)]
+        naive = F.normalize(kernels[:, inner].mean(dim=1), dim=1)
+        torch.testing.assert_close(class_descriptors(kernels, border), naive, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="border of 3"):
+        class_descriptors(kernels, 3)
+    cache = ClassDescriptorCache()
+    assert torch.equal(cache.get(kernels, 1), class_descriptors(kernels, 1))
+    assert torch.equal(cache.get(kernels, 0), class_descriptors(kernels, 0))  # another border: recomputed
+
+
 def test_class_scores_take_the_best_view_and_top_classes_are_deterministic():
     view_score = torch.tensor([0.1, 0.9, 0.3, 0.5, 0.5])
     view_class = torch.tensor([0, 0, 1, 2, 3])
@@ -124,7 +139,8 @@ def test_k_below_classes_gives_the_full_run_detections_of_the_shortlisted_classe
 
     feats = [det.model.extract_features(lv[None]) for lv in prepare_levels(scene, det.config)]
     views, scores = shortlist_views(feats, g.kernels, g.view_class, len(g), k,
-                                    grid_size=det.model.config.class_grid_size)
+                                    grid_size=det.model.config.class_grid_size,
+                                    pool_border=det.model.config.pool_border)
     chosen = top_classes(scores, k)
     assert len(chosen) == k
     # all views of a chosen class (4 rotations; c1 has 8 views from two class images) and nothing else

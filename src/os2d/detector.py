@@ -125,7 +125,8 @@ class Detector:
         g = self.gallery
         if g.kernels is None or g.num_views == 0:
             return Detections.empty(g.class_names, size)
-        desc = self._shortlist_desc.get(g.kernels) if config.shortlist_top_k is not None else None
+        desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
+                if config.shortlist_top_k is not None else None)
         return detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config, class_desc=desc)
 
     def detect_many(self, images: Iterable[ImageSource], **config_changes: Any) -> list[Detections]:

@@ -115,7 +115,8 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
 
     With ``config.shortlist_top_k`` set (and fewer than the gallery's classes), the heads run only for the views
     of the K classes ranked best by :func:`os2d.shortlist.shortlist_views` on the same backbone features;
-    ``class_desc`` (V, C) are the kernels' precomputed shortlist descriptors (optional).
+    ``class_desc`` (V, C) are the kernels' precomputed ``os2d.shortlist.class_descriptors(kernels,
+    model.config.pool_border)`` (optional).
     """
     if kernels.shape[0] == 0:
         return Detections.empty(class_names, original_size)
@@ -127,7 +128,8 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
         from os2d.shortlist import shortlist_views
 
         views, _ = shortlist_views(feats, kernels, view_class, len(class_names), k,
-                                   grid_size=model.config.class_grid_size, class_desc=class_desc)
+                                   grid_size=model.config.class_grid_size, pool_border=model.config.pool_border,
+                                   class_desc=class_desc)
         kernels, view_class = kernels[views], view_class.cpu()[views]
     kernels = kernels.to(device)
     cands = [level_candidates(model, lv, kernels, original_size, config, features=f)
