@@ -63,6 +63,8 @@ def run_one(args: argparse.Namespace) -> dict:
     from os2d.runner import discover_images, run_to_jsonl
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workers, depth = MODES[args.one]
     paths = discover_images([args.folder])[: args.images]
     det = Detector.from_weights(args.weights, device=args.device, image_size=args.image_size or None)
@@ -106,6 +108,7 @@ def main() -> None:
     ap.add_argument("--weights", default="default")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's choice)")
     ap.add_argument("--heap", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure the peak Python heap (tracemalloc pass)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one mode, print JSON
@@ -124,7 +127,8 @@ def main() -> None:
             for mode in MODES:
                 cmd = [sys.executable, __file__, "--one", mode, "--folder", str(folder), "--images", str(args.images),
                        "--image-size", str(args.image_size), "--classes", str(args.classes), "--weights", args.weights,
-                       "--device", args.device, "--heap" if args.heap and r == 0 else "--no-heap"]
+                       "--device", args.device, "--threads", str(args.threads),
+                       "--heap" if args.heap and r == 0 else "--no-heap"]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 rows[mode].append(json.loads(out.strip().splitlines()[-1]))
     first = rows["main thread"][0]

@@ -9,9 +9,11 @@ Quality: per image the backbone and the heads of all classes run once; the detec
 NMS of the candidates of the K shortlisted classes' views only, which is what ``detect(shortlist_top_k=K)``
 computes (tests/test_shortlist.py; checked here again on ``--verify`` images). Speed: real end-to-end
 ``Detector.detect`` runs, full and each K interleaved, on ``--timing-images`` images (median s/image).
-"Shortlist recall" = the fraction of (image, brand) pairs with a box of that brand whose brand is shortlisted.
+"Shortlist recall" = the fraction of (image, brand) pairs with a box of that brand whose brand is shortlisted;
+"oracle" = the same for a shortlist of the K brands with the best full-run detection in the image (the ranking
+the heads themselves would give).
 
-    python benchmarks/shortlist.py --every 3 --ks 3 5 10 --timing-images 8
+    python benchmarks/shortlist.py --every 4 --ks 3 5 10 --timing-images 6 --threads 1
 """
 
 from __future__ import annotations
@@ -68,12 +70,15 @@ def main() -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--max-detections", type=int, default=100)
     ap.add_argument("--timing-images", type=int, default=8, help="images timed end to end per setting")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--verify", type=int, default=2, help="images on which the derived K-runs are checked "
                                                            "against real shortlist runs")
     args = ap.parse_args()
     if not (args.data / "annotations.csv").is_file():
         raise SystemExit(f"FlickrLogos-27 data not found at {args.data}")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     brands, sources, gt = read_fl27(args.data)
     images = sorted(gt)[:: args.every]
     det = Detector.from_weights(args.weights, image_size=args.image_size, scales=tuple(args.scales),

@@ -38,7 +38,7 @@ def class_descriptors(kernels: Tensor, border: int = 0) -> Tensor:
         raise ValueError(f"kernels must have shape (V, S*S, C), got {tuple(kernels.shape)}")
     v, n, c = kernels.shape
     s = int(round(n**0.5))
-    if s * s != n or not 0 <= border or s - 2 * border < 1:
+    if s * s != n or border < 0 or s - 2 * border < 1:
         raise ValueError(f"cannot take a border of {border} cells from a grid of {n} cells")
     grid = kernels.float().reshape(v, s, s, c)[:, border : s - border, border : s - border]  # symmetric in p, q
     return l2_normalize(grid.mean(dim=(1, 2)), dim=1)
@@ -49,7 +49,6 @@ def _window_mean(x: Tensor, window: int, dim: int) -> Tensor:
     n = x.shape[dim]
     lo = window // 2
     shape = [1] * x.dim()
-    shape[dim] = 1
     prefix = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim=dim)  # (.., n + 1, ..)
     idx = torch.arange(n, device=x.device)
     start, end = (idx - lo).clamp(0, n), (idx - lo + window).clamp(0, n)
@@ -61,7 +60,7 @@ def _window_mean(x: Tensor, window: int, dim: int) -> Tensor:
 def window_descriptors(features: Tensor, window: int) -> Tensor:
     """(1, C, H, W) input features -> (C, H*W) unit descriptors of the ``window x window`` cell windows.
 
-    Windows are centred on each location (odd ``window``; an even one is centred half a cell down-right) and
+    Windows are centred on each location (odd ``window``; an even one is centred half a cell up-left) and
     cut at the border: a window partly outside the map averages its inside cells only, so objects at the image
     border still get a full-strength descriptor. The box mean is separable (rows, then columns) and computed
     with prefix sums: the cost does not grow with the window.
