@@ -13,8 +13,9 @@ Protocol (``../shared/data/flickrlogos27-dev``, see its README):
   * VOC AP at IoU 0.5 (all-point), mAP over the 6 brands, recall = TP / GT over all brands, seconds per image
     (loading + detection, this machine).
 
-Methods: ``os2d`` (``--weights``; with the builtin weights its TransformNet is the identity, so it IS
-``sliding-square`` and is not run twice), ``sliding-square``, ``sliding-ar``, ``sift``, ``template``.
+Methods: ``os2d`` (``--weights``, default: the shipped ``os2d-lite0-v2``; weights whose TransformNet is the
+identity make it ``sliding-square``, not run twice), ``sliding-square`` and ``sliding-ar`` (on the features of
+``--sliding-weights``, default the untrained ImageNet backbone), ``sift``, ``template``.
 
     python benchmarks/fl27_table.py --out /tmp/fl27_table              # full protocol (hours on 2 cores)
     python benchmarks/fl27_table.py --max-images 100 --methods sift template
@@ -66,7 +67,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--weights", default="default", help="weights of the os2d row (and the sliding backbones)")
+    ap.add_argument("--weights", default="default", help="weights of the os2d row")
+    ap.add_argument("--sliding-weights", default="efficientnet_lite0-imagenet",
+                    help="backbone of the sliding-window rows (default: the untrained ImageNet features)")
     ap.add_argument("--image-size", type=int, default=None, help="default: suggest_image_size of the dataset")
     ap.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_SCALES))
     ap.add_argument("--pre-nms-top-k", type=int, default=500,
@@ -85,14 +88,22 @@ def main() -> None:
     config = InferenceConfig(image_size=image_size, scales=tuple(args.scales), pre_nms_top_k=args.pre_nms_top_k)
     n_images = len(dataset.images) if args.max_images is None else min(args.max_images, len(dataset.images))
     print(f"FL27 val brands {', '.join(FL27_VAL_BRANDS)}: {n_images} of {len(dataset.images)} images, "
-          f"{dataset.num_boxes} boxes in all; image size {image_size}, scales {args.scales}, weights {args.weights}, "
+          f"{dataset.num_boxes} boxes in all; image size {image_size}, scales {args.scales}, weights {args.weights} (sliding rows: {args.sliding_weights}), "
           f"pre-NMS top {args.pre_nms_top_k}, max {config.max_detections} detections per image",
           flush=True)
 
-    model = load_model(args.weights).to(args.device) if set(args.methods) & set(MODEL_METHODS) else None
+    models = {}
+    if "os2d" in args.methods:
+        models["os2d"] = load_model(args.weights).to(args.device)
+    if set(args.methods) & (set(MODEL_METHODS) - {"os2d"}):
+        sliding = (models["os2d"] if args.sliding_weights == args.weights and "os2d" in models
+                   else load_model(args.sliding_weights).to(args.device))
+        models.update({m: sliding for m in MODEL_METHODS if m != "os2d"})
     rows: dict[str, dict] = {}
     for method in args.methods:
-        if method == "os2d" and model is not None and transform_is_identity(model) and "sliding-square" in args.methods:
+        model = models.get(method)
+        if (method == "os2d" and transform_is_identity(model) and "sliding-square" in args.methods
+                and args.sliding_weights == args.weights):
             rows[method] = {"same_as": "sliding-square"}
             continue
         t0 = time.perf_counter()
@@ -102,7 +113,8 @@ def main() -> None:
                              detections_path=out_dir / "detections.jsonl" if out_dir else None)
         d = ev.to_dict()
         if out_dir:
-            d["config"]["weights"] = args.weights if method in MODEL_METHODS else None
+            d["config"]["weights"] = (args.weights if method == "os2d" else
+                                      args.sliding_weights if method in MODEL_METHODS else None)
             atomic_json_dump(out_dir / "metrics.json", d)
         m = d["metrics"]
         rows[method] = {"mAP": m["mAP@0.50"], "recall": m["recall@0.50"], "s_per_image": ev.seconds_per_image,
@@ -124,7 +136,7 @@ def main() -> None:
     if args.out:
         atomic_json_dump(args.out / "table.json", {"image_size": image_size, "scales": args.scales,
                                                     "pre_nms_top_k": args.pre_nms_top_k,
-                                                    "weights": args.weights, "images": n_images, "rows": rows})
+                                                    "weights": args.weights, "sliding_weights": args.sliding_weights, "images": n_images, "rows": rows})
 
 
 if __name__ == "__main__":

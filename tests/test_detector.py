@@ -1,4 +1,5 @@
-"""The user-facing Detector on generated images with the default (bundled) weights."""
+"""The user-facing Detector on generated images: exact geometry with the bundled ImageNet weights (identity
+TransformNet), and the shipped default model on a pasted object."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from os2d.io import ImageError
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    return Detector.from_weights("default", image_size=None, max_detections=20)
+    return Detector.from_weights("efficientnet_lite0-imagenet", image_size=None, max_detections=20)
 
 
 def _iou(a, b):
@@ -34,6 +35,17 @@ def test_finds_pasted_object_and_shifted_object_gives_shifted_box(detector):
     shift = b.boxes_xyxy[0] - a.boxes_xyxy[0]
     torch.testing.assert_close(shift, torch.tensor([64.0, 32.0, 64.0, 32.0]), rtol=0, atol=1.0)
     assert abs(float(a.scores[0] - b.scores[0])) < 0.02
+
+
+@pytest.mark.parametrize("size", [(240, 240), (300, 180)])
+def test_shipped_default_model_finds_a_pasted_object(size):
+    d = Detector.from_weights("default", image_size=None, max_detections=20)
+    obj = textured_object(size)
+    d.add_class("thing", obj)
+    dets = d.detect(scene_with(obj, [(96, 48)], size=(560, 400)))
+    w, h = obj.size
+    assert dets.label_names[0] == "thing"
+    assert _iou(dets.boxes_xyxy[0].tolist(), [96, 48, 96 + w, 48 + h]) > 0.7
 
 
 def test_empty_gallery_gives_no_detections(detector):
@@ -92,7 +104,7 @@ def test_degenerate_class_image_is_refused(detector):
 
 
 def test_view_options_belong_to_class_registration(detector):
-    d = Detector.from_weights("default", image_size=None, rotations=True)
+    d = Detector.from_weights("efficientnet_lite0-imagenet", image_size=None, rotations=True)
     d.add_class("thing", textured_object())
     assert d.gallery.view_names == ["original", "rot90", "rot180", "rot270"]
     with pytest.raises(ValueError, match="when classes are added"):

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# How the shipped default model (os2d-lite0-v2) was made, step by step, on a 2-core CPU (~2 h in all).
+# Run from the repository root with ../shared/data present:  bash recipes/default_model/run.sh
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs}
+mkdir -p "$RUNS/synth"
+
+# 1. class images of the 81 Grocery Store products (iconic photos), in the dataset's class order
+python - "$DATA" "$RUNS/synth/classes.csv" <<'PY'
+import csv, sys
+data, out = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(f"{data}/grocerystore/class_images.csv")))
+with open(out, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["name", "path"])
+    w.writerows([r["class"], f"{data}/grocerystore/{r['class_image']}"] for r in rows)
+PY
+
+# 2. 600 synthetic shelves / scenes on Grocery Store TRAIN photos (~3 min)
+os2d synth --class-images "$RUNS/synth/classes.csv" --backgrounds "$DATA/grocerystore/dataset/train" \
+    --out "$RUNS/synth/out" --num-images 600 --seed 0 --overwrite
+
+# 3. TransformNet pretraining on Grocery Store photos, no labels (~28 min + pair generation)
+os2d pretrain-transform --images "$DATA/grocerystore/dataset/train" --eval-images "$DATA/grocerystore/dataset/val" \
+    --out "$RUNS/pretrain-transform" --num-pairs 2000 --epochs 5
+
+# 4. training data: FL27 dev boxes of the 14 training brands + the synthetic images
+python recipes/default_model/make_train_csv.py --fl27 "$DATA/flickrlogos27-dev" --synth "$RUNS/synth/out" \
+    --out "$RUNS/default-model"
+
+# 5. OS2D training (1400 steps, ~58 min): backbone frozen except its last 3 blocks
+os2d train --config recipes/default_model/train.yaml \
+    "train_data.annotations=$RUNS/default-model/train_boxes.csv" \
+    "train_data.classes=$RUNS/default-model/train_classes.csv" \
+    "init.transform=$RUNS/pretrain-transform/transform_net.pt" "output_dir=$RUNS/default-model/run"
+
+# 6. the shipped file: inference-only, float16 (4.8 MB)
+os2d weights compact "$RUNS/default-model/run/final.pt" src/os2d/assets/os2d_lite0_v2.pt --force
+
+# 7. the model card's numbers
+python benchmarks/fl27_table.py --scales 1.0
+python benchmarks/demo_shelf.py --weights default efficientnet_lite0-imagenet --methods os2d sliding-ar sift
