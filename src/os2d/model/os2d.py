@@ -32,6 +32,7 @@ class Os2dModel(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.transform_net = transform_net
         self.config = config
+        self.fold_bn_inference = True  # inference features through the BatchNorm-folded backbone copy
 
     @property
     def stride(self) -> int:
@@ -50,7 +51,29 @@ class Os2dModel(nn.Module):
             h, w = x.shape[-2:]
             s = self.stride
             x = F.pad(x, (pad, (-(w + pad)) % s, pad, (-(h + pad)) % s))  # zero = mid-grey after normalize
-        return self.backbone(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return self._feature_net()(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    def _feature_net(self) -> nn.Module:
+        """The backbone, or in inference (eval mode, no autograd) its BatchNorm-folded copy.
+
+        The copy (:func:`~os2d.model.backbone.fuse.fused_copy`) is cached outside the module tree (it is not in
+        the state dict) and rebuilt whenever a backbone tensor is replaced or modified in place (optimizer
+        steps, ``load_state_dict``, ``.to()``): the cache key holds every tensor's storage and version counter.
+        """
+        if (not self.fold_bn_inference or self.training or torch.is_grad_enabled()
+                or not hasattr(self.backbone, "conv_bn_pairs")
+                or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export()):
+            return self.backbone
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in
+                    (*self.backbone.parameters(), *self.backbone.buffers()))
+        cached = self.__dict__.get("_fused_backbone")
+        if cached is None or cached[0] != key:
+            from os2d.model.backbone.fuse import fused_copy
+
+            cached = (key, fused_copy(self.backbone))
+            self.__dict__["_fused_backbone"] = cached  # a plain attribute: not a submodule, not in state_dict
+        return cached[1]
 
     def class_features(self, class_images: Sequence[Tensor]) -> Tensor:
         """Class images (each (3, h, w) in [0, 1], already resized to area ~240^2) -> (K, C, S, S) normalised.

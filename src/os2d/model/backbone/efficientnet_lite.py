@@ -261,6 +261,16 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
         """(B, 3, H, W) RGB in [0, 1] -> network input ``(x * 255 - 127) / 128`` (TF-Lite preprocessing)."""
         return (images * 255.0 - 127.0) / 128.0
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, BatchNorm that follows it) names, for :func:`os2d.model.backbone.fuse.fused_copy`."""
+        pairs = [("_conv_stem", "_bn0")]
+        for i, block in enumerate(self._blocks):
+            if block.spec.expand_ratio != 1:
+                pairs.append((f"_blocks.{i}._expand_conv", f"_blocks.{i}._bn0"))
+            pairs += [(f"_blocks.{i}._depthwise_conv", f"_blocks.{i}._bn1"),
+                      (f"_blocks.{i}._project_conv", f"_blocks.{i}._bn2")]
+        return pairs
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised input -> (B, out_channels, ceil(H / 16), ceil(W / 16))."""
         x = self.act(self._bn0(self._conv_stem(x)))

@@ -86,6 +86,16 @@ class ResNetTrunk(FrozenBNMixin, nn.Module):
         """(B, 3, H, W) RGB in [0, 1] -> ImageNet mean/std normalised input (the reference's ``Normalize``)."""
         return (images - self.pixel_mean) / self.pixel_std
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, BatchNorm that follows it) names, for :func:`os2d.model.backbone.fuse.fused_copy`."""
+        pairs = [("conv1", "bn1")]
+        for name, m in self.named_modules():
+            if isinstance(m, Bottleneck):
+                pairs += [(f"{name}.conv{i}", f"{name}.bn{i}") for i in (1, 2, 3)]
+                if m.downsample is not None:
+                    pairs.append((f"{name}.downsample.0", f"{name}.downsample.1"))
+        return pairs
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))  # (B, 1024, H/16, W/16)

@@ -1,0 +1,58 @@
+"""Inference copies of a backbone with every BatchNorm folded into the convolution before it.
+
+In eval mode a BatchNorm is an affine map per channel, ``y = (x - mean) / sqrt(var + eps) * gamma + beta``, so
+``bn(conv(x))`` equals one convolution with weight ``W * s`` and bias ``(b - mean) * s + beta``, where
+``s = gamma / sqrt(var + eps)``. The folded copy skips one full pass over every feature map per BatchNorm
+(ResNet-50 to layer3 at 960x1280: ~20% of the backbone's time on CPU) and matches the original to float32
+round-off. The original module (its state dict, its training) is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def _get(module: nn.Module, name: str) -> nn.Module:
+    return module.get_submodule(name)
+
+
+def _set(module: nn.Module, name: str, value: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, attr, value)
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` (its running statistics and affine parameters) into ``conv`` in place."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    scale = torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+    conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=False)
+
+
+def fused_copy(backbone: nn.Module) -> nn.Module:
+    """An eval-mode, gradient-free copy of ``backbone`` with its conv-BN pairs folded.
+
+    The backbone lists its pairs with ``conv_bn_pairs()`` -> [(conv name, bn name), ...]; every pair must be a
+    convolution whose output goes only to that BatchNorm.
+    """
+    fused = copy.deepcopy(backbone).eval()
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    for conv_name, bn_name in backbone.conv_bn_pairs():
+        conv, bn = _get(fused, conv_name), _get(fused, bn_name)
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+            raise TypeError(f"{conv_name} -> {bn_name} is not a Conv2d -> BatchNorm2d pair")
+        fold_conv_bn(conv, bn)
+        _set(fused, bn_name, nn.Identity())
+    return fused

@@ -1,0 +1,83 @@
+"""Inference features through the BatchNorm-folded backbone copy equal the plain backbone's, and the copy
+follows every change of the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from os2d.config import ModelConfig
+from os2d.model.backbone.fuse import fused_copy
+from os2d.model.os2d import build_os2d
+
+
+def _model(backbone: str):
+    torch.manual_seed(0)
+    config = ModelConfig.v2(backbone=backbone) if backbone.startswith("resnet") else ModelConfig(backbone=backbone)
+    model = build_os2d(config).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():  # non-trivial statistics, else folding is a no-op
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+    return model
+
+
+def _plain(model, x):
+    with torch.enable_grad():
+        return model.extract_features(x).detach()
+
+
+def _fast(model, x):
+    with torch.no_grad():
+        return model.extract_features(x)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_lite0"])
+def test_folded_features_equal_plain_and_state_dict_is_untouched(backbone):
+    model = _model(backbone)
+    keys = list(model.state_dict())
+    x = torch.rand(1, 3, 96, 128)
+    plain, fast = _plain(model, x), _fast(model, x)
+    assert "_fused_backbone" in model.__dict__  # the fast path ran
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()))
+    assert list(model.state_dict()) == keys
+    fused = model.__dict__["_fused_backbone"][1]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules()) == len(model.backbone.conv_bn_pairs())
+
+
+def test_copy_follows_optimizer_steps_and_loaded_weights():
+    model = _model("efficientnet_lite0")
+    x = torch.rand(1, 3, 64, 96)
+    before = _fast(model, x)
+    params = [p for p in model.backbone.parameters()]
+    opt = torch.optim.SGD(params, lr=0.5)
+    model.train()
+    model.extract_features(x).square().mean().backward()  # training path: plain backbone, gradients flow
+    assert params[0].grad is not None
+    opt.step()
+    model.eval()
+    after = _fast(model, x)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, _plain(model, x), rtol=1e-5, atol=1e-5 * float(after.abs().max()))
+    other = _model("efficientnet_lite0")
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(_fast(model, x), before, rtol=1e-5, atol=1e-5 * float(before.abs().max()))
+
+
+def test_fused_copy_refuses_a_wrong_pair():
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.ReLU()
+            self.b = nn.BatchNorm2d(3)
+
+        def conv_bn_pairs(self):
+            return [("a", "b")]
+
+    with pytest.raises(TypeError, match="not a Conv2d -> BatchNorm2d pair"):
+        fused_copy(Bad())
