@@ -246,6 +246,7 @@ def test_cli_list(capsys, tmp_path):
             or line.startswith("my-own")}
     assert rows["os2d_v2-train"] == "present" and rows["os2d_v1-train"] == "missing"
     assert rows["efficientnet_lite0-imagenet"] == "builtin" and rows["my-own"] == "imported"
+    assert rows["os2d-lite0-v2"] == "packaged" and "packaged (default)" in out
     assert "MIT" in out and str(cache) in out
 
 
