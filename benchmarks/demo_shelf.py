@@ -1,16 +1,17 @@
-"""OS2D demo shelf (``../shared/data/os2d-demo``): do the 4 + 4 facings of the two look-alike yogurts rank first?
+"""OS2D demo shelf (``../shared/data/os2d-demo``): do the 4 + 4 facings of two look-alike yogurts rank first?
 
-The photo (685x507) shows two Danissimo Fantasy yogurts side by side, 4 facings each: ``class_image_0`` (pink and
-white balls) in the right column, ``class_image_1`` (white and brown balls) in the middle column, next to a
-column of a third, similar Danissimo product and other yogurts. The set has no boxes; :data:`FACINGS` are ours,
-drawn by hand on the photo (front of each cup, +-5 px).
+The photo (685x507) shows two Danissimo Fantasy yogurts side by side, 4 facings each: ``class_image_0`` (pink
+and white balls) in the right column, ``class_image_1`` (white and brown balls) in the middle column, next to
+a column of a third, similar Danissimo product and other yogurts. The set has no boxes; :data:`FACINGS` are
+ours, drawn by hand on the photo (front of each cup, +-5 px).
 
 A detection is correct when its label is the facing's product and its box overlaps a not yet taken facing of
-that product with IoU >= ``--iou`` (0.3: the hand boxes are approximate and the cups overlap each other). Printed
-per method: how many of the top 8 detections (both classes pooled, by score) are correct (the bar: 8 of 8), the
-rank of the first wrong detection, AP at that IoU per product, and seconds.
+that product with IoU >= ``--iou`` (0.3: the hand boxes are approximate and the cups overlap each other).
+Printed per method: how many of the top 8 detections (both classes pooled, by score) are correct (the bar:
+8 of 8), the rank of the first wrong detection, AP at that IoU per product, and seconds.
 
-    python benchmarks/demo_shelf.py --weights default efficientnet_lite0-imagenet --methods os2d sliding-ar sift
+    python benchmarks/demo_shelf.py --weights default efficientnet_lite0-imagenet \
+        --methods os2d sliding-ar sift
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def main() -> None:
     ap.add_argument("--sliding-weights", default="efficientnet_lite0-imagenet",
                     help="backbone of the sliding-window baselines (the untrained ImageNet features)")
     ap.add_argument("--image-size", type=int, default=1500,
-                    help="sqrt(w*h) of the photo at scale 1 (reference demo: 1500, cups then ~class-image size)")
+                    help="sqrt(w*h) of the photo at scale 1 (reference demo: 1500: the cups are then about "
+                         "class-image size)")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--iou", type=float, default=0.3)
     args = ap.parse_args()

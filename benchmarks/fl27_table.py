@@ -88,8 +88,8 @@ def main() -> None:
     config = InferenceConfig(image_size=image_size, scales=tuple(args.scales), pre_nms_top_k=args.pre_nms_top_k)
     n_images = len(dataset.images) if args.max_images is None else min(args.max_images, len(dataset.images))
     print(f"FL27 val brands {', '.join(FL27_VAL_BRANDS)}: {n_images} of {len(dataset.images)} images, "
-          f"{dataset.num_boxes} boxes in all; image size {image_size}, scales {args.scales}, weights {args.weights} (sliding rows: {args.sliding_weights}), "
-          f"pre-NMS top {args.pre_nms_top_k}, max {config.max_detections} detections per image",
+          f"{dataset.num_boxes} boxes in all; image size {image_size}, scales {args.scales}, "
+          f"weights {args.weights} (sliding rows: {args.sliding_weights}), pre-NMS top {args.pre_nms_top_k}, max {config.max_detections} detections per image",
           flush=True)
 
     models = {}
@@ -136,7 +136,8 @@ def main() -> None:
     if args.out:
         atomic_json_dump(args.out / "table.json", {"image_size": image_size, "scales": args.scales,
                                                     "pre_nms_top_k": args.pre_nms_top_k,
-                                                    "weights": args.weights, "sliding_weights": args.sliding_weights, "images": n_images, "rows": rows})
+                                                    "weights": args.weights, "sliding_weights": args.sliding_weights,
+                                                    "images": n_images, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "backbone": backbone, "variant": variant, "image": f"{height}x{width}", "fm": f"{h}x{w}",
-        "classes": classes, "features_s": t_feat, "features_unfolded_s": t_feat_plain, "class_image_s": t_cls, "heads_s_per_class": t_heads / classes,
+        "classes": classes, "features_s": t_feat, "features_unfolded_s": t_feat_plain, "class_image_s": t_cls,
+        "heads_s_per_class": t_heads / classes,
         "resample_fused_s_per_class": t_fast / classes, "resample_loop_s_per_class": t_loop / classes,
         "peak_rss_mb": peak_mb, "threads": torch.get_num_threads(),
     }
@@ -105,7 +106,8 @@ def main() -> None:
     for r in rows:
         ratio = r["resample_loop_s_per_class"] / r["resample_fused_s_per_class"]
         print(f"{r['backbone']:<20}{r['variant']:<5}{r['image']:<11}{r['fm']:<8}{r['classes']:>4}"
-              f"{r['features_s']:>12.3f}{r['features_unfolded_s']:>12.3f}{r['heads_s_per_class']:>13.4f}{r['resample_fused_s_per_class']:>16.4f}"
+              f"{r['features_s']:>12.3f}{r['features_unfolded_s']:>12.3f}{r['heads_s_per_class']:>13.4f}"
+              f"{r['resample_fused_s_per_class']:>16.4f}"
               f"{r['resample_loop_s_per_class']:>11.4f}{ratio:>6.1f}x{r['peak_rss_mb']:>9.0f}")
 
 

@@ -11,8 +11,8 @@ from os2d import weights
 from os2d.config import ModelConfig
 from os2d.model.os2d import build_os2d
 from os2d.train.config import FreezeConfig
-from os2d.train.optim import apply_freeze, backbone_blocks
-from os2d.weights import WeightsError, load_model, save_compact
+from os2d.train.optim import apply_freeze
+from os2d.weights import WeightsError, load_model, save_checkpoint
 
 
 def _lite0():
@@ -22,8 +22,8 @@ def _lite0():
 
 def test_compact_half_file_is_the_model_rounded_to_float16(tmp_path: Path) -> None:
     model = _lite0()
-    save_compact(tmp_path / "m.pt", model)
-    save_compact(tmp_path / "m32.pt", model, half=False)
+    save_checkpoint(tmp_path / "m.pt", model, half=True)
+    save_checkpoint(tmp_path / "m32.pt", model)
     half, full = load_model(tmp_path / "m.pt"), load_model(tmp_path / "m32.pt")
     assert (tmp_path / "m.pt").stat().st_size < 0.6 * (tmp_path / "m32.pt").stat().st_size
     ref = model.state_dict()
@@ -42,7 +42,7 @@ def test_packaged_weights_missing_file_gives_a_clear_error(tmp_path: Path, monke
 
 def test_packaged_weights_load_from_the_assets_dir(tmp_path: Path, monkeypatch) -> None:
     name, filename = next(iter(weights.PACKAGED_WEIGHTS.items()))
-    save_compact(tmp_path / filename, _lite0())
+    save_checkpoint(tmp_path / filename, _lite0(), half=True)
     monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
     model = load_model(name)
     assert model.config.backbone == "efficientnet_lite0" and not model.training
@@ -60,7 +60,7 @@ def test_shipped_packaged_weights_load() -> None:
 
 def test_backbone_train_last_unfreezes_only_the_last_blocks() -> None:
     model = _lite0()
-    blocks = backbone_blocks(model.backbone)
+    blocks = model.backbone.blocks()
     params = apply_freeze(model, FreezeConfig(backbone=True, backbone_train_last=3))
     trainable = {id(p) for p in params}
     for i, block in enumerate(blocks):
@@ -71,3 +71,30 @@ def test_backbone_train_last_unfreezes_only_the_last_blocks() -> None:
         apply_freeze(model, FreezeConfig(backbone=True, backbone_train_last=12))
     with pytest.raises(ValueError, match=">= 0"):
         FreezeConfig(backbone_train_last=-1)
+
+
+def test_cli_compact_writes_a_small_loadable_file_and_keeps_existing_ones(tmp_path: Path, capsys) -> None:
+    from os2d.cli import main
+
+    model = _lite0()
+    ckpt = tmp_path / "run.pt"
+    save_checkpoint(ckpt, model, optimizer={"state": {0: torch.zeros(500_000)}}, step=7)  # training extras
+    out = tmp_path / "small.pt"
+    assert main(["weights", "compact", str(ckpt), str(out)]) == 0
+    assert "float16" in capsys.readouterr().out
+    assert out.stat().st_size < 0.5 * ckpt.stat().st_size
+    assert set(torch.load(out, weights_only=True)) == {"format", "version", "config", "model"}
+    loaded = load_model(out)
+    for k, v in loaded.state_dict().items():
+        torch.testing.assert_close(v, model.state_dict()[k].half().to(v.dtype), rtol=0, atol=0)
+    assert main(["weights", "compact", str(ckpt), str(out)]) == 2  # refuses to overwrite
+    assert "exists" in capsys.readouterr().err
+    assert main(["weights", "compact", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 2
+
+
+def test_backbone_train_last_on_resnet_trains_the_end_of_layer3() -> None:
+    torch.manual_seed(0)
+    model = build_os2d(ModelConfig.v2(backbone="resnet50"), pretrained_backbone=False)
+    trainable = {id(p) for p in apply_freeze(model, FreezeConfig(backbone=True, backbone_train_last=2))}
+    for name, p in model.backbone.named_parameters():
+        assert (id(p) in trainable) == name.startswith(("layer3.4.", "layer3.5.")), name

@@ -23,7 +23,7 @@ os2d synth --class-images "$RUNS/synth/classes.csv" --backgrounds "$DATA/grocery
 
 # 3. TransformNet pretraining on Grocery Store photos, no labels (~28 min + pair generation)
 os2d pretrain-transform --images "$DATA/grocerystore/dataset/train" --eval-images "$DATA/grocerystore/dataset/val" \
-    --out "$RUNS/pretrain-transform" --num-pairs 2000 --epochs 5
+    --out "$RUNS/pretrain-transform" --num-pairs 2000 --eval-pairs 250 --epochs 5 --lr 7e-4 --seed 0
 
 # 4. training data: FL27 dev boxes of the 14 training brands + the synthetic images
 python recipes/default_model/make_train_csv.py --fl27 "$DATA/flickrlogos27-dev" --synth "$RUNS/synth/out" \

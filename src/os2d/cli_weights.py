@@ -207,7 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from os2d.weights import WeightsError, load_model, save_compact
+    from os2d.weights import WeightsError, load_model, save_checkpoint
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -216,7 +216,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         model = load_model(args.weights)
     except WeightsError as e:
         raise CliError(str(e)) from e
-    save_compact(out, model, half=not args.float32)
+    save_checkpoint(out, model, half=not args.float32)
     size = out.stat().st_size
     print(f"{out}: {model.config.backbone} {model.config.variant}, "
           f"{'float32' if args.float32 else 'float16'} tensors, {_human_size(size)}")

@@ -120,19 +120,6 @@ def convert_official_checkpoint(net: dict[str, Tensor]) -> tuple[ModelConfig, di
     return config, {**backbone, **transform}
 
 
-def save_compact(path: str | Path, model: Os2dModel, *, half: bool = True, **extra: Any) -> None:
-    """Save only what inference needs (config + state, no optimizer), floating tensors in float16 if ``half``.
-
-    Loading casts them back to the model's float32 parameters, so a half file is the model rounded once to
-    float16 (half the size; evaluate the file you ship, not the checkpoint it came from).
-    """
-    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
-             for k, v in model.state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
-               "model": state, **extra}
-    atomic_torch_save(path, payload)
-
-
 def packaged_weights_path(name: str) -> Path:
     """File of packaged weights ``name`` (:data:`PACKAGED_WEIGHTS`); a clear error if the install lacks it."""
     path = ASSETS_DIR / PACKAGED_WEIGHTS[name]
@@ -142,10 +129,18 @@ def packaged_weights_path(name: str) -> Path:
     return path
 
 
-def save_checkpoint(path: str | Path, model: Os2dModel, **extra: Any) -> None:
-    """Save model state + config + version (plus e.g. optimizer/step) atomically."""
+def save_checkpoint(path: str | Path, model: Os2dModel, *, half: bool = False, **extra: Any) -> None:
+    """Save model state + config + version (plus e.g. optimizer/step) atomically.
+
+    ``half`` stores floating tensors in float16: loading casts them back to the model's float32 parameters, so
+    the file is the model rounded once to float16, at half the size (what ``os2d weights compact`` writes and
+    the package ships; evaluate that file, not the checkpoint it came from).
+    """
+    state = model.state_dict()
+    if half:
+        state = {k: v.detach().half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
-               "model": model.state_dict(), **extra}
+               "model": state, **extra}
     atomic_torch_save(path, payload)
 
 

@@ -105,7 +105,7 @@ class FreezeConfig:
     backbone: bool = False  # reference train.model.train_features = False
     transform_net: bool = False  # reference train.model.freeze_transform
     # with ``backbone: true``: keep the last N backbone blocks trainable (MBConv blocks of EfficientNet-Lite,
-    # bottlenecks of ResNet layer3), i.e. fine-tune only the end of the stride-16 trunk (cheap on CPU)
+    # bottlenecks of ResNet, the last ones in layer3), i.e. fine-tune only the end of the stride-16 trunk (cheap on CPU)
     backbone_train_last: int = 0
 
     def __post_init__(self) -> None:

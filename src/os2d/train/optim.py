@@ -14,22 +14,15 @@ from os2d.model.os2d import Os2dModel
 from os2d.train.config import FreezeConfig, OptimConfig, ScheduleConfig
 
 
-def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's blocks in order (EfficientNet-Lite MBConv blocks; ResNet: layer1..layer3 bottlenecks)."""
-    if hasattr(backbone, "_blocks"):
-        return list(backbone._blocks)
-    layers = [getattr(backbone, f"layer{i}") for i in (1, 2, 3) if hasattr(backbone, f"layer{i}")]
-    if not layers:
-        raise ValueError(f"{type(backbone).__name__}: no blocks to unfreeze (freeze.backbone_train_last)")
-    return [b for layer in layers for b in layer]
-
-
 def apply_freeze(model: Os2dModel, freeze: FreezeConfig) -> list[nn.Parameter]:
     """Set ``requires_grad`` from ``freeze`` and return the trainable parameters (in module order)."""
     for p in model.backbone.parameters():
         p.requires_grad_(not freeze.backbone)
     if freeze.backbone and freeze.backbone_train_last:
-        blocks = backbone_blocks(model.backbone)
+        if not hasattr(model.backbone, "blocks"):
+            raise ValueError(f"{type(model.backbone).__name__} does not list its blocks "
+                             "(freeze.backbone_train_last needs a backbone with blocks())")
+        blocks = model.backbone.blocks()
         if freeze.backbone_train_last > len(blocks):
             raise ValueError(f"freeze.backbone_train_last={freeze.backbone_train_last} but the backbone has "
                              f"{len(blocks)} blocks")

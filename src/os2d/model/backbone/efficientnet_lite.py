@@ -261,6 +261,10 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
         """(B, 3, H, W) RGB in [0, 1] -> network input ``(x * 255 - 127) / 128`` (TF-Lite preprocessing)."""
         return (images * 255.0 - 127.0) / 128.0
 
+    def blocks(self) -> list[nn.Module]:
+        """The MBConv blocks in order (``freeze.backbone_train_last`` trains the last N)."""
+        return list(self._blocks)
+
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         """(convolution, BatchNorm that follows it) names, for :func:`os2d.model.backbone.fuse.fused_copy`."""
         pairs = [("_conv_stem", "_bn0")]

@@ -86,6 +86,10 @@ class ResNetTrunk(FrozenBNMixin, nn.Module):
         """(B, 3, H, W) RGB in [0, 1] -> ImageNet mean/std normalised input (the reference's ``Normalize``)."""
         return (images - self.pixel_mean) / self.pixel_std
 
+    def blocks(self) -> list[nn.Module]:
+        """The bottlenecks of layer1..layer3 in order (``freeze.backbone_train_last`` trains the last N)."""
+        return [b for layer in (self.layer1, self.layer2, self.layer3) for b in layer]
+
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         """(convolution, BatchNorm that follows it) names, for :func:`os2d.model.backbone.fuse.fused_copy`."""
         pairs = [("conv1", "bn1")]
