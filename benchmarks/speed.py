@@ -1,8 +1,9 @@
 """Speed and memory of the OS2D stages on this machine.
 
-Prints a table: feature extraction s/image (BatchNorm folded into the convolutions, as inference runs, and
-unfolded as an in-process baseline), heads s/image/class (median of repeats), the simple per-channel loop
-resampling as an in-process baseline, and peak resident memory. Each backbone runs in its own
+Prints a table: feature extraction s/image as inference runs (BatchNorm folded into the convolutions; for
+ResNet also traced and optimised by TorchScript), with two in-process baselines timed round-robin with it
+(the folded copy run eagerly, and the plain backbone with BatchNorm unfolded), heads s/image/class (median
+of repeats), the simple per-channel loop resampling as an in-process baseline, and peak resident memory. Each backbone runs in its own
 subprocess so that peak memory is per configuration.
 
     python benchmarks/speed.py --height 960 --width 1280 --classes 10 --backbones resnet50 efficientnet_lite0
@@ -11,6 +12,7 @@ subprocess so that peak memory is per configuration.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -33,6 +35,18 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def _interleaved(fns, repeats: int) -> list[float]:
+    """Median seconds of each function, timed round-robin (one warm-up round)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats + 1):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
 def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, variant: str) -> dict:
     import torch.nn.functional as F
 
@@ -48,10 +62,17 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
     with torch.no_grad():
         feats = model.extract_features(image)
         kernels = model.class_kernels(class_images)
-        model.fold_bn_inference = False  # in-process baseline: BatchNorm layers run as separate passes
-        t_feat_plain = _median_time(lambda: model.extract_features(image), repeats)
-        model.fold_bn_inference = True
-        t_feat = _median_time(lambda: model.extract_features(image), repeats)
+
+
+        def features(fold: bool, jit: bool):
+            m = copy.deepcopy(model)  # each mode keeps its own cached inference copy
+            m.fold_bn_inference, m.jit_inference = fold, jit
+            return lambda: m.extract_features(image)
+
+        # in-process baselines, interleaved with the default so that machine noise hits all alike: BatchNorm as
+        # separate passes ("BN unfolded"), and the folded copy run eagerly (no TorchScript)
+        t_feat, t_feat_eager, t_feat_plain = _interleaved(
+            [features(True, True), features(True, False), features(False, False)], repeats)
         t_cls = _median_time(lambda: model.class_kernels(class_images[:1]), repeats)
         t_heads = _median_time(lambda: model.heads(feats, kernels, class_chunk=16), repeats)
         # resampling alone, same unit grid: one grid_sample (a batch element per channel) vs the reference's
@@ -70,7 +91,8 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "backbone": backbone, "variant": variant, "image": f"{height}x{width}", "fm": f"{h}x{w}",
-        "classes": classes, "features_s": t_feat, "features_unfolded_s": t_feat_plain, "class_image_s": t_cls,
+        "classes": classes, "features_s": t_feat, "features_eager_s": t_feat_eager,
+        "features_unfolded_s": t_feat_plain, "class_image_s": t_cls,
         "heads_s_per_class": t_heads / classes,
         "resample_fused_s_per_class": t_fast / classes, "resample_loop_s_per_class": t_loop / classes,
         "peak_rss_mb": peak_mb, "threads": torch.get_num_threads(),
@@ -98,7 +120,7 @@ def main() -> None:
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{rows[0]['threads']} threads; median of {args.repeats} repeats")
-    hdr = (f"{'backbone':<20}{'var':<5}{'image':<11}{'fm':<8}{'K':>4}{'features s':>12}{'BN unfolded':>12}"
+    hdr = (f"{'backbone':<20}{'var':<5}{'image':<11}{'fm':<8}{'K':>4}{'features s':>12}{'eager fold':>12}{'BN unfolded':>12}"
            f"{'heads s/cls':>13}"
            f"{'resample 1 call':>16}{'225 calls':>11}{'ratio':>7}{'peak MB':>9}")
     print(hdr)
@@ -106,7 +128,8 @@ def main() -> None:
     for r in rows:
         ratio = r["resample_loop_s_per_class"] / r["resample_fused_s_per_class"]
         print(f"{r['backbone']:<20}{r['variant']:<5}{r['image']:<11}{r['fm']:<8}{r['classes']:>4}"
-              f"{r['features_s']:>12.3f}{r['features_unfolded_s']:>12.3f}{r['heads_s_per_class']:>13.4f}"
+              f"{r['features_s']:>12.3f}{r['features_eager_s']:>12.3f}{r['features_unfolded_s']:>12.3f}"
+              f"{r['heads_s_per_class']:>13.4f}"
               f"{r['resample_fused_s_per_class']:>16.4f}"
               f"{r['resample_loop_s_per_class']:>11.4f}{ratio:>6.1f}x{r['peak_rss_mb']:>9.0f}")
 

@@ -3,6 +3,9 @@ follows every change of the weights."""
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -36,9 +39,10 @@ def _fast(model, x):
         return model.extract_features(x)
 
 
-@pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_lite0"])
-def test_folded_features_equal_plain_and_state_dict_is_untouched(backbone):
+@pytest.mark.parametrize("backbone,jit", [("resnet50", False), ("efficientnet_lite0", False)])
+def test_folded_features_equal_plain_and_state_dict_is_untouched(backbone, jit):
     model = _model(backbone)
+    model.jit_inference = jit
     keys = list(model.state_dict())
     x = torch.rand(1, 3, 96, 128)
     plain, fast = _plain(model, x), _fast(model, x)
@@ -48,6 +52,53 @@ def test_folded_features_equal_plain_and_state_dict_is_untouched(backbone):
     fused = model.__dict__["_fused_backbone"][1]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules()) == len(model.backbone.conv_bn_pairs())
+
+
+def test_resnet_inference_runs_traced_and_one_trace_serves_every_size():
+    model = _model("resnet50")
+    for size in [(96, 128), (80, 112), (33, 47)]:  # the trace was made on 64x64; odd sizes too
+        x = torch.rand(1, 3, *size)
+        plain, fast = _plain(model, x), _fast(model, x)
+        assert isinstance(model.__dict__["_fused_backbone"][1], torch.jit.ScriptModule)
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()))
+    assert not isinstance(_fast_copy(_model("efficientnet_lite0")), torch.jit.ScriptModule)  # not trace-safe
+
+
+def _fast_copy(model):
+    _fast(model, torch.rand(1, 3, 64, 64))
+    return model.__dict__["_fused_backbone"][1]
+
+
+def test_traced_copy_follows_weights_and_is_dropped_by_copy_and_pickle():
+    model = _model("resnet50")
+    x = torch.rand(1, 3, 64, 96)
+    first = _fast_copy(model)
+    assert _fast_copy(model) is first  # cached
+    model.jit_inference = False
+    assert not isinstance(_fast_copy(model), torch.jit.ScriptModule)
+    model.jit_inference = True
+    with torch.no_grad():
+        model.backbone.layer3[-1].conv3.weight.mul_(2.0)
+    torch.testing.assert_close(_fast(model, x), _plain(model, x), rtol=1e-5, atol=1e-5 * float(_plain(model, x).abs().max()))
+    assert _fast_copy(model) is not first
+    clone = copy.deepcopy(model)  # a ScriptModule in the cache would not survive pickling
+    assert "_fused_backbone" not in clone.__dict__
+    torch.save(model, io.BytesIO())
+    torch.testing.assert_close(_fast(clone, x), _fast(model, x))
+
+
+def test_trace_failure_falls_back_to_the_eager_folded_copy(monkeypatch):
+    model = _model("resnet50")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no TorchScript here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    x = torch.rand(1, 3, 64, 64)
+    with pytest.warns(RuntimeWarning, match="no TorchScript here"):
+        fast = _fast(model, x)
+    assert not isinstance(model.__dict__["_fused_backbone"][1], torch.jit.ScriptModule)
+    torch.testing.assert_close(fast, _plain(model, x), rtol=1e-5, atol=1e-5 * float(fast.abs().max()))
 
 
 def test_copy_follows_optimizer_steps_and_loaded_weights():

@@ -33,6 +33,12 @@ class Os2dModel(nn.Module):
         self.transform_net = transform_net
         self.config = config
         self.fold_bn_inference = True  # inference features through the BatchNorm-folded backbone copy
+        self.jit_inference = True  # ... traced and optimised by TorchScript (CPU, trace-safe backbones)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_fused_backbone", None)  # inference cache (may hold a TorchScript module): rebuilt when used
+        return state
 
     @property
     def stride(self) -> int:
@@ -56,22 +62,26 @@ class Os2dModel(nn.Module):
     def _feature_net(self) -> nn.Module:
         """The backbone, or in inference (eval mode, no autograd) its BatchNorm-folded copy.
 
-        The copy (:func:`~os2d.model.backbone.fuse.fused_copy`) is cached outside the module tree (it is not in
-        the state dict) and rebuilt whenever a backbone tensor is replaced or modified in place (optimizer
-        steps, ``load_state_dict``, ``.to()``): the cache key holds every tensor's storage and version counter.
+        The copy (:func:`~os2d.model.backbone.fuse.fused_copy`; on CPU for trace-safe backbones the TorchScript
+        optimised one, :func:`~os2d.model.backbone.fuse.optimized_copy`, unless ``jit_inference`` is False) is
+        cached outside the module tree (it is not in the state dict) and rebuilt whenever a backbone tensor is
+        replaced or modified in place (optimizer steps, ``load_state_dict``, ``.to()``): the cache key holds
+        every tensor's storage and version counter.
         """
         if (not self.fold_bn_inference or self.training or torch.is_grad_enabled()
                 or not hasattr(self.backbone, "conv_bn_pairs")
                 or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
                 or torch.onnx.is_in_onnx_export()):
             return self.backbone
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in
-                    (*self.backbone.parameters(), *self.backbone.buffers()))
+        tensors = (*self.backbone.parameters(), *self.backbone.buffers())
+        jit = (self.jit_inference and getattr(self.backbone, "jit_trace_safe", False)
+               and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors))
+        key = (jit, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
         cached = self.__dict__.get("_fused_backbone")
         if cached is None or cached[0] != key:
-            from os2d.model.backbone.fuse import fused_copy
+            from os2d.model.backbone.fuse import fused_copy, optimized_copy
 
-            cached = (key, fused_copy(self.backbone))
+            cached = (key, optimized_copy(self.backbone) if jit else fused_copy(self.backbone))
             self.__dict__["_fused_backbone"] = cached  # a plain attribute: not a submodule, not in state_dict
         return cached[1]
 

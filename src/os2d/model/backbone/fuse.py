@@ -6,11 +6,19 @@ In eval mode a BatchNorm is an affine map per channel, ``y = (x - mean) / sqrt(v
 (``benchmarks/speed.py``, 960x1280 on a 2-core CPU: ResNet-50 features 18% faster, EfficientNet-Lite0 27%)
 and matches the original to float32 round-off. The original module (its state dict, its training) is never
 touched; the copy costs one more set of backbone weights in memory.
+
+Backbones whose forward has no shape-dependent Python (``jit_trace_safe = True``: the ResNet trunk) go one step
+further on CPU: :func:`optimized_copy` traces the folded copy once on a small input, freezes it and lets
+TorchScript's ``optimize_for_inference`` fuse each convolution with the ReLU and the residual addition after it
+(oneDNN post-ops), which removes the separate passes over the largest maps (ResNet-50 at 960x1280: another ~15%
+on top of the folding). EfficientNet-Lite is not traced: its "same" padding depends on the input size, and its
+depthwise convolutions ran slower in that form.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -53,3 +61,24 @@ def fused_copy(backbone: nn.Module) -> nn.Module:
         fold_conv_bn(conv, bn)
         _set(fused, bn_name, nn.Identity())
     return fused
+
+
+def optimized_copy(backbone: nn.Module) -> nn.Module:
+    """:func:`fused_copy` traced on a 64x64 input, frozen and optimised for CPU inference by TorchScript.
+
+    Only for backbones with ``jit_trace_safe = True`` (no Python that depends on the input size, so one trace
+    serves every size). Falls back to the eager folded copy, with a warning, if TorchScript fails.
+    """
+    fused = fused_copy(backbone)
+    if not getattr(backbone, "jit_trace_safe", False):
+        return fused
+    example = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated; pinned torch keeps it
+            traced = torch.jit.trace(fused, example, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    except Exception as err:  # an unusual torch build: the eager folded copy is exact and nearly as fast
+        warnings.warn(f"TorchScript optimisation of the backbone failed ({err}); using the eager folded copy",
+                      RuntimeWarning, stacklevel=2)
+        return fused

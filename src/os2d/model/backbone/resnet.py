@@ -60,6 +60,7 @@ class ResNetTrunk(FrozenBNMixin, nn.Module):
 
     out_channels = 1024
     stride = 16
+    jit_trace_safe = True  # forward has no size-dependent Python: one trace serves every input size
 
     def __init__(self, depth: str = "resnet50", *, frozen_bn: bool = True) -> None:
         super().__init__()
