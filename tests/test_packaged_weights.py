@@ -98,3 +98,16 @@ def test_backbone_train_last_on_resnet_trains_the_end_of_layer3() -> None:
     trainable = {id(p) for p in apply_freeze(model, FreezeConfig(backbone=True, backbone_train_last=2))}
     for name, p in model.backbone.named_parameters():
         assert (id(p) in trainable) == name.startswith(("layer3.4.", "layer3.5.")), name
+
+
+def test_default_model_recipe_configs_load_and_chain() -> None:
+    from os2d.train.config import load_train_config
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "default_model"
+    stage1 = load_train_config(recipe / "train.yaml")
+    stage2 = load_train_config(recipe / "train_stage2.yaml")
+    assert stage1.model == stage2.model and stage1.train_data == stage2.train_data and stage1.loss == stage2.loss
+    assert stage2.init.weights == f"{stage1.output_dir}/final.pt"  # stage 2 continues from stage 1
+    assert not stage2.init.pretrained_backbone and stage2.init.transform is None
+    assert (stage1.freeze.backbone_train_last, stage2.freeze.backbone_train_last) == (3, 5)
+    assert stage2.output_dir != stage1.output_dir

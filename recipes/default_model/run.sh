@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the shipped default model (os2d-lite0-v2) was made, step by step, on a 2-core CPU (~2 h in all).
+# How the shipped default model (os2d-lite0-v2) was made, step by step, on a 2-core CPU (~3 h in all).
 # Run from the repository root with ../shared/data present:  bash recipes/default_model/run.sh
 set -euo pipefail
 DATA=${DATA:-../shared/data}
@@ -35,9 +35,26 @@ os2d train --config recipes/default_model/train.yaml \
     "train_data.classes=$RUNS/default-model/train_classes.csv" \
     "init.transform=$RUNS/pretrain-transform/transform_net.pt" "output_dir=$RUNS/default-model/run"
 
-# 6. the shipped file: inference-only, float16 (4.8 MB)
-os2d weights compact "$RUNS/default-model/run/final.pt" src/os2d/assets/os2d_lite0_v2.pt --force
+# 6. stage 2 (1300 steps, ~49 min): from stage 1, lr 3e-4, last 5 backbone blocks trained
+os2d train --config recipes/default_model/train_stage2.yaml \
+    "train_data.annotations=$RUNS/default-model/train_boxes.csv" \
+    "train_data.classes=$RUNS/default-model/train_classes.csv" \
+    "init.weights=$RUNS/default-model/run/final.pt" "output_dir=$RUNS/default-model/stage2"
 
-# 7. the model card's numbers
+# 7. the shipping rule, on Grocery Store val photos (seen products, new scenes): stage 2 ships if its mAP is at
+#    least stage 1's + 1.0 (it was 76.6 vs 73.3). The FL27 held-out brands and the demo shelf are not used.
+os2d synth --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
+    --backgrounds "$DATA/grocerystore/dataset/val" --out "$RUNS/synth-grocery-eval" \
+    --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite
+for stage in run stage2; do
+    os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" --classes "$RUNS/synth-grocery-eval/class_images.csv" \
+        --image-dir "$RUNS/synth-grocery-eval" --weights "$RUNS/default-model/$stage/final.pt" \
+        --out "$RUNS/default-model/$stage/synth-val" --quiet --no-plots
+done
+
+# 8. the shipped file: inference-only, float16 (4.8 MB)
+os2d weights compact "$RUNS/default-model/stage2/final.pt" src/os2d/assets/os2d_lite0_v2.pt --force
+
+# 9. the model card's numbers
 python benchmarks/fl27_table.py --scales 1.0
 python benchmarks/demo_shelf.py --weights default efficientnet_lite0-imagenet --methods os2d sliding-ar sift
