@@ -227,6 +227,9 @@ def test_web_page_end_to_end(server_url, tmp_path):
             assert len(top["corners_xy"]) == 4
             assert _iou(top["box_xyxy"], [x1, y1, x2, y2]) > 0.7, top
 
+            # The slider starts at its leftmost position, "off": every detection is shown, also those with a
+            # negative score (cosine correlations; EfficientNet-Lite features are not post-ReLU).
+            expect(page.locator("#threshold-value")).to_have_text("off (all)")
             drawn = page.evaluate("window.os2dPage.drawnCount()")
             assert drawn == n_total == int(page.inner_text("#det-count"))
             assert rows.count() == n_total
@@ -253,6 +256,7 @@ def test_web_page_end_to_end(server_url, tmp_path):
             assert expected < n_total or scores[-1] >= 1.0
             assert page.evaluate("window.os2dPage.drawnCount()") == expected
             assert page.locator("#results tbody tr.det").count() == expected
+            expect(page.locator("#threshold-value")).to_have_text(f"≥ {target:.2f}")
             page.wait_for_timeout(200)
             assert len(requests) == n_requests, f"threshold slider made requests: {requests[n_requests:]}"
             shot2 = shots / "os2d_page_threshold.png"

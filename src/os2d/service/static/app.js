@@ -186,8 +186,14 @@
     return state.colors.get(label);
   }
 
+  // The slider's leftmost position means "no threshold": scores are cosine correlations and can be negative.
+  function thresholdOff() {
+    return parseFloat(el.threshold.value) <= parseFloat(el.threshold.min);
+  }
+
   function visibleDetections() {
     if (!state.response) return [];
+    if (thresholdOff()) return state.response.detections.slice();
     const t = parseFloat(el.threshold.value);
     return state.response.detections.filter((d) => d.score >= t - 1e-9);
   }
@@ -558,7 +564,7 @@
   }
 
   function applyThreshold() {
-    el.thresholdValue.textContent = parseFloat(el.threshold.value).toFixed(2);
+    el.thresholdValue.textContent = thresholdOff() ? "off (all)" : `≥ ${parseFloat(el.threshold.value).toFixed(2)}`;
     const dets = visibleDetections();
     el.detCount.textContent = String(dets.length);
     el.detTotal.textContent = String(state.response ? state.response.detections.length : 0);
