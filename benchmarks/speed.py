@@ -3,7 +3,8 @@
 Prints a table: feature extraction s/image as inference runs (BatchNorm folded into the convolutions; for
 ResNet also traced and optimised by TorchScript), with two in-process baselines timed round-robin with it
 (the folded copy run eagerly, and the plain backbone with BatchNorm unfolded), heads s/image/class (median
-of repeats), the simple per-channel loop resampling as an in-process baseline, and peak resident memory. Each backbone runs in its own
+of repeats), the simple per-channel loop resampling as an in-process baseline, and peak resident memory
+of inference (measured before the baselines are built). Each backbone runs in its own
 subprocess so that peak memory is per configuration.
 
     python benchmarks/speed.py --height 960 --width 1280 --classes 10 --backbones resnet50 efficientnet_lite0
@@ -62,19 +63,20 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
     with torch.no_grad():
         feats = model.extract_features(image)
         kernels = model.class_kernels(class_images)
+        t_cls = _median_time(lambda: model.class_kernels(class_images[:1]), repeats)
+        t_heads = _median_time(lambda: model.heads(feats, kernels, class_chunk=16), repeats)
+        # peak memory of inference as it runs (features + class kernels + heads), before the baseline copies
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-
-        def features(fold: bool, jit: bool):
-            m = copy.deepcopy(model)  # each mode keeps its own cached inference copy
+        def baseline(fold: bool, jit: bool):
+            m = copy.deepcopy(model)  # its own cached inference copy, so that modes do not evict each other
             m.fold_bn_inference, m.jit_inference = fold, jit
             return lambda: m.extract_features(image)
 
-        # in-process baselines, interleaved with the default so that machine noise hits all alike: BatchNorm as
-        # separate passes ("BN unfolded"), and the folded copy run eagerly (no TorchScript)
+        # in-process baselines, timed round-robin with the default so that machine noise hits all alike: the
+        # folded copy run eagerly (no TorchScript), and BatchNorm as separate passes ("BN unfolded")
         t_feat, t_feat_eager, t_feat_plain = _interleaved(
-            [features(True, True), features(True, False), features(False, False)], repeats)
-        t_cls = _median_time(lambda: model.class_kernels(class_images[:1]), repeats)
-        t_heads = _median_time(lambda: model.heads(feats, kernels, class_chunk=16), repeats)
+            [lambda: model.extract_features(image), baseline(True, False), baseline(False, False)], repeats)
         # resampling alone, same unit grid: one grid_sample (a batch element per channel) vs the reference's
         # "simple" loop of 225 grid_sample calls
         n, h, w = classes, feats.shape[-2], feats.shape[-1]
@@ -88,7 +90,6 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
 
         t_fast = _median_time(lambda: sample_per_channel_unit(corr, grid), repeats)
         t_loop = _median_time(loop, repeats)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "backbone": backbone, "variant": variant, "image": f"{height}x{width}", "fm": f"{h}x{w}",
         "classes": classes, "features_s": t_feat, "features_eager_s": t_feat_eager,

@@ -3,14 +3,14 @@
 In eval mode a BatchNorm is an affine map per channel, ``y = (x - mean) / sqrt(var + eps) * gamma + beta``, so
 ``bn(conv(x))`` equals one convolution with weight ``W * s`` and bias ``(b - mean) * s + beta``, where
 ``s = gamma / sqrt(var + eps)``. The folded copy skips one full pass over every feature map per BatchNorm
-(``benchmarks/speed.py``, 960x1280 on a 2-core CPU: ResNet-50 features 23% faster, EfficientNet-Lite0 34%)
+(``benchmarks/speed.py``, 960x1280 on a 2-core CPU: ResNet-50 features 20% faster, EfficientNet-Lite0 34%)
 and matches the original to float32 round-off. The original module (its state dict, its training) is never
 touched; the copy costs one more set of backbone weights in memory.
 
 Backbones whose forward has no shape-dependent Python (``jit_trace_safe = True``: the ResNet trunk) go one step
 further on CPU: :func:`optimized_copy` traces the folded copy once on a small input, freezes it and lets
 TorchScript's ``optimize_for_inference`` fuse each convolution with the ReLU and the residual addition after it
-(oneDNN post-ops), which removes the separate passes over the largest maps (ResNet-50 at 960x1280: another ~15%
+(oneDNN post-ops), which removes the separate passes over the largest maps (ResNet-50 at 960x1280: another ~14%
 on top of the folding). EfficientNet-Lite is not traced: its "same" padding depends on the input size, and its
 depthwise convolutions ran slower in that form.
 """
