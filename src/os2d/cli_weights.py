@@ -48,12 +48,12 @@ def _imported_info(path: Path) -> tuple[str, str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from os2d import weights_registry as reg
-    from os2d.weights import ASSETS_DIR, DEFAULT_WEIGHTS, PACKAGED_WEIGHTS
+    from os2d.weights import DEFAULT_WEIGHTS, PACKAGED_WEIGHTS, packaged_weights_path
 
     rows = []
     for entry in reg.REGISTRY.values():
         if entry.name in PACKAGED_WEIGHTS:  # a file inside the installed package
-            path = ASSETS_DIR / PACKAGED_WEIGHTS[entry.name]
+            path = packaged_weights_path(entry.name, check=False)
             status, size = ("packaged", _human_size(path.stat().st_size)) if path.is_file() else ("missing", "?")
             if entry.name == DEFAULT_WEIGHTS:
                 status += " (default)"

@@ -120,10 +120,11 @@ def convert_official_checkpoint(net: dict[str, Tensor]) -> tuple[ModelConfig, di
     return config, {**backbone, **transform}
 
 
-def packaged_weights_path(name: str) -> Path:
-    """File of packaged weights ``name`` (:data:`PACKAGED_WEIGHTS`); a clear error if the install lacks it."""
+def packaged_weights_path(name: str, *, check: bool = True) -> Path:
+    """File of packaged weights ``name`` (:data:`PACKAGED_WEIGHTS`); with ``check``, a clear error if the
+    install lacks it."""
     path = ASSETS_DIR / PACKAGED_WEIGHTS[name]
-    if not path.is_file():
+    if check and not path.is_file():
         raise WeightsError(f"packaged weights {name!r} are missing from this installation ({path}); reinstall "
                            "os2d, or use --weights efficientnet_lite0-imagenet (no file needed)")
     return path
