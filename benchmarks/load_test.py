@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from os2d.demo import make_class_images
+from os2d.apps.demo import make_class_images
 
 
 def png(img: Image.Image) -> bytes:
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def start_server(port: int, data_dir: str, queue: int, timeout: float, threads: int | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "os2d.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "os2d", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", data_dir, "--workers-queue", str(queue), "--timeout", str(timeout)]
     if threads:
         cmd += ["--threads", str(threads)]

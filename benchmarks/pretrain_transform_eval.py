@@ -7,7 +7,7 @@
    cell, the error averaged over the 5x5 locations around the object, the IoU of the predicted box and the
    detection score at the object.
 2. Detection (with ``--boxes``/``--classes`` or ``--dataset``): VOC mAP@0.5 of both models through
-   ``os2d.eval.evaluate.evaluate_model`` (same backbone, same inference settings).
+   ``os2d.evaluation.harness.evaluate_model`` (same backbone, same inference settings).
 
     python benchmarks/pretrain_transform_eval.py --weights /work/runs/pretrain-transform/model.pt \\
         --photos ../shared/data/grocerystore/dataset/val --pairs 300
@@ -48,7 +48,7 @@ def alignment(models: dict, photos: list[Path], pairs: int, seed: int, canvas: i
 def detection(models: dict, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from os2d.data.annotations import read_simple_csv
     from os2d.data.spec import load_dataset, load_spec
-    from os2d.eval.evaluate import evaluate_model
+    from os2d.evaluation.harness import evaluate_model
 
     if args.dataset:
         dataset = load_dataset(load_spec(args.dataset))

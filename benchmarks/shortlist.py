@@ -3,7 +3,7 @@
 One-shot protocol of the data's README: all 20 brands are the classes, the class image of a brand is
 ``class_images/<Brand>.jpg`` (a crop of one box); every image is a test image, except that a brand's crop source
 is not a test image for that brand (its boxes and its detections of that brand are left out). VOC AP@0.5 with
-``os2d.eval.metrics.evaluate_detections``.
+``os2d.evaluation.metrics.evaluate_detections``.
 
 Quality: per image the backbone and the heads of all classes run once; the detections of a K-shortlist are the
 NMS of the candidates of the K shortlisted classes' views only, which is what ``detect(shortlist_top_k=K)``
@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from os2d.detector import Detector
-from os2d.eval.inference import LevelCandidates, level_candidates, merge_and_nms, prepare_levels
-from os2d.eval.metrics import ImageGroundTruth, evaluate_detections
+from os2d.inference.detect import LevelCandidates, level_candidates, merge_and_nms, prepare_levels
+from os2d.evaluation.metrics import ImageGroundTruth, evaluate_detections
 from os2d.io import load_image
-from os2d.shortlist import class_descriptors, shortlist_views, top_classes, views_of_classes
+from os2d.inference.shortlist import class_descriptors, shortlist_views, top_classes, views_of_classes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickrlogos27-dev"
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import scene_with, textured_object
 
-from os2d.baselines import build_method, require_cv2
-from os2d.baselines.sliding import (
+from os2d.evaluation.baselines import build_method, require_cv2
+from os2d.evaluation.baselines.sliding import (
     IdentityTransform,
     Os2dMethod,
     SlidingWindowAR,
@@ -21,7 +21,7 @@ from os2d.baselines.sliding import (
     view_corner_order,
 )
 from os2d.config import InferenceConfig
-from os2d.eval.metrics import evaluate_detections
+from os2d.evaluation.metrics import evaluate_detections
 from os2d.io import image_to_tensor, resize_to_area
 from os2d.model.correlation import l2_normalize
 from os2d.model.transform_net import TransformNet
@@ -48,7 +48,7 @@ def _ap(dets) -> float:
 
 
 def _best_iou(box, gt=GT) -> float:
-    from os2d.eval.metrics import box_iou
+    from os2d.evaluation.metrics import box_iou
 
     return float(box_iou(np.asarray(box)[None], gt).max())
 
@@ -65,7 +65,7 @@ def test_template_finds_exact_pastes(obj, scene):
 
 
 def test_template_scales_follow_pyramid():
-    from os2d.baselines.template import TemplateMatcher
+    from os2d.evaluation.baselines.template import TemplateMatcher
 
     m = TemplateMatcher(InferenceConfig(scales=(0.5, 1.0, 2.0)))
     assert m.object_scales == (2.0, 1.0, 0.5)  # class image matched at 480, 240, 120 px of the base level
@@ -94,7 +94,7 @@ def test_sift_no_match_on_other_object(scene):
 
 
 def test_quad_is_sane():
-    from os2d.baselines.sift import quad_is_sane
+    from os2d.evaluation.baselines.sift import quad_is_sane
 
     square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
     assert quad_is_sane(square, min_area=1, max_area=1000)
@@ -105,7 +105,7 @@ def test_quad_is_sane():
 
 
 def test_local_peaks():
-    from os2d.baselines.template import local_peaks
+    from os2d.evaluation.baselines.template import local_peaks
 
     m = np.zeros((20, 30), np.float32)
     m[5, 5], m[5, 6], m[15, 25] = 0.9, 0.8, 0.7

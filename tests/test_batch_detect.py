@@ -16,7 +16,7 @@ import torch
 from conftest import make_toy_model
 from helpers import scene_with, textured_object
 
-from os2d.cli import main
+from os2d.apps.cli.main import main
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.runner import (
@@ -291,7 +291,7 @@ def test_torchrun_two_cpu_processes_equal_single_process(folder, classes_dir, tm
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "os2d.cli",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "os2d",
            "detect", "--images", images, "--out", str(out)] + common
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

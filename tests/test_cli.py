@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import scene_with, textured_object
 
-from os2d.cli import main
+from os2d.apps.cli.main import main
 
 
 @pytest.fixture

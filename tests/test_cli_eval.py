@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import scene_with, textured_object
 
-from os2d.cli import main
+from os2d.apps.cli.main import main
 
 OBJ_SIZE = (64, 80)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from _train_data import make_dataset, torch_threads
 
-from os2d.cli import main
+from os2d.apps.cli.main import main
 from os2d.data.spec import FL27_TRAIN_BRANDS, FL27_VAL_BRANDS
 from os2d.train.config import load_train_config
 from os2d.train.run_log import read_log

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from os2d.demo import (
+from os2d.apps.demo import (
     INSTANCES_PER_CLASS,
     DemoScene,
     box_iou_xyxy,

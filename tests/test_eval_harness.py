@@ -21,8 +21,8 @@ from os2d.data.spec import (
     load_dataset,
     load_spec,
 )
-from os2d.eval.evaluate import evaluate_method, evaluate_model, read_detections_jsonl
-from os2d.eval.metrics import evaluate_detections
+from os2d.evaluation.harness import evaluate_method, evaluate_model, read_detections_jsonl
+from os2d.evaluation.metrics import evaluate_detections
 
 OBJ_SIZE = (64, 80)
 SCENE = (200, 150)
@@ -210,7 +210,7 @@ def test_image_size_mismatch_is_an_error(tiny):
 
 def test_pr_plots(tiny, tmp_path):
     pytest.importorskip("matplotlib")
-    from os2d.eval.plots import plot_pr_curves, safe_filename
+    from os2d.evaluation.plots import plot_pr_curves, safe_filename
 
     ev = evaluate_method("sift", tiny, InferenceConfig(image_size=None), progress=False)
     paths = plot_pr_curves(ev, tmp_path / "pr")

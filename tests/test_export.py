@@ -119,7 +119,7 @@ def test_bad_arguments_are_clear(tmp_path):
 def test_cli_export(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
-    from os2d.cli import main
+    from os2d.apps.cli.main import main
 
     model = _model()
     monkeypatch.setattr("os2d.weights.load_model", lambda weights: model)

@@ -1,4 +1,4 @@
-"""Known-answer and randomized tests of the VOC-style detection metrics (os2d.eval.metrics)."""
+"""Known-answer and randomized tests of the VOC-style detection metrics (os2d.evaluation.metrics)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from os2d.eval.metrics import (
+from os2d.evaluation.metrics import (
     ImageDetections,
     ImageGroundTruth,
     average_precision,
     box_iou,
     evaluate_detections,
 )
-from os2d.structures import Detections
+from os2d.results import Detections
 
 A = [0.0, 0.0, 10.0, 10.0]
 B = [20.0, 20.0, 30.0, 30.0]

@@ -74,7 +74,7 @@ def test_backbone_train_last_unfreezes_only_the_last_blocks() -> None:
 
 
 def test_cli_compact_writes_a_small_loadable_file_and_keeps_existing_ones(tmp_path: Path, capsys) -> None:
-    from os2d.cli import main
+    from os2d.apps.cli.main import main
 
     model = _lite0()
     ckpt = tmp_path / "run.pt"

@@ -255,8 +255,8 @@ def test_transform_file_round_trip_and_checks(tmp_path):
 
 
 def test_cli_defaults_mirror_the_config_and_parser_registers():
-    from os2d.cli import build_parser
-    from os2d.cli_pretrain import PRETRAIN_DEFAULTS
+    from os2d.apps.cli.main import build_parser
+    from os2d.apps.cli.pretrain import PRETRAIN_DEFAULTS
 
     cfg = PretrainConfig()
     for key in ("num_pairs", "eval_pairs", "warps_per_crop", "epochs", "batch_size", "lr", "canvas_size"):
@@ -268,7 +268,7 @@ def test_cli_defaults_mirror_the_config_and_parser_registers():
 
 
 def test_cli_errors_are_clear(tmp_path):
-    from os2d.cli import main
+    from os2d.apps.cli.main import main
 
     assert main(["pretrain-transform", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     (tmp_path / "empty").mkdir()

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from os2d.config import InferenceConfig
-from os2d.eval.inference import detect_image
+from os2d.inference.detect import detect_image
 from os2d.io import image_to_tensor
 from os2d.weights import load_model
 

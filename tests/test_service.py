@@ -20,8 +20,8 @@ with warnings.catch_warnings():
 
 from helpers import scene_with, textured_object  # noqa: E402
 
-from os2d.service.app import ServiceSettings, create_app  # noqa: E402
-from os2d.service.store import GalleryStore  # noqa: E402
+from os2d.apps.service.app import ServiceSettings, create_app  # noqa: E402
+from os2d.apps.service.store import GalleryStore  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -11,10 +11,10 @@ from conftest import make_toy_model
 from helpers import scene_with, textured_object
 from PIL import Image
 
-from os2d.cli import _inference_config, build_parser
+from os2d.apps.cli.main import _inference_config, build_parser
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
-from os2d.shortlist import (
+from os2d.inference.shortlist import (
     ClassDescriptorCache,
     class_descriptors,
     class_scores,
@@ -135,7 +135,7 @@ def test_k_at_least_number_of_classes_changes_nothing(toy_detector, scene):
 def test_k_below_classes_gives_the_full_run_detections_of_the_shortlisted_classes(toy_detector, scene, k):
     det = toy_detector
     g = det.gallery
-    from os2d.eval.inference import prepare_levels
+    from os2d.inference.detect import prepare_levels
 
     feats = [det.model.extract_features(lv[None]) for lv in prepare_levels(scene, det.config)]
     views, scores = shortlist_views(feats, g.kernels, g.view_class, len(g), k,

@@ -9,7 +9,7 @@ import pytest
 from helpers import textured_object
 from PIL import Image
 
-from os2d.cli import main
+from os2d.apps.cli.main import main
 from os2d.data import read_simple_csv
 from os2d.synth import Scene, SynthConfig, generate_dataset, generate_sample
 from os2d.synth.geometry import (

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from os2d.structures import Detections
+from os2d.results import Detections
 from os2d.visualize import class_color, draw_detections, draw_gallery, side_by_side
 
 

@@ -54,9 +54,9 @@ def _requirements() -> str | None:
     if os.environ.get("OS2D_E2E_URL"):
         return None
     try:
-        from os2d.service.app import create_app  # noqa: F401
+        from os2d.apps.service.app import create_app  # noqa: F401
     except ImportError as e:
-        return f"os2d.service cannot be imported: {e}"
+        return f"os2d.apps.service cannot be imported: {e}"
     return None
 
 
@@ -98,7 +98,7 @@ def server_url(tmp_path_factory):
     for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env.pop(k, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    cmd = [sys.executable, "-m", "os2d.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "os2d", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(tmp / "data")]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from os2d.config import ModelConfig
-from os2d.model import convert
+from os2d.weights import convert
 from os2d.model.backbone.resnet import _make_stage
 from os2d.model.os2d import Os2dModel, build_os2d
 from os2d.weights import (

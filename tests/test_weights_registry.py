@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from os2d import weights_registry as reg
-from os2d.cli import main
+from os2d.weights import registry as reg
+from os2d.apps.cli.main import main
 from os2d.config import ModelConfig
 from os2d.weights import BUILTIN_WEIGHTS, WeightsError, load_model, save_checkpoint
 
@@ -56,8 +56,8 @@ def test_entries_are_complete_and_honest():
 
 
 def test_cli_format_list_matches_converter():
-    from os2d.cli_weights import FORMATS as CLI_FORMATS
-    from os2d.model.convert import FORMATS
+    from os2d.apps.cli.weights import FORMATS as CLI_FORMATS
+    from os2d.weights.convert import FORMATS
 
     assert CLI_FORMATS == FORMATS
 

@@ -8,7 +8,7 @@
 
 from os2d.config import InferenceConfig, ModelConfig
 from os2d.detector import Detector
-from os2d.structures import Detections
+from os2d.results import Detections
 
 __version__ = "0.1.0"
 __all__ = ["Detector", "Detections", "InferenceConfig", "ModelConfig", "__version__"]

@@ -77,7 +77,7 @@ class InferenceConfig:
     horizontal_flip: bool = False  # add horizontally flipped class views
     nms_across_classes: bool = False
     class_chunk: int = 16  # class views per head batch (memory bound)
-    shortlist_top_k: int | None = None  # run the heads only for the K classes ranked best by os2d.shortlist
+    shortlist_top_k: int | None = None  # run the heads only for the K classes ranked best by os2d.inference.shortlist
 
     def __post_init__(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):

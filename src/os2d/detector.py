@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from os2d.config import InferenceConfig
-from os2d.eval.inference import detect_levels, prepare_levels
+from os2d.inference.detect import detect_levels, prepare_levels
 from os2d.gallery import ClassGallery, class_views
 from os2d.io import ImageSource, image_to_tensor, load_image, resize_to_area, validate_class_image
 from os2d.model.os2d import Os2dModel
-from os2d.shortlist import ClassDescriptorCache
-from os2d.structures import Detections
+from os2d.inference.shortlist import ClassDescriptorCache
+from os2d.results import Detections
 from os2d.weights import load_model, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Detector:
 
     def detect_pyramid(self, levels: list[torch.Tensor], original_size: tuple[int, int],
                        **config_changes: Any) -> Detections:
-        """Detect in an image pyramid made by ``os2d.eval.inference.prepare_levels(image, detector.config)``
+        """Detect in an image pyramid made by ``os2d.inference.detect.prepare_levels(image, detector.config)``
         (with the same config changes), e.g. in a background thread; equal to :meth:`detect` on that image."""
         config = self.config.replace(**config_changes) if config_changes else self.config
         return self._detect_levels(levels, original_size, config)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from os2d.structures import Detections
+from os2d.results import Detections
 
 # Distinct, readable colours (Tableau-10-like, slightly saturated); classes beyond it get golden-ratio hues.
 _PALETTE: tuple[tuple[int, int, int], ...] = (

@@ -1,6 +1,6 @@
 """Multi-process training (``torchrun``): process group set-up and the few collectives the trainer needs.
 
-Launch with ``torchrun --nproc_per_node N -m os2d.cli train ...`` (or ``python -m torch.distributed.run``).
+Launch with ``torchrun --nproc_per_node N -m os2d train ...`` (or ``python -m torch.distributed.run``).
 Every rank runs the same loop on its own shard of each batch; DistributedDataParallel averages gradients.
 Rank 0 alone logs, evaluates and writes checkpoints; the others wait at a barrier.
 """

@@ -5,7 +5,7 @@ kernels from the batch's class images, head outputs on the patches (train mode),
 (:class:`~os2d.train.losses.Os2dObjective`), backward, grad-norm clip, optimizer step, learning rate for the
 next iteration. A non-finite loss or gradient skips the update with a warning (the reference does the same).
 Every ``eval_every`` iterations (and before the first and after the last) the model is evaluated on the
-validation data (:func:`os2d.eval.evaluate.evaluate_model`); the best one by ``eval.metric`` is kept as
+validation data (:func:`os2d.evaluation.harness.evaluate_model`); the best one by ``eval.metric`` is kept as
 ``best.pt``. Every ``checkpoint_every`` iterations and at the end, a checkpoint with the whole training
 state is written (:mod:`os2d.train.checkpoint`), and ``final.pt`` holds the last model.
 
@@ -81,7 +81,7 @@ def build_training_model(config: TrainConfig, *, with_init: bool = True) -> Os2d
         source = load_model(init.weights, expect=config.model)
         load_strict(model, source.state_dict(), f"init.weights {init.weights}")
     if init.backbone_file is not None:
-        from os2d.model.convert import init_backbone_from_file
+        from os2d.weights.convert import init_backbone_from_file
 
         init_backbone_from_file(model, weights_file(init.backbone_file))
     if init.transform is not None:
@@ -97,7 +97,7 @@ def load_transform_init(model: Os2dModel, path: Path) -> None:
     if isinstance(obj, dict) and obj.get("kind") == TRANSFORM_KIND:
         load_transform_net(path, model)
     else:
-        from os2d.model.convert import init_transform_from_weakalign
+        from os2d.weights.convert import init_transform_from_weakalign
 
         init_transform_from_weakalign(model, path)
 
@@ -107,7 +107,7 @@ def weights_file(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    from os2d import weights_registry
+    from os2d.weights import registry as weights_registry
 
     found = weights_registry.resolve(name_or_path)
     if found is None:
@@ -456,7 +456,7 @@ class Trainer:
         return records
 
     def _evaluate_split(self, dataset: DetectionDataset, image_size: int, max_images: int | None) -> dict[str, Any]:
-        from os2d.eval.evaluate import evaluate_model
+        from os2d.evaluation.harness import evaluate_model
 
         inference = self.config.eval.inference
         if inference.image_size is None:  # null: the dataset's own scale (objects ~ class-image size)

@@ -1,4 +1,4 @@
-"""Precision/recall plots of a :class:`~os2d.eval.evaluate.DatasetEvaluation` (matplotlib, Agg canvas).
+"""Precision/recall plots of a :class:`~os2d.evaluation.harness.DatasetEvaluation` (matplotlib, Agg canvas).
 
 One PNG per class (``<index>_<name>.png``) and ``overall.png`` with every class and the joint-classes curve.
 Figures are drawn on an explicit Agg canvas: no global backend is switched, no window opens.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from os2d.eval.metrics import PRCurve
+from os2d.evaluation.metrics import PRCurve
 
 MAX_LEGEND_CLASSES = 20  # above this, the overall plot draws classes as unlabeled grey lines
 
@@ -62,7 +62,7 @@ def plot_pr_curves(evaluation: Any, out_dir: str | Path, *, title: str | None = 
     """Write per-class and overall precision/recall PNGs; returns the written paths (overall last).
 
     Args:
-        evaluation: a :class:`~os2d.eval.evaluate.DatasetEvaluation`.
+        evaluation: a :class:`~os2d.evaluation.harness.DatasetEvaluation`.
         out_dir: created if missing.
         title: prefix of the plot titles (default: method and dataset name).
     """

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from os2d.cli import CliError
+from os2d.apps.cli.main import CliError
 
 _GENERATED = ("images", "class_images")
 _GENERATED_FILES = ("annotations.csv", "class_images.csv", "synth_config.json", "preview.jpg")

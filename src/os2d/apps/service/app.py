@@ -39,10 +39,10 @@ from starlette.concurrency import run_in_threadpool
 
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
-from os2d.eval.inference import detect_image
+from os2d.inference.detect import detect_image
 from os2d.gallery import ClassGallery, class_views
 from os2d.io import ImageError, image_to_tensor, load_image, resize_to_area, validate_class_image
-from os2d.service.store import GalleryStore
+from os2d.apps.service.store import GalleryStore
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class Service:
                 out.append({"error": err.detail})
                 continue
             if sel_k is None or sel_k.shape[0] == 0:
-                from os2d.structures import Detections
+                from os2d.results import Detections
 
                 dets = Detections.empty(class_names, img.size)
             else:

@@ -37,7 +37,7 @@ BUILTIN_WEIGHTS: dict[str, ModelConfig] = {
 PACKAGED_WEIGHTS: dict[str, str] = {
     "os2d-lite0-v2": "os2d_lite0_v2.pt",
 }
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 OFFICIAL_BACKBONE_PREFIX = "net_feature_maps."
 OFFICIAL_CLASS_BACKBONE_PREFIX = "net_label_features.net_class_features."
@@ -182,7 +182,7 @@ def load_model(weights: str | Path = "default", *, expect: ModelConfig | None = 
     if not path.exists():
         # Registry names (os2d_v2-train, resnet50-caffe2, ...) and imported names, found in $OS2D_WEIGHTS_DIR
         # or the cache; a clear error says how to get a missing file.
-        from os2d.weights_registry import load_registered
+        from os2d.weights.registry import load_registered
 
         return load_registered(name, expect=expect)
     return model_from_state(read_state_file(path), str(path), expect)

@@ -268,7 +268,7 @@ def _finish_sharded(output: Path, images: list[str], shard: Any, *, quiet: bool)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from os2d.demo import run_demo
+    from os2d.apps.demo import run_demo
 
     summary = run_demo(Path(args.output), weights=args.weights, device=args.device)
     if args.json:
@@ -297,7 +297,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from os2d.service.app import ServiceSettings, create_app, default_data_dir
+        from os2d.apps.service.app import ServiceSettings, create_app, default_data_dir
     except ImportError as e:
         raise CliError(f"`os2d serve` needs the serve extra: pip install 'os2d[serve]' ({e})") from e
     try:
@@ -372,13 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.set_defaults(func=cmd_serve)
 
-    from os2d import cli_weights
+    from os2d.apps.cli import eval as cli_eval
+    from os2d.apps.cli import pretrain as cli_pretrain
+    from os2d.apps.cli import synth as cli_synth
+    from os2d.apps.cli import train as cli_train
+    from os2d.apps.cli import weights as cli_weights
 
     cli_weights.register(sub)
-    __import__("os2d.cli_eval").cli_eval.add_parser(sub)  # os2d eval, os2d dataset-stats
-    __import__("os2d.cli_pretrain").cli_pretrain.add_parser(sub)  # os2d pretrain-transform
-    __import__("os2d.cli_synth").cli_synth.add_parser(sub)  # os2d synth
-    __import__("os2d.cli_train").cli_train.add_parser(sub)  # os2d train, os2d plot-log
+    cli_eval.add_parser(sub)  # os2d eval, os2d dataset-stats
+    cli_pretrain.add_parser(sub)  # os2d pretrain-transform
+    cli_synth.add_parser(sub)  # os2d synth
+    cli_train.add_parser(sub)  # os2d train, os2d plot-log
     return parser
 
 

@@ -1,17 +1,17 @@
-"""Detection methods evaluated by one harness (:mod:`os2d.eval.evaluate`): OS2D itself and the baselines.
+"""Detection methods evaluated by one harness (:mod:`os2d.evaluation.harness`): OS2D itself and the baselines.
 
 Every method has the same small API: ``add_class(name, images)`` registers a class from one or several RGB
-PIL class images, ``detect(image)`` returns :class:`os2d.structures.Detections` in the pixels of the given
+PIL class images, ``detect(image)`` returns :class:`os2d.results.Detections` in the pixels of the given
 image, so metrics, timing and output files are shared.
 
 Methods (registry :data:`METHODS`):
-    * ``os2d`` - the model with its TransformNet (:class:`os2d.baselines.sliding.Os2dMethod`);
+    * ``os2d`` - the model with its TransformNet (:class:`os2d.evaluation.baselines.sliding.Os2dMethod`);
     * ``sliding-square`` - paper's "sliding window, square": the same features and class grids, the
-      transformation fixed to the identity (:func:`os2d.baselines.sliding.sliding_square`);
+      transformation fixed to the identity (:func:`os2d.evaluation.baselines.sliding.sliding_square`);
     * ``sliding-ar`` - paper's "sliding window, target AR": class features at their own w x h size
-      (:class:`os2d.baselines.sliding.SlidingWindowAR`);
-    * ``sift`` - SIFT + ratio test + RANSAC homography (:class:`os2d.baselines.sift.SiftMatcher`, OpenCV);
-    * ``template`` - multi-scale normalised cross-correlation (:class:`os2d.baselines.template.TemplateMatcher`,
+      (:class:`os2d.evaluation.baselines.sliding.SlidingWindowAR`);
+    * ``sift`` - SIFT + ratio test + RANSAC homography (:class:`os2d.evaluation.baselines.sift.SiftMatcher`, OpenCV);
+    * ``template`` - multi-scale normalised cross-correlation (:class:`os2d.evaluation.baselines.template.TemplateMatcher`,
       OpenCV).
 """
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from os2d.config import InferenceConfig
     from os2d.model.os2d import Os2dModel
-    from os2d.structures import Detections
+    from os2d.results import Detections
 
 METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template")
 MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar")  # need a feature extractor (an Os2dModel)
@@ -65,22 +65,22 @@ def build_method(method: str, config: InferenceConfig, *, model: Os2dModel | Non
     if method in MODEL_METHODS and model is None:
         raise ValueError(f"method {method!r} needs a model (its feature extractor)")
     if method == "os2d":
-        from os2d.baselines.sliding import Os2dMethod
+        from os2d.evaluation.baselines.sliding import Os2dMethod
 
         return Os2dMethod(model, config, **options)  # type: ignore[arg-type]
     if method == "sliding-square":
-        from os2d.baselines.sliding import sliding_square
+        from os2d.evaluation.baselines.sliding import sliding_square
 
         return sliding_square(model, config, **options)  # type: ignore[arg-type]
     if method == "sliding-ar":
-        from os2d.baselines.sliding import SlidingWindowAR
+        from os2d.evaluation.baselines.sliding import SlidingWindowAR
 
         return SlidingWindowAR(model, config, **options)  # type: ignore[arg-type]
     if method == "sift":
-        from os2d.baselines.sift import SiftMatcher
+        from os2d.evaluation.baselines.sift import SiftMatcher
 
         return SiftMatcher(config, **options)
-    from os2d.baselines.template import TemplateMatcher
+    from os2d.evaluation.baselines.template import TemplateMatcher
 
     return TemplateMatcher(config, **options)
 

@@ -7,7 +7,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from os2d.cli import CliError
+from os2d.apps.cli.main import CliError
 
 # Defaults shown in --help, mirrored from PretrainConfig without importing torch at parser-build time.
 PRETRAIN_DEFAULTS = {"num_pairs": 6000, "eval_pairs": 400, "warps_per_crop": 2, "epochs": 6, "batch_size": 32,

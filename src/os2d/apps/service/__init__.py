@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["ServiceSettings", "create_app"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from os2d.service.app import ServiceSettings, create_app
+    from os2d.apps.service.app import ServiceSettings, create_app
 
 
-def __getattr__(name: str) -> Any:  # lazy: importing os2d.service must not need fastapi yet
+def __getattr__(name: str) -> Any:  # lazy: importing os2d.apps.service must not need fastapi yet
     if name in __all__:
-        from os2d.service import app
+        from os2d.apps.service import app
 
         return getattr(app, name)
     raise AttributeError(name)

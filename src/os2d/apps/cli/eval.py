@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from os2d.cli import CliError
+from os2d.apps.cli.main import CliError
 from os2d.files import atomic_json_dump
 
 DEFAULT_METHOD = "os2d"
@@ -97,9 +97,9 @@ def _inference_config(args: argparse.Namespace, image_size: int | None):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from os2d.baselines import MODEL_METHODS
+    from os2d.evaluation.baselines import MODEL_METHODS
     from os2d.data.spec import dataset_image_size
-    from os2d.eval.evaluate import evaluate_method
+    from os2d.evaluation.harness import evaluate_method
 
     if args.max_images is not None and args.max_images < 1:
         raise CliError(f"--max-images must be positive, got {args.max_images}")
@@ -136,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     atomic_json_dump(out / "metrics.json", payload)
     written = ["metrics.json", "detections.jsonl"]
     if not args.no_plots:
-        from os2d.eval.plots import plot_pr_curves
+        from os2d.evaluation.plots import plot_pr_curves
 
         try:
             pngs = plot_pr_curves(evaluation, out / "pr")
@@ -192,7 +192,7 @@ def cmd_dataset_stats(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``eval`` and ``dataset-stats``."""
-    from os2d.baselines import METHODS
+    from os2d.evaluation.baselines import METHODS
 
     p = sub.add_parser("eval", help="evaluate OS2D or a baseline on an annotated dataset (VOC mAP), write "
                                     "metrics.json, detections.jsonl and PR plots")

@@ -1,10 +1,10 @@
 """Evaluate a detection method on a :class:`~os2d.data.annotations.DetectionDataset` (reference §2, §5).
 
-One harness for OS2D and the baselines (:mod:`os2d.baselines`): every class of the dataset is registered once
+One harness for OS2D and the baselines (:mod:`os2d.evaluation.baselines`): every class of the dataset is registered once
 from its class image(s) (views - rotations/flips - from the :class:`~os2d.config.InferenceConfig`), every image
 is loaded in its original frame and detected (the method resizes it so that ``sqrt(w*h) = config.image_size``
 and runs the pyramid ``config.scales``), and detections in original pixels are scored with Pascal VOC AP
-(:func:`os2d.eval.metrics.evaluate_detections`): per-class AP, mAP, mAPw, recall, AP over joint classes.
+(:func:`os2d.evaluation.metrics.evaluate_detections`): per-class AP, mAP, mAPw, recall, AP over joint classes.
 
 Typical use (training loop)::
 
@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from os2d.baselines import METHODS, MODEL_METHODS, DetectionMethod, build_method
+from os2d.evaluation.baselines import METHODS, MODEL_METHODS, DetectionMethod, build_method
 from os2d.config import InferenceConfig
 from os2d.data.annotations import DetectionDataset, ImageRecord
-from os2d.eval.metrics import EvalResult, ImageDetections, PRCurve, evaluate_detections
+from os2d.evaluation.metrics import EvalResult, ImageDetections, PRCurve, evaluate_detections
 from os2d.io import load_image, validate_class_image
 from os2d.model.os2d import Os2dModel
-from os2d.structures import Detections
+from os2d.results import Detections
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ products that are not in the gallery. ``run_demo`` detects the classes with a :c
 and writes the input, a picture of the detections and the ``os2d detect`` JSON.
 
 Example:
-    >>> from os2d.demo import make_demo_scene, run_demo
+    >>> from os2d.apps.demo import make_demo_scene, run_demo
     >>> scene = make_demo_scene(seed=0)
     >>> summary = run_demo(Path("demo_out"))
     >>> summary["recall"]  # per class, IoU >= 0.5 among the top-k detections of the class

@@ -77,7 +77,7 @@ class ImageGroundTruth:
 class ImageDetections:
     """Detections of one image: ``boxes_xyxy`` (M, 4), ``scores`` (M,), ``labels`` (M,) ints.
 
-    Any object with these three attributes (e.g. :class:`os2d.structures.Detections`) is accepted by
+    Any object with these three attributes (e.g. :class:`os2d.results.Detections`) is accepted by
     :func:`evaluate_detections` as well.
     """
 

@@ -7,10 +7,10 @@ import re
 import sys
 from pathlib import Path
 
-from os2d.cli import CliError, register_classes
+from os2d.apps.cli.main import CliError, register_classes
 
 VARIANT_WORDS = {"v1": "V1 (scale + translation, P=4)", "v2": "V2 (full affine, inverted, P=6)"}
-# = os2d.model.convert.FORMATS (not imported here: building the parser must not import torch)
+# = os2d.weights.convert.FORMATS (not imported here: building the parser must not import torch)
 FORMATS = ("os2d", "official", "torchvision", "caffe2", "cirtorch", "weakalign")
 FORMAT_WORDS = {
     "os2d": "os2d checkpoint", "official": "official OS2D checkpoint", "torchvision": "torchvision ResNet",
@@ -47,7 +47,7 @@ def _imported_info(path: Path) -> tuple[str, str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from os2d import weights_registry as reg
+    from os2d.weights import registry as reg
     from os2d.weights import DEFAULT_WEIGHTS, PACKAGED_WEIGHTS, packaged_weights_path
 
     rows = []
@@ -86,7 +86,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _describe_model(model, report) -> list[str]:
-    from os2d.model.convert import count_parameters
+    from os2d.weights.convert import count_parameters
 
     cfg = model.config
     backbone = count_parameters(model.backbone)
@@ -107,8 +107,8 @@ def _describe_model(model, report) -> list[str]:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from os2d import weights_registry as reg
-    from os2d.model.convert import model_from_file
+    from os2d.weights import registry as reg
+    from os2d.weights.convert import model_from_file
 
     entry = reg.get_entry(args.name)
     if entry is None:
@@ -123,7 +123,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def _import_name(path: Path, name: str | None) -> str:
-    from os2d import weights_registry as reg
+    from os2d.weights import registry as reg
 
     if name is None:
         entry = reg.get_entry(path.name)
@@ -137,8 +137,8 @@ def _import_name(path: Path, name: str | None) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from os2d import weights_registry as reg
-    from os2d.model.convert import model_from_file
+    from os2d.weights import registry as reg
+    from os2d.weights.convert import model_from_file
     from os2d.weights import save_checkpoint
 
     path = Path(args.path).expanduser()
@@ -167,7 +167,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _export_kernels(args: argparse.Namespace, model):
     """Class kernels to bake in (from --class / --classes / --gallery), or (None, None) for a kernels input."""
-    from os2d.cli import _parse_class_arg, read_classes_csv
+    from os2d.apps.cli.main import _parse_class_arg, read_classes_csv
 
     classes = [_parse_class_arg(c) for c in args.class_args or []]
     if args.classes:

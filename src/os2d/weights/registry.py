@@ -49,7 +49,7 @@ class WeightsEntry:
         filename: the file's original name.
         kind: ``builtin`` (no file), ``model`` (a full OS2D model), ``backbone`` (ResNet trunk only; the
             TransformNet starts at the identity), ``backbone+transform`` (weakalign: ResNet-101 + affine regressor).
-        format: file format for :func:`os2d.model.convert.model_from_file`.
+        format: file format for :func:`os2d.weights.convert.model_from_file`.
         config: architecture the file gives (backbone, V1/V2).
         url: direct download URL (None for Google-Drive files, see ``gdrive_id``).
         gdrive_id: Google Drive file id.
@@ -244,7 +244,7 @@ def missing_message(name: str) -> str:
 
 def load_registered(name: str, *, expect: ModelConfig | None = None):
     """Load a registry / imported name (used by :func:`os2d.weights.load_model`). Raises :class:`WeightsError`."""
-    from os2d.model.convert import model_from_file
+    from os2d.weights.convert import model_from_file
 
     found = resolve(name)
     if found is None:

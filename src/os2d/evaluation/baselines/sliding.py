@@ -27,12 +27,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 from os2d.config import InferenceConfig
-from os2d.eval.inference import LevelCandidates, detect_image, merge_and_nms, pyramid_sizes
+from os2d.inference.detect import LevelCandidates, detect_image, merge_and_nms, pyramid_sizes
 from os2d.gallery import VIEW_OPS, class_views
 from os2d.io import image_to_tensor, resize_to_area
 from os2d.model.correlation import l2_normalize
 from os2d.model.os2d import Os2dModel
-from os2d.structures import Detections
+from os2d.results import Detections
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -64,7 +64,7 @@ def candidates_from_boxes(boxes_xyxy: Tensor, scores: Tensor, view: int, corner_
                           level_size: tuple[int, int], original_size: tuple[int, int],
                           config: InferenceConfig) -> LevelCandidates:
     """Clip (M, 4) level-pixel boxes to the level, drop empty/low ones, keep the top ``pre_nms_top_k``, map to
-    original pixels. Shared by the baselines so their decoding matches :mod:`os2d.eval.inference`."""
+    original pixels. Shared by the baselines so their decoding matches :mod:`os2d.inference.detect`."""
     lw, lh = level_size
     boxes = torch.stack([boxes_xyxy[:, 0].clamp(0, lw), boxes_xyxy[:, 1].clamp(0, lh),
                          boxes_xyxy[:, 2].clamp(0, lw), boxes_xyxy[:, 3].clamp(0, lh)], dim=-1)
@@ -115,7 +115,7 @@ class IdentityTransform(nn.Module):
 
 class Os2dMethod:
     """An :class:`Os2dModel` as a harness method: class kernels computed once at ``add_class``, detection by
-    :func:`os2d.eval.inference.detect_image` (pyramid, views merged, NMS). Views (rotations/flips) come from
+    :func:`os2d.inference.detect.detect_image` (pyramid, views merged, NMS). Views (rotations/flips) come from
     ``config``."""
 
     def __init__(self, model: Os2dModel, config: InferenceConfig, *, name: str = "os2d") -> None:

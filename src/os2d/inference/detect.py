@@ -17,7 +17,7 @@ from os2d.config import InferenceConfig
 from os2d.io import image_to_tensor
 from os2d.model.os2d import Os2dModel
 from os2d.ops import batched_nms, nms
-from os2d.structures import Detections
+from os2d.results import Detections
 
 
 @dataclass
@@ -114,8 +114,8 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     """Detect every class of a gallery in an image pyramid from :func:`prepare_levels`.
 
     With ``config.shortlist_top_k`` set (and fewer than the gallery's classes), the heads run only for the views
-    of the K classes ranked best by :func:`os2d.shortlist.shortlist_views` on the same backbone features;
-    ``class_desc`` (V, C) are the kernels' precomputed ``os2d.shortlist.class_descriptors(kernels,
+    of the K classes ranked best by :func:`os2d.inference.shortlist.shortlist_views` on the same backbone features;
+    ``class_desc`` (V, C) are the kernels' precomputed ``os2d.inference.shortlist.class_descriptors(kernels,
     model.config.pool_border)`` (optional).
     """
     if kernels.shape[0] == 0:
@@ -125,7 +125,7 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     feats = [model.extract_features(lv[None]) for lv in levels]
     k = config.shortlist_top_k
     if k is not None and k < len(class_names):
-        from os2d.shortlist import shortlist_views
+        from os2d.inference.shortlist import shortlist_views
 
         views, _ = shortlist_views(feats, kernels, view_class, len(class_names), k,
                                    grid_size=model.config.class_grid_size, pool_border=model.config.pool_border,

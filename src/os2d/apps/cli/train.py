@@ -2,7 +2,7 @@
 
     os2d train --config configs/tiny.yaml sampler.batch_size=2 optim.lr=1e-3 --output runs/tiny
     os2d train --resume runs/tiny max_iter=2000          # continue (config from the checkpoint)
-    torchrun --nproc_per_node 2 -m os2d.cli train --config configs/v2.yaml    # one process per GPU
+    torchrun --nproc_per_node 2 -m os2d train --config configs/v2.yaml    # one process per GPU
     os2d plot-log runs/tiny/train_log.jsonl --out curves.png
 """
 
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from os2d.cli import CliError
+from os2d.apps.cli.main import CliError
 
 
 def _is_main_process() -> bool:

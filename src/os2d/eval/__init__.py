@@ -1,1 +1,0 @@
-"""Inference over image pyramids (decoding + NMS); evaluation metrics live beside it."""
