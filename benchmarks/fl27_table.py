@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from os2d.evaluation.baselines import METHODS, MODEL_METHODS
 from os2d.config import InferenceConfig
 from os2d.data.spec import FL27_VAL_BRANDS, DatasetSpec, dataset_image_size, load_dataset
+from os2d.evaluation.baselines import METHODS, MODEL_METHODS
 from os2d.evaluation.harness import evaluate_method
 from os2d.files import atomic_json_dump
 from os2d.weights import load_model

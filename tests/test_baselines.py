@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import scene_with, textured_object
 
+from os2d.config import InferenceConfig
 from os2d.evaluation.baselines import build_method, require_cv2
 from os2d.evaluation.baselines.sliding import (
     IdentityTransform,
@@ -20,7 +21,6 @@ from os2d.evaluation.baselines.sliding import (
     sliding_square,
     view_corner_order,
 )
-from os2d.config import InferenceConfig
 from os2d.evaluation.metrics import evaluate_detections
 from os2d.io import image_to_tensor, resize_to_area
 from os2d.model.correlation import l2_normalize

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from os2d.config import ModelConfig
-from os2d.weights import convert
 from os2d.model.backbone.resnet import _make_stage
 from os2d.model.os2d import Os2dModel, build_os2d
 from os2d.weights import (
@@ -25,6 +24,7 @@ from os2d.weights import (
     OFFICIAL_CLASS_BACKBONE_PREFIX,
     OFFICIAL_TRANSFORM_PREFIX,
     WeightsError,
+    convert,
     convert_official_checkpoint,
     load_model,
     save_checkpoint,

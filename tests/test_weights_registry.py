@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from os2d.weights import registry as reg
 from os2d.apps.cli.main import main
 from os2d.config import ModelConfig
 from os2d.weights import BUILTIN_WEIGHTS, WeightsError, load_model, save_checkpoint
+from os2d.weights import registry as reg
 
 PAYLOAD = b"PK\x03\x04" + bytes(range(256)) * 40  # looks like a zip (torch.save) file, not like HTML
 

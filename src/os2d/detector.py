@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from os2d.config import InferenceConfig
+from os2d.gallery import ClassGallery, encode_class_images
 from os2d.inference.detect import detect_levels, prepare_levels
-from os2d.gallery import ClassGallery, class_views
-from os2d.io import ImageSource, image_to_tensor, load_image, resize_to_area, validate_class_image
-from os2d.model.os2d import Os2dModel
 from os2d.inference.shortlist import ClassDescriptorCache
+from os2d.io import ImageSource, load_image
+from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
 from os2d.weights import load_model, model_fingerprint
 
@@ -61,12 +60,6 @@ class Detector:
     def classes(self) -> list[str]:
         return list(self.gallery.class_names)
 
-    def _prepare_class_image(self, source: ImageSource) -> Image.Image:
-        img = load_image(source)
-        validate_class_image(img)
-        return img
-
-    @torch.no_grad()
     def add_class(self, name: str, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
                   horizontal_flip: bool | None = None) -> None:
         """Register class ``name`` from one image or several (few-shot; all merged before NMS).
@@ -81,14 +74,7 @@ class Detector:
             raise ValueError(f"class {name!r}: no class image given")
         rot = self.config.rotations if rotations is None else rotations
         flip = self.config.horizontal_flip if horizontal_flip is None else horizontal_flip
-        size = self.model.config.class_image_size
-        tensors, view_names = [], []
-        for src in items:
-            img = self._prepare_class_image(src)
-            for view_name, view in class_views(img, rotations=rot, horizontal_flip=flip):
-                tensors.append(image_to_tensor(resize_to_area(view, size)).to(self.device))
-                view_names.append(view_name)
-        self.gallery.add(name, self.model.class_kernels(tensors), view_names)
+        self.gallery.add(name, *encode_class_images(self.model, items, rotations=rot, horizontal_flip=flip))
 
     def remove_class(self, name: str) -> None:
         self.gallery.remove(name)

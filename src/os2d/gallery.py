@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 from torch import Tensor
 
 from os2d.files import atomic_torch_save
+from os2d.io import ImageSource, image_to_tensor, load_image, resize_to_area, validate_class_image
+
+if TYPE_CHECKING:
+    from os2d.model.os2d import Os2dModel
 
 GALLERY_FORMAT = "os2d-gallery"
 GALLERY_VERSION = 1
@@ -32,6 +38,31 @@ def class_views(image: Image.Image, *, rotations: bool, horizontal_flip: bool) -
     if horizontal_flip:
         names.append("hflip")
     return [(n, image if VIEW_OPS[n] is None else image.transpose(VIEW_OPS[n])) for n in names]
+
+
+@torch.no_grad()
+def encode_class_images(model: Os2dModel, images: Sequence[ImageSource], *, rotations: bool = False,
+                        horizontal_flip: bool = False) -> tuple[Tensor, list[str]]:
+    """The one class-encoding path: class images -> kernels of all their views.
+
+    Each image is loaded (any :data:`os2d.io.ImageSource`), checked (:func:`os2d.io.validate_class_image`),
+    expanded into its views (:func:`class_views`), resized to area ``class_image_size^2`` and encoded by
+    ``model.class_kernels`` on the model's device.
+
+    Returns:
+        kernels: (V, S*S, C) float32 on the CPU, V = len(images) * views per image.
+        view_names: (V,) the kind of each view ("original", "rot90", ...).
+    """
+    device = next(model.parameters()).device
+    size = model.config.class_image_size
+    tensors, view_names = [], []
+    for src in images:
+        img = load_image(src)
+        validate_class_image(img)
+        for view_name, view in class_views(img, rotations=rotations, horizontal_flip=horizontal_flip):
+            tensors.append(image_to_tensor(resize_to_area(view, size)).to(device))
+            view_names.append(view_name)
+    return model.class_kernels(tensors).detach().cpu().float(), view_names
 
 
 @dataclass

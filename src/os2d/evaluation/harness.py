@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from os2d.evaluation.baselines import METHODS, MODEL_METHODS, DetectionMethod, build_method
 from os2d.config import InferenceConfig
 from os2d.data.annotations import DetectionDataset, ImageRecord
+from os2d.evaluation.baselines import METHODS, MODEL_METHODS, DetectionMethod, build_method
 from os2d.evaluation.metrics import EvalResult, ImageDetections, PRCurve, evaluate_detections
 from os2d.io import load_image, validate_class_image
 from os2d.model.os2d import Os2dModel

@@ -85,6 +85,15 @@ class Os2dModel(nn.Module):
             self.__dict__["_fused_backbone"] = cached  # a plain attribute: not a submodule, not in state_dict
         return cached[1]
 
+    def class_feature(self, class_image: Tensor) -> Tensor:
+        """One class image (1, 3, h, w) in [0, 1], already resized to area ~240^2 -> (C, S, S) normalised grid.
+
+        The one definition of a class grid: no anchor padding (class images are not searched, they are resized
+        to S x S), features resized bilinearly. :meth:`class_features` and the ONNX class encoder call it.
+        """
+        features = self.extract_features(class_image, align_to_anchors=False)
+        return resize_class_features(features, self.config.class_grid_size)
+
     def class_features(self, class_images: Sequence[Tensor]) -> Tensor:
         """Class images (each (3, h, w) in [0, 1], already resized to area ~240^2) -> (K, C, S, S) normalised.
 
@@ -93,8 +102,7 @@ class Os2dModel(nn.Module):
         s = self.config.class_grid_size
         if len(class_images) == 0:
             return torch.zeros(0, self.feature_channels, s, s)
-        return torch.stack([resize_class_features(self.extract_features(im[None], align_to_anchors=False), s)
-                            for im in class_images])
+        return torch.stack([self.class_feature(im[None]) for im in class_images])
 
     def class_kernels(self, class_images: Sequence[Tensor]) -> Tensor:
         """Class images -> (K, S*S, C) kernels for :meth:`forward`."""

@@ -16,9 +16,9 @@ from PIL import Image
 from os2d.detector import Detector
 from os2d.inference.detect import prepare_levels
 from os2d.io import load_image
+from os2d.results import Detections
 from os2d.runner.prefetch import prefetched
 from os2d.runner.results import JsonlWriter, make_header
-from os2d.results import Detections
 
 logger = logging.getLogger(__name__)
 

@@ -97,8 +97,8 @@ def _inference_config(args: argparse.Namespace, image_size: int | None):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from os2d.evaluation.baselines import MODEL_METHODS
     from os2d.data.spec import dataset_image_size
+    from os2d.evaluation.baselines import MODEL_METHODS
     from os2d.evaluation.harness import evaluate_method
 
     if args.max_images is not None and args.max_images < 1:

@@ -47,8 +47,8 @@ def _imported_info(path: Path) -> tuple[str, str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from os2d.weights import registry as reg
     from os2d.weights import DEFAULT_WEIGHTS, PACKAGED_WEIGHTS, packaged_weights_path
+    from os2d.weights import registry as reg
 
     rows = []
     for entry in reg.REGISTRY.values():
@@ -138,8 +138,8 @@ def _import_name(path: Path, name: str | None) -> str:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from os2d.weights import registry as reg
-    from os2d.weights.convert import model_from_file
     from os2d.weights import save_checkpoint
+    from os2d.weights.convert import model_from_file
 
     path = Path(args.path).expanduser()
     if not path.is_file():

@@ -37,12 +37,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from os2d.apps.service.store import GalleryStore
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
-from os2d.inference.detect import detect_image
 from os2d.gallery import ClassGallery, class_views
+from os2d.inference.detect import detect_image
 from os2d.io import ImageError, image_to_tensor, load_image, resize_to_area, validate_class_image
-from os2d.apps.service.store import GalleryStore
 
 logger = logging.getLogger(__name__)
 

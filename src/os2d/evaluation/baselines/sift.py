@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from os2d.evaluation.baselines import require_cv2
 from os2d.config import InferenceConfig
+from os2d.evaluation.baselines import require_cv2
 from os2d.inference.detect import LevelCandidates, merge_and_nms
 from os2d.io import size_after_resize_to_area
 from os2d.results import Detections

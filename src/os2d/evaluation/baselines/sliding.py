@@ -27,8 +27,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from os2d.config import InferenceConfig
-from os2d.inference.detect import LevelCandidates, detect_image, merge_and_nms, pyramid_sizes
 from os2d.gallery import VIEW_OPS, class_views
+from os2d.inference.detect import LevelCandidates, detect_image, merge_and_nms, pyramid_sizes
 from os2d.io import image_to_tensor, resize_to_area
 from os2d.model.correlation import l2_normalize
 from os2d.model.os2d import Os2dModel

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from os2d.config import InferenceConfig
 from os2d.evaluation.baselines import require_cv2
 from os2d.evaluation.baselines.sliding import candidates_from_boxes, view_corner_order
-from os2d.config import InferenceConfig
-from os2d.inference.detect import LevelCandidates, merge_and_nms
 from os2d.gallery import class_views
+from os2d.inference.detect import LevelCandidates, merge_and_nms
 from os2d.io import size_after_resize_to_area
 from os2d.results import Detections
 
