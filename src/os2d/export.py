@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from os2d.errors import Os2dError
 from os2d.model.correlation import class_kernels, resize_class_features
 from os2d.model.head import _head_chunk  # one chunk = all classes, with no Python loop over a dynamic K
 from os2d.model.os2d import Os2dModel
@@ -52,7 +53,7 @@ PIXEL_ATOL = 1e-2
 KERNEL_ATOL = 1e-4
 
 
-class ExportError(ValueError):
+class ExportError(Os2dError):
     """Export or its verification failed (missing package, unsupported operation, mismatch with PyTorch)."""
 
 

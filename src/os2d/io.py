@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from os2d.errors import Os2dError
+
 __all__ = [
     "ImageError",
     "ImageSource",
@@ -46,7 +48,7 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-class ImageError(ValueError):
+class ImageError(Os2dError):
     """An image cannot be used: missing, unreadable, corrupt, too large, empty or degenerate.
 
     Attributes:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from os2d.errors import Os2dError
 from os2d.io import ImageError, load_image, validate_class_image
 
 MAX_ERRORS = 20
@@ -41,7 +42,7 @@ BOX_SLACK_PX = 1.0
 CLASS_IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(Os2dError):
     """Invalid annotations; ``errors`` holds the individual messages (each names its file and row)."""
 
     def __init__(self, message: str, errors: Sequence[str] = ()) -> None:

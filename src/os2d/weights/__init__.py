@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from os2d.config import ModelConfig
+from os2d.errors import Os2dError
 from os2d.files import atomic_torch_save
 from os2d.model.os2d import Os2dModel, build_os2d
 
@@ -44,7 +45,7 @@ OFFICIAL_CLASS_BACKBONE_PREFIX = "net_label_features.net_class_features."
 OFFICIAL_TRANSFORM_PREFIX = "os2d_head_creator.aligner.parameter_regressor."
 
 
-class WeightsError(ValueError):
+class WeightsError(Os2dError):
     """A weights file is missing, unreadable, of an unknown format, or does not fit the model."""
 
 
