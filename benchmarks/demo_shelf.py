@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from os2d.config import InferenceConfig
-from os2d.data.annotations import ClassRecord, DetectionDataset, ImageRecord
+from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
 from os2d.evaluation.baselines import METHODS, MODEL_METHODS
 from os2d.evaluation.harness import evaluate_method
 from os2d.ops import box_iou

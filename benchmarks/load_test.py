@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from os2d.apps.demo import make_class_images
+from os2d.apps.demo.scene import make_class_images
 
 
 def png(img: Image.Image) -> bytes:

@@ -46,7 +46,7 @@ def alignment(models: dict, photos: list[Path], pairs: int, seed: int, canvas: i
 
 
 def detection(models: dict, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from os2d.data.annotations import read_simple_csv
+    from os2d.data.simple_csv import read_simple_csv
     from os2d.data.spec import load_dataset, load_spec
     from os2d.evaluation.harness import evaluate_model
 

@@ -31,7 +31,8 @@ import torch
 
 from os2d.detector import Detector
 from os2d.evaluation.metrics import ImageGroundTruth, evaluate_detections
-from os2d.inference.detect import LevelCandidates, level_candidates, merge_and_nms, prepare_levels
+from os2d.inference.decode import LevelCandidates, level_candidates, merge_and_nms
+from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import class_descriptors, shortlist_views, top_classes, views_of_classes
 from os2d.io import load_image
 

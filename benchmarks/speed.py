@@ -68,15 +68,15 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
         # peak memory of inference as it runs (features + class kernels + heads), before the baseline copies
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        def baseline(fold: bool, jit: bool):
+        def baseline(path: str):
             m = copy.deepcopy(model)  # its own cached inference copy, so that modes do not evict each other
-            m.fold_bn_inference, m.jit_inference = fold, jit
+            m.inference_path = path
             return lambda: m.extract_features(image)
 
         # in-process baselines, timed round-robin with the default so that machine noise hits all alike: the
         # folded copy run eagerly (no TorchScript), and BatchNorm as separate passes ("BN unfolded")
         t_feat, t_feat_eager, t_feat_plain = _interleaved(
-            [lambda: model.extract_features(image), baseline(True, False), baseline(False, False)], repeats)
+            [lambda: model.extract_features(image), baseline("folded"), baseline("plain")], repeats)
         # resampling alone, same unit grid: one grid_sample (a batch element per channel) vs the reference's
         # "simple" loop of 225 grid_sample calls
         n, h, w = classes, feats.shape[-2], feats.shape[-1]

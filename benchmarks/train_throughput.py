@@ -28,7 +28,7 @@ def generated_dataset(folder: Path, classes: int, images: int = 4):
     """Scenes of 1600 x 1200 with six 240 x 300 products each, and the products as class images."""
     from PIL import Image
 
-    from os2d.data.annotations import ClassRecord, DetectionDataset, ImageRecord
+    from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
 
     rng = np.random.default_rng(0)
     class_recs, objects = [], []

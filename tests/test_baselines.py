@@ -9,22 +9,18 @@ import numpy as np
 import pytest
 import torch
 from helpers import scene_with, textured_object
+from PIL import Image
 
 from os2d.config import InferenceConfig
 from os2d.evaluation.baselines import build_method, require_cv2
-from os2d.evaluation.baselines.sliding import (
-    IdentityTransform,
-    Os2dMethod,
-    SlidingWindowAR,
-    box_corners,
-    local_maxima,
-    sliding_square,
-    view_corner_order,
-)
+from os2d.evaluation.baselines.sliding import IdentityTransform, SlidingWindowAR, local_maxima, sliding_square
+from os2d.evaluation.baselines.views import ClassViews, box_corners, view_corner_order
+from os2d.evaluation.detector_method import DetectorMethod
 from os2d.evaluation.metrics import evaluate_detections
-from os2d.io import image_to_tensor, resize_to_area
+from os2d.io import ImageError, image_to_tensor, resize_to_area
 from os2d.model.correlation import l2_normalize
 from os2d.model.transform_net import TransformNet
+from os2d.ops import box_iou
 
 OBJ_SIZE = (96, 128)
 POSITIONS = [(60, 40), (300, 180)]
@@ -48,9 +44,7 @@ def _ap(dets) -> float:
 
 
 def _best_iou(box, gt=GT) -> float:
-    from os2d.evaluation.metrics import box_iou
-
-    return float(box_iou(np.asarray(box)[None], gt).max())
+    return float(box_iou(torch.as_tensor(box).reshape(1, 4), torch.from_numpy(gt)).max())
 
 
 def test_template_finds_exact_pastes(obj, scene):
@@ -128,9 +122,10 @@ def test_identity_transform_equals_reset_transform_net():
 def test_sliding_square_is_os2d_with_identity_transform(toy_model, obj, scene):
     config = InferenceConfig(image_size=None, scales=(240 / OBJ_SIDE,), max_detections=20)
     toy_model.transform_net.reset_to_identity()  # hidden layers stay random: the output is still the identity
-    ref = Os2dMethod(toy_model, config)
+    ref = build_method("os2d", config, model=toy_model)
     sq = sliding_square(toy_model, config)
-    assert sq.model.backbone is toy_model.backbone  # the same features, not a copy
+    assert isinstance(ref, DetectorMethod) and isinstance(sq, DetectorMethod)  # both go through os2d.Detector
+    assert sq.detector.model.backbone is toy_model.backbone  # the same features, not a copy
     for m in (ref, sq):
         m.add_class("obj", [obj])
     a, b = ref.detect(scene), sq.detect(scene)
@@ -191,8 +186,6 @@ def test_local_maxima():
 
 
 def test_view_corner_order_matches_pil_transpose():
-    from PIL import Image
-
     from os2d.gallery import VIEW_OPS
 
     w, h = 5, 3
@@ -216,7 +209,7 @@ def test_rotated_views_are_registered(toy_model, obj):
     config = InferenceConfig(image_size=None, rotations=True, horizontal_flip=True)
     m = SlidingWindowAR(toy_model, config)
     m.add_class("obj", [obj])
-    assert m._view_class == [0] * 5
+    assert m.views.view_class == [0] * 5 and len(m._weights) == 5
     assert {tuple(w.shape[-2:]) for w in m._weights} == {(18, 13), (13, 18)}
 
 
@@ -228,3 +221,37 @@ def test_build_method_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(ImportError, match=r"pip install 'os2d\[train\]'"):
         require_cv2()
+
+
+def test_os2d_method_is_the_detector(toy_model, obj, scene):
+    from os2d.detector import Detector
+
+    config = InferenceConfig(image_size=None, scales=(240 / OBJ_SIDE,), max_detections=20, rotations=True)
+    method = build_method("os2d", config, model=toy_model)
+    method.add_class("obj", [obj])
+    det = Detector(toy_model, config)
+    det.add_class("obj", obj)
+    a, b = method.detect(scene), det.detect(scene)
+    assert len(a) == 20 and method.class_names == ["obj"]
+    for x, y in ((a.boxes_xyxy, b.boxes_xyxy), (a.scores, b.scores), (a.corners_xy, b.corners_xy)):
+        assert torch.equal(x, y)
+    assert method.describe() == {"method": "os2d", "backbone": toy_model.config.backbone,
+                                 "transform": "TransformNet"}
+
+
+def test_class_views_bookkeeping(obj):
+    views = ClassViews()
+    out = views.add("a", [obj], rotations=True)
+    assert [v.size for v in out] == [obj.size, obj.size[::-1], obj.size, obj.size[::-1]]
+    views.add("b", [obj, obj], horizontal_flip=True)
+    views.add("a", [obj])  # more views of a known class
+    assert views.class_names == ["a", "b"] and len(views) == 9
+    assert views.view_class == [0, 0, 0, 0, 1, 1, 1, 1, 0]
+    assert views.corner_orders[1] == view_corner_order("rot90") and views.corner_orders[5] == [1, 0, 3, 2]
+    assert views.view_class_tensor().dtype == torch.long
+    with pytest.raises(ValueError, match="no class image"):
+        views.add("c", [])
+    for m in (build_method("sift", InferenceConfig()), build_method("template", InferenceConfig())):
+        with pytest.raises(ImageError, match="uniform"):
+            m.add_class("flat", [Image.new("RGB", (64, 64), (90, 90, 90))])
+        assert m.class_names == []

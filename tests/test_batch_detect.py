@@ -19,15 +19,15 @@ from helpers import scene_with, textured_object
 from os2d.apps.cli.main import main
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
+from os2d.errors import Os2dError
+from os2d.results import DetectionsFileError, jsonl_header, read_jsonl
 from os2d.runner import (
     JsonlWriter,
     Shard,
     discover_images,
     iter_detections,
-    make_header,
     merge_shards,
     prefetched,
-    read_jsonl,
     run_to_jsonl,
     shard_path,
 )
@@ -191,15 +191,16 @@ def test_jsonl_lines_partial_last_line_and_resume(toy_detector, folder, tmp_path
 
 def test_resume_refuses_a_file_of_another_run(toy_detector, tmp_path):
     out = tmp_path / "r.jsonl"
-    JsonlWriter(out, make_header(["a", "b"], weights="default")).close()
-    with pytest.raises(ValueError, match="different run.*classes"):
+    JsonlWriter(out, jsonl_header(["a", "b"], weights="default")).close()
+    with pytest.raises(DetectionsFileError, match="different run.*classes"):
         run_to_jsonl(toy_detector, [], out, weights="default")
     (tmp_path / "x.jsonl").write_text('{"hello": 1}\n')
-    with pytest.raises(ValueError, match="not an os2d detections JSONL"):
+    with pytest.raises(DetectionsFileError, match="not an os2d detections JSONL"):
         read_jsonl(tmp_path / "x.jsonl")
     out.write_text(out.read_text() + "not json\n{}\n")
-    with pytest.raises(ValueError, match="line 2: not valid JSON"):
+    with pytest.raises(DetectionsFileError, match="line 2: not valid JSON"):
         read_jsonl(out)
+    assert issubclass(DetectionsFileError, Os2dError)  # the CLI prints it as one line, exit code 2
 
 
 def test_shards_by_hand_union_equals_single_process(toy_detector, folder, tmp_path):
@@ -298,3 +299,56 @@ def test_torchrun_two_cpu_processes_equal_single_process(folder, classes_dir, tm
     assert shard_path(out, 0).is_file() and shard_path(out, 1).is_file()
     assert len(read_jsonl(shard_path(out, 1)).records) == 2
     assert _close_records(read_jsonl(out).records, read_jsonl(single).records)
+
+
+# -------------------------------------------------------------------------------- one output format
+
+
+def _rounded(dets: list[dict]) -> bool:
+    """Scores at 6 decimals, pixels at 2: the contract's rounding."""
+    return all(d["score"] == round(d["score"], 6)
+               and all(v == round(v, 2) for v in d["box_xyxy"] + [c for xy in d["corners_xy"] for c in xy])
+               for d in dets)
+
+
+def test_detect_demo_and_eval_write_the_same_record_form(classes_dir, tmp_path, monkeypatch):
+    """``os2d detect``, ``os2d demo`` and ``os2d eval`` build their records with os2d.results: same keys, same
+    rounding, and a detect record equals image_record() of Detector.detect()."""
+    import numpy as np
+
+    from os2d.apps.demo.run import run_demo
+    from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
+    from os2d.evaluation.harness import evaluate_method
+    from os2d.results import image_record
+
+    monkeypatch.setattr(Detector, "from_weights", classmethod(
+        lambda cls, weights="default", *, device="cpu", config=None: cls(make_toy_model(), config, device=device)))
+    scene_path = tmp_path / "scene.png"
+    scene_with(textured_object((96, 112)), [(40, 30)], size=(320, 240)).save(scene_path)
+
+    assert main(["detect", str(scene_path), "-o", str(tmp_path / "d.json")] + _cli_common(classes_dir)) == 0
+    detect_doc = json.loads((tmp_path / "d.json").read_text())
+    demo = run_demo(tmp_path / "demo", image_size=320, scales=(1.0,), max_detections=5)
+    demo_doc = json.loads(Path(demo["files"]["detections_json"]).read_text())
+    gt = ImageRecord("scene.png", scene_path, 320, 240, np.array([[40, 30, 136, 142]]), np.array([0]), np.array([0]))
+    dataset = DetectionDataset("one", [gt],
+                               [ClassRecord("thing", "thing", [classes_dir / "thing.png"])])
+    evaluate_method("os2d", dataset, InferenceConfig(image_size=None, max_detections=5), model=make_toy_model(),
+                    progress=False, detections_path=tmp_path / "eval.jsonl")
+    eval_lines = (tmp_path / "eval.jsonl").read_text().splitlines()
+
+    assert list(detect_doc) == list(demo_doc) == ["version", "classes", "images"]
+    assert detect_doc["version"] == demo_doc["version"] == 1
+    assert demo_doc["classes"] == demo["classes"] and detect_doc["classes"] == ["thing"]
+    eval_record = json.loads(eval_lines[0])
+    assert len(eval_lines) == 1 and eval_record.pop("image_id") == "scene.png"
+    records = [detect_doc["images"][0], demo_doc["images"][0], eval_record]
+    for rec in records:
+        assert list(rec) == ["path", "width", "height", "detections"] and len(rec["detections"]) == 5
+        assert all(list(d) == ["label", "score", "box_xyxy", "corners_xy"] for d in rec["detections"])
+        assert _rounded(rec["detections"])
+    # the CLI and the harness ran the same detector on the same image with the same options
+    assert records[0]["detections"] == records[2]["detections"]
+    det = Detector(make_toy_model(), InferenceConfig(image_size=None, max_detections=5))
+    det.add_class("thing", classes_dir / "thing.png")
+    assert records[0] == image_record(str(scene_path), (320, 240), det.detect(scene_path))

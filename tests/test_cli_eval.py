@@ -38,7 +38,7 @@ def test_eval_sift_writes_outputs(data, tmp_path, capsys):
     boxes, classes = data
     out = tmp_path / "out"
     rc = main(["eval", "--boxes", str(boxes), "--classes", str(classes), "--method", "sift", "--image-size", "0",
-               "--out", str(out), "-q"])
+               "--output-dir", str(out), "-q"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "sift on boxes: 2 images, 2 classes, image size None" in captured.out
@@ -58,7 +58,7 @@ def test_eval_with_spec_file_and_model_method(data, tmp_path, capsys):
     spec.write_text(f"format: simple_csv\nannotations: {boxes}\nclasses: {classes}\nclass_names: [A]\n"
                     "image_size: 180\n")
     out = tmp_path / "out2"
-    rc = main(["eval", "--dataset", str(spec), "--method", "sliding-ar", "--out", str(out), "-q", "--no-plots",
+    rc = main(["eval", "--dataset", str(spec), "--method", "sliding-ar", "--output-dir", str(out), "-q", "--no-plots",
                "--max-images", "1"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -72,7 +72,7 @@ def test_eval_template_uses_scales(data, tmp_path, capsys):
     boxes, classes = data
     # template side 240/s at the base level; image size = dataset's suggestion (objects ~240 px) -> s = 1 works
     rc = main(["eval", "--boxes", str(boxes), "--classes", str(classes), "--method", "template", "--scales", "1",
-               "--out", str(tmp_path / "o"), "-q", "--no-plots"])
+               "--output-dir", str(tmp_path / "o"), "-q", "--no-plots"])
     out = capsys.readouterr().out
     assert rc == 0
     suggested = round(math.sqrt(200 * 150) * 240 / math.sqrt(64 * 80))
@@ -93,8 +93,8 @@ def test_dataset_stats(data, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["eval", "--out", "X"], "no dataset"),
-    (["eval", "--boxes", "missing.csv", "--classes", "c.csv", "--out", "X"], "--boxes: file not found"),
+    (["eval", "--output-dir", "X"], "no dataset"),
+    (["eval", "--boxes", "missing.csv", "--classes", "c.csv", "--output-dir", "X"], "--boxes: file not found"),
     (["dataset-stats", "--dataset", "nope.yaml"], "dataset spec not found"),
 ])
 def test_errors_without_files(argv, message, capsys):
@@ -104,7 +104,7 @@ def test_errors_without_files(argv, message, capsys):
 
 def test_errors_with_files(data, tmp_path, capsys):
     boxes, classes = data
-    base = ["eval", "--boxes", str(boxes), "--classes", str(classes), "--out", str(tmp_path / "o"), "-q"]
+    base = ["eval", "--boxes", str(boxes), "--classes", str(classes), "--output-dir", str(tmp_path / "o"), "-q"]
     assert main(base + ["--max-images", "0"]) == 2
     assert "--max-images must be positive" in capsys.readouterr().err
     assert main(base + ["--class-names", "Nope"]) == 2
@@ -113,8 +113,8 @@ def test_errors_with_files(data, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("format: simple_csv\nannotations: a.csv\n")
-    assert main(["eval", "--dataset", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert main(["eval", "--dataset", str(bad), "--output-dir", str(tmp_path / "o")]) == 2
     assert "needs 'classes'" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
-    assert main(base[:-3] + ["--out", str(tmp_path / "file")]) == 2
+    assert main(base[:-3] + ["--output-dir", str(tmp_path / "file")]) == 2
     assert "is not a folder" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def test_train_resume_and_plot(data_override: str, tmp_path: Path, capsys: pytes
     common = ["--config", str(CONFIGS / "tiny.yaml"), data_override, "val_data=null", "freeze.backbone=true",
               "checkpoint_every=1", "eval.at_start=false", "--quiet"]
     with torch_threads(1):
-        assert main(["train", *common, "max_iter=2", "--output", str(run)]) == 0
+        assert main(["train", *common, "max_iter=2", "--output-dir", str(run)]) == 0
         assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001.pt", "step_00000002.pt"]
         # resume: config from the checkpoint, one override (train longer), output = the run directory
         assert main(["train", "--resume", str(run), "max_iter=3", "--quiet"]) == 0
@@ -64,7 +64,7 @@ def test_train_resume_and_plot(data_override: str, tmp_path: Path, capsys: pytes
     model = load_model(run / "final.pt")
     assert model.config.class_grid_size == 7
     capsys.readouterr()
-    assert main(["plot-log", str(run / "train_log.jsonl"), "--out", str(tmp_path / "curves.png")]) == 0
+    assert main(["plot-log", str(run / "train_log.jsonl"), "--output", str(tmp_path / "curves.png")]) == 0
     assert "curves.png" in capsys.readouterr().out
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
@@ -76,7 +76,7 @@ def test_train_resume_and_plot(data_override: str, tmp_path: Path, capsys: pytes
     (["train", "sampler.batch_size=2"], "give --config"),
     (["train", "--config", "missing.yaml"], "config file not found: missing.yaml"),
     (["train", "--resume", "no/such/run"], "no such checkpoint file or run directory"),
-    (["plot-log", "no/such/train_log.jsonl", "--out", "x.png"], "training log not found"),
+    (["plot-log", "no/such/train_log.jsonl", "--output", "x.png"], "training log not found"),
 ])
 def test_cli_errors_are_clear(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
@@ -89,6 +89,6 @@ def test_cli_errors_are_clear(args: list[str], message: str, capsys: pytest.Capt
 def test_tiny_config_on_flickrlogos(shared_data: Path, tmp_path: Path) -> None:
     with torch_threads(1):
         assert main(["train", "--config", str(CONFIGS / "tiny.yaml"), "max_iter=1", "val_data=null", "--quiet",
-                     "--output", str(tmp_path / "run")]) == 0
+                     "--output-dir", str(tmp_path / "run")]) == 0
     rec = [r for r in read_log(tmp_path / "run" / "train_log.jsonl") if r["kind"] == "train"]
     assert len(rec) == 1 and rec[0]["num_classes"] == 3

@@ -289,6 +289,18 @@ def test_coco_errors(tmp_path):
     assert "annotations[0]" not in msg
 
 
+def test_coco_duplicate_image_id_and_bad_json_size(tmp_path):
+    path = make_coco(tmp_path, [{"id": 10, "image_id": 1, "category_id": 3, "bbox": [10, 20, 30, 40]}])
+    data = json.loads(path.read_text())
+    data["images"].append({"id": 1, "file_name": "q.jpg"})
+    data["images"][1]["width"], data["images"][1]["height"] = "wide", 64
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError) as info:
+        read_coco(path, tmp_path / "images", tmp_path / "classes")
+    assert info.value.errors == [f"{path}:images[1]:width: not a number: 'wide'",
+                                 f"{path}:images[2]: duplicate image id 1"]
+
+
 # ------------------------------------------------------------------------------ subset/stats/scales
 
 

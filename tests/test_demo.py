@@ -6,17 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from os2d.apps.demo import (
-    INSTANCES_PER_CLASS,
-    DemoScene,
-    box_iou_xyxy,
-    demo_image_size,
-    make_demo_scene,
-    run_demo,
-    topk_recall,
-)
+from os2d.apps.demo.run import demo_image_size, run_demo, topk_recall
+from os2d.apps.demo.scene import INSTANCES_PER_CLASS, DemoScene, make_demo_scene
+from os2d.ops import box_iou
+from os2d.results import Detections
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +51,8 @@ def test_boxes_inside_image_and_not_overlapping(seed):
     for x1, y1, x2, y2 in all_boxes:
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
         assert 120 <= np.sqrt((x2 - x1) * (y2 - y1)) <= 280  # 0.8-1.2 x ~190 px
-    for i, a in enumerate(all_boxes):
-        for b in all_boxes[i + 1:]:
-            assert box_iou_xyxy(a, b) == 0.0
+    iou = box_iou(torch.tensor(all_boxes), torch.tensor(all_boxes))
+    assert torch.equal(iou, torch.eye(len(all_boxes)))  # every box touches only itself
 
 
 def test_class_images_are_textured_and_distinct(scene):
@@ -86,20 +81,22 @@ def test_planted_instances_look_like_their_class(scene):
         assert min(dist, key=dist.get) == name
 
 
-def test_iou_and_topk_recall():
-    assert box_iou_xyxy((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
-    assert box_iou_xyxy((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
-    assert box_iou_xyxy((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
-    gt = [("a", (0, 0, 10, 10)), ("a", (20, 0, 30, 10)), ("b", (0, 20, 10, 30))]
-    dets = [
+def test_topk_recall():
+    gt = [("a", (0, 0, 10, 10)), ("a", (20, 0, 30, 10)), ("b", (0, 20, 10, 30)), ("c", (0, 0, 5, 5))]
+    dets = Detections.from_records([
         {"label": "a", "score": 0.9, "box_xyxy": [0, 0, 10, 10]},
         {"label": "a", "score": 0.8, "box_xyxy": [1, 0, 11, 10]},  # duplicate: takes the 2nd top-k slot
-        {"label": "a", "score": 0.1, "box_xyxy": [20, 0, 30, 10]},  # outside the top-2
         {"label": "b", "score": 0.5, "box_xyxy": [0, 20, 10, 30]},
-    ]
+        {"label": "a", "score": 0.1, "box_xyxy": [20, 0, 30, 10]},  # outside the top-2
+    ], ["a", "b"], (40, 40))
     r = topk_recall(gt, dets)
     assert r["a"] == {"instances": 2, "found": 1, "recall": 0.5}
-    assert r["b"]["recall"] == 1.0
+    assert r["b"] == {"instances": 1, "found": 1, "recall": 1.0}
+    assert r["c"] == {"instances": 1, "found": 0, "recall": 0.0}  # a class without detections
+    # the IoU threshold is inclusive: [0,0,10,10] vs [5,0,15,10] has IoU 1/3
+    shifted = Detections.from_records([{"label": "a", "score": 1.0, "box_xyxy": [5, 0, 15, 10]}], ["a"], (40, 40))
+    assert topk_recall(gt[:1], shifted, iou_threshold=1 / 3)["a"]["found"] == 1
+    assert topk_recall(gt[:1], shifted, iou_threshold=0.34)["a"]["found"] == 0
 
 
 def test_demo_image_size_puts_objects_near_model_size(scene):
@@ -119,7 +116,7 @@ def test_run_demo_end_to_end(tmp_path):
     with Image.open(tmp_path / "demo_detections.png") as im:
         assert im.width == size[0] and im.height > size[1]  # scene + gallery strip
     data = json.loads((tmp_path / "demo_detections.json").read_text())
-    assert data["version"] == 1 and len(data["images"]) == 1
+    assert data["version"] == 1 and len(data["images"]) == 1 and data["classes"] == summary["classes"]
     rec = data["images"][0]
     assert (rec["width"], rec["height"]) == size
     assert rec["detections"] and set(rec["detections"][0]) == {"label", "score", "box_xyxy", "corners_xy"}

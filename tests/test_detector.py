@@ -109,3 +109,53 @@ def test_view_options_belong_to_class_registration(detector):
     assert d.gallery.view_names == ["original", "rot90", "rot180", "rot270"]
     with pytest.raises(ValueError, match="when classes are added"):
         d.detect(scene_with(textured_object(), [(10, 10)]), rotations=False)
+
+
+def test_gallery_is_replaced_through_the_detector_and_checked(detector):
+    from os2d.gallery import ClassGallery
+
+    d = Detector(detector.model, detector.config)
+    d.add_class("a", textured_object(seed=1))
+    d.add_class("b", textured_object(seed=4))
+    before = d.gallery
+    d.remove_class("a")  # a new gallery is swapped in: a detection holding the old one is unaffected
+    assert before.class_names == ["a", "b"] and d.gallery.class_names == ["b"] and d.gallery is not before
+    with pytest.raises(AttributeError):
+        d.gallery = before  # read-only: set_gallery checks what comes in
+    d.set_gallery(before)
+    assert d.classes == ["a", "b"]
+    foreign = ClassGallery.from_payload(before.to_payload() | {"model_id": "0123456789abcdef"})
+    with pytest.raises(ValueError, match="computed by another model"):
+        d.set_gallery(foreign)
+    with pytest.raises(ValueError, match="do not fit this model"):
+        d.set_gallery(ClassGallery(["x"], torch.zeros(1, 225, 7), torch.zeros(1, dtype=torch.long), ["original"]))
+
+
+def test_detect_with_a_subset_gallery_equals_the_full_run_of_that_class(detector):
+    d = Detector(detector.model, detector.config)
+    d.add_class("a", textured_object(seed=1))
+    d.add_class("b", textured_object(seed=2), rotations=True)
+    scene = scene_with(textured_object(seed=2), [(50, 50)])
+    full = d.detect(scene, max_detections=None)
+    only_b = d.detect(scene, gallery=d.gallery.subset(["b"]), max_detections=None)
+    expected = full.filter(full.labels == 1)
+    assert only_b.class_names == ["b"] and len(only_b) == len(expected) > 0
+    torch.testing.assert_close(only_b.scores, expected.scores)
+    torch.testing.assert_close(only_b.boxes_xyxy, expected.boxes_xyxy)
+    with pytest.raises(KeyError, match="'c'"):
+        d.gallery.subset(["c"])
+
+
+def test_gallery_payload_round_trip_and_bad_payloads(detector):
+    from os2d.gallery import ClassGallery
+
+    d = Detector(detector.model, detector.config)
+    d.add_class("a", [textured_object(seed=1), textured_object(seed=3)], horizontal_flip=True)
+    g = ClassGallery.from_payload(d.gallery.to_payload())
+    assert (g.class_names, g.view_names, g.model_id) == (["a"], ["original", "hflip"] * 2, d.gallery.model_id)
+    assert torch.equal(g.kernels, d.gallery.kernels) and torch.equal(g.view_class, d.gallery.view_class)
+    assert ClassGallery.from_payload(ClassGallery().to_payload()).kernels is None
+    with pytest.raises(ValueError, match="cache.pt is not an os2d gallery"):
+        ClassGallery.from_payload({"format": "x"}, source="cache.pt")
+    with pytest.raises(ValueError, match="malformed"):
+        ClassGallery.from_payload({"format": "os2d-gallery", "version": 1}, source="cache.pt")

@@ -11,7 +11,6 @@ import pytest
 from helpers import scene_with, textured_object
 
 from os2d.config import InferenceConfig
-from os2d.data.annotations import AnnotationError
 from os2d.data.spec import (
     FL27_BRANDS,
     FL27_TRAIN_BRANDS,
@@ -21,6 +20,7 @@ from os2d.data.spec import (
     load_dataset,
     load_spec,
 )
+from os2d.data.validate import AnnotationError
 from os2d.evaluation.harness import evaluate_method, evaluate_model, read_detections_jsonl
 from os2d.evaluation.metrics import evaluate_detections
 

@@ -133,3 +133,24 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
     assert export.read_metadata(out)["class_names"] == ["red"]
     assert main(["export", "--height", "64"]) == 2
     assert "nothing to export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weights", ["efficientnet_lite0", "default"])
+def test_class_encoder_equals_model_class_kernels_with_anchor_padding(tmp_path, weights):
+    """The graph encodes a class image as the model does: no anchor padding (EfficientNet-Lite has an
+    ``anchor_pad``; the encoder once padded class images like input images and drifted from the model)."""
+    from os2d.config import ModelConfig
+    from os2d.model.os2d import build_os2d
+    from os2d.weights import load_model
+
+    torch.manual_seed(0)
+    model = build_os2d(ModelConfig(backbone="efficientnet_lite0")) if weights != "default" else load_model("default")
+    assert model.backbone.anchor_pad > 0
+    path = tmp_path / "enc.onnx"
+    export.export_class_encoder_onnx(model, path, exporter="torchscript", verify=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 176, 320, generator=torch.Generator().manual_seed(2))  # not square, not a multiple of 16
+    got = torch.from_numpy(session.run(["kernel"], {"class_image": image.numpy()})[0])
+    with torch.no_grad():
+        ref = model.class_kernels([image[0]])
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)

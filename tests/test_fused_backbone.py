@@ -1,5 +1,5 @@
-"""Inference features through the BatchNorm-folded backbone copy equal the plain backbone's, and the copy
-follows every change of the weights."""
+"""Inference features through the BatchNorm-folded backbone copy equal the plain backbone's, the copy follows
+every change of the weights (the cache's invalidation rule), and ``inference_path`` selects it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from os2d.config import ModelConfig
-from os2d.model.backbone.fuse import fused_copy
+from os2d.model.backbone.fuse import DEFAULT_INFERENCE_PATH, FusedBackboneCache, InferencePath, fused_copy
 from os2d.model.os2d import build_os2d
 
 
@@ -42,14 +42,14 @@ def _fast(model, x):
 @pytest.mark.parametrize("backbone", ["resnet50", "efficientnet_lite0"])
 def test_folded_features_equal_plain_and_state_dict_is_untouched(backbone):
     model = _model(backbone)
-    model.jit_inference = False  # the eager folded copy, whose modules can be inspected (traced: next test)
+    model.inference_path = "folded"  # the eager folded copy, whose modules can be inspected (traced: next test)
     keys = list(model.state_dict())
     x = torch.rand(1, 3, 96, 128)
     plain, fast = _plain(model, x), _fast(model, x)
-    assert "_fused_backbone" in model.__dict__  # the fast path ran
+    assert model.inference_cache.module is not None  # the fast path ran
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()))
     assert list(model.state_dict()) == keys
-    fused = model.__dict__["_fused_backbone"][1]
+    fused = model.inference_cache.module
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules()) == len(model.backbone.conv_bn_pairs())
 
@@ -59,14 +59,14 @@ def test_resnet_inference_runs_traced_and_one_trace_serves_every_size():
     for size in [(96, 128), (80, 112), (33, 47)]:  # the trace was made on 64x64; odd sizes too
         x = torch.rand(1, 3, *size)
         plain, fast = _plain(model, x), _fast(model, x)
-        assert isinstance(model.__dict__["_fused_backbone"][1], torch.jit.ScriptModule)
+        assert isinstance(model.inference_cache.module, torch.jit.ScriptModule)
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5 * float(plain.abs().max()))
     assert not isinstance(_fast_copy(_model("efficientnet_lite0")), torch.jit.ScriptModule)  # not trace-safe
 
 
 def _fast_copy(model):
     _fast(model, torch.rand(1, 3, 64, 64))
-    return model.__dict__["_fused_backbone"][1]
+    return model.inference_cache.module
 
 
 def test_traced_copy_follows_weights_and_is_dropped_by_copy_and_pickle():
@@ -74,15 +74,15 @@ def test_traced_copy_follows_weights_and_is_dropped_by_copy_and_pickle():
     x = torch.rand(1, 3, 64, 96)
     first = _fast_copy(model)
     assert _fast_copy(model) is first  # cached
-    model.jit_inference = False
+    model.inference_path = InferencePath.FOLDED
     assert not isinstance(_fast_copy(model), torch.jit.ScriptModule)
-    model.jit_inference = True
+    model.inference_path = "folded+jit"
     with torch.no_grad():
         model.backbone.layer3[-1].conv3.weight.mul_(2.0)
     torch.testing.assert_close(_fast(model, x), _plain(model, x), rtol=1e-5, atol=1e-5 * float(_plain(model, x).abs().max()))
     assert _fast_copy(model) is not first
     clone = copy.deepcopy(model)  # a ScriptModule in the cache would not survive pickling
-    assert "_fused_backbone" not in clone.__dict__
+    assert clone.inference_cache.module is None and clone.inference_path is InferencePath.FOLDED_JIT
     torch.save(model, io.BytesIO())
     torch.testing.assert_close(_fast(clone, x), _fast(model, x))
 
@@ -97,7 +97,7 @@ def test_trace_failure_falls_back_to_the_eager_folded_copy(monkeypatch):
     x = torch.rand(1, 3, 64, 64)
     with pytest.warns(RuntimeWarning, match="no TorchScript here"):
         fast = _fast(model, x)
-    assert not isinstance(model.__dict__["_fused_backbone"][1], torch.jit.ScriptModule)
+    assert not isinstance(model.inference_cache.module, torch.jit.ScriptModule)
     torch.testing.assert_close(fast, _plain(model, x), rtol=1e-5, atol=1e-5 * float(fast.abs().max()))
 
 
@@ -132,3 +132,37 @@ def test_fused_copy_refuses_a_wrong_pair():
 
     with pytest.raises(TypeError, match="not a Conv2d -> BatchNorm2d pair"):
         fused_copy(Bad())
+
+
+def test_inference_path_is_typed_with_a_documented_default_and_plain_skips_the_copy():
+    model = _model("efficientnet_lite0")
+    assert model.inference_path is DEFAULT_INFERENCE_PATH is InferencePath.FOLDED_JIT
+    with pytest.raises(ValueError, match="not a valid InferencePath"):
+        model.inference_path = "fast"
+    model.inference_path = "plain"
+    x = torch.rand(1, 3, 64, 96)
+    torch.testing.assert_close(_fast(model, x), _plain(model, x))
+    assert model.inference_cache.module is None  # the plain backbone ran, nothing was copied
+    assert "inference_cache" not in "".join(model.state_dict())
+
+
+def test_cache_invalidation_rule():
+    backbone = _model("resnet50").backbone
+    cache = FusedBackboneCache()
+    with torch.no_grad():
+        first = cache.get(backbone, InferencePath.FOLDED)
+        assert cache.get(backbone, InferencePath.FOLDED) is first  # nothing changed: reused
+        jit = cache.get(backbone, InferencePath.FOLDED_JIT)
+        assert jit is not first and isinstance(jit, torch.jit.ScriptModule)  # another kind: rebuilt
+        backbone.conv1.weight.add_(0.0)  # in-place write: the version counter moves
+        assert cache.get(backbone, InferencePath.FOLDED_JIT) is not jit
+        kept = cache.get(backbone, InferencePath.FOLDED_JIT)
+        backbone.conv1.weight = nn.Parameter(backbone.conv1.weight.detach().clone())  # replaced tensor
+        assert cache.get(backbone, InferencePath.FOLDED_JIT) is not kept
+        backbone.double()  # dtype change (and no longer traceable: float64)
+        assert not isinstance(cache.get(backbone, InferencePath.FOLDED_JIT), torch.jit.ScriptModule)
+    with pytest.raises(ValueError, match="plain path"):
+        cache.get(backbone, InferencePath.PLAIN)
+    assert copy.deepcopy(cache).module is None and cache.module is not None
+    cache.clear()
+    assert cache.module is None

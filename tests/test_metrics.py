@@ -14,9 +14,9 @@ from os2d.evaluation.metrics import (
     ImageDetections,
     ImageGroundTruth,
     average_precision,
-    box_iou,
     evaluate_detections,
 )
+from os2d.ops import box_iou
 from os2d.results import Detections
 
 A = [0.0, 0.0, 10.0, 10.0]
@@ -129,8 +129,9 @@ def test_plus_one_crosses_threshold():
     #   plus_one:   areas 10*10=100 and 10*5=50, inter 50 -> IoU 50/100 = 0.5 >= 0.5 -> TP, AP 1
     g = [gt([[0, 0, 9, 9]])]
     d = [det([[0, 0, 9, 4]], [1.0])]
-    assert box_iou(np.array([[0, 0, 9, 4.0]]), np.array([[0, 0, 9, 9.0]]))[0, 0] == pytest.approx(36 / 81)
-    assert box_iou(np.array([[0, 0, 9, 4.0]]), np.array([[0, 0, 9, 9.0]]), plus_one=True)[0, 0] == pytest.approx(0.5)
+    small, big = torch.tensor([[0, 0, 9, 4.0]]).double(), torch.tensor([[0, 0, 9, 9.0]]).double()
+    assert box_iou(small, big).item() == 36 / 81  # exact in float64: the metric's IoU is ops.box_iou
+    assert box_iou(small, big, plus_one=True).item() == 0.5
     assert evaluate_detections(d, g, 1).ap_per_class[0] == pytest.approx(0.0)
     assert evaluate_detections(d, g, 1, plus_one=True).ap_per_class[0] == pytest.approx(1.0)
 

@@ -96,6 +96,29 @@ def test_box_iou_integer_input_and_symmetry() -> None:
     torch.testing.assert_close(box_iou(bx, bx).diagonal(), torch.ones(20))
 
 
+def test_box_iou_plus_one_known_values_and_straightforward_formula() -> None:
+    # VOC "+1": [0,0,9,4] vs [0,0,9,9] -> 10*5 / 10*10 = 0.5 (continuous: 36/81); touching boxes overlap 1 px
+    small, big = torch.tensor([[0.0, 0, 9, 4]]).double(), torch.tensor([[0.0, 0, 9, 9]]).double()
+    assert box_iou(small, big).item() == 36 / 81
+    assert box_iou(small, big, plus_one=True).item() == 0.5
+    assert box_area(big, plus_one=True).item() == 100.0
+    assert box_iou(torch.tensor([[0.0, 0, 4, 4]]), torch.tensor([[4.0, 0, 8, 4]]), plus_one=True).item() \
+        == pytest.approx(5 / 45)
+    g = torch.Generator().manual_seed(1)
+    a = torch.cat([torch.rand(30, 2, generator=g) * 40, torch.rand(30, 2, generator=g) * 40 + 40], 1).double()
+    b = torch.cat([torch.rand(20, 2, generator=g) * 40, torch.rand(20, 2, generator=g) * 40 + 40], 1).double()
+    for o in (0.0, 1.0):  # the textbook formula, element by element, in float64: equal to the last bit
+        expected = torch.zeros(30, 20, dtype=torch.float64)
+        for i in range(30):
+            for j in range(20):
+                iw = max(min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]) + o, 0)
+                ih = max(min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]) + o, 0)
+                area_a = max(a[i, 2] - a[i, 0] + o, 0) * max(a[i, 3] - a[i, 1] + o, 0)
+                area_b = max(b[j, 2] - b[j, 0] + o, 0) * max(b[j, 3] - b[j, 1] + o, 0)
+                expected[i, j] = iw * ih / (area_a + area_b - iw * ih)
+        assert torch.equal(box_iou(a, b, plus_one=o == 1.0), expected)
+
+
 def test_box_iou_shape_errors() -> None:
     with pytest.raises(ValueError):
         box_iou(torch.zeros(3, 5), torch.zeros(2, 4))

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from os2d import weights
 from os2d.config import ModelConfig
 from os2d.model.os2d import build_os2d
 from os2d.train.config import FreezeConfig
 from os2d.train.optim import apply_freeze
-from os2d.weights import WeightsError, load_model, save_checkpoint
+from os2d.weights import DEFAULT_WEIGHTS, WeightsError, load_model, model_fingerprint, save_checkpoint
+from os2d.weights import registry as reg
 
 
 def _lite0():
@@ -35,27 +35,47 @@ def test_compact_half_file_is_the_model_rounded_to_float16(tmp_path: Path) -> No
 
 
 def test_packaged_weights_missing_file_gives_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
+    monkeypatch.setattr(reg, "ASSETS_DIR", tmp_path)
     with pytest.raises(WeightsError, match="missing from this installation"):
-        load_model(next(iter(weights.PACKAGED_WEIGHTS)))
+        load_model(DEFAULT_WEIGHTS)
+    with pytest.raises(WeightsError, match="missing from this installation"):
+        load_model("default")
 
 
 def test_packaged_weights_load_from_the_assets_dir(tmp_path: Path, monkeypatch) -> None:
-    name, filename = next(iter(weights.PACKAGED_WEIGHTS.items()))
+    name, filename = DEFAULT_WEIGHTS, reg.REGISTRY[DEFAULT_WEIGHTS].filename
     save_checkpoint(tmp_path / filename, _lite0(), half=True)
-    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
+    monkeypatch.setattr(reg, "ASSETS_DIR", tmp_path)
     model = load_model(name)
     assert model.config.backbone == "efficientnet_lite0" and not model.training
 
 
 def test_shipped_packaged_weights_load() -> None:
-    for name in weights.PACKAGED_WEIGHTS:
-        if not (weights.ASSETS_DIR / weights.PACKAGED_WEIGHTS[name]).is_file():
+    for name in [e.name for e in reg.REGISTRY.values() if e.kind == "packaged"]:
+        if not reg.packaged_weights_path(name, check=False).is_file():
             pytest.skip(f"{name} not built into this checkout")
         model = load_model(name)
         assert model.config.variant == "v2"
         # a trained TransformNet: its last layer is no longer the zero (identity) init
         assert float(model.transform_net.linear.weight.detach().abs().sum()) > 0
+
+
+def test_fingerprint_follows_the_weights() -> None:
+    model = _lite0()
+    first = model_fingerprint(model)
+    assert model_fingerprint(model) == first  # unchanged model: same id (memoised)
+    assert model_fingerprint(_lite0()) == first  # same weights in another model: same id
+    with torch.no_grad():
+        model.transform_net.linear.bias.add_(0.5)  # in place, e.g. an optimizer step
+    changed = model_fingerprint(model)
+    assert changed != first and model_fingerprint(model) == changed
+    model.load_state_dict(_lite0().state_dict())  # copied back: the original id again
+    assert model_fingerprint(model) == first
+    model.transform_net.linear.bias = torch.nn.Parameter(torch.ones_like(model.transform_net.linear.bias))
+    replaced = model_fingerprint(model)
+    assert replaced not in (first, changed)  # a replaced tensor
+    model.transform_net.conv[1].running_mean.add_(0.1)  # a buffer, as a training forward moves BN statistics
+    assert model_fingerprint(model) != replaced
 
 
 def test_backbone_train_last_unfreezes_only_the_last_blocks() -> None:

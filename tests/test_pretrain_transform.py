@@ -21,10 +21,8 @@ from os2d.pretrain import (
     evaluate_alignment,
     grid_loss,
     grid_points,
-    load_transform_net,
     make_pairs,
     pretrain_transform,
-    save_transform_net,
 )
 from os2d.pretrain.alignment import (
     pair_correlation,
@@ -41,6 +39,7 @@ from os2d.pretrain.warps import (
     sample_crop,
     sample_warp,
 )
+from os2d.train.transform_file import load_transform_net, save_transform_net
 from os2d.weights import WeightsError
 
 # Toy backbone (stride 16, no anchor padding): a 256 px canvas gives a 16 x 16 map, centre (8, 8), enough for
@@ -273,6 +272,20 @@ def test_cli_errors_are_clear(tmp_path):
     assert main(["pretrain-transform", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["pretrain-transform", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_lr_schedule_warms_up_then_cosine():
+    from os2d.pretrain.trainer import lr_at
+
+    cfg = PretrainConfig(lr=1e-3, min_lr_ratio=0.1)
+    # warm-up over min(50, total // 10) = 50 updates: lr * (step + 1) / 50, then the cosine starts at lr
+    assert lr_at(0, 1000, cfg) == pytest.approx(1e-3 / 50)
+    assert lr_at(24, 1000, cfg) == pytest.approx(0.5e-3)
+    assert lr_at(49, 1000, cfg) == pytest.approx(1e-3)
+    assert lr_at(50, 1000, cfg) == pytest.approx(1e-3)
+    assert lr_at(525, 1000, cfg) == pytest.approx(0.55e-3)  # half way through the cosine
+    assert lr_at(999, 1000, cfg) == pytest.approx(0.1e-3, rel=1e-4)
+    assert lr_at(0, 9, cfg) == pytest.approx(1e-3)  # fewer than 10 updates: no warm-up
 
 
 def test_config_validation():

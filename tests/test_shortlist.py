@@ -11,7 +11,8 @@ from conftest import make_toy_model
 from helpers import scene_with, textured_object
 from PIL import Image
 
-from os2d.apps.cli.main import _inference_config, build_parser
+from os2d.apps.cli.common import inference_config
+from os2d.apps.cli.main import build_parser
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.shortlist import (
@@ -98,9 +99,9 @@ def test_config_and_cli_option():
     with pytest.raises(ValueError, match="shortlist_top_k"):
         InferenceConfig(shortlist_top_k=0)
     args = build_parser().parse_args(["detect", "x.jpg", "-o", "o.json", "--shortlist", "3"])
-    assert _inference_config(args).shortlist_top_k == 3
+    assert inference_config(args).shortlist_top_k == 3
     args = build_parser().parse_args(["detect", "x.jpg", "-o", "o.json"])
-    assert _inference_config(args).shortlist_top_k is None
+    assert inference_config(args).shortlist_top_k is None
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_k_at_least_number_of_classes_changes_nothing(toy_detector, scene):
 def test_k_below_classes_gives_the_full_run_detections_of_the_shortlisted_classes(toy_detector, scene, k):
     det = toy_detector
     g = det.gallery
-    from os2d.inference.detect import prepare_levels
+    from os2d.inference.pyramid import prepare_levels
 
     feats = [det.model.extract_features(lv[None]) for lv in prepare_levels(scene, det.config)]
     views, scores = shortlist_views(feats, g.kernels, g.view_class, len(g), k,

@@ -84,5 +84,26 @@ def test_two_process_gloo_training(tmp_path: Path) -> None:
     assert ckpt["sampler"]["images_per_step"] == 2
 
 
+
+def test_context_from_env_reads_torchrun_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from os2d.train.distributed import DistContext, context_from_env
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = context_from_env()
+    assert ctx == DistContext(0, 1, 0) and ctx.is_main and not ctx.enabled
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    ctx = context_from_env()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main, ctx.enabled) == (3, 4, 1, False, True)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="rank 4 of world size 4"):
+        context_from_env()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="must be integers"):
+        context_from_env()
+
+
 if __name__ == "__main__":
     worker(sys.argv[1], sys.argv[2])

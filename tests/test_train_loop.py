@@ -209,7 +209,7 @@ def test_non_finite_loss_skips_the_update(dataset_spec: dict[str, object], tmp_p
 
 
 def test_init_from_model_file_and_transform_file(dataset_spec: dict[str, object], tmp_path: Path) -> None:
-    from os2d.pretrain.transform_file import save_transform_net
+    from os2d.train.transform_file import save_transform_net
     from os2d.weights import WeightsError, save_checkpoint
 
     cfg = train_config_from_dict(tiny_config_dict(dataset_spec, tmp_path / "run"))

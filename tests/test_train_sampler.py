@@ -10,7 +10,7 @@ import torch
 from helpers import textured_object
 from PIL import Image
 
-from os2d.data.annotations import ClassRecord, DetectionDataset, ImageRecord
+from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
 from os2d.train.sampler import MinedPatch, PatchSampler, SamplerConfig, TrainBatch, box_coverage
 
 OBJ = 64  # object side in the generated scenes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,18 @@ from os2d.config import ModelConfig
 from os2d.model.backbone.resnet import _make_stage
 from os2d.model.os2d import Os2dModel, build_os2d
 from os2d.weights import (
+    WeightsError,
+    convert,
+    load_model,
+    model_from_file,
+    read_weights_file,
+    save_checkpoint,
+)
+from os2d.weights.convert import (
     OFFICIAL_BACKBONE_PREFIX,
     OFFICIAL_CLASS_BACKBONE_PREFIX,
     OFFICIAL_TRANSFORM_PREFIX,
-    WeightsError,
-    convert,
     convert_official_checkpoint,
-    load_model,
-    save_checkpoint,
 )
 
 # ------------------------------------------------------------------------------------------------------------
@@ -232,13 +237,13 @@ def test_caffe2_format_accepts_renamed_files(files):
 
 
 def test_backbone_only_file_gives_identity_transform_model(files, r50):
-    model, report = convert.model_from_file(files["imagenet-caffe-resnet50-features-ac468af.pth"])
+    model, report = model_from_file(files["imagenet-caffe-resnet50-features-ac468af.pth"])
     assert (model.config.backbone, model.config.variant) == ("resnet50", "v2")
     assert report.loaded == ["backbone"]
     torch.testing.assert_close(model.transform_net.linear.bias, torch.tensor([1.0, 0, 0, 0, 1, 0]))
     assert not model.transform_net.linear.weight.detach().any()
     assert convert.count_parameters(model) == 10_169_478  # the reference's R50 V2 count
-    v1, _ = convert.model_from_file(files["resnet50-19c8e357.pth"], variant="v1")
+    v1, _ = model_from_file(files["resnet50-19c8e357.pth"], variant="v1")
     assert v1.config.variant == "v1" and v1.transform_net.num_params == 4
 
 
@@ -265,8 +270,8 @@ def test_depth_and_architecture_mismatch(files):
     effnet = build_os2d(ModelConfig(backbone="efficientnet_lite0"), pretrained_backbone=False)
     with pytest.raises(WeightsError, match="not a ResNet"):
         convert.init_backbone_from_file(effnet, files["resnet50-19c8e357.pth"])
-    with pytest.raises(WeightsError, match="resnet50 trunk, not resnet101"):
-        convert.model_from_file(files["resnet50-19c8e357.pth"], backbone="resnet101")
+    with pytest.raises(WeightsError, match="holds resnet50 trunk weights, expected resnet101"):
+        model_from_file(files["resnet50-19c8e357.pth"], backbone="resnet101")
 
 
 def test_resnet101_key_and_shape_logic_without_memory():
@@ -292,7 +297,7 @@ def test_resnet101_key_and_shape_logic_without_memory():
 
 
 def test_official_checkpoint_round_trip_and_outputs(files, r50):
-    model, report = convert.model_from_file(files["os2d_v2-official.pth"])
+    model, report = model_from_file(files["os2d_v2-official.pth"])
     assert report.format == "official" and (report.backbone, report.variant) == ("resnet50", "v2")
     assert report.dropped and all(k.startswith("net_label_features.") for k in report.dropped)
     assert_same_state(model, r50)
@@ -319,10 +324,10 @@ def test_official_variant_inference(depth, params, variant):
 
 
 def test_official_expectations_checked(files):
-    with pytest.raises(WeightsError, match="V2 model, not V1"):
-        convert.model_from_file(files["os2d_v2-official.pth"], variant="v1")
-    with pytest.raises(WeightsError, match="resnet50 model, not resnet101"):
-        convert.model_from_file(files["os2d_v2-official.pth"], backbone="resnet101")
+    with pytest.raises(WeightsError, match="holds resnet50 V2 weights, expected V1$"):
+        model_from_file(files["os2d_v2-official.pth"], variant="v1")
+    with pytest.raises(WeightsError, match="holds resnet50 V2 weights, expected resnet101$"):
+        model_from_file(files["os2d_v2-official.pth"], backbone="resnet101")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -353,14 +358,14 @@ def test_weakalign_needs_v2_and_file_extras_load_safely(files):
     with pytest.raises(WeightsError, match="P=6"):
         convert.init_transform_from_weakalign(v1, files["weakalign.pth.tar"])
     # the file (legacy serialisation with argparse.Namespace and numpy arrays) is read with weights_only
-    obj = convert.read_weights_file(files["weakalign.pth.tar"])
+    obj = read_weights_file(files["weakalign.pth.tar"])
     assert isinstance(obj["args"], argparse.Namespace) and obj["train_loss"].shape == (5,)
     with pytest.raises(WeightsError, match="no feature extractor"):
-        convert.model_from_file(files["weakalign.pth.tar"])
+        model_from_file(files["weakalign.pth.tar"])
 
 
 def test_weakalign_as_transform_of_a_backbone_file(files):
-    model, report = convert.model_from_file(files["imagenet-caffe-resnet50-features-ac468af.pth"],
+    model, report = model_from_file(files["imagenet-caffe-resnet50-features-ac468af.pth"],
                                             transform=files["weakalign.pth.tar"])
     assert report.loaded == ["backbone", "transform_net"]  # the V2-init recipe
     expected = weakalign_regression().linear.weight.reshape(6, 64, 5, 5)
@@ -382,19 +387,20 @@ def test_weakalign_layout_errors(tmp_path):
 
 def test_wrong_format_gives_clear_error(tmp_path, files):
     torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(WeightsError, match=r"unrecognised weights format.*Formats tried: os2d.*official.*weakalign"
+    with pytest.raises(WeightsError, match=r"is not an os2d checkpoint nor another known weights format.*Formats tried: os2d.*official.*weakalign"
                                            r".*cirtorch.*torchvision.*caffe2"):
-        convert.model_from_file(tmp_path / "other.pth")
+        model_from_file(tmp_path / "other.pth")
     with pytest.raises(WeightsError, match=r"not a cirtorch.*looks like torchvision"):
         convert.init_backbone_from_file(fresh(), files["resnet50-19c8e357.pth"], format="cirtorch")
     with pytest.raises(WeightsError, match="unknown format"):
-        convert.model_from_file(files["resnet50-19c8e357.pth"], format="keras")
+        model_from_file(files["resnet50-19c8e357.pth"], format="keras")
     (tmp_path / "text.pth").write_text("<html>not a checkpoint</html>")
     with pytest.raises(WeightsError, match="not a PyTorch weights file"):
-        convert.model_from_file(tmp_path / "text.pth")
+        model_from_file(tmp_path / "text.pth")
     (tmp_path / "cut.pth").write_bytes((tmp_path / "other.pth").read_bytes()[:100])  # truncated download
-    with pytest.raises(WeightsError, match="cannot read"):
-        convert.model_from_file(tmp_path / "cut.pth")
+    with pytest.raises(WeightsError, match=r"cannot read .*cut\.pth as a weights file: corrupt or truncated \("
+                                           r"PytorchStreamReader failed reading zip archive"):
+        model_from_file(tmp_path / "cut.pth")
 
 
 class _Exploit:
@@ -409,31 +415,59 @@ def test_tampered_pickle_is_refused_and_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "resnet50-evil.pth"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "payload": _Exploit(marker)}, path)
-    for load in (convert.read_weights_file, convert.model_from_file,
+    for load in (read_weights_file, model_from_file,
                  lambda p: convert.init_backbone_from_file(fresh(), p), load_model):
-        with pytest.raises(WeightsError, match="refused or corrupt"):
+        with pytest.raises(WeightsError, match="as a weights file: it needs unsafe pickled objects"):
             load(path)
-    with pytest.raises(WeightsError, match=r"needs (posix|os|nt)\.system, which is not plain tensor data"):
-        convert.read_weights_file(path)
+    with pytest.raises(WeightsError) as info:
+        read_weights_file(path)
+    message = str(info.value)  # one line, not torch's advice to pass weights_only=False
+    assert re.fullmatch(rf"cannot read {re.escape(str(path))} as a weights file: it needs unsafe pickled objects "
+                        r"\((posix|os|nt)\.system\); os2d unpickles only tensors and plain data, never code", message)
     legacy = tmp_path / "legacy-evil.pth"  # pre-1.6 serialisation, same refusal
     torch.save({"net": _Exploit(marker)}, legacy, _use_new_zipfile_serialization=False)
-    with pytest.raises(WeightsError, match="refused or corrupt"):
-        convert.model_from_file(legacy)
+    with pytest.raises(WeightsError, match="needs unsafe pickled objects"):
+        model_from_file(legacy)
     assert not marker.exists()
 
 
 def test_our_checkpoint_round_trip_and_variant_expectation(tmp_path, r50):
     path = tmp_path / "ours.pth"
     save_checkpoint(path, r50, step=3)
-    model, report = convert.model_from_file(path)
+    model, report = model_from_file(path)
     assert report.format == "os2d" and model.config == r50.config
     assert_same_state(model, r50)
     assert_same_state(load_model(path), r50)
-    with pytest.raises(WeightsError, match="expected resnet101 v1"):
+    with pytest.raises(WeightsError, match="holds resnet50 V2 weights, expected resnet101 V1"):
         load_model(path, expect=ModelConfig.v1("resnet101"))
-    with pytest.raises(WeightsError, match="V2 model, not V1"):
-        convert.model_from_file(path, variant="v1")
+    with pytest.raises(WeightsError, match="holds resnet50 V2 weights, expected V1$"):
+        model_from_file(path, variant="v1")
     # its backbone can initialise another model
     other = fresh()
     convert.init_backbone_from_file(other, path)
     assert_same_state(other.backbone, r50.backbone)
+
+
+def test_load_model_reads_backbone_files_by_path_like_registry_names(files, r50):
+    model = load_model(files["imagenet-caffe-resnet50-features-ac468af.pth"])
+    assert (model.config.backbone, model.config.variant) == ("resnet50", "v2") and not model.training
+    assert_same_state(model.backbone, r50.backbone, skip_num_batches=True)
+    v1 = load_model(files["resnet50-19c8e357.pth"], expect=ModelConfig.v1("resnet50"))  # a trunk fits either head
+    assert v1.config.variant == "v1" and v1.transform_net.num_params == 4
+    with pytest.raises(WeightsError, match="holds resnet50 trunk weights, expected resnet101 V1"):
+        load_model(files["resnet50-19c8e357.pth"], expect=ModelConfig.v1("resnet101"))
+
+
+def test_one_architecture_check():
+    from os2d.weights.loading import check_expected
+
+    check_expected("f", "resnet50", "v2")  # no expectation
+    check_expected("f", "resnet50", "v2", expect_backbone="resnet50", expect_variant="v2")
+    check_expected("f", "resnet50", None, expect_variant="v1")  # trunk: any head
+    with pytest.raises(WeightsError, match=r"^f holds resnet50 V2 weights, expected V1$"):
+        check_expected("f", "resnet50", "v2", expect_variant="v1")
+    with pytest.raises(WeightsError, match=r"^f holds resnet50 trunk weights, expected resnet101$"):
+        check_expected("f", "resnet50", None, expect_backbone="resnet101")
+    with pytest.raises(WeightsError, match=r"^efficientnet_lite0-imagenet holds efficientnet_lite0 V2 weights, "
+                                           r"expected resnet50 V2$"):
+        load_model("efficientnet_lite0-imagenet", expect=ModelConfig.v2("resnet50"))

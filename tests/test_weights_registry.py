@@ -16,7 +16,8 @@ import torch
 
 from os2d.apps.cli.main import main
 from os2d.config import ModelConfig
-from os2d.weights import BUILTIN_WEIGHTS, WeightsError, load_model, save_checkpoint
+from os2d.weights import WeightsError, load_model, save_checkpoint
+from os2d.weights import download as dl
 from os2d.weights import registry as reg
 
 PAYLOAD = b"PK\x03\x04" + bytes(range(256)) * 40  # looks like a zip (torch.save) file, not like HTML
@@ -34,12 +35,17 @@ def isolated_dirs(tmp_path, monkeypatch):
 
 
 def test_entries_are_complete_and_honest():
-    assert set(BUILTIN_WEIGHTS) <= set(reg.REGISTRY)
+    kinds = {name: e.kind for name, e in reg.REGISTRY.items()}
+    assert {n for n, k in kinds.items() if k == "builtin"} == {"efficientnet_lite0-imagenet",
+                                                               "efficientnet_lite2-imagenet"}
+    assert {n for n, k in kinds.items() if k == "packaged"} == {reg.DEFAULT_WEIGHTS} == {"os2d-lite0-v2"}
     for name, e in reg.REGISTRY.items():
         assert e.name == name and e.licence and e.description and e.origin
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
         if e.kind == "builtin":
             assert e.filename is None and e.download_url is None
+        elif e.kind == "packaged":
+            assert e.filename and e.download_url is None and e.format == "os2d"
         else:
             assert e.filename and e.download_url and e.format in ("official", "torchvision", "caffe2", "cirtorch",
                                                                   "weakalign")
@@ -90,6 +96,21 @@ def test_offline_dir_is_searched_first(tmp_path, monkeypatch):
     assert reg.resolve("efficientnet_lite0-imagenet") is None  # builtin: no file
 
 
+def test_packaged_names_resolve_in_the_package_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(reg, "ASSETS_DIR", tmp_path / "assets")
+    cache = reg.weights_cache_dir()
+    cache.mkdir(parents=True)
+    (cache / "os2d_lite0_v2.pt").write_bytes(b"x")  # never looked for outside the package
+    assert reg.resolve("os2d-lite0-v2") is None
+    with pytest.raises(WeightsError, match=r"packaged weights 'os2d-lite0-v2' are missing from this installation"):
+        reg.packaged_weights_path("os2d-lite0-v2")
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "os2d_lite0_v2.pt").write_bytes(b"x")
+    assert reg.resolve("os2d-lite0-v2").path == tmp_path / "assets" / "os2d_lite0_v2.pt"
+    with pytest.raises(ValueError, match="not packaged"):
+        reg.packaged_weights_path("os2d_v2-train")
+
+
 def test_load_model_resolves_registry_and_imported_names(tmp_path, monkeypatch):
     from test_weights_convert import official_layout
 
@@ -110,7 +131,7 @@ def test_load_model_resolves_registry_and_imported_names(tmp_path, monkeypatch):
     loaded = load_model("os2d_v2-train")
     assert (loaded.config.backbone, loaded.config.variant) == ("resnet50", "v2")
     torch.testing.assert_close(loaded.transform_net.linear.bias, r50.transform_net.linear.bias)
-    with pytest.raises(WeightsError, match="expected resnet101 v1"):
+    with pytest.raises(WeightsError, match="holds resnet50 V2 weights, expected resnet101 V1"):
         load_model("os2d_v2-train", expect=ModelConfig.v1("resnet101"))
 
     save_checkpoint(reg.weights_cache_dir() / "my-model.pth", model)  # as `os2d weights import --name my-model`
@@ -186,14 +207,14 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 def test_download_with_hash_check_and_atomic_rename(server, tmp_path):
     dest = tmp_path / "dl"
-    path = reg.download("x", entry=_entry(url=f"{server}/file.pth", sha256=SHA), dest_dir=dest, progress=False)
+    path = dl.download("x", entry=_entry(url=f"{server}/file.pth", sha256=SHA), dest_dir=dest, progress=False)
     assert path == dest / "test-weights.pth" and path.read_bytes() == PAYLOAD
-    assert reg.download("x", entry=_entry(url=f"{server}/nothing", sha256=SHA), dest_dir=dest) == path  # present
+    assert dl.download("x", entry=_entry(url=f"{server}/nothing", sha256=SHA), dest_dir=dest) == path  # present
     with pytest.raises(WeightsError, match="does not match the expected"):
-        reg.download("x", entry=_entry(url=f"{server}/file.pth", sha256="0" * 64), dest_dir=tmp_path / "bad",
+        dl.download("x", entry=_entry(url=f"{server}/file.pth", sha256="0" * 64), dest_dir=tmp_path / "bad",
                      progress=False)
     with pytest.raises(WeightsError, match="does not start with"):
-        reg.download("x", entry=_entry(url=f"{server}/file.pth", sha256_prefix="deadbeef"),
+        dl.download("x", entry=_entry(url=f"{server}/file.pth", sha256_prefix="deadbeef"),
                      dest_dir=tmp_path / "bad", progress=False)
     assert list((tmp_path / "bad").iterdir()) == []  # no partial or unverified file left behind
 
@@ -201,16 +222,16 @@ def test_download_with_hash_check_and_atomic_rename(server, tmp_path):
 def test_download_file_url_and_errors(server, tmp_path):
     src = tmp_path / "src.pth"
     src.write_bytes(PAYLOAD)
-    path = reg.download("x", entry=_entry(url=src.as_uri(), sha256=SHA), dest_dir=tmp_path / "a", progress=False)
+    path = dl.download("x", entry=_entry(url=src.as_uri(), sha256=SHA), dest_dir=tmp_path / "a", progress=False)
     assert path.read_bytes() == PAYLOAD
     with pytest.raises(WeightsError, match=r"web page instead of the file.*os2d weights import PATH"):
-        reg.download("x", entry=_entry(url=f"{server}/login"), dest_dir=tmp_path / "b", progress=False)
+        dl.download("x", entry=_entry(url=f"{server}/login"), dest_dir=tmp_path / "b", progress=False)
     with pytest.raises(WeightsError, match=r"failed.*(404|Not Found)"):
-        reg.download("x", entry=_entry(url=f"{server}/missing.pth"), dest_dir=tmp_path / "b", progress=False)
+        dl.download("x", entry=_entry(url=f"{server}/missing.pth"), dest_dir=tmp_path / "b", progress=False)
     with pytest.raises(WeightsError, match="built in"):
-        reg.download("efficientnet_lite0-imagenet")
+        dl.download("efficientnet_lite0-imagenet")
     with pytest.raises(WeightsError, match="unknown weights"):
-        reg.download("no-such-weights")
+        dl.download("no-such-weights")
     assert list((tmp_path / "b").iterdir()) == []
 
 
@@ -218,7 +239,7 @@ def test_download_file_url_and_errors(server, tmp_path):
 def test_google_drive_confirm_token(server, tmp_path, monkeypatch, gdrive_id):
     monkeypatch.setattr(reg, "GDRIVE_URL", server + "/uc?export=download&id={id}")
     entry = _entry(url=None, gdrive_id=gdrive_id)
-    path = reg.download("x", entry=entry, dest_dir=tmp_path, progress=False)
+    path = dl.download("x", entry=entry, dest_dir=tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
 
 
@@ -227,7 +248,7 @@ def test_google_drive_without_token_gives_manual_instructions(server, tmp_path, 
     entry = _entry(url=None, gdrive_id="QUOTA")
     with pytest.raises(WeightsError, match=r"drive\.google\.com/open\?id=QUOTA.*os2d weights import PATH --name "
                                            r"test-weights"):
-        reg.download("x", entry=entry, dest_dir=tmp_path, progress=False)
+        dl.download("x", entry=entry, dest_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -271,7 +292,7 @@ def test_cli_import_and_use(capsys, tmp_path):
     assert load_model("r50-v1").config.variant == "v1"
     assert main(["weights", "import", str(src), "--name", "x", "--backbone", "resnet101"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("os2d: error:") and "resnet50 trunk, not resnet101" in err and "Traceback" not in err
+    assert err.startswith("os2d: error:") and "holds resnet50 trunk weights, expected resnet101" in err and "Traceback" not in err
 
 
 def test_cli_errors_are_messages(capsys, tmp_path):
@@ -282,7 +303,7 @@ def test_cli_errors_are_messages(capsys, tmp_path):
     torch.save({"net": _Exploit(marker)}, evil)
     assert main(["weights", "import", str(evil)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("os2d: error:") and "refused" in err and not marker.exists()
+    assert err.startswith("os2d: error:") and "needs unsafe pickled objects" in err and not marker.exists()
     assert main(["weights", "import", str(tmp_path / "absent.pth")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["weights", "download", "no-such-weights"]) == 2

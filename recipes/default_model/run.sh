@@ -19,11 +19,11 @@ PY
 
 # 2. 600 synthetic shelves / scenes on Grocery Store TRAIN photos (~3 min)
 os2d synth --class-images "$RUNS/synth/classes.csv" --backgrounds "$DATA/grocerystore/dataset/train" \
-    --out "$RUNS/synth/out" --num-images 600 --seed 0 --overwrite
+    --output-dir "$RUNS/synth/out" --num-images 600 --seed 0 --overwrite
 
 # 3. TransformNet pretraining on Grocery Store photos, no labels (~28 min + pair generation)
 os2d pretrain-transform --images "$DATA/grocerystore/dataset/train" --eval-images "$DATA/grocerystore/dataset/val" \
-    --out "$RUNS/pretrain-transform" --num-pairs 2000 --eval-pairs 250 --epochs 5 --lr 7e-4 --seed 0
+    --output-dir "$RUNS/pretrain-transform" --num-pairs 2000 --eval-pairs 250 --epochs 5 --lr 7e-4 --seed 0
 
 # 4. training data: FL27 dev boxes of the 14 training brands + the synthetic images
 python recipes/default_model/make_train_csv.py --fl27 "$DATA/flickrlogos27-dev" --synth "$RUNS/synth/out" \
@@ -44,16 +44,16 @@ os2d train --config recipes/default_model/train_stage2.yaml \
 # 7. the shipping rule, on Grocery Store val photos (seen products, new scenes): stage 2 ships if its mAP is at
 #    least stage 1's + 1.0 (it was 76.6 vs 73.3). The FL27 held-out brands and the demo shelf are not used.
 os2d synth --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
-    --backgrounds "$DATA/grocerystore/dataset/val" --out "$RUNS/synth-grocery-eval" \
+    --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$RUNS/synth-grocery-eval" \
     --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite
 for stage in run stage2; do
     os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" --classes "$RUNS/synth-grocery-eval/class_images.csv" \
         --image-dir "$RUNS/synth-grocery-eval" --weights "$RUNS/default-model/$stage/final.pt" \
-        --out "$RUNS/default-model/$stage/synth-val" --quiet --no-plots
+        --output-dir "$RUNS/default-model/$stage/synth-val" --quiet --no-plots
 done
 
 # 8. the shipped file: inference-only, float16 (4.8 MB)
-os2d weights compact "$RUNS/default-model/stage2/final.pt" src/os2d/assets/os2d_lite0_v2.pt --force
+os2d weights compact "$RUNS/default-model/stage2/final.pt" -o src/os2d/assets/os2d_lite0_v2.pt --force
 
 # 9. the model card's numbers
 python benchmarks/fl27_table.py --scales 1.0

@@ -11,7 +11,8 @@ import torch
 
 from os2d.config import InferenceConfig
 from os2d.gallery import ClassGallery, encode_class_images
-from os2d.inference.detect import detect_levels, prepare_levels
+from os2d.inference.detect import detect_levels
+from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import ClassDescriptorCache
 from os2d.io import ImageSource, load_image
 from os2d.model.os2d import Os2dModel
@@ -34,6 +35,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class Detector:
     """One-shot detector: register classes from one (or a few) pictures, then detect them in any image.
 
+    The one inference entry of the package: the CLI, the service and the folder runner detect through it.
+    Its gallery is never changed in place: :meth:`add_class`, :meth:`remove_class`, :meth:`set_gallery` and
+    :meth:`load_gallery` swap in a new one, so a detection running in another thread keeps the gallery it
+    started with.
+
     Example:
         >>> det = Detector.from_weights("default")
         >>> det.add_class("cereal", "cereal_box.jpg")
@@ -46,7 +52,7 @@ class Detector:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = config or InferenceConfig()
-        self.gallery = ClassGallery(model_id=model_fingerprint(model))
+        self._gallery = ClassGallery(model_id=model_fingerprint(model))
         self._shortlist_desc = ClassDescriptorCache()  # class descriptors of the gallery for shortlist_top_k
 
     @classmethod
@@ -56,9 +62,25 @@ class Detector:
         config = (config or InferenceConfig()).replace(**config_changes) if config_changes else config
         return cls(load_model(weights), config, device=device)
 
+    # ------------------------------------------------------------------------------------------------ gallery
+
+    @property
+    def gallery(self) -> ClassGallery:
+        """The registered classes (read-only: change it with the methods below)."""
+        return self._gallery
+
     @property
     def classes(self) -> list[str]:
-        return list(self.gallery.class_names)
+        return list(self._gallery.class_names)
+
+    def encode_class_images(self, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
+                            horizontal_flip: bool | None = None) -> tuple[torch.Tensor, list[str]]:
+        """Kernels (V, S*S, C) and view names of class images, with the views of :meth:`add_class`
+        (:func:`os2d.gallery.encode_class_images`); for galleries built by hand (:meth:`ClassGallery.add`)."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        rot = self.config.rotations if rotations is None else rotations
+        flip = self.config.horizontal_flip if horizontal_flip is None else horizontal_flip
+        return encode_class_images(self.model, items, rotations=rot, horizontal_flip=flip)
 
     def add_class(self, name: str, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
                   horizontal_flip: bool | None = None) -> None:
@@ -69,51 +91,81 @@ class Detector:
         """
         if not name or not isinstance(name, str):
             raise ValueError("class name must be a non-empty string")
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not items:
+        if isinstance(images, (list, tuple)) and not images:
             raise ValueError(f"class {name!r}: no class image given")
-        rot = self.config.rotations if rotations is None else rotations
-        flip = self.config.horizontal_flip if horizontal_flip is None else horizontal_flip
-        self.gallery.add(name, *encode_class_images(self.model, items, rotations=rot, horizontal_flip=flip))
+        gallery = self._gallery.copy()
+        gallery.add(name, *self.encode_class_images(images, rotations=rotations, horizontal_flip=horizontal_flip))
+        self._gallery = gallery
 
     def remove_class(self, name: str) -> None:
-        self.gallery.remove(name)
+        """Delete class ``name`` (``KeyError`` if absent); later labels shift down by one."""
+        gallery = self._gallery.copy()
+        gallery.remove(name)
+        self._gallery = gallery
+
+    def set_gallery(self, gallery: ClassGallery) -> None:
+        """Replace the gallery; it must come from this detector's model (same ``model_id``, kernel shape)."""
+        self._check_gallery(gallery)
+        self._gallery = gallery
+
+    def _check_gallery(self, gallery: ClassGallery) -> None:
+        own = self._gallery.model_id
+        if gallery.model_id and gallery.model_id != own:
+            raise ValueError(f"gallery computed by another model ({gallery.model_id}); this detector's model is {own}")
+        cells, channels = self.model.config.class_grid_size ** 2, self.model.feature_channels
+        if gallery.kernels is not None and tuple(gallery.kernels.shape[1:]) != (cells, channels):
+            raise ValueError(f"gallery kernels {tuple(gallery.kernels.shape)} do not fit this model: (V, {cells}, "
+                             f"{channels}) expected")
 
     def save_gallery(self, path: str | Path) -> None:
-        self.gallery.save(path)
+        self._gallery.save(path)
 
     def load_gallery(self, path: str | Path) -> None:
         """Replace the gallery with a saved one (must come from the same model)."""
         gallery = ClassGallery.load(path)
-        if gallery.model_id and gallery.model_id != self.gallery.model_id:
-            raise ValueError(f"gallery {path} was computed by another model ({gallery.model_id}); "
-                             f"this detector's model is {self.gallery.model_id}")
-        self.gallery = gallery
+        try:
+            self.set_gallery(gallery)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
-    def detect(self, image: ImageSource, **config_changes: Any) -> Detections:
-        """Detect all gallery classes in one image; keyword arguments override :class:`InferenceConfig` fields."""
-        view_opts = {"rotations", "horizontal_flip"} & set(config_changes)
+    # ---------------------------------------------------------------------------------------------- detection
+
+    def detect(self, image: ImageSource, *, gallery: ClassGallery | None = None,
+               **config_changes: Any) -> Detections:
+        """Detect all gallery classes in one image; keyword arguments override :class:`InferenceConfig` fields.
+
+        Args:
+            image: any :data:`os2d.io.ImageSource`.
+            gallery: classes to detect instead of the detector's own (e.g. a :meth:`ClassGallery.subset` of
+                it, or classes encoded for one request with :meth:`encode_class_images`).
+        """
+        config = self._config(config_changes)
+        img = load_image(image)
+        return self._detect_levels(prepare_levels(img, config), img.size, config, gallery)
+
+    def detect_pyramid(self, levels: list[torch.Tensor], original_size: tuple[int, int], *,
+                       gallery: ClassGallery | None = None, **config_changes: Any) -> Detections:
+        """Detect in an image pyramid made by ``os2d.inference.pyramid.prepare_levels(image, detector.config)``
+        (with the same config changes), e.g. in a background thread; equal to :meth:`detect` on that image."""
+        return self._detect_levels(levels, original_size, self._config(config_changes), gallery)
+
+    def detect_many(self, images: Iterable[ImageSource], **config_changes: Any) -> list[Detections]:
+        return [self.detect(im, **config_changes) for im in images]
+
+    def _config(self, changes: dict[str, Any]) -> InferenceConfig:
+        view_opts = {"rotations", "horizontal_flip"} & set(changes)
         if view_opts:
             raise ValueError(f"{sorted(view_opts)} take effect when classes are added: pass them to "
                              "Detector.from_weights(...) or add_class(...), not to detect()")
-        config = self.config.replace(**config_changes) if config_changes else self.config
-        img = load_image(image)
-        return self._detect_levels(prepare_levels(img, config), img.size, config)
+        return self.config.replace(**changes) if changes else self.config
 
-    def detect_pyramid(self, levels: list[torch.Tensor], original_size: tuple[int, int],
-                       **config_changes: Any) -> Detections:
-        """Detect in an image pyramid made by ``os2d.inference.detect.prepare_levels(image, detector.config)``
-        (with the same config changes), e.g. in a background thread; equal to :meth:`detect` on that image."""
-        config = self.config.replace(**config_changes) if config_changes else self.config
-        return self._detect_levels(levels, original_size, config)
-
-    def _detect_levels(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig) -> Detections:
-        g = self.gallery
+    def _detect_levels(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig,
+                       gallery: ClassGallery | None) -> Detections:
+        if gallery is not None:
+            self._check_gallery(gallery)
+        g = self._gallery if gallery is None else gallery  # one snapshot for the whole image
         if g.kernels is None or g.num_views == 0:
             return Detections.empty(g.class_names, size)
         desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
                 if config.shortlist_top_k is not None else None)
         return detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config, class_desc=desc)
-
-    def detect_many(self, images: Iterable[ImageSource], **config_changes: Any) -> list[Detections]:
-        return [self.detect(im, **config_changes) for im in images]

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from os2d.errors import Os2dError
-from os2d.model.correlation import class_kernels, resize_class_features
+from os2d.model.correlation import class_kernels
 from os2d.model.head import _head_chunk  # one chunk = all classes, with no Python loop over a dynamic K
 from os2d.model.os2d import Os2dModel
 
@@ -98,8 +98,7 @@ class ClassEncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, class_image: Tensor) -> Tensor:
-        features = self.model.extract_features(class_image)
-        return class_kernels(resize_class_features(features, self.model.config.class_grid_size)[None])
+        return class_kernels(self.model.class_feature(class_image)[None])  # the model's own class grid
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -112,21 +112,57 @@ class ClassGallery:
             raise KeyError(f"no class named {name!r} in the gallery")
         idx = self.class_names.index(name)
         keep = self.view_class != idx
-        assert self.kernels is not None
-        self.kernels = self.kernels[keep]
-        self.view_names = [v for v, k in zip(self.view_names, keep.tolist(), strict=True) if k]
+        self.kernels, self.view_names = self._views_where(keep)
         vc = self.view_class[keep]
         self.view_class = vc - (vc > idx).long()
         del self.class_names[idx]
 
-    def save(self, path: str | Path) -> None:
-        """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
-        payload = {
+    def copy(self) -> ClassGallery:
+        """A gallery that can be changed without changing this one (kernel tensors are shared: :meth:`add`
+        and :meth:`remove` replace tensors, never write into them)."""
+        return ClassGallery(list(self.class_names), self.kernels, self.view_class, list(self.view_names),
+                            self.model_id)
+
+    def subset(self, names: Sequence[str]) -> ClassGallery:
+        """The classes ``names`` (in that order, labels renumbered) with all their views."""
+        missing = [n for n in names if n not in self.class_names]
+        if missing:
+            raise KeyError(f"no class named {', '.join(map(repr, missing))} in the gallery")
+        out = ClassGallery(model_id=self.model_id)
+        for name in names:
+            out.add(name, *self._views_where(self.view_class == self.class_names.index(name)))
+        return out
+
+    def _views_where(self, keep: Tensor) -> tuple[Tensor, list[str]]:
+        """Kernels (V', S*S, C) and names of the views where the (V,) bool mask ``keep`` is True."""
+        assert self.kernels is not None
+        return self.kernels[keep], [v for v, k in zip(self.view_names, keep.tolist(), strict=True) if k]
+
+    def to_payload(self) -> dict[str, Any]:
+        """The gallery as a dict of tensors, strings and lists (``torch.load(weights_only=True)`` reads it)."""
+        return {
             "format": GALLERY_FORMAT, "version": GALLERY_VERSION, "class_names": list(self.class_names),
             "kernels": self.kernels if self.kernels is not None else torch.zeros(0),
             "view_class": self.view_class, "view_names": list(self.view_names), "model_id": self.model_id,
         }
-        atomic_torch_save(path, payload)
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, source: str = "payload") -> ClassGallery:
+        """Inverse of :meth:`to_payload`; ``ValueError`` naming ``source`` if it is not a gallery of this version."""
+        if not isinstance(payload, dict) or payload.get("format") != GALLERY_FORMAT:
+            raise ValueError(f"{source} is not an os2d gallery file")
+        if payload.get("version") != GALLERY_VERSION:
+            raise ValueError(f"{source}: unsupported gallery version {payload.get('version')}")
+        try:
+            kernels = payload["kernels"] if payload["kernels"].numel() else None
+            return cls(list(payload["class_names"]), kernels, payload["view_class"].long(),
+                       list(payload["view_names"]), str(payload["model_id"]))
+        except (KeyError, AttributeError, TypeError) as e:
+            raise ValueError(f"{source}: malformed os2d gallery ({type(e).__name__}: {e})") from None
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
+        atomic_torch_save(path, self.to_payload())
 
     @classmethod
     def load(cls, path: str | Path) -> ClassGallery:
@@ -137,9 +173,4 @@ class ClassGallery:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a gallery"
             raise ValueError(f"{path} is not an os2d gallery file: {e}") from e
-        if not isinstance(d, dict) or d.get("format") != GALLERY_FORMAT:
-            raise ValueError(f"{path} is not an os2d gallery file")
-        if d.get("version") != GALLERY_VERSION:
-            raise ValueError(f"{path}: unsupported gallery version {d.get('version')}")
-        kernels = d["kernels"] if d["kernels"].numel() else None
-        return cls(list(d["class_names"]), kernels, d["view_class"].long(), list(d["view_names"]), d["model_id"])
+        return cls.from_payload(d, source=str(path))

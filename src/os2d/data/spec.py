@@ -1,9 +1,9 @@
 """Dataset specifications: where a detection dataset lives and which part of it to use, as a typed,
 serialisable record (a YAML/JSON file for ``os2d eval --dataset``, a section of a training config).
 
-A :class:`DatasetSpec` names one of the three annotation formats of :mod:`os2d.data.annotations`, the files,
+A :class:`DatasetSpec` names one of the three annotation formats of :mod:`os2d.data`, the files,
 an optional class subset and the image size at which objects are about 240 px; :func:`load_dataset` turns it
-into a :class:`~os2d.data.annotations.DetectionDataset`.
+into a :class:`~os2d.data.records.DetectionDataset`.
 
 FlickrLogos-27 (``../shared/data/flickrlogos27-dev``) brand split used by the project's benchmarks and
 training configs: the 20 brand names sorted alphabetically, every third one starting with the third
@@ -21,15 +21,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from os2d.data.annotations import (
-    AnnotationError,
-    DetectionDataset,
-    _read_csv,
-    read_coco,
-    read_reference_csv,
-    read_simple_csv,
-    suggest_image_size,
-)
+from os2d.data.coco import read_coco
+from os2d.data.csv_rows import read_csv_rows
+from os2d.data.records import DetectionDataset
+from os2d.data.reference_csv import read_reference_csv
+from os2d.data.scales import suggest_image_size
+from os2d.data.simple_csv import CLASS_NAME_COLUMNS, read_simple_csv
+from os2d.data.validate import AnnotationError
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +185,8 @@ def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
 
 def _class_sources(class_csv: Path) -> dict[str, list[str]]:
     """Class name -> source images (as written) from a class CSV with a ``source_image`` column."""
-    header, rows = _read_csv(class_csv)
-    name_col = next((c for c in ("name", "class") if c in header), None)
+    header, rows = read_csv_rows(class_csv)
+    name_col = next((c for c in CLASS_NAME_COLUMNS if c in header), None)
     src_col = next((c for c in _SOURCE_COLUMNS if c in header), None)
     if name_col is None or src_col is None:
         raise AnnotationError(f"{class_csv}:1: exclude_class_sources needs columns name (or class) and "
@@ -218,7 +216,7 @@ def load_dataset(spec: DatasetSpec, *, check_class_images: bool = True) -> Detec
     CSV's folder or an image id of the annotations): detecting a crop in its own source is trivial.
 
     Raises:
-        AnnotationError (a ValueError): bad files/rows (see :mod:`os2d.data.annotations`), unknown class names.
+        AnnotationError (a ValueError): bad files/rows (see :mod:`os2d.data.validate`), unknown class names.
     """
     name = spec.display_name()
     ann = Path(spec.annotations)

@@ -1,4 +1,4 @@
-"""Evaluate a detection method on a :class:`~os2d.data.annotations.DetectionDataset` (reference §2, §5).
+"""Evaluate a detection method on a :class:`~os2d.data.records.DetectionDataset` (reference §2, §5).
 
 One harness for OS2D and the baselines (:mod:`os2d.evaluation.baselines`): every class of the dataset is registered once
 from its class image(s) (views - rotations/flips - from the :class:`~os2d.config.InferenceConfig`), every image
@@ -29,12 +29,14 @@ import numpy as np
 import torch
 
 from os2d.config import InferenceConfig
-from os2d.data.annotations import DetectionDataset, ImageRecord
+from os2d.data.records import DetectionDataset, ImageRecord
+from os2d.data.validate import AnnotationError
 from os2d.evaluation.baselines import METHODS, MODEL_METHODS, DetectionMethod, build_method
 from os2d.evaluation.metrics import EvalResult, ImageDetections, PRCurve, evaluate_detections
-from os2d.io import load_image, validate_class_image
+from os2d.files import atomic_write
+from os2d.io import load_image
 from os2d.model.os2d import Os2dModel
-from os2d.results import Detections
+from os2d.results import Detections, DetectionsFileError, image_record, jsonl_line
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +86,9 @@ class DatasetEvaluation:
 
 
 def detections_record(image: ImageRecord, dets: Detections) -> dict[str, Any]:
-    """One JSON Lines record: the image and its detections at full float precision."""
-    return {
-        "image_id": image.image_id,
-        "path": str(image.path),
-        "width": int(dets.image_size[0]),
-        "height": int(dets.image_size[1]),
-        "detections": [
-            {"label": dets.class_names[lab], "label_index": int(lab), "score": float(s),
-             "box_xyxy": [float(v) for v in box], "corners_xy": [[float(x), float(y)] for x, y in corners]}
-            for box, s, lab, corners in zip(dets.boxes_xyxy.tolist(), dets.scores.tolist(), dets.labels.tolist(),
-                                            dets.corners_xy.tolist(), strict=True)
-        ],
-    }
+    """One JSON Lines record: the image id, then the IMAGE record of the output contract
+    (:func:`os2d.results.image_record`: path, width, height, rounded detections)."""
+    return {"image_id": image.image_id, **image_record(str(image.path), dets.image_size, dets)}
 
 
 def read_detections_jsonl(path: str | os.PathLike[str], class_names: Sequence[str]) -> dict[str, Detections]:
@@ -105,7 +97,6 @@ def read_detections_jsonl(path: str | os.PathLike[str], class_names: Sequence[st
     Labels are matched by name to ``class_names``; an unknown label is an error naming the line.
     """
     path = Path(path)
-    index = {n: i for i, n in enumerate(class_names)}
     out: dict[str, Detections] = {}
     with open(path, encoding="utf-8") as f:
         for ln, line in enumerate(f, start=1):
@@ -113,20 +104,10 @@ def read_detections_jsonl(path: str | os.PathLike[str], class_names: Sequence[st
                 continue
             try:
                 rec = json.loads(line)
-                dets = rec["detections"]
-                labels = []
-                for d in dets:
-                    if d["label"] not in index:
-                        raise ValueError(f"unknown label {d['label']!r}")
-                    labels.append(index[d["label"]])
-                out[str(rec["image_id"])] = Detections(
-                    torch.tensor([d["box_xyxy"] for d in dets], dtype=torch.float32).view(-1, 4),
-                    torch.tensor([d["score"] for d in dets], dtype=torch.float32),
-                    torch.tensor(labels, dtype=torch.long),
-                    torch.tensor([d.get("corners_xy", [[0, 0]] * 4) for d in dets], dtype=torch.float32).view(-1, 4, 2),
-                    list(class_names), (int(rec["width"]), int(rec["height"])))
+                out[str(rec["image_id"])] = Detections.from_records(rec["detections"], class_names,
+                                                                    (rec["width"], rec["height"]))
             except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{ln}: bad detections record: {exc}") from exc
+                raise DetectionsFileError(f"{path}:{ln}: bad detections record: {exc}") from exc
     return out
 
 
@@ -141,16 +122,12 @@ def _class_names(dataset: DetectionDataset) -> list[str]:
 
 
 def _load_class_images(dataset: DetectionDataset) -> list[list[Any]]:
+    """RGB class images per class (each method checks them as it registers the class)."""
     out = []
     for cls in dataset.classes:
         if not cls.image_paths:
-            raise ValueError(f"class {cls.name!r} ({cls.class_id}) has no class image")
-        imgs = []
-        for p in cls.image_paths:
-            img = load_image(p)
-            validate_class_image(img)
-            imgs.append(img)
-        out.append(imgs)
+            raise AnnotationError(f"class {cls.name!r} ({cls.class_id}) has no class image")
+        out.append([load_image(p) for p in cls.image_paths])
     return out
 
 
@@ -178,12 +155,14 @@ def run_method(method: DetectionMethod, dataset: DetectionDataset, *, config: In
     Args:
         config: recorded in the result (the method already holds its own copy).
         max_images: evaluate only the first N images.
-        detections_path: also write one JSON Lines record per image (see :func:`detections_record`); written
-            to a temporary file beside it and renamed at the end.
+        detections_path: also write one JSON Lines record per image (see :func:`detections_record`), atomically
+            at the end.
         iou_threshold, plus_one: VOC matching (``plus_one`` = the reference's integer-pixel IoU).
 
     Raises:
-        ValueError: a class image or an image cannot be read, or an image's size differs from the annotation.
+        os2d.io.ImageError: a class image or an image cannot be read (or a class image is tiny or uniform).
+        os2d.data.AnnotationError: a class without class image, or an image whose size differs from the
+            annotation.
     """
     from tqdm import tqdm
 
@@ -194,34 +173,19 @@ def run_method(method: DetectionMethod, dataset: DetectionDataset, *, config: In
     class_seconds = time.perf_counter() - t0
     images = _select_images(dataset, max_images)
 
-    out_file = None
-    if detections_path is not None:
-        final = Path(detections_path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp")
-        out_file = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     detections: list[Detections] = []
     seconds = 0.0
-    try:
-        bar = tqdm(images, desc=f"eval {method.name}", unit="img", disable=not progress, file=sys.stderr)
-        for rec in bar:
-            t = time.perf_counter()
-            img = load_image(rec.path)
-            if img.size != rec.size():
-                raise ValueError(f"image {rec.path}: size {img.size[0]}x{img.size[1]} differs from the annotation's "
-                                 f"{rec.size()[0]}x{rec.size()[1]}")
-            dets = method.detect(img)
-            seconds += time.perf_counter() - t
-            detections.append(dets)
-            if out_file is not None:
-                out_file.write(json.dumps(detections_record(rec, dets)) + "\n")
-        if out_file is not None:
-            out_file.close()
-            os.replace(tmp, final)
-    finally:
-        if out_file is not None and not out_file.closed:
-            out_file.close()
-            tmp.unlink(missing_ok=True)
+    for rec in tqdm(images, desc=f"eval {method.name}", unit="img", disable=not progress, file=sys.stderr):
+        t = time.perf_counter()
+        img = load_image(rec.path)
+        if img.size != rec.size():
+            raise AnnotationError(f"image {rec.path}: size {img.size[0]}x{img.size[1]} differs from the "
+                                  f"annotation's {rec.size()[0]}x{rec.size()[1]}")
+        detections.append(method.detect(img))
+        seconds += time.perf_counter() - t
+    if detections_path is not None:
+        lines = b"".join(jsonl_line(detections_record(r, d)) for r, d in zip(images, detections, strict=True))
+        atomic_write(detections_path, lambda f: f.write(lines))
 
     result = evaluate_detections(detections, images, len(names), iou_threshold, plus_one, class_names=names)
     describe = method.describe() if hasattr(method, "describe") else {"method": method.name}

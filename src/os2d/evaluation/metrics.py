@@ -14,7 +14,8 @@ chainercv), with all-point interpolation (``use_07_metric=False``):
   summed at the points where recall changes.
 
 Coordinates are continuous pixels (x1, y1, x2, y2) by default; ``plus_one=True`` uses the VOC integer
-convention of the reference (width = x2 - x1 + 1), which slightly enlarges every box.
+convention of the reference (width = x2 - x1 + 1), which slightly enlarges every box (both IoUs:
+:func:`os2d.ops.boxes.box_iou`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+
+from os2d.ops.boxes import box_iou
 
 __all__ = [
     "EvalResult",
@@ -32,7 +36,6 @@ __all__ = [
     "ImageGroundTruth",
     "PRCurve",
     "average_precision",
-    "box_iou",
     "evaluate_detections",
 ]
 
@@ -41,7 +44,7 @@ def _np(x: Any, dtype: Any) -> np.ndarray:
     """Convert a numpy array / torch tensor / sequence to a numpy array of ``dtype``."""
     if x is None:
         return np.zeros(0, dtype=dtype)
-    if hasattr(x, "detach"):  # torch.Tensor without importing torch
+    if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
 
@@ -149,23 +152,6 @@ class EvalResult:
         }
 
 
-def box_iou(a: np.ndarray, b: np.ndarray, plus_one: bool = False) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes; ``plus_one`` adds 1 to widths/heights (VOC)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    o = 1.0 if plus_one else 0.0
-    area_a = np.clip(a[:, 2] - a[:, 0] + o, 0, None) * np.clip(a[:, 3] - a[:, 1] + o, 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0] + o, 0, None) * np.clip(b[:, 3] - b[:, 1] + o, 0, None)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt + o, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou
-
-
 def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     """All-point interpolated AP (VOC2010+, ``use_07_metric=False``)."""
     precision = np.nan_to_num(np.asarray(precision, dtype=np.float64))
@@ -185,7 +171,8 @@ def _match_image(det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.n
     match = np.zeros(m, dtype=np.int8)
     if m == 0 or len(gt.boxes_xyxy) == 0:
         return match
-    iou = box_iou(det_boxes, gt.boxes_xyxy, plus_one)
+    iou = box_iou(torch.from_numpy(np.ascontiguousarray(det_boxes, np.float64)),
+                  torch.from_numpy(np.ascontiguousarray(gt.boxes_xyxy, np.float64)), plus_one=plus_one).numpy()
     iou[det_labels[:, None] != gt_labels[None, :]] = -1.0  # only same-class GT can be matched
     gt_idx = iou.argmax(axis=1)
     matched = iou[np.arange(m), gt_idx] >= iou_threshold

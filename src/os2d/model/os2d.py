@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from os2d.config import ModelConfig
 from os2d.model.backbone import build_backbone
+from os2d.model.backbone.fuse import DEFAULT_INFERENCE_PATH, FusedBackboneCache, InferencePath
 from os2d.model.correlation import class_kernels, resize_class_features
 from os2d.model.head import HeadOutput, os2d_head
 from os2d.model.transform_net import TransformNet
@@ -32,13 +33,18 @@ class Os2dModel(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.transform_net = transform_net
         self.config = config
-        self.fold_bn_inference = True  # inference features through the BatchNorm-folded backbone copy
-        self.jit_inference = True  # ... traced and optimised by TorchScript (CPU, trace-safe backbones)
+        self.inference_path = DEFAULT_INFERENCE_PATH
+        self.inference_cache = FusedBackboneCache()  # the folded copy; empty in copies and pickles
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_fused_backbone", None)  # inference cache (may hold a TorchScript module): rebuilt when used
-        return state
+    @property
+    def inference_path(self) -> InferencePath:
+        """Which backbone inference features run (:class:`~os2d.model.backbone.fuse.InferencePath`; default
+        ``"folded+jit"``). Set it with the enum or its value: ``model.inference_path = "plain"``."""
+        return self._inference_path
+
+    @inference_path.setter
+    def inference_path(self, path: InferencePath | str) -> None:
+        self._inference_path = InferencePath(path)
 
     @property
     def stride(self) -> int:
@@ -60,30 +66,13 @@ class Os2dModel(nn.Module):
         return self._feature_net()(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def _feature_net(self) -> nn.Module:
-        """The backbone, or in inference (eval mode, no autograd) its BatchNorm-folded copy.
-
-        The copy (:func:`~os2d.model.backbone.fuse.fused_copy`; on CPU for trace-safe backbones the TorchScript
-        optimised one, :func:`~os2d.model.backbone.fuse.optimized_copy`, unless ``jit_inference`` is False) is
-        cached outside the module tree (it is not in the state dict) and rebuilt whenever a backbone tensor is
-        replaced or modified in place (optimizer steps, ``load_state_dict``, ``.to()``): the cache key holds
-        every tensor's storage and version counter.
-        """
-        if (not self.fold_bn_inference or self.training or torch.is_grad_enabled()
+        """The backbone, or in inference (eval mode, no autograd) the copy that ``inference_path`` names."""
+        if (self.inference_path is InferencePath.PLAIN or self.training or torch.is_grad_enabled()
                 or not hasattr(self.backbone, "conv_bn_pairs")
                 or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
                 or torch.onnx.is_in_onnx_export()):
             return self.backbone
-        tensors = (*self.backbone.parameters(), *self.backbone.buffers())
-        jit = (self.jit_inference and getattr(self.backbone, "jit_trace_safe", False)
-               and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors))
-        key = (jit, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
-        cached = self.__dict__.get("_fused_backbone")
-        if cached is None or cached[0] != key:
-            from os2d.model.backbone.fuse import fused_copy, optimized_copy
-
-            cached = (key, optimized_copy(self.backbone) if jit else fused_copy(self.backbone))
-            self.__dict__["_fused_backbone"] = cached  # a plain attribute: not a submodule, not in state_dict
-        return cached[1]
+        return self.inference_cache.get(self.backbone, self.inference_path)
 
     def class_feature(self, class_image: Tensor) -> Tensor:
         """One class image (1, 3, h, w) in [0, 1], already resized to area ~240^2 -> (C, S, S) normalised grid.

@@ -44,10 +44,11 @@ def _compute_dtype(boxes: Tensor) -> torch.dtype:
     return torch.float64
 
 
-def box_area(boxes_xyxy: Tensor) -> Tensor:
+def box_area(boxes_xyxy: Tensor, *, plus_one: bool = False) -> Tensor:
     """Area of boxes.
 
     Convention: xyxy in pixels (x right, y down); inverted boxes (``x2 < x1`` or ``y2 < y1``) have area 0.
+    ``plus_one``: the Pascal VOC integer-pixel convention, width = ``x2 - x1 + 1`` (and height alike).
 
     Args:
         boxes_xyxy: (..., 4) boxes.
@@ -57,29 +58,37 @@ def box_area(boxes_xyxy: Tensor) -> Tensor:
     """
     _check_boxes(boxes_xyxy)
     b = boxes_xyxy.to(_compute_dtype(boxes_xyxy))
-    w = (b[..., 2] - b[..., 0]).clamp(min=0)
-    h = (b[..., 3] - b[..., 1]).clamp(min=0)
-    return w * h
+    w = b[..., 2] - b[..., 0]
+    h = b[..., 3] - b[..., 1]
+    if plus_one:
+        w, h = w + 1, h + 1
+    return w.clamp(min=0) * h.clamp(min=0)
 
 
-def _inter_union(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor) -> tuple[Tensor, Tensor]:
+def _inter_union(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor,
+                 plus_one: bool = False) -> tuple[Tensor, Tensor]:
     """Pairwise intersection and union areas of (N, 4) ``a`` and (M, 4) ``b`` -> two (N, M) tensors."""
     iw = torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])
     ih = torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])
+    if plus_one:
+        iw, ih = iw.add_(1), ih.add_(1)
     inter = iw.clamp_(min=0).mul_(ih.clamp_(min=0))
     union = (area_a[:, None] + area_b[None, :]).sub_(inter)
     return inter, union
 
 
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise intersection over union.
+def box_iou(a: Tensor, b: Tensor, *, plus_one: bool = False) -> Tensor:
+    """Pairwise intersection over union: the one IoU of the package (training targets, NMS checks, VOC
+    metrics, the demo's recall).
 
-    Convention: xyxy in pixels (x right, y down), no "+1". The IoU of two boxes whose union is empty
-    (both of zero area) is 0, never NaN.
+    Convention: xyxy in pixels (x right, y down), no "+1" unless ``plus_one`` (the Pascal VOC / reference
+    integer-pixel convention: widths, heights and overlaps are ``x2 - x1 + 1``, which slightly enlarges every
+    box). The IoU of two boxes whose union is empty (both of zero area) is 0, never NaN.
 
     Args:
         a: (N, 4) boxes.
         b: (M, 4) boxes.
+        plus_one: use the "+1" convention.
 
     Returns:
         (N, M) IoU values in [0, 1], floating point (float64 for integer inputs).
@@ -90,7 +99,7 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(f"box_iou expects (N, 4) and (M, 4), got {tuple(a.shape)} and {tuple(b.shape)}")
     dtype = torch.promote_types(_compute_dtype(a), _compute_dtype(b))
     a, b = a.to(dtype), b.to(dtype)
-    inter, union = _inter_union(a, box_area(a), b, box_area(b))
+    inter, union = _inter_union(a, box_area(a, plus_one=plus_one), b, box_area(b, plus_one=plus_one), plus_one)
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(dtype).tiny), torch.zeros_like(inter))
 
 

@@ -5,7 +5,7 @@ Stages (all resumable, outputs under one run folder):
     2. training: Adam on the grid loss at the supervised locations, cosine learning rate, checkpoint every
        ``checkpoint_every`` steps (``checkpoint.pt``; the shuffling of an epoch is a function of the seed, so a
        resumed run replays the same batches);
-    3. outputs: ``transform_net.pt`` (:mod:`os2d.pretrain.transform_file`), ``model.pt`` (an os2d checkpoint:
+    3. outputs: ``transform_net.pt`` (:mod:`os2d.train.transform_file`), ``model.pt`` (an os2d checkpoint:
        backbone + pretrained TransformNet, loadable by ``os2d.weights.load_model``) and ``eval.json``
        (held-out alignment error of the identity TransformNet and of the pretrained one).
 """
@@ -31,8 +31,9 @@ from os2d.pretrain.config import PretrainConfig
 from os2d.pretrain.evaluate import evaluate_alignment, format_table
 from os2d.pretrain.grid_loss import grid_loss
 from os2d.pretrain.pairs import PairSet, cached_pairs
-from os2d.pretrain.transform_file import save_transform_net
-from os2d.weights import read_state_file, save_checkpoint
+from os2d.train.optim import schedule_factor, set_lr
+from os2d.train.transform_file import save_transform_net
+from os2d.weights import read_weights_file, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,13 @@ def batch_loss(model: Os2dModel, pairs: PairSet, index: torch.Tensor) -> torch.T
     return grid_loss(theta, pairs.thetas[index], model.config.class_grid_size)
 
 
-def _lr_at(step: int, total: int, config: PretrainConfig) -> float:
+def lr_at(step: int, total: int, config: PretrainConfig) -> float:
+    """Learning rate of update ``step`` (0-based) of ``total``: a linear warm-up from ``lr / warmup`` to ``lr``
+    over ``warmup = min(50, total // 10)`` updates, then a cosine from ``lr`` to ``lr * min_lr_ratio``."""
     warmup = min(50, total // 10)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return config.lr * schedule_factor(step, total, kind="cosine", min_lr_ratio=config.min_lr_ratio,
+                                       warmup_steps=warmup, warmup_factor=0.0, warmup_counts_current=True,
+                                       decay_after_warmup=True)
 
 
 def _identity_copy(model: Os2dModel) -> Os2dModel:
@@ -122,7 +124,7 @@ def pretrain_transform(model: Os2dModel, train_photos: Sequence[Path], eval_phot
     history: list[dict[str, float]] = []
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.is_file():
-        state = read_state_file(ckpt_path)
+        state = read_weights_file(ckpt_path)
         if state.get("kind") != CHECKPOINT_KIND or state.get("key") != train_key:
             raise ValueError(f"{ckpt_path} belongs to another run (other data, model or config); "
                              f"use a new output folder")
@@ -148,8 +150,7 @@ def pretrain_transform(model: Os2dModel, train_photos: Sequence[Path], eval_phot
             epoch, i = divmod(step, steps_per_epoch)
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
             index = order[i * config.batch_size : (i + 1) * config.batch_size]
-            for g in optimizer.param_groups:
-                g["lr"] = _lr_at(step, total, config)
+            set_lr(optimizer, lr_at(step, total, config))
             loss = batch_loss(model, train, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from os2d.detector import Detector
-from os2d.inference.detect import prepare_levels
+from os2d.inference.pyramid import prepare_levels
 from os2d.io import load_image
-from os2d.results import Detections
+from os2d.results import Detections, image_record, jsonl_header
 from os2d.runner.prefetch import prefetched
-from os2d.runner.results import JsonlWriter, make_header
+from os2d.runner.results import JsonlWriter
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,8 @@ class ImageResult:
     detect_s: float = 0.0
 
     def record(self) -> dict[str, Any]:
-        """The image record of the JSON / JSONL output contract."""
-        if self.error is not None or self.detections is None or self.size is None:
-            return {"path": self.path, "error": self.error or "unknown error", "detections": []}
-        return {"path": self.path, "width": self.size[0], "height": self.size[1],
-                "detections": self.detections.to_list()}
+        """The IMAGE record of the output contract (:func:`os2d.results.image_record`)."""
+        return image_record(self.path, self.size, self.detections, error=self.error)
 
 
 @dataclass
@@ -148,8 +145,8 @@ def run_to_jsonl(detector: Detector, paths: Sequence[str], output: str | Path, *
     shard = shard or Shard()
     mine = shard.select(paths)
     config = {k: v for k, v in asdict(detector.config).items() if k != "class_chunk"}  # class_chunk: memory only
-    header = make_header(detector.classes, weights=weights, config=config,
-                         shard=(shard.rank, shard.world_size) if shard.world_size > 1 else None)
+    header = jsonl_header(detector.classes, weights=weights, config=config,
+                          shard=(shard.rank, shard.world_size) if shard.world_size > 1 else None)
     with JsonlWriter(output, header, resume=resume) as writer:
         done = {p for p, r in writer.existing.latest().items() if retry_errors is False or "error" not in r}
         todo = [p for p in mine if p not in done]

@@ -1,98 +1,23 @@
-"""Detections as JSON Lines: one header line, then one line per image, appended and flushed as each finishes.
+"""Writing detections JSON Lines (format: :mod:`os2d.results`): append one flushed line per image, resume,
+and merge the per-rank files of a sharded run.
 
-File layout (``version`` 1)::
-
-    {"format": "os2d-detections", "version": 1, "classes": [...], "weights": "...", "config": {...}}
-    {"path": "a.jpg", "width": 640, "height": 480, "detections": [{"label": ..., "score": ...}, ...]}
-    {"path": "b.jpg", "error": "cannot read image b.jpg: ...", "detections": []}
-
-Image lines are the image records of the ``os2d detect`` JSON contract. Each line is written by one
-``write`` call on a file opened for appending, so a crash leaves at most a partial *last* line: readers ignore
-it and resuming truncates it before appending. A sharded run's files also carry ``"shard": {"rank", "world_size"}``
-in their header.
+A crash leaves at most a partial *last* line: :func:`os2d.results.read_jsonl` ignores it and resuming truncates
+it before appending.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from os2d.files import atomic_write
+from os2d.results import DetectionsFileError, JsonlContents, jsonl_line, read_jsonl
 
-JSONL_FORMAT = "os2d-detections"
-JSONL_VERSION = 1
 # header keys that must agree for records to be appended to (or merged with) an existing file
 COMPATIBLE_KEYS = ("format", "version", "classes", "weights", "config", "shard")
-
-
-@dataclass
-class JsonlContents:
-    """What :func:`read_jsonl` found.
-
-    Attributes:
-        header: the first line (None for an empty file or one cut inside its header).
-        records: image records in file order (a path may repeat when a failed image was retried).
-        valid_bytes: length of the complete lines; anything after is a partial line from an interrupted write.
-        partial_tail: True when such a partial last line was found (and ignored).
-    """
-
-    header: dict[str, Any] | None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    valid_bytes: int = 0
-    partial_tail: bool = False
-
-    def latest(self) -> dict[str, dict[str, Any]]:
-        """The last record of each path (a retried image's newest result), in order of first appearance."""
-        out: dict[str, dict[str, Any]] = {}
-        for rec in self.records:
-            out[rec["path"]] = rec
-        return out
-
-
-def make_header(classes: list[str], *, weights: str = "", config: dict[str, Any] | None = None,
-                shard: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The header line: class names (labels), weights name and inference config, and the shard (rank, world)."""
-    header: dict[str, Any] = {"format": JSONL_FORMAT, "version": JSONL_VERSION, "classes": list(classes),
-                              "weights": weights, "config": config or {}}
-    if shard is not None:
-        header["shard"] = {"rank": shard[0], "world_size": shard[1]}
-    return json.loads(json.dumps(header))  # as it reads back (tuples -> lists), so headers compare equal
-
-
-def read_jsonl(path: str | Path) -> JsonlContents:
-    """Read a detections JSONL file, ignoring a partial last line.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: not an os2d detections file, or a complete line (not the last) that is not a JSON object.
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # complete lines end with a newline
-    contents = JsonlContents(header=None, valid_bytes=end, partial_tail=end < len(data))
-    for i, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise ValueError(f"{path}, line {i}: not valid JSON ({e}); the file is corrupt") from e
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}, line {i}: expected a JSON object")
-        if i == 1:
-            if obj.get("format") != JSONL_FORMAT:
-                raise ValueError(f"{path} is not an os2d detections JSONL file (first line has no "
-                                 f'"format": "{JSONL_FORMAT}")')
-            if obj.get("version") != JSONL_VERSION:
-                raise ValueError(f"{path}: unsupported detections version {obj.get('version')}")
-            contents.header = obj
-        elif "path" not in obj:
-            raise ValueError(f"{path}, line {i}: image record without a 'path'")
-        else:
-            contents.records.append(obj)
-    return contents
 
 
 def check_compatible(existing: dict[str, Any], header: dict[str, Any], path: str | Path) -> None:
@@ -100,8 +25,8 @@ def check_compatible(existing: dict[str, Any], header: dict[str, Any], path: str
     diff = [k for k in COMPATIBLE_KEYS if existing.get(k) != header.get(k)]
     if diff:
         details = "; ".join(f"{k}: file has {existing.get(k)!r}, this run {header.get(k)!r}" for k in diff)
-        raise ValueError(f"{path} holds results of a different run ({details}); write to another file or "
-                         "start over with --no-resume")
+        raise DetectionsFileError(f"{path} holds results of a different run ({details}); write to another file "
+                                  "or start over with --no-resume")
 
 
 class JsonlWriter:
@@ -109,7 +34,7 @@ class JsonlWriter:
 
     Args:
         path: the file.
-        header: :func:`make_header` of this run.
+        header: :func:`os2d.results.jsonl_header` of this run.
         resume: keep the records already in the file (its header must be compatible) and cut a partial last
             line; False starts a new file.
 
@@ -138,7 +63,7 @@ class JsonlWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one line (a single ``write`` of the whole line; retried if the OS writes less)."""
-        data = memoryview((json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
+        data = memoryview(jsonl_line(record))
         while data:
             data = data[os.write(self._fd, data):]
 
@@ -187,15 +112,18 @@ def merge_shards(shards: Iterable[str | Path], output: str | Path, *, order: lis
     Headers must agree except for the shard field. Each path's last record wins, preferring a success over an
     error. Records are ordered like ``order`` (the run's image list) when given, else rank-interleaved (image
     ``i`` of rank ``r`` of ``W`` was input ``i * W + r``), which restores the input order of a sharded run.
+
+    Raises:
+        os2d.results.DetectionsFileError: no shards, an empty or unreadable shard, or shards of different runs.
     """
     shards = [Path(s) for s in shards]
     if not shards:
-        raise ValueError(f"no shard files to merge for {output}")
+        raise DetectionsFileError(f"no shard files to merge for {output}")
     contents = []
     for s in shards:
         c = read_jsonl(s)
         if c.header is None:
-            raise ValueError(f"{s}: empty shard file (no header)")
+            raise DetectionsFileError(f"{s}: empty shard file (no header)")
         contents.append(c)
     base = {k: v for k, v in contents[0].header.items() if k != "shard"}  # type: ignore[union-attr]
     for s, c in zip(shards[1:], contents[1:], strict=True):
@@ -216,6 +144,6 @@ def merge_shards(shards: Iterable[str | Path], output: str | Path, *, order: lis
         keys = sorted(best, key=lambda p: position[p][0] * world + position[p][1])
         missing = []
     lines = [base] + [best[p] for p in keys]
-    payload = "".join(json.dumps(x, separators=(",", ":")) + "\n" for x in lines).encode("utf-8")
+    payload = b"".join(jsonl_line(x) for x in lines)
     atomic_write(output, lambda f: f.write(payload))
     return MergeSummary(Path(output), len(keys), sum("error" in best[p] for p in keys), missing)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from os2d.model.os2d import Os2dModel
-from os2d.weights import CHECKPOINT_FORMAT, WeightsError, read_state_file, save_checkpoint
+from os2d.weights import CHECKPOINT_FORMAT, WeightsError, read_weights_file, save_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -115,14 +115,9 @@ def save_training_checkpoint(path: str | Path, model: Os2dModel, **train_state: 
     save_checkpoint(path, model, **train_state)
 
 
-def save_model_file(path: str | Path, model: Os2dModel, **meta: Any) -> None:
-    """A model-only checkpoint (``best.pt``, ``final.pt``) for ``load_model`` / ``Detector.from_weights``."""
-    save_checkpoint(path, model, **meta)
-
-
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (CPU tensors, ``weights_only``); clear error for a model-only file."""
-    obj = read_state_file(path)
+    obj = read_weights_file(path)
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not an os2d checkpoint")
     missing = [k for k in TRAIN_KEYS if k not in obj]
@@ -143,6 +138,5 @@ __all__ = [
     "prune_checkpoints",
     "resolve_resume",
     "restore_rng_state",
-    "save_model_file",
     "save_training_checkpoint",
 ]

@@ -118,7 +118,7 @@ class EvalConfig:
     """Periodic evaluation (VOC mAP) on the validation data; the best model is kept by ``metric``.
 
     ``inference.image_size`` null (the default) evaluates every dataset at its own scale: the spec's
-    ``image_size`` (or :func:`~os2d.data.annotations.suggest_image_size`), where objects are ~class-image size.
+    ``image_size`` (or :func:`~os2d.data.scales.suggest_image_size`), where objects are ~class-image size.
     """
 
     inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(image_size=None, scales=(1.0,)))

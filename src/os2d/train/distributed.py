@@ -8,7 +8,6 @@ Rank 0 alone logs, evaluates and writes checkpoints; the others wait at a barrie
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,17 +15,15 @@ import torch
 import torch.distributed as dist
 
 from os2d.detector import resolve_device
+from os2d.runner.folder import Shard
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DistContext:
-    """Where this process sits in the job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+class DistContext(Shard):
+    """Where this process sits in the job (rank 0 of 1 when not distributed): the :class:`~os2d.runner.folder.Shard`
+    of ``os2d detect`` under torchrun, plus what the training loop asks of it."""
 
     @property
     def enabled(self) -> bool:
@@ -38,16 +35,13 @@ class DistContext:
 
 
 def context_from_env() -> DistContext:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by torchrun (absent: a single process)."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError as e:
-        raise ValueError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {e}") from e
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    return DistContext(rank=rank, world_size=world, local_rank=local)
+    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` as set by torchrun (absent: a single process).
+
+    Raises:
+        ValueError: values that are not integers or a rank outside ``[0, WORLD_SIZE)``.
+    """
+    shard = Shard.from_env()
+    return DistContext(shard.rank, shard.world_size, shard.local_rank)
 
 
 def setup_distributed(device: str) -> tuple[DistContext, torch.device]:

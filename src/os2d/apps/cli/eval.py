@@ -9,8 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from os2d.apps.cli.main import CliError
-from os2d.files import atomic_json_dump
+from os2d.apps.cli.common import (
+    CliError,
+    add_inference_args,
+    add_model_args,
+    add_output_dir,
+    add_quiet,
+    check_writable_dir,
+    device_from_args,
+    inference_config,
+)
 
 DEFAULT_METHOD = "os2d"
 
@@ -27,34 +35,41 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def dataset_from_args(args: argparse.Namespace):
-    """(spec, dataset) from ``--dataset`` or ``--boxes/--classes``; bad input -> CliError."""
-    from os2d.data.spec import DatasetSpec, load_dataset, load_spec
+    """(spec, dataset) from ``--dataset`` or ``--boxes/--classes``; a bad spec or option -> CliError."""
+    from os2d.data.spec import load_dataset
+
+    try:
+        spec = _spec_from_args(args)
+    except ValueError as e:  # DatasetSpec validation: the user's spec file or options
+        raise CliError(str(e)) from e
+    return spec, load_dataset(spec)
+
+
+def _spec_from_args(args: argparse.Namespace):
+    from os2d.data.spec import DatasetSpec, load_spec
 
     if args.dataset and (args.boxes or args.classes):
         raise CliError("give either --dataset SPEC or --boxes CSV --classes CSV, not both")
-    try:
-        if args.dataset:
-            spec = load_spec(args.dataset)
-        elif args.boxes and args.classes:
-            for flag, path in (("--boxes", args.boxes), ("--classes", args.classes)):
-                if not Path(path).is_file():
-                    raise CliError(f"{flag}: file not found: {path}")
-            spec = DatasetSpec(format="simple_csv", annotations=args.boxes, classes=args.classes,
-                               image_dir=args.image_dir)
-        else:
-            raise CliError("no dataset: give --dataset SPEC, or --boxes CSV and --classes CSV")
-        if args.image_dir and args.dataset:
-            raise CliError("--image-dir goes with --boxes; put image_dir in the dataset spec instead")
-        changes: dict[str, Any] = {}
-        if args.class_names:
-            changes["class_names"] = tuple(args.class_names)
-        if args.exclude_class_sources:
-            changes["exclude_class_sources"] = True
-        if changes:
-            spec = DatasetSpec.from_dict({**spec.to_dict(), **changes})
-        return spec, load_dataset(spec)
-    except FileNotFoundError as e:
-        raise CliError(str(e)) from e
+    if args.dataset:
+        spec = load_spec(args.dataset)
+    elif args.boxes and args.classes:
+        for flag, path in (("--boxes", args.boxes), ("--classes", args.classes)):
+            if not Path(path).is_file():
+                raise CliError(f"{flag}: file not found: {path}")
+        spec = DatasetSpec(format="simple_csv", annotations=args.boxes, classes=args.classes,
+                           image_dir=args.image_dir)
+    else:
+        raise CliError("no dataset: give --dataset SPEC, or --boxes CSV and --classes CSV")
+    if args.image_dir and args.dataset:
+        raise CliError("--image-dir goes with --boxes; put image_dir in the dataset spec instead")
+    changes: dict[str, Any] = {}
+    if args.class_names:
+        changes["class_names"] = tuple(args.class_names)
+    if args.exclude_class_sources:
+        changes["exclude_class_sources"] = True
+    if changes:
+        spec = DatasetSpec.from_dict({**spec.to_dict(), **changes})
+    return spec
 
 
 def _fmt(v: float | None, pct: bool = True) -> str:
@@ -78,24 +93,6 @@ def format_table(evaluation: Any) -> str:
     return "\n".join(lines)
 
 
-def _inference_config(args: argparse.Namespace, image_size: int | None):
-    from os2d.config import InferenceConfig
-
-    changes: dict[str, Any] = {"image_size": image_size, "rotations": args.rotations, "horizontal_flip": args.hflip}
-    if args.scales:
-        changes["scales"] = tuple(args.scales)
-    if args.score_threshold is not None:
-        changes["score_threshold"] = args.score_threshold
-    if args.max_detections is not None:
-        changes["max_detections"] = None if args.max_detections == 0 else args.max_detections
-    if args.nms_iou is not None:
-        changes["nms_iou_threshold"] = args.nms_iou
-    try:
-        return InferenceConfig(**changes)
-    except ValueError as e:
-        raise CliError(str(e)) from e
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from os2d.data.spec import dataset_image_size
     from os2d.evaluation.baselines import MODEL_METHODS
@@ -105,9 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--max-images must be positive, got {args.max_images}")
     if args.image_size is not None and args.image_size != 0 and args.image_size < 16:
         raise CliError(f"--image-size must be 0 (keep sizes) or at least 16, got {args.image_size}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} exists and is not a folder")
+    out = Path(args.output_dir)
+    check_writable_dir(out, "--output-dir")
     spec, dataset = dataset_from_args(args)
     if args.image_size is None:
         try:
@@ -116,14 +112,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CliError(f"{e}; give --image-size") from e
     else:
         image_size = None if args.image_size == 0 else args.image_size
-    config = _inference_config(args, image_size)
+    config = inference_config(args, image_size=image_size)
 
     model = None
     if args.method in MODEL_METHODS:
-        from os2d.detector import resolve_device
         from os2d.weights import load_model
 
-        model = load_model(args.weights).to(resolve_device(args.device))
+        model = load_model(args.weights).to(device_from_args(args.device))
     try:
         evaluation = evaluate_method(args.method, dataset, config, model=model, progress=not args.quiet,
                                      max_images=args.max_images, detections_path=out / "detections.jsonl",
@@ -133,6 +128,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     payload = evaluation.to_dict()
     payload["config"]["dataset_spec"] = spec.to_dict()
     payload["config"]["weights"] = args.weights if model is not None else None
+    from os2d.files import atomic_json_dump
+
     atomic_json_dump(out / "metrics.json", payload)
     written = ["metrics.json", "detections.jsonl"]
     if not args.no_plots:
@@ -153,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_stats(args: argparse.Namespace) -> int:
-    from os2d.data.annotations import suggest_image_size
+    from os2d.data.scales import suggest_image_size
 
     spec, dataset = dataset_from_args(args)
     stats = dataset.stats()
@@ -190,7 +187,7 @@ def cmd_dataset_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``eval`` and ``dataset-stats``."""
     from os2d.evaluation.baselines import METHODS
 
@@ -200,24 +197,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help="os2d (model with TransformNet), sliding-square / sliding-ar (paper's sliding-window "
                         "baselines on the model's features), sift, template (OpenCV)")
-    p.add_argument("--weights", default="default", help="weights name or checkpoint (os2d, sliding-*)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="resize images so sqrt(w*h) = this at scale 1 (default: the spec's image_size, else the "
-                        "suggested size that makes objects ~240 px; 0 = keep sizes)")
-    p.add_argument("--scales", type=float, nargs="+", default=None,
-                   help="pyramid scales (default 1.0; reference: 0.5 0.625 0.8 1 1.2 1.4 1.6)")
-    p.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotated class views")
-    p.add_argument("--hflip", action="store_true", help="add horizontally flipped class views")
-    p.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below this")
-    p.add_argument("--max-detections", type=int, default=None, help="per image after NMS (default 100; 0 = all)")
-    p.add_argument("--nms-iou", type=float, default=None, help="per-class NMS IoU threshold (default 0.3)")
+    add_model_args(p, weights_help="weights name or checkpoint (os2d, sliding-*)")
+    add_inference_args(p, image_size_help="resize images so sqrt(w*h) = this at scale 1 (default: the spec's "
+                                          "image_size, else the suggested size that makes objects ~240 px; "
+                                          "0 = keep sizes)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a true positive (default 0.5)")
     p.add_argument("--voc-plus-one", action="store_true", help="integer-pixel IoU (+1) as the reference code")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_output_dir(p, deprecated=("--out",), help="folder for metrics.json, detections.jsonl and pr/")
     p.add_argument("--no-plots", action="store_true", help="skip the PR-curve PNGs")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("dataset-stats", help="print dataset statistics and the suggested image size")

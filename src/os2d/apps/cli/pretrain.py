@@ -7,7 +7,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from os2d.apps.cli.main import CliError
+from os2d.apps.cli.common import CliError, add_output_dir, add_quiet, check_writable_dir
 
 # Defaults shown in --help, mirrored from PretrainConfig without importing torch at parser-build time.
 PRETRAIN_DEFAULTS = {"num_pairs": 6000, "eval_pairs": 400, "warps_per_crop": 2, "epochs": 6, "batch_size": 32,
@@ -23,19 +23,28 @@ def split_held_out(photos: list[Path], root: Path, fraction: float) -> tuple[lis
     return train, held
 
 
+def _list_photos(folder: Path) -> list[Path]:
+    from os2d.pretrain import list_photos
+
+    try:
+        return list_photos(folder)
+    except ValueError as e:  # a missing or empty folder
+        raise CliError(str(e)) from e
+
+
 def cmd_pretrain_transform(args: argparse.Namespace) -> int:
     import torch
 
-    from os2d.pretrain import PretrainConfig, WarpConfig, list_photos, pretrain_transform
+    from os2d.pretrain import PretrainConfig, WarpConfig, pretrain_transform
     from os2d.weights import load_model
 
+    check_writable_dir(args.output_dir, "--output-dir")
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.images).expanduser().resolve()
-    photos = list_photos(root)
+    photos = _list_photos(root)
     if args.eval_images:
-        eval_root = Path(args.eval_images).expanduser().resolve()
-        train, held = photos, list_photos(eval_root)
+        train, held = photos, _list_photos(Path(args.eval_images).expanduser().resolve())
         overlap = set(train) & set(held)
         if overlap:
             raise CliError(f"--eval-images shares {len(overlap)} photos with --images; held-out photos must differ")
@@ -53,12 +62,13 @@ def cmd_pretrain_transform(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(str(e)) from e
     model = load_model(args.weights)
-    progress = not args.no_progress and sys.stderr.isatty()
-    print(f"os2d pretrain-transform: {model.config.backbone} backbone (frozen), {len(train)} training photos, "
-          f"{len(held)} held-out photos, output in {args.out}", file=sys.stderr)
-    summary = pretrain_transform(model, train, held, config, args.out, progress=progress,
-                                 echo=lambda line: print(line, file=sys.stderr, flush=True))
-    out = Path(args.out)
+    progress = not args.quiet and sys.stderr.isatty()
+    if not args.quiet:
+        print(f"os2d pretrain-transform: {model.config.backbone} backbone (frozen), {len(train)} training photos, "
+              f"{len(held)} held-out photos, output in {args.output_dir}", file=sys.stderr)
+    summary = pretrain_transform(model, train, held, config, args.output_dir, progress=progress,
+                                 echo=lambda line: None if args.quiet else print(line, file=sys.stderr, flush=True))
+    out = Path(args.output_dir)
     print(f"wrote {out / 'transform_net.pt'} (TransformNet init for training), {out / 'model.pt'} (full model: "
           f"--weights {out / 'model.pt'}), {out / 'eval.json'}")
     if "table" in summary:
@@ -67,7 +77,7 @@ def cmd_pretrain_transform(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``pretrain-transform`` on the ``os2d`` sub-command parser."""
     p = sub.add_parser(
         "pretrain-transform",
@@ -76,11 +86,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "the class image, a randomly warped copy of the photo the input; the frozen backbone's "
                     "correlation goes through the TransformNet, trained with the grid loss against the true warp. "
                     "Writes transform_net.pt, model.pt and eval.json (held-out alignment error: identity vs "
-                    "pretrained). Re-running with the same --out resumes.")
+                    "pretrained). Re-running with the same --output-dir resumes.")
     p.add_argument("--images", required=True, metavar="DIR", help="unlabeled photos (searched recursively)")
     p.add_argument("--eval-images", metavar="DIR", help="held-out photos (default: --eval-fraction of --images)")
     p.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share of --images (hash split)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder (cache, checkpoint, outputs)")
+    add_output_dir(p, deprecated=("--out",), help="run folder (cache, checkpoint, outputs)")
     p.add_argument("--weights", default="default", help="starting model: its backbone is used frozen")
     p.add_argument("--num-pairs", type=int, default=PRETRAIN_DEFAULTS["num_pairs"], help="training warps")
     p.add_argument("--eval-pairs", type=int, default=PRETRAIN_DEFAULTS["eval_pairs"], help="held-out warps")
@@ -94,5 +104,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rotation", type=float, default=PRETRAIN_DEFAULTS["max_rotation"], help="largest rotation, degrees")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (1 is fastest on busy CPUs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(p, deprecated=("--no-progress",))
     p.set_defaults(func=cmd_pretrain_transform)

@@ -1,9 +1,9 @@
 """``os2d train`` and ``os2d plot-log`` subcommands.
 
-    os2d train --config configs/tiny.yaml sampler.batch_size=2 optim.lr=1e-3 --output runs/tiny
+    os2d train --config configs/tiny.yaml sampler.batch_size=2 optim.lr=1e-3 --output-dir runs/tiny
     os2d train --resume runs/tiny max_iter=2000          # continue (config from the checkpoint)
     torchrun --nproc_per_node 2 -m os2d train --config configs/v2.yaml    # one process per GPU
-    os2d plot-log runs/tiny/train_log.jsonl --out curves.png
+    os2d plot-log runs/tiny/train_log.jsonl --output curves.png
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ import os
 import sys
 from pathlib import Path
 
-from os2d.apps.cli.main import CliError
+from os2d.apps.cli.common import (
+    CliError,
+    add_output_dir,
+    add_output_file,
+    add_quiet,
+    check_writable_dir,
+    check_writable_file,
+)
 
 
 def _is_main_process() -> bool:
@@ -21,26 +28,32 @@ def _is_main_process() -> bool:
 
 
 def resolve_train_config(config_path: str | None, overrides: list[str], *, resume: str | None = None,
-                         output: str | None = None):
+                         output_dir: str | None = None):
     """(config, checkpoint to resume or None) from the command line.
 
     Without ``--config``, a resumed run takes the config saved in its checkpoint; ``key=value`` overrides
     apply on top either way (e.g. ``max_iter=...`` to train longer). A resumed run writes into the run
-    directory of its checkpoint unless ``--output`` says otherwise.
+    directory of its checkpoint unless ``--output-dir`` says otherwise.
+
+    Raises:
+        CliError: a bad config file, override or resume path (the user's input).
     """
     from os2d.train import checkpoint as ckpt_io
     from os2d.train.config import load_train_config, train_config_from_dict
 
     ckpt = ckpt_io.resolve_resume(resume) if resume else None
-    if config_path is not None:
-        config = load_train_config(config_path, overrides)
-    elif ckpt is not None:
-        saved = ckpt_io.load_training_checkpoint(ckpt)["train_config"]
-        config = train_config_from_dict(saved, overrides)
-    else:
+    if config_path is None and ckpt is None:
         raise CliError("give --config CONFIG.yaml (or --resume RUN_DIR to continue a run)")
-    if output is not None:
-        config = config.replace(output_dir=output)
+    try:  # config validation raises ValueError: here it is the user's file or KEY=VALUE override
+        if config_path is not None:
+            config = load_train_config(config_path, overrides)
+        else:
+            saved = ckpt_io.load_training_checkpoint(ckpt)["train_config"]
+            config = train_config_from_dict(saved, overrides)
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    if output_dir is not None:
+        config = config.replace(output_dir=output_dir)
     elif ckpt is not None and ckpt.parent.name == ckpt_io.CHECKPOINT_DIR:
         config = config.replace(output_dir=str(ckpt.parent.parent))
     return config, ckpt
@@ -53,7 +66,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from os2d.train.trainer import train
 
-    config, ckpt = resolve_train_config(args.config, list(args.overrides), resume=args.resume, output=args.output)
+    config, ckpt = resolve_train_config(args.config, list(args.overrides), resume=args.resume,
+                                        output_dir=args.output_dir)
+    check_writable_dir(config.output_dir, "--output-dir")
     quiet = args.quiet or not _is_main_process()
     if not quiet:
         print(f"os2d train: {config.model.backbone} {config.model.variant}, {config.max_iter} iterations -> "
@@ -77,8 +92,10 @@ def cmd_plot_log(args: argparse.Namespace) -> int:
     for p in args.logs:
         if not Path(p).exists():
             raise CliError(f"training log not found: {p}")
-    out = plot_log(args.logs, args.out, smooth=args.smooth, keys=args.keys)
-    print(f"wrote {out}")
+    check_writable_file(args.output, "--output")
+    out = plot_log(args.logs, args.output, smooth=args.smooth, keys=args.keys)
+    if not args.quiet:
+        print(f"wrote {out}")
     return 0
 
 
@@ -107,18 +124,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--config", "-c", default=None, metavar="CONFIG.yaml", help="training config (see configs/)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="checkpoint file, or run directory (its newest checkpoint): continue exactly")
-    p.add_argument("--output", "-o", default=None, metavar="DIR", help="output directory (overrides output_dir)")
+    add_output_dir(p, required=False, deprecated=("--output", "-o"), help="run folder (overrides output_dir)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    add_quiet(p)
     p.set_defaults(func=cmd_train)
     p.__class__ = _IntermixedArgumentParser  # same parser, intermixed positionals
 
     p = sub.add_parser("plot-log", help="plot training curves (loss terms, eval metrics) from train_log.jsonl")
     p.add_argument("logs", nargs="+", metavar="LOG.jsonl", help="train_log.jsonl files or run directories")
-    p.add_argument("--out", "-o", required=True, metavar="curves.png")
+    add_output_file(p, metavar="curves.png", deprecated=("--out",), help="the picture to write (PNG, PDF, SVG)")
     p.add_argument("--smooth", type=int, default=20, help="running-mean window for per-iteration curves")
     p.add_argument("--keys", nargs="+", default=None, help="training terms to draw (default: all loss terms, "
                                                               "lr, grad_norm, patches_per_s)")
+    add_quiet(p)
     p.set_defaults(func=cmd_plot_log)
 
 

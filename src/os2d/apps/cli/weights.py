@@ -7,7 +7,18 @@ import re
 import sys
 from pathlib import Path
 
-from os2d.apps.cli.main import CliError, register_classes
+from os2d.apps.cli.common import (
+    CliError,
+    DeprecatedAlias,
+    add_class_args,
+    add_output_dir,
+    add_output_file,
+    add_quiet,
+    check_writable_dir,
+    check_writable_file,
+    classes_from_args,
+    register_classes,
+)
 
 VARIANT_WORDS = {"v1": "V1 (scale + translation, P=4)", "v2": "V2 (full affine, inverted, P=6)"}
 # = os2d.weights.convert.FORMATS (not imported here: building the parser must not import torch)
@@ -47,12 +58,12 @@ def _imported_info(path: Path) -> tuple[str, str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from os2d.weights import DEFAULT_WEIGHTS, PACKAGED_WEIGHTS, packaged_weights_path
+    from os2d.weights import DEFAULT_WEIGHTS, packaged_weights_path
     from os2d.weights import registry as reg
 
     rows = []
     for entry in reg.REGISTRY.values():
-        if entry.name in PACKAGED_WEIGHTS:  # a file inside the installed package
+        if entry.kind == "packaged":  # a file inside the installed package
             path = packaged_weights_path(entry.name, check=False)
             status, size = ("packaged", _human_size(path.stat().st_size)) if path.is_file() else ("missing", "?")
             if entry.name == DEFAULT_WEIGHTS:
@@ -107,18 +118,21 @@ def _describe_model(model, report) -> list[str]:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    from os2d.weights import model_from_file
     from os2d.weights import registry as reg
-    from os2d.weights.convert import model_from_file
+    from os2d.weights.download import download
 
     entry = reg.get_entry(args.name)
     if entry is None:
         raise CliError(f"unknown weights {args.name!r}; known: {', '.join(sorted(reg.REGISTRY))}")
-    path = reg.download(entry.name, dest_dir=args.dir, force=args.force, progress=not args.quiet,
-                        log=lambda m: print(m, file=sys.stderr))
+    check_writable_dir(args.output_dir, "--output-dir")
+    path = download(entry.name, dest_dir=args.output_dir, force=args.force, progress=not args.quiet,
+                    log=lambda m: None if args.quiet else print(m, file=sys.stderr))
     model, report = model_from_file(path, "auto", config=entry.config)
-    for line in _describe_model(model, report):
-        print(line)
-    print(f"use it: os2d detect --weights {entry.name} ...")
+    if not args.quiet:
+        for line in _describe_model(model, report):
+            print(line)
+        print(f"use it: os2d detect --weights {entry.name} ...")
     return 0
 
 
@@ -137,9 +151,9 @@ def _import_name(path: Path, name: str | None) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from os2d.weights import model_from_file, save_checkpoint
     from os2d.weights import registry as reg
-    from os2d.weights import save_checkpoint
-    from os2d.weights.convert import model_from_file
+    from os2d.weights.download import sha256_file
 
     path = Path(args.path).expanduser()
     if not path.is_file():
@@ -147,31 +161,30 @@ def cmd_import(args: argparse.Namespace) -> int:
     name = _import_name(path, args.name)
     entry = reg.get_entry(name)
     config = entry.config if entry is not None else None
-    model, report = model_from_file(path, args.format, backbone=args.backbone, variant=args.variant,
-                                    transform=args.transform, config=config)
-    for line in _describe_model(model, report):
-        print(line)
-    dest_dir = Path(args.dir).expanduser() if args.dir else reg.weights_cache_dir()
+    dest_dir = Path(args.output_dir).expanduser() if args.output_dir else reg.weights_cache_dir()
     target = dest_dir / f"{name}.pth"
     if target.exists() and not args.force and target.resolve() != path.resolve():
         raise CliError(f"{target} exists; pass --force to replace it")
-    source = {"file": path.name, "format": report.format, "sha256": reg.sha256_file(path),
+    check_writable_file(target, "--output-dir")
+    model, report = model_from_file(path, args.format, backbone=args.backbone, variant=args.variant,
+                                    transform=args.transform, config=config)
+    if not args.quiet:
+        for line in _describe_model(model, report):
+            print(line)
+    source = {"file": path.name, "format": report.format, "sha256": sha256_file(path),
               "licence": entry.licence if entry is not None else None}
     if args.transform:
         source["transform_file"] = Path(args.transform).name
     save_checkpoint(target, model, source=source)
-    print(f"saved: {target}")
-    print(f"use it: os2d detect --weights {name if not args.dir else target} ...")
+    if not args.quiet:
+        print(f"saved: {target}")
+        print(f"use it: os2d detect --weights {name if not args.output_dir else target} ...")
     return 0
 
 
 def _export_kernels(args: argparse.Namespace, model):
     """Class kernels to bake in (from --class / --classes / --gallery), or (None, None) for a kernels input."""
-    from os2d.apps.cli.main import _parse_class_arg, read_classes_csv
-
-    classes = [_parse_class_arg(c) for c in args.class_args or []]
-    if args.classes:
-        classes += read_classes_csv(args.classes)
+    classes = classes_from_args(args)
     if not classes and not args.gallery:
         return None, None
     from os2d.detector import Detector
@@ -189,41 +202,52 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.onnx is None and args.class_encoder is None:
         raise CliError("nothing to export: give --onnx OUT.onnx and/or --class-encoder OUT.onnx")
+    check_writable_file(args.onnx, "--onnx")
+    check_writable_file(args.class_encoder, "--class-encoder")
     model = load_model(args.weights)
     if args.onnx:
         kernels, names = _export_kernels(args, model)
         report = export_onnx(model, args.onnx, height=args.height, width=args.width, kernels=kernels,
                              class_names=names, exporter=args.exporter, opset=args.opset, verify=not args.no_verify)
-        print(report.summary())
-        if kernels is not None:
-            print(f"baked-in kernels (one per output channel K): {names}")
-        print(f"input: RGB float32 in [0, 1] resized to exactly {args.width}x{args.height} (w x h); "
-              "boxes and corners are in that frame; decode, threshold and NMS outside the graph")
+        if not args.quiet:
+            print(report.summary())
+            if kernels is not None:
+                print(f"baked-in kernels (one per output channel K): {names}")
+            print(f"input: RGB float32 in [0, 1] resized to exactly {args.width}x{args.height} (w x h); "
+                  "boxes and corners are in that frame; decode, threshold and NMS outside the graph")
     if args.class_encoder:
         report = export_class_encoder_onnx(model, args.class_encoder, exporter=args.exporter, opset=args.opset,
                                            verify=not args.no_verify)
-        print(report.summary())
+        if not args.quiet:
+            print(report.summary())
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from os2d.weights import WeightsError, load_model, save_checkpoint
+    from os2d.weights import load_model, save_checkpoint
 
-    out = Path(args.out)
+    if args.output is None:
+        raise CliError("give the file to write: --output OUT.pt")
+    out = Path(args.output)
     if out.exists() and not args.force:
         raise CliError(f"{out} exists (use --force to replace it)")
-    try:
-        model = load_model(args.weights)
-    except WeightsError as e:
-        raise CliError(str(e)) from e
+    check_writable_file(out, "--output")
+    model = load_model(args.weights)
     save_checkpoint(out, model, half=not args.float32)
-    size = out.stat().st_size
-    print(f"{out}: {model.config.backbone} {model.config.variant}, "
-          f"{'float32' if args.float32 else 'float16'} tensors, {_human_size(size)}")
+    if not args.quiet:
+        print(f"{out}: {model.config.backbone} {model.config.variant}, "
+              f"{'float32' if args.float32 else 'float16'} tensors, {_human_size(out.stat().st_size)}")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_cache_output(q: argparse.ArgumentParser, *, where: str, force: str) -> None:
+    """The output options of the commands that write into the weights cache: folder, --force, --quiet."""
+    add_output_dir(q, required=False, deprecated=("--dir",), help=where)
+    q.add_argument("--force", action="store_true", help=force)
+    add_quiet(q)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the weights/export subcommands to the ``os2d`` parser."""
     p = sub.add_parser("weights", help="list, download and import model weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
@@ -234,9 +258,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     q = wsub.add_parser("download", help="download known weights into the cache (~/.cache/os2d/weights)")
     q.add_argument("name", help="registry name (see `os2d weights list`)")
-    q.add_argument("--dir", default=None, help="download here instead of the cache")
-    q.add_argument("--force", action="store_true", help="download again even if present")
-    q.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_cache_output(q, where="download here instead of the cache", force="download again even if present")
     q.set_defaults(func=cmd_download)
 
     q = wsub.add_parser("import", help="check and convert a weights file you have into an os2d checkpoint")
@@ -250,15 +272,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="V1/V2 head for backbone-only files (default v2); checked for full checkpoints")
     q.add_argument("--transform", default=None, metavar="WEAKALIGN.pth.tar",
                    help="initialise the TransformNet from weakalign's affine regressor (V2)")
-    q.add_argument("--dir", default=None, help="save here instead of the cache")
-    q.add_argument("--force", action="store_true", help="replace an existing checkpoint of that name")
+    _add_cache_output(q, where="save NAME.pth here instead of the cache",
+                      force="replace an existing checkpoint of that name")
     q.set_defaults(func=cmd_import)
 
     q = wsub.add_parser("compact", help="write a model as a small inference-only file (no optimizer; float16)")
     q.add_argument("weights", help="checkpoint path (e.g. a training run's best.pt) or weights name")
-    q.add_argument("out", help="output .pt file (loads with --weights OUT)")
+    add_output_file(q, metavar="OUT.pt", required=False, help="the file to write (loads with --weights OUT.pt)")
+    q.add_argument("output", nargs="?", metavar="OUT", action=DeprecatedAlias, use="--output OUT",
+                   help=argparse.SUPPRESS)  # the old positional spelling: os2d weights compact WEIGHTS OUT
     q.add_argument("--float32", action="store_true", help="keep float32 tensors (twice the size)")
     q.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_quiet(q)
     q.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("export", help="export the detector (fixed input size) to ONNX")
@@ -267,11 +292,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--weights", default="default", help="weights name or checkpoint path")
     p.add_argument("--height", type=int, default=768, help="input height in pixels (default 768)")
     p.add_argument("--width", type=int, default=1024, help="input width in pixels (default 1024)")
-    p.add_argument("--class", dest="class_args", action="append", metavar="NAME=PATH",
-                   help="bake in this class image's kernels (repeat); without classes, kernels are an input")
-    p.add_argument("--classes", metavar="CSV", help="bake in the classes of a CSV with header name,path")
-    p.add_argument("--gallery", metavar="FILE", help="bake in the kernels of a saved gallery")
+    add_class_args(p, what="their kernels are baked in; without classes, kernels are an input")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18 dynamo, 17 torchscript)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    add_quiet(p)
     p.set_defaults(func=cmd_export)

@@ -38,11 +38,9 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from os2d.apps.service.store import GalleryStore
-from os2d.config import InferenceConfig
 from os2d.detector import Detector
-from os2d.gallery import ClassGallery, class_views
-from os2d.inference.detect import detect_image
-from os2d.io import ImageError, image_to_tensor, load_image, resize_to_area, validate_class_image
+from os2d.gallery import ClassGallery
+from os2d.io import ImageError, load_image, validate_class_image
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +72,14 @@ class ServiceSettings:
     device: str = "cpu"
     torch_threads: int | None = None  # torch.set_num_threads, only when given
     max_batch: int = 16
+    shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         if self.queue_size < 1:
             raise ValueError("queue_size must be >= 1")
+        if self.shortlist_top_k is not None and self.shortlist_top_k < 1:
+            raise ValueError("shortlist_top_k must be >= 1 or None")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -150,16 +151,21 @@ def parse_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 class Service:
-    """The model, the persistent gallery and the inference worker of one app."""
+    """The detector, the persistent gallery and the inference worker of one app.
+
+    Every detection and class encoding goes through :class:`os2d.detector.Detector`; the detector swaps
+    galleries rather than changing one, so a running detection keeps the gallery it started with.
+    """
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         if settings.torch_threads:
             torch.set_num_threads(int(settings.torch_threads))
         t0 = time.perf_counter()
-        self.detector = Detector.from_weights(settings.weights, device=settings.device)
+        self.detector = Detector.from_weights(settings.weights, device=settings.device,
+                                              shortlist_top_k=settings.shortlist_top_k)
         self.model_id = self.detector.gallery.model_id
-        self.lock = threading.RLock()  # gallery mutations and snapshots
+        self.lock = threading.RLock()  # keeps the store, the detector's gallery and the kernel cache in step
         self.store = GalleryStore(settings.data_dir)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="os2d-inference")
         self._pending = 0
@@ -181,29 +187,14 @@ class Service:
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
 
-    # ------------------------------------------------------------------------------------ kernels
-
-    @torch.no_grad()
-    def class_kernels(self, images: list[Image.Image]) -> tuple[torch.Tensor, list[str]]:
-        """Kernels of class images, views as in :meth:`Detector.add_class`."""
-        det = self.detector
-        size = det.model.config.class_image_size
-        tensors, names = [], []
-        for img in images:
-            for view_name, view in class_views(img, rotations=det.config.rotations,
-                                               horizontal_flip=det.config.horizontal_flip):
-                tensors.append(image_to_tensor(resize_to_area(view, size)).to(det.device))
-                names.append(view_name)
-        return det.model.class_kernels(tensors).detach().cpu().float(), names
+    # ---------------------------------------------------------------------------- gallery on disk
 
     def _load_gallery(self) -> None:
-        cache = self.store.load_kernel_cache(self.model_id)
-        if cache is not None:
-            kernels = cache["kernels"] if cache["kernels"].numel() else None
-            self.detector.gallery = ClassGallery(list(cache["class_names"]), kernels, cache["view_class"].long(),
-                                                 list(cache["view_names"]), self.model_id)
+        """The gallery from the kernel cache, or encoded again from the stored class images."""
+        cached = self.store.load_kernel_cache(self.model_id)
+        if cached is not None:
+            self.detector.set_gallery(cached)
             return
-        gallery = ClassGallery(model_id=self.model_id)
         for rec in self.store.classes():
             images = []
             for im in self.store.images(rec.name):
@@ -211,17 +202,15 @@ class Service:
                     images.append(load_image(im.path))
                 except ImageError as e:
                     logger.warning("class %r: stored image %s unreadable, skipped: %s", rec.name, im.path, e)
-            if images:
-                gallery.add(rec.name, *self.class_kernels(images))
-        self.detector.gallery = gallery
+            try:
+                if images:
+                    self.detector.add_class(rec.name, images)
+            except ImageError as e:
+                logger.warning("class %r: stored images unusable, class skipped: %s", rec.name, e)
         self._save_cache()
 
     def _save_cache(self) -> None:
-        g = self.gallery
-        self.store.save_kernel_cache(self.model_id, {
-            "image_ids": self.store.image_ids(), "class_names": list(g.class_names),
-            "kernels": g.kernels if g.kernels is not None else torch.zeros(0), "view_class": g.view_class,
-            "view_names": list(g.view_names)})
+        self.store.save_kernel_cache(self.gallery)
 
     # -------------------------------------------------------------------------------- the queue
 
@@ -277,8 +266,9 @@ class Service:
 
     # -------------------------------------------------------------------------------- detection
 
-    def inference_config(self, score_threshold: float | None, max_detections: int, image_size: int,
-                         scales: str | None) -> InferenceConfig:
+    def inference_changes(self, score_threshold: float | None, max_detections: int, image_size: int,
+                          scales: str | None) -> dict[str, Any]:
+        """Checked request options as :class:`~os2d.config.InferenceConfig` changes for :meth:`Detector.detect`."""
         changes: dict[str, Any] = {}
         if score_threshold is not None:
             if not math.isfinite(score_threshold):
@@ -296,33 +286,31 @@ class Service:
                 raise HTTPException(400, f"scales: 1 to {MAX_SCALES} numbers in [0.05, 4], got {scales!r}")
             changes["scales"] = tuple(vals)
         try:
-            return self.detector.config.replace(**changes)
+            self.detector.config.replace(**changes)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
+        return changes
 
-    def _detect_job(self, images: list[Image.Image | HTTPException], selected: list[str],
-                    adhoc: list[tuple[str, Image.Image]], config: InferenceConfig) -> list[dict[str, Any]]:
-        with self.lock:  # snapshot: gallery tensors are replaced, never modified in place
-            g = self.gallery
-            names, kernels, view_class = list(g.class_names), g.kernels, g.view_class
-        unknown = [n for n in selected if n not in names]
+    def _request_gallery(self, selected: list[str], adhoc: list[tuple[str, Image.Image]]) -> ClassGallery:
+        """The classes of one request: the selected gallery classes (all if none) + ad-hoc ones, which replace
+        gallery classes of the same name."""
+        gallery = self.gallery  # one snapshot for the whole request
+        unknown = [n for n in selected if n not in gallery.class_names]
         if unknown:
             raise HTTPException(404, f"unknown class(es): {', '.join(unknown)}")
         adhoc_names = list(dict.fromkeys(n for n, _ in adhoc))
-        wanted = [n for n in (selected or names) if n not in adhoc_names]  # ad-hoc overrides a gallery class
-        parts_k, parts_c = [], []
-        if wanted and kernels is not None:
-            for new_idx, n in enumerate(wanted):
-                mask = view_class == names.index(n)
-                parts_k.append(kernels[mask])
-                parts_c.append(torch.full((int(mask.sum()),), new_idx, dtype=torch.long))
-        for j, n in enumerate(adhoc_names):
-            k, _ = self.class_kernels([im for m, im in adhoc if m == n])
-            parts_k.append(k)
-            parts_c.append(torch.full((k.shape[0],), len(wanted) + j, dtype=torch.long))
-        class_names = wanted + adhoc_names
-        sel_k = torch.cat(parts_k) if parts_k else None
-        sel_c = torch.cat(parts_c) if parts_c else torch.zeros(0, dtype=torch.long)
+        wanted = [n for n in (selected or gallery.class_names) if n not in adhoc_names]
+        if wanted == gallery.class_names and not adhoc_names:
+            return gallery
+        gallery = gallery.subset(wanted)
+        for name in adhoc_names:
+            gallery.add(name, *self.detector.encode_class_images([im for n, im in adhoc if n == name]))
+        return gallery
+
+    def _detect_job(self, images: list[Image.Image | HTTPException], selected: list[str],
+                    adhoc: list[tuple[str, Image.Image]], changes: dict[str, Any]) -> list[dict[str, Any]]:
+        gallery = self._request_gallery(selected, adhoc)
+        config = self.detector.config.replace(**changes)
         out: list[dict[str, Any]] = []
         for img in images:
             if isinstance(img, HTTPException):
@@ -337,14 +325,15 @@ class Service:
                     raise err
                 out.append({"error": err.detail})
                 continue
-            if sel_k is None or sel_k.shape[0] == 0:
-                from os2d.results import Detections
-
-                dets = Detections.empty(class_names, img.size)
-            else:
-                dets = detect_image(self.detector.model, img, sel_k, sel_c, class_names, config)
-            out.append({"width": img.width, "height": img.height, "classes": class_names,
-                        "detections": dets.to_list(), "seconds": round(time.perf_counter() - t0, 4)})
+            try:
+                dets = self.detector.detect(img, gallery=gallery, **changes)
+            except ImageError as e:  # larger than the detector's own pixel limit (os2d.io.DEFAULT_MAX_PIXELS)
+                if len(images) == 1:
+                    raise _image_http_error(e, "image") from None
+                out.append({"error": _image_http_error(e, "image").detail})
+                continue
+            out.append({"width": img.width, "height": img.height, "classes": list(gallery.class_names),
+                        "detections": dets.to_records(), "seconds": round(time.perf_counter() - t0, 4)})
         return out
 
     async def adhoc_classes(self, class_images: list[UploadFile] | None,
@@ -376,14 +365,14 @@ class Service:
                 "thumbnail_url": f"{API}/classes/{quote(rec.name, safe='')}/thumbnail"}
 
     def _add_class_job(self, name: str, image: Image.Image) -> dict[str, Any]:
-        kernels, view_names = self.class_kernels([image])
         with self.lock:
-            self.store.add_image(name, image)
-            gallery = self.gallery
-            new = ClassGallery(list(gallery.class_names), gallery.kernels, gallery.view_class,
-                               list(gallery.view_names), gallery.model_id)
-            new.add(name, kernels, view_names)
-            self.detector.gallery = new  # swap: running detections keep their snapshot
+            before = self.gallery
+            self.detector.add_class(name, image)  # kernels first: an encoding failure leaves the store as it was
+            try:
+                self.store.add_image(name, image)
+            except BaseException:
+                self.detector.set_gallery(before)
+                raise
             self._save_cache()
             return self.class_record(name)
 
@@ -391,12 +380,8 @@ class Service:
         with self.lock:
             if not self.store.delete_class(name):
                 raise HTTPException(404, f"unknown class {name!r}")
-            gallery = self.gallery
-            if name in gallery.class_names:
-                new = ClassGallery(list(gallery.class_names), gallery.kernels, gallery.view_class,
-                                   list(gallery.view_names), gallery.model_id)
-                new.remove(name)
-                self.detector.gallery = new
+            if name in self.gallery.class_names:
+                self.detector.remove_class(name)
             self._save_cache()
 
     def class_image_path(self, name: str, index: int) -> Path:
@@ -502,11 +487,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         image_size: Annotated[int, Form(description="sqrt(w*h) at scale 1; 0 = keep size")] = 1024,
         scales: Annotated[str | None, Form(description="comma-separated pyramid scales")] = None,
     ) -> dict[str, Any]:
-        config = service.inference_config(score_threshold, max_detections, image_size, scales)
+        changes = service.inference_changes(score_threshold, max_detections, image_size, scales)
         img = await service.read_image(image, "image")
         adhoc = await service.adhoc_classes(class_images, class_names)
         selected = [check_class_name(n) for n in _split_names(classes)]
-        return (await service.run_job(service._detect_job, [img], selected, adhoc, config))[0]
+        return (await service.run_job(service._detect_job, [img], selected, adhoc, changes))[0]
 
     @app.post(f"{API}/detect/batch")
     async def detect_batch(
@@ -523,7 +508,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise HTTPException(400, "no images")
         if len(images) > settings.max_batch:
             raise HTTPException(400, f"{len(images)} images: at most {settings.max_batch} per batch")
-        config = service.inference_config(score_threshold, max_detections, image_size, scales)
+        changes = service.inference_changes(score_threshold, max_detections, image_size, scales)
         decoded: list[Image.Image | HTTPException] = []
         for i, up in enumerate(images):
             try:
@@ -532,7 +517,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 decoded.append(e)
         adhoc = await service.adhoc_classes(class_images, class_names)
         selected = [check_class_name(n) for n in _split_names(classes)]
-        return {"results": await service.run_job(service._detect_job, decoded, selected, adhoc, config)}
+        return {"results": await service.run_job(service._detect_job, decoded, selected, adhoc, changes)}
 
     @app.get(f"{API}/classes")
     async def list_classes() -> dict[str, Any]:

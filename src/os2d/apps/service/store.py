@@ -4,7 +4,8 @@ Layout of the data directory::
 
     gallery.sqlite3          classes(name PRIMARY KEY, created), class_images(id, class_name, file, created)
     images/<uuid>.png        class images (written atomically before their row is committed)
-    kernels-<model_id>.pt    class kernels computed by model ``model_id`` (a cache; rebuilt when stale)
+    kernels-<model_id>.pt    the ClassGallery computed by model ``model_id`` from the stored images (a cache;
+                             rebuilt when stale)
 
 Crash safety: an image file is written (temp + fsync + rename) before its row is committed in one
 transaction, so a crash leaves at worst an orphan file (ignored). On open, rows whose file is missing
@@ -22,17 +23,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
 
 from os2d.files import atomic_torch_save, atomic_write
+from os2d.gallery import ClassGallery
 
 logger = logging.getLogger(__name__)
 
 KERNEL_CACHE_FORMAT = "os2d-service-kernels"
-KERNEL_CACHE_VERSION = 1
+KERNEL_CACHE_VERSION = 2  # 2: the gallery as ClassGallery.to_payload() under "gallery"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS classes (
@@ -185,8 +186,8 @@ class GalleryStore:
     def kernel_cache_path(self, model_id: str) -> Path:
         return self.data_dir / f"kernels-{model_id}.pt"
 
-    def load_kernel_cache(self, model_id: str) -> dict[str, Any] | None:
-        """The cached kernels of ``model_id`` if they match the stored images exactly, else None."""
+    def load_kernel_cache(self, model_id: str) -> ClassGallery | None:
+        """The cached gallery of ``model_id`` if it was computed from exactly the stored images, else None."""
         path = self.kernel_cache_path(model_id)
         if not path.is_file():
             return None
@@ -202,8 +203,15 @@ class GalleryStore:
         if d.get("image_ids") != self.image_ids():
             logger.info("kernel cache %s does not match the stored class images: recomputing", path)
             return None
-        return d
+        try:
+            gallery = ClassGallery.from_payload(d.get("gallery"), source=str(path))
+        except ValueError as e:
+            logger.warning("kernel cache %s: %s: recomputing", path, e)
+            return None
+        return gallery if gallery.model_id == model_id else None
 
-    def save_kernel_cache(self, model_id: str, payload: dict[str, Any]) -> None:
-        full = {"format": KERNEL_CACHE_FORMAT, "version": KERNEL_CACHE_VERSION, "model_id": model_id, **payload}
-        atomic_torch_save(self.kernel_cache_path(model_id), full)
+    def save_kernel_cache(self, gallery: ClassGallery) -> None:
+        """Cache ``gallery`` (computed from the images stored now) for its model."""
+        payload = {"format": KERNEL_CACHE_FORMAT, "version": KERNEL_CACHE_VERSION, "model_id": gallery.model_id,
+                   "image_ids": self.image_ids(), "gallery": gallery.to_payload()}
+        atomic_torch_save(self.kernel_cache_path(gallery.model_id), payload)

@@ -5,9 +5,10 @@ PIL class images, ``detect(image)`` returns :class:`os2d.results.Detections` in 
 image, so metrics, timing and output files are shared.
 
 Methods (registry :data:`METHODS`):
-    * ``os2d`` - the model with its TransformNet (:class:`os2d.evaluation.baselines.sliding.Os2dMethod`);
-    * ``sliding-square`` - paper's "sliding window, square": the same features and class grids, the
-      transformation fixed to the identity (:func:`os2d.evaluation.baselines.sliding.sliding_square`);
+    * ``os2d`` - the model with its TransformNet, through :class:`os2d.Detector`
+      (:class:`os2d.evaluation.detector_method.DetectorMethod`: the inference path of the CLI and service);
+    * ``sliding-square`` - paper's "sliding window, square": the same detector, the transformation fixed to
+      the identity (:func:`os2d.evaluation.baselines.sliding.sliding_square`);
     * ``sliding-ar`` - paper's "sliding window, target AR": class features at their own w x h size
       (:class:`os2d.evaluation.baselines.sliding.SlidingWindowAR`);
     * ``sift`` - SIFT + ratio test + RANSAC homography (:class:`os2d.evaluation.baselines.sift.SiftMatcher`, OpenCV);
@@ -65,9 +66,9 @@ def build_method(method: str, config: InferenceConfig, *, model: Os2dModel | Non
     if method in MODEL_METHODS and model is None:
         raise ValueError(f"method {method!r} needs a model (its feature extractor)")
     if method == "os2d":
-        from os2d.evaluation.baselines.sliding import Os2dMethod
+        from os2d.evaluation.detector_method import DetectorMethod
 
-        return Os2dMethod(model, config, **options)  # type: ignore[arg-type]
+        return DetectorMethod.from_model(model, config, **options)  # type: ignore[arg-type]
     if method == "sliding-square":
         from os2d.evaluation.baselines.sliding import sliding_square
 

@@ -26,14 +26,14 @@ from PIL import Image
 
 from os2d.config import InferenceConfig
 from os2d.evaluation.baselines import require_cv2
-from os2d.inference.detect import LevelCandidates, merge_and_nms
+from os2d.evaluation.baselines.views import ClassViews
+from os2d.inference.decode import LevelCandidates, merge_and_nms
 from os2d.io import size_after_resize_to_area
 from os2d.results import Detections
 
 
 @dataclass
 class _ClassFeatures:
-    class_index: int
     size: tuple[int, int]  # (w, h) of the image the keypoints were computed on
     points: np.ndarray  # (N, 2) float32 keypoint positions
     descriptors: np.ndarray  # (N, 128) float32
@@ -80,8 +80,8 @@ class SiftMatcher:
         self.max_features = int(max_features)
         self._sift = cv2.SIFT_create(nfeatures=self.max_features)
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
-        self.class_names: list[str] = []
-        self._classes: list[_ClassFeatures] = []
+        self.views = ClassViews()  # the class images themselves: no rotated/flipped views
+        self._classes: list[_ClassFeatures] = []  # one per class image
 
     def _features(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kps, desc = self._sift.detectAndCompute(gray, None)
@@ -89,16 +89,15 @@ class SiftMatcher:
             return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32)
         return np.array([k.pt for k in kps], np.float32), desc.astype(np.float32)
 
+    @property
+    def class_names(self) -> list[str]:
+        return self.views.class_names
+
     def add_class(self, name: str, images: Sequence[Image.Image]) -> None:
-        if not images:
-            raise ValueError(f"class {name!r}: no class image")
-        if name not in self.class_names:
-            self.class_names.append(name)
-        idx = self.class_names.index(name)
-        for img in images:
+        for img in self.views.add(name, images):
             resized = img.resize(size_after_resize_to_area(*img.size, self.class_side), Image.BILINEAR)
             pts, desc = self._features(_gray(resized))
-            self._classes.append(_ClassFeatures(idx, resized.size, pts, desc))
+            self._classes.append(_ClassFeatures(resized.size, pts, desc))
 
     def _instances(self, cls: _ClassFeatures, pts: np.ndarray, desc: np.ndarray,
                    size: tuple[int, int]) -> list[tuple[np.ndarray, float]]:
@@ -151,8 +150,7 @@ class SiftMatcher:
                 if box[2] <= box[0] or box[3] <= box[1]:
                     continue
                 cands.append(LevelCandidates(box[None], torch.tensor([score]), torch.tensor([v]), c[None]))
-        view_class = torch.tensor([c.class_index for c in self._classes], dtype=torch.long)
-        return merge_and_nms(cands, view_class, self.class_names, size, self.config)
+        return merge_and_nms(cands, self.views.view_class_tensor(), self.class_names, size, self.config)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "ratio": self.ratio, "min_inliers": self.min_inliers,

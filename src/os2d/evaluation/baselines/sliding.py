@@ -1,11 +1,11 @@
-"""Model-based methods: OS2D itself and the paper's two sliding-window baselines (Sec. 5, "Sliding window
-baselines"): the same feature extractor and image pyramid, no learned transformation.
+"""The paper's two sliding-window baselines (Sec. 5, "Sliding window baselines"): OS2D's feature extractor and
+image pyramid, no learned transformation. (OS2D itself is :class:`os2d.evaluation.detector_method.DetectorMethod`.)
 
 * ``square``: class feature maps resized to the S x S grid the TransformNet sees, transformation fixed to the
   identity ("equivalent to fixing the output of the transformation model to identity"). This IS the OS2D head
-  with an identity TransformNet, so :func:`sliding_square` reuses the model with :class:`IdentityTransform`
-  (exactly the output of a TransformNet whose last layer is zero with identity bias - the "default" weights -
-  without running its convolutions). Score = mean of the inner (S-2b)^2 correlations along the identity grid,
+  with an identity TransformNet, so :func:`sliding_square` is the :class:`os2d.Detector` on the model with
+  :class:`IdentityTransform` (exactly the output of a TransformNet whose last layer is zero with identity
+  bias - the "default" weights - without running its convolutions). Score = mean of the inner (S-2b)^2 correlations along the identity grid,
   box = the 240 x 240 anchor window.
 * ``target AR``: class features used at their own size h x w (aspect ratio of the class image kept), matched
   convolutionally: score = mean cosine similarity over the h x w window, box = the class image's size
@@ -20,51 +20,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 from os2d.config import InferenceConfig
-from os2d.gallery import VIEW_OPS, class_views
-from os2d.inference.detect import LevelCandidates, detect_image, merge_and_nms, pyramid_sizes
+from os2d.evaluation.baselines.views import ClassViews, box_corners
+from os2d.evaluation.detector_method import DetectorMethod
+from os2d.inference.decode import LevelCandidates, merge_and_nms
+from os2d.inference.pyramid import pyramid_sizes
 from os2d.io import image_to_tensor, resize_to_area
 from os2d.model.correlation import l2_normalize
 from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
 
 
-def _device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
-
-
-def view_corner_order(view: str) -> list[int]:
-    """For each class corner (top-left, top-right, bottom-left, bottom-right), the index of the corner of the
-    view's axis-aligned box where it lands (views rotate/flip the class image)."""
-    op = VIEW_OPS[view]
-    if op is None:
-        return [0, 1, 2, 3]
-    moved = np.asarray(Image.fromarray(np.array([[0, 1], [2, 3]], np.uint8)).transpose(op))
-    at = {int(moved[r, c]): i for i, (r, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))}
-    return [at[k] for k in range(4)]
-
-
-def box_corners(boxes_xyxy: Tensor, order: Sequence[int]) -> Tensor:
-    """(M, 4) boxes -> (M, 4, 2) class corners given a view's :func:`view_corner_order`."""
-    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
-    corners = torch.stack([torch.stack([x1, y1], -1), torch.stack([x2, y1], -1),
-                           torch.stack([x1, y2], -1), torch.stack([x2, y2], -1)], dim=-2)  # box tl, tr, bl, br
-    return corners[:, list(order)]
-
-
 def candidates_from_boxes(boxes_xyxy: Tensor, scores: Tensor, view: int, corner_order: Sequence[int],
                           level_size: tuple[int, int], original_size: tuple[int, int],
                           config: InferenceConfig) -> LevelCandidates:
     """Clip (M, 4) level-pixel boxes to the level, drop empty/low ones, keep the top ``pre_nms_top_k``, map to
-    original pixels. Shared by the baselines so their decoding matches :mod:`os2d.inference.detect`."""
+    original pixels. Shared by the baselines so their decoding matches :mod:`os2d.inference.decode`."""
     lw, lh = level_size
     boxes = torch.stack([boxes_xyxy[:, 0].clamp(0, lw), boxes_xyxy[:, 1].clamp(0, lh),
                          boxes_xyxy[:, 2].clamp(0, lw), boxes_xyxy[:, 3].clamp(0, lh)], dim=-1)
@@ -113,57 +89,16 @@ class IdentityTransform(nn.Module):
         return self.params.to(corr.dtype).view(1, -1, 1, 1).expand(n, self.num_params, h, w)
 
 
-class Os2dMethod:
-    """An :class:`Os2dModel` as a harness method: class kernels computed once at ``add_class``, detection by
-    :func:`os2d.inference.detect.detect_image` (pyramid, views merged, NMS). Views (rotations/flips) come from
-    ``config``."""
-
-    def __init__(self, model: Os2dModel, config: InferenceConfig, *, name: str = "os2d") -> None:
-        self.model = model
-        self.config = config
-        self.name = name
-        self.class_names: list[str] = []
-        self._kernels: list[Tensor] = []
-        self._view_class: list[int] = []
-
-    @torch.no_grad()
-    def add_class(self, name: str, images: Sequence[Image.Image]) -> None:
-        """Register class ``name`` from RGB class images (several = few-shot; all views merged before NMS)."""
-        if not images:
-            raise ValueError(f"class {name!r}: no class image")
-        if name not in self.class_names:
-            self.class_names.append(name)
-        idx = self.class_names.index(name)
-        device = _device(self.model)
-        size = self.model.config.class_image_size
-        tensors = [image_to_tensor(resize_to_area(view, size)).to(device)
-                   for img in images
-                   for _, view in class_views(img, rotations=self.config.rotations,
-                                              horizontal_flip=self.config.horizontal_flip)]
-        self._kernels.append(self.model.class_kernels(tensors))
-        self._view_class += [idx] * len(tensors)
-
-    def detect(self, image: Image.Image) -> Detections:
-        if not self._kernels:
-            return Detections.empty(self.class_names, image.size)
-        kernels = torch.cat(self._kernels)
-        return detect_image(self.model, image, kernels, torch.tensor(self._view_class, dtype=torch.long),
-                            self.class_names, self.config)
-
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, "backbone": self.model.config.backbone,
-                "transform": type(self.model.transform_net).__name__}
-
-
 def identity_model(model: Os2dModel) -> Os2dModel:
     """The same backbone (shared, not copied) with the transformation fixed to the identity."""
     out = Os2dModel(model.backbone, IdentityTransform(model.config.num_transform_params), model.config)
-    return out.to(_device(model)).eval()
+    return out.to(next(model.parameters()).device).eval()
 
 
-def sliding_square(model: Os2dModel, config: InferenceConfig, *, name: str = "sliding-square") -> Os2dMethod:
-    """Paper's "sliding window, square" baseline on ``model``'s feature extractor."""
-    return Os2dMethod(identity_model(model), config, name=name)
+def sliding_square(model: Os2dModel, config: InferenceConfig, *, name: str = "sliding-square") -> DetectorMethod:
+    """Paper's "sliding window, square" baseline on ``model``'s feature extractor: the detector on
+    :func:`identity_model`."""
+    return DetectorMethod.from_model(identity_model(model), config, name=name)
 
 
 class SlidingWindowAR:
@@ -187,31 +122,25 @@ class SlidingWindowAR:
         self.config = config
         self.name = name
         self.peak_window = int(peak_window)
-        self.class_names: list[str] = []
+        self.views = ClassViews()
         self._weights: list[Tensor] = []  # (C, h, w) each: normalised features / (h*w)
         self._sizes: list[tuple[float, float]] = []  # (width, height) in pixels of the class view
-        self._view_class: list[int] = []
-        self._corner_orders: list[list[int]] = []
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.views.class_names
 
     @torch.no_grad()
     def add_class(self, name: str, images: Sequence[Image.Image]) -> None:
-        if not images:
-            raise ValueError(f"class {name!r}: no class image")
-        if name not in self.class_names:
-            self.class_names.append(name)
-        idx = self.class_names.index(name)
-        device = _device(self.model)
-        for img in images:
-            for view_name, view in class_views(img, rotations=self.config.rotations,
-                                               horizontal_flip=self.config.horizontal_flip):
-                resized = resize_to_area(view, self.model.config.class_image_size)
-                t = image_to_tensor(resized).to(device)
-                feats = self.model.extract_features(t[None], align_to_anchors=False)[0]  # (C, h, w)
-                h, w = feats.shape[-2:]
-                self._weights.append(l2_normalize(feats, dim=0) / float(h * w))
-                self._sizes.append((float(resized.width), float(resized.height)))
-                self._view_class.append(idx)
-                self._corner_orders.append(view_corner_order(view_name))
+        device = next(self.model.parameters()).device
+        for view in self.views.add(name, images, rotations=self.config.rotations,
+                                   horizontal_flip=self.config.horizontal_flip):
+            resized = resize_to_area(view, self.model.config.class_image_size)
+            t = image_to_tensor(resized).to(device)
+            feats = self.model.extract_features(t[None], align_to_anchors=False)[0]  # (C, h, w)
+            h, w = feats.shape[-2:]
+            self._weights.append(l2_normalize(feats, dim=0) / float(h * w))
+            self._sizes.append((float(resized.width), float(resized.height)))
 
     @torch.no_grad()
     def level_scores(self, level_image: Tensor) -> list[tuple[Tensor, Tensor]]:
@@ -246,21 +175,20 @@ class SlidingWindowAR:
         size = image.size
         if not self._weights:
             return Detections.empty(self.class_names, size)
-        device = _device(self.model)
+        device = next(self.model.parameters()).device
         cands: list[LevelCandidates] = []
         for lw, lh in pyramid_sizes(*size, self.config):
             level = image if (lw, lh) == size else image.resize((lw, lh), Image.BILINEAR)
             for v, (scores, boxes) in enumerate(self.level_scores(image_to_tensor(level).to(device))):
                 peak = local_maxima(scores, self.peak_window)
-                cands.append(candidates_from_boxes(boxes[peak], scores[peak], v, self._corner_orders[v],
+                cands.append(candidates_from_boxes(boxes[peak], scores[peak], v, self.views.corner_orders[v],
                                                    (lw, lh), size, self.config))
-        return merge_and_nms(cands, torch.tensor(self._view_class, dtype=torch.long), self.class_names, size,
-                             self.config)
+        return merge_and_nms(cands, self.views.view_class_tensor(), self.class_names, size, self.config)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "backbone": self.model.config.backbone, "peak_window": self.peak_window,
                 "class_grids": sorted({f"{w.shape[-1]}x{w.shape[-2]}" for w in self._weights})}
 
 
-__all__ = ["IdentityTransform", "Os2dMethod", "SlidingWindowAR", "identity_model", "sliding_square",
-           "view_corner_order", "box_corners", "candidates_from_boxes", "local_maxima"]
+__all__ = ["IdentityTransform", "SlidingWindowAR", "candidates_from_boxes", "identity_model", "local_maxima",
+           "sliding_square"]

@@ -23,9 +23,9 @@ from PIL import Image
 
 from os2d.config import InferenceConfig
 from os2d.evaluation.baselines import require_cv2
-from os2d.evaluation.baselines.sliding import candidates_from_boxes, view_corner_order
-from os2d.gallery import class_views
-from os2d.inference.detect import LevelCandidates, merge_and_nms
+from os2d.evaluation.baselines.sliding import candidates_from_boxes
+from os2d.evaluation.baselines.views import ClassViews
+from os2d.inference.decode import LevelCandidates, merge_and_nms
 from os2d.io import size_after_resize_to_area
 from os2d.results import Detections
 
@@ -66,23 +66,17 @@ class TemplateMatcher:
         self.peaks_per_scale = int(peaks_per_scale)
         self.peak_radius = float(peak_radius)
         self.grayscale = grayscale
-        self.class_names: list[str] = []
-        self._views: list[Image.Image] = []
-        self._view_class: list[int] = []
-        self._corner_orders: list[list[int]] = []
+        self.views = ClassViews()
+        self._templates: list[Image.Image] = []  # one per class view
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.views.class_names
 
     def add_class(self, name: str, images: Sequence[Image.Image]) -> None:
-        if not images:
-            raise ValueError(f"class {name!r}: no class image")
-        if name not in self.class_names:
-            self.class_names.append(name)
-        idx = self.class_names.index(name)
-        for img in images:
-            for view_name, view in class_views(img, rotations=self.config.rotations,
-                                               horizontal_flip=self.config.horizontal_flip):
-                self._views.append(view.convert("L") if self.grayscale else view.convert("RGB"))
-                self._view_class.append(idx)
-                self._corner_orders.append(view_corner_order(view_name))
+        for view in self.views.add(name, images, rotations=self.config.rotations,
+                                   horizontal_flip=self.config.horizontal_flip):
+            self._templates.append(view.convert("L") if self.grayscale else view.convert("RGB"))
 
     def _base_factor(self, size: tuple[int, int]) -> float:
         if self.config.image_size is None:
@@ -92,7 +86,7 @@ class TemplateMatcher:
     def detect(self, image: Image.Image) -> Detections:
         cv2 = require_cv2()
         size = image.size
-        if not self._views:
+        if not self._templates:
             return Detections.empty(self.class_names, size)
         base = self._base_factor(size)
         work_src = image.convert("L") if self.grayscale else image.convert("RGB")
@@ -103,7 +97,7 @@ class TemplateMatcher:
             ww, wh = max(1, int(size[0] * base * f)), max(1, int(size[1] * base * f))
             work = np.asarray(work_src.resize((ww, wh), Image.BILINEAR))
             target = max(1, int(round(side_base * f)))
-            for v, view in enumerate(self._views):
+            for v, view in enumerate(self._templates):
                 tw, th = size_after_resize_to_area(*view.size, target)
                 if tw < 4 or th < 4 or tw > ww or th > wh:
                     continue
@@ -115,9 +109,8 @@ class TemplateMatcher:
                     continue
                 boxes = np.stack([xs, ys, xs + tw, ys + th], axis=1).astype(np.float32)
                 cands.append(candidates_from_boxes(torch.from_numpy(boxes), torch.from_numpy(sc.astype(np.float32)),
-                                                   v, self._corner_orders[v], (ww, wh), size, self.config))
-        return merge_and_nms(cands, torch.tensor(self._view_class, dtype=torch.long), self.class_names, size,
-                             self.config)
+                                                   v, self.views.corner_orders[v], (ww, wh), size, self.config))
+        return merge_and_nms(cands, self.views.view_class_tensor(), self.class_names, size, self.config)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "object_scales": list(self.object_scales),

@@ -13,15 +13,33 @@ TorchScript's ``optimize_for_inference`` fuse each convolution with the ReLU and
 (oneDNN post-ops), which removes the separate passes over the largest maps (ResNet-50 at 960x1280: another ~14%
 on top of the folding). EfficientNet-Lite is not traced: its "same" padding depends on the input size, and its
 depthwise convolutions ran slower in that form.
+
+Which backbone inference runs is one typed setting, :class:`InferencePath`, held by the model
+(``Os2dModel.inference_path``); the copy lives in a :class:`FusedBackboneCache`.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
+
+
+class InferencePath(str, enum.Enum):
+    """The backbone that inference (eval mode, autograd off) runs. Training, autograd, tracing, ``torch.compile``
+    and ONNX export always run the plain backbone, and so do backbones without ``conv_bn_pairs()``."""
+
+    PLAIN = "plain"  # the backbone itself: every BatchNorm is a separate pass
+    FOLDED = "folded"  # the BatchNorm-folded copy (:func:`fused_copy`)
+    FOLDED_JIT = "folded+jit"  # ... traced and optimised by TorchScript (:func:`optimized_copy`) on CPU for
+    # backbones with ``jit_trace_safe = True``; elsewhere the same as FOLDED
+
+
+DEFAULT_INFERENCE_PATH = InferencePath.FOLDED_JIT  # the fastest measured (benchmarks/speed.py), exact to round-off
 
 
 def _set(module: nn.Module, name: str, value: nn.Module) -> None:
@@ -82,3 +100,45 @@ def optimized_copy(backbone: nn.Module) -> nn.Module:
         warnings.warn(f"TorchScript optimisation of the backbone failed ({err}); using the eager folded copy",
                       RuntimeWarning, stacklevel=2)
         return fused
+
+
+class FusedBackboneCache:
+    """The inference copy of one backbone, built on first use and reused until the backbone changes.
+
+    Invalidation rule: :meth:`get` rebuilds the copy when the requested kind (traced or eager) differs from the
+    cached one, or when any parameter or buffer of the backbone has been replaced (another storage:
+    ``.to()``, ``load_state_dict(assign=True)``), modified in place (its version counter moved: optimizer
+    steps, ``load_state_dict``, ``mul_``) or changed dtype since the copy was built. The copy is never part of a
+    state dict; copies and pickles of a cache are empty (a TorchScript module does not pickle) and rebuild on use.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._module: nn.Module | None = None
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The cached copy (None before the first :meth:`get`)."""
+        return self._module
+
+    def get(self, backbone: nn.Module, path: InferencePath) -> nn.Module:
+        """The copy of ``backbone`` for ``path`` (FOLDED or FOLDED_JIT), rebuilt per the invalidation rule."""
+        if path is InferencePath.PLAIN:
+            raise ValueError("the plain path runs the backbone itself, not a cached copy")
+        tensors = (*backbone.parameters(), *backbone.buffers())
+        jit = (path is InferencePath.FOLDED_JIT and getattr(backbone, "jit_trace_safe", False)
+               and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors))
+        key = (jit, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
+        if self._module is None or self._key != key:
+            self._module = optimized_copy(backbone) if jit else fused_copy(backbone)
+            self._key = key
+        return self._module
+
+    def clear(self) -> None:
+        self._key, self._module = None, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.clear()

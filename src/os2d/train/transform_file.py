@@ -1,4 +1,5 @@
-"""A pretrained TransformNet on its own: the file ``os2d pretrain-transform`` writes and training loads as init.
+"""A pretrained TransformNet on its own: the file ``os2d pretrain-transform`` writes and training loads as init
+(``init.transform``).
 
 Format (a dict, loadable with ``torch.load(..., weights_only=True)``)::
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from os2d.files import atomic_torch_save
 from os2d.model.os2d import Os2dModel
-from os2d.weights import WeightsError, load_strict, read_state_file
+from os2d.weights import WeightsError, load_strict, read_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def save_transform_net(path: str | Path, model: Os2dModel, info: dict[str, Any] 
 
 def read_transform_file(path: str | Path) -> dict[str, Any]:
     """Read and validate a TransformNet file; ``WeightsError`` names what is wrong."""
-    obj = read_state_file(path)
+    obj = read_weights_file(path)
     if not isinstance(obj, dict) or obj.get("kind") != TRANSFORM_KIND:
         kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
         raise WeightsError(f"{path} is not an os2d TransformNet file (kind {kind!r}, expected {TRANSFORM_KIND!r})")

@@ -1,0 +1,289 @@
+"""What every ``os2d`` command shares: the user-error type, the flag conventions, the inference options, class
+and image-list readers, and the writability checks done before any work starts.
+
+The conventions (README "Command line"): a file the command writes is ``--output/-o FILE``; a folder it writes
+is ``--output-dir DIR``; ``--quiet/-q`` turns off progress bars and status lines; ``--max-detections 0`` means
+no cap. Old spellings still parse, with a one-line ``os2d: warning: ... is deprecated`` on stderr.
+
+Nothing here imports torch: building the parser and ``os2d --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from os2d.errors import Os2dError
+
+
+class CliError(Os2dError):
+    """A user error: printed as ``os2d: error: ...`` with exit code 2, never as a traceback."""
+
+
+def warn(message: str) -> None:
+    """One line ``os2d: warning: ...`` on stderr."""
+    print(f"os2d: warning: {message}", file=sys.stderr)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of an option (or an old positional): stores like the new one, warns once on stderr.
+
+    ``nargs=0`` with ``const`` makes a deprecated switch (``--no-progress`` stores ``quiet=True``). A positional
+    with ``nargs="?"`` is left alone when absent (argparse calls the action with its default then).
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, use: str, **kwargs: Any) -> None:
+        self.use = use
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string is None and values == self.default:  # an optional positional that was not given
+            return
+        old = option_string or f"{self.metavar or self.dest.upper()} as a positional argument"
+        warn(f"{old} is deprecated; use {self.use}")
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def _add_with_aliases(p: argparse.ArgumentParser, flags: Sequence[str], dest: str, deprecated: Sequence[str],
+                      *, required: bool, **kwargs: Any) -> None:
+    """``flags`` (the documented spelling) plus hidden ``deprecated`` spellings of the same option."""
+    if required and deprecated:  # argparse's `required` would reject a run that used the old spelling only
+        group: Any = p.add_mutually_exclusive_group(required=True)
+    else:
+        group = p
+    group.add_argument(*flags, dest=dest, required=required and not deprecated, **kwargs)
+    for old in deprecated:
+        group.add_argument(old, dest=dest, action=DeprecatedAlias, use=flags[0], help=argparse.SUPPRESS)
+
+
+def add_output_file(p: argparse.ArgumentParser, *, help: str, metavar: str = "FILE", required: bool = True,
+                    deprecated: Sequence[str] = ()) -> None:
+    """``--output/-o FILE``: the one file the command writes (``args.output``)."""
+    _add_with_aliases(p, ("--output", "-o"), "output", deprecated, required=required, metavar=metavar, help=help)
+
+
+def add_output_dir(p: argparse.ArgumentParser, *, help: str, required: bool = True, default: str | None = None,
+                   deprecated: Sequence[str] = ()) -> None:
+    """``--output-dir DIR``: the folder the command writes (``args.output_dir``)."""
+    _add_with_aliases(p, ("--output-dir",), "output_dir", deprecated, required=required, metavar="DIR",
+                      default=default, help=help)
+
+
+def add_quiet(p: argparse.ArgumentParser, *, deprecated: Sequence[str] = ()) -> None:
+    """``--quiet/-q`` (``args.quiet``); ``deprecated`` switches (``--no-progress``) mean the same."""
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or status lines (errors still print)")
+    for old in deprecated:
+        p.add_argument(old, dest="quiet", action=DeprecatedAlias, use="--quiet", nargs=0, const=True,
+                       help=argparse.SUPPRESS)
+
+
+def add_model_args(p: argparse.ArgumentParser, *, weights_help: str = "weights name (see `os2d weights list`) "
+                                                                     "or checkpoint path") -> None:
+    """``--weights`` and ``--device``."""
+    p.add_argument("--weights", default="default", help=weights_help)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+
+
+def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shortlist: bool = False) -> None:
+    """The :class:`~os2d.config.InferenceConfig` options of ``detect`` and ``eval`` (see :func:`inference_config`)."""
+    g = p.add_argument_group("inference options")
+    g.add_argument("--image-size", type=int, default=None, help=image_size_help)
+    g.add_argument("--scales", type=float, nargs="+", default=None,
+                   help="pyramid scales (default 1.0; reference: 0.5 0.625 0.8 1 1.2 1.4 1.6)")
+    g.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below this")
+    g.add_argument("--max-detections", type=int, default=None, metavar="N",
+                   help="keep the N best per image after NMS (default 100; 0 = no cap)")
+    g.add_argument("--nms-iou", type=float, default=None, help="per-class NMS IoU threshold (default 0.3)")
+    g.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotated class views")
+    g.add_argument("--hflip", action="store_true", help="add horizontally flipped class views")
+    if shortlist:
+        g.add_argument("--shortlist", type=int, default=None, metavar="K",
+                       help="run the full heads only for the K classes ranked best per image by a cheap "
+                            "pooled-feature match (for large galleries; default: all classes)")
+
+
+def device_from_args(device: str) -> Any:
+    """The ``torch.device`` of a ``--device`` value; an unknown or unavailable device -> :class:`CliError`."""
+    from os2d.detector import resolve_device
+
+    try:
+        return resolve_device(device)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: torch.device("bogus")
+        raise CliError(f"--device {device}: {e}") from e
+
+
+_FROM_ARGS = object()
+
+
+def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
+    """The :class:`~os2d.config.InferenceConfig` of the options of :func:`add_inference_args`.
+
+    Args:
+        args: parsed options.
+        image_size: the resolved input size (``eval`` computes it from the dataset); by default
+            ``--image-size`` (unset: the config's default; 0: keep the image size).
+
+    Raises:
+        CliError: an option out of range.
+    """
+    from os2d.config import InferenceConfig
+
+    changes: dict[str, Any] = {"rotations": args.rotations, "horizontal_flip": args.hflip}
+    if image_size is not _FROM_ARGS:
+        changes["image_size"] = image_size
+    elif args.image_size is not None:
+        changes["image_size"] = None if args.image_size == 0 else args.image_size
+    if args.scales:
+        changes["scales"] = tuple(args.scales)
+    if args.score_threshold is not None:
+        changes["score_threshold"] = args.score_threshold
+    if args.max_detections is not None:
+        if args.max_detections < 0:
+            raise CliError(f"--max-detections must be >= 0 (0 = no cap), got {args.max_detections}")
+        changes["max_detections"] = None if args.max_detections == 0 else args.max_detections
+    if args.nms_iou is not None:
+        changes["nms_iou_threshold"] = args.nms_iou
+    if getattr(args, "shortlist", None) is not None:
+        changes["shortlist_top_k"] = args.shortlist
+    try:
+        return InferenceConfig(**changes)
+    except ValueError as e:
+        raise CliError(str(e)) from e
+
+
+def add_class_args(p: argparse.ArgumentParser, *, what: str) -> None:
+    """``--class NAME=PATH`` (repeat), ``--classes CSV``, ``--gallery FILE``; ``what`` says what they are for."""
+    g = p.add_argument_group(f"classes ({what})")
+    g.add_argument("--class", dest="class_args", action="append", metavar="NAME=PATH",
+                   help="a class image (repeat; repeat a NAME for several images of one class)")
+    g.add_argument("--classes", metavar="CSV", help="CSV with header name,path")
+    g.add_argument("--gallery", metavar="FILE", help="load a saved class gallery")
+
+
+def parse_class_arg(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` -> (name, path)."""
+    if "=" not in text:
+        raise CliError(f"--class expects NAME=PATH, got {text!r}")
+    name, path = text.split("=", 1)
+    if not name.strip() or not path.strip():
+        raise CliError(f"--class expects NAME=PATH, got {text!r}")
+    return name.strip(), path.strip()
+
+
+def read_classes_csv(path: str | Path) -> list[tuple[str, str]]:
+    """CSV with header ``name,path`` (relative paths are relative to the CSV); one row per class image.
+
+    Several rows with the same name give several class images of that class (few-shot).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"classes CSV not found: {path}")
+    rows: list[tuple[str, str]] = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if "name" not in header or "path" not in header:
+            raise CliError(f"{path}: header must have columns 'name' and 'path', got {header}")
+        for i, row in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            name, p = row.get("name", ""), row.get("path", "")
+            if not name or not p:
+                raise CliError(f"{path}, row {i}: empty name or path")
+            full = Path(p) if Path(p).is_absolute() else path.parent / p
+            rows.append((name, str(full)))
+    if not rows:
+        raise CliError(f"{path}: no classes")
+    return rows
+
+
+def classes_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(name, path) of the ``--class`` and ``--classes`` options of :func:`add_class_args`, in that order."""
+    classes = [parse_class_arg(c) for c in args.class_args or []]
+    if args.classes:
+        classes += read_classes_csv(args.classes)
+    return classes
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """Image paths of a text file, one per line (relative to the file; blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"image list not found: {path}")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return [ln if Path(ln).is_absolute() else str(path.parent / ln) for ln in lines if ln and not ln.startswith("#")]
+
+
+def register_classes(detector: Any, classes: list[tuple[str, Any]], *, gallery: str | None = None) -> None:
+    """Load a saved gallery (optional), then add (name, image) classes; bad input becomes :class:`CliError`."""
+    from os2d.io import ImageError
+
+    if gallery:
+        try:
+            detector.load_gallery(gallery)
+        except ValueError as e:  # computed by another model
+            raise CliError(f"--gallery {gallery}: {e}") from e
+    for name, image in classes:
+        try:
+            detector.add_class(name, image)
+        except ImageError as e:
+            raise CliError(f"class {name!r}: {e}") from e
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, flag: str) -> None:
+    """Missing folders on the way to ``path`` can be created: the nearest existing one is a writable folder."""
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise CliError(f"{flag} {path}: {base} is not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise CliError(f"{flag} {path}: cannot write in {base} (permission denied)")
+
+
+def check_writable_file(path: str | Path | None, flag: str) -> None:
+    """Fail early (before hours of work) if the file ``path`` could not be written at the end.
+
+    The file itself is not a folder and, if it exists, is writable; missing parent folders are created by the
+    writers, so the nearest existing parent must be a writable folder. ``None`` (option not given) passes.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise CliError(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CliError(f"{flag} {path}: file is not writable (permission denied)")
+    _check_creatable(path, flag)
+
+
+def check_writable_dir(path: str | Path | None, flag: str) -> None:
+    """Fail early if the folder ``path`` could not be created or written: it is a folder (writable) or can be made."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise CliError(f"{flag} {path} exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CliError(f"{flag} {path}: folder is not writable (permission denied)")
+        return
+    _check_creatable(path, flag)
+
+
+__all__ = [
+    "CliError", "DeprecatedAlias", "add_class_args", "add_inference_args", "add_model_args", "add_output_dir",
+    "add_output_file", "add_quiet", "check_writable_dir", "check_writable_file", "classes_from_args",
+    "device_from_args",
+    "inference_config", "parse_class_arg", "read_classes_csv", "read_image_list", "register_classes", "warn",
+]

@@ -1,0 +1,218 @@
+"""``os2d detect``: class images in, detections of many input images out (JSON, or resumable JSON Lines)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from os2d.apps.cli.common import (
+    CliError,
+    add_class_args,
+    add_inference_args,
+    add_model_args,
+    add_output_file,
+    add_quiet,
+    check_writable_dir,
+    check_writable_file,
+    classes_from_args,
+    device_from_args,
+    inference_config,
+    read_image_list,
+    register_classes,
+)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from os2d.runner import Shard, discover_images, find_shards, merge_shards
+
+    output = Path(args.output)
+    jsonl = output.suffix.lower() == ".jsonl"
+    try:
+        images = discover_images(list(args.images) + list(args.image_sources or []))
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    if args.images_from:
+        images += read_image_list(args.images_from)
+    if args.merge:
+        if not jsonl:
+            raise CliError("--merge combines the shard files of a .jsonl output: give --output NAME.jsonl")
+        check_writable_file(output, "--output")
+        shards = find_shards(output)
+        if not shards:
+            raise CliError(f"no shard files {output.stem}.rank*.jsonl beside {output}")
+        summary = merge_shards(shards, output, order=images or None)
+        print(f"merged {len(shards)} shards into {output}: {summary.images} images ({summary.failed} failed)"
+              + (f"; {len(summary.missing)} input images are in no shard" if summary.missing else ""),
+              file=sys.stderr)
+        return 1 if summary.missing else 0
+    if not images:
+        raise CliError("no input images (give IMAGE paths, --images DIR|GLOB|LIST or --images-from FILE)")
+    classes = classes_from_args(args)
+    if not classes and not args.gallery:
+        raise CliError("no classes: give --class NAME=PATH, --classes CSV or --gallery FILE")
+    try:
+        shard = Shard.from_env()
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    if shard.world_size > 1 and not jsonl:
+        raise CliError(f"a sharded run (WORLD_SIZE={shard.world_size}) writes JSON Lines: give --output NAME.jsonl")
+    if args.workers < 0 or args.prefetch < 1:
+        raise CliError("--workers must be >= 0 and --prefetch >= 1")
+    check_writable_file(output, "--output")
+    check_writable_file(args.save_gallery, "--save-gallery")
+    check_writable_dir(args.draw, "--draw")
+    config = inference_config(args)
+
+    from os2d.detector import Detector
+
+    detector = Detector.from_weights(args.weights, device=device_from_args(shard.device(args.device)), config=config)
+    register_classes(detector, classes, gallery=args.gallery)
+    if args.save_gallery and shard.rank == 0:
+        detector.save_gallery(args.save_gallery)
+    if jsonl:
+        return _detect_jsonl(args, detector, images, output, shard)
+    return _detect_json(args, detector, images, output)
+
+
+def _draw_result(draw_dir: Path | None, res: Any) -> None:
+    if draw_dir is None or res.image is None or res.detections is None:
+        return
+    from os2d.visualize import draw_detections
+
+    draw_dir.mkdir(parents=True, exist_ok=True)
+    draw_detections(res.image, res.detections).save(draw_dir / (Path(res.path).stem + "_os2d.png"))
+
+
+def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path) -> int:
+    """Small runs: one JSON document written at the end (the ``version`` 1 contract)."""
+    from tqdm import tqdm
+
+    from os2d.results import write_detections_json
+    from os2d.runner import iter_detections
+
+    draw_dir = Path(args.draw) if args.draw else None
+    records, failures = [], 0
+    results = iter_detections(detector, images, workers=args.workers, depth=args.prefetch,
+                              keep_images=draw_dir is not None)
+    bar = tqdm(results, total=len(images), desc="detect", unit="img", disable=len(images) < 2 or args.quiet,
+               file=sys.stderr)
+    for res in bar:
+        records.append(res.record())
+        if res.error is not None:
+            failures += 1
+            print(f"os2d: error: {res.error}", file=sys.stderr)
+            continue
+        _draw_result(draw_dir, res)
+        if not args.quiet and len(images) == 1:
+            for d in records[-1]["detections"][:10]:
+                print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
+    write_detections_json(output, detector.classes, records)
+    if not args.quiet:
+        n = sum(len(r["detections"]) for r in records)
+        print(f"wrote {output}: {len(records) - failures} images, {n} detections"
+              + (f", {failures} failed" if failures else ""), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _detect_jsonl(args: argparse.Namespace, detector: Any, images: list[str], output: Path, shard: Any) -> int:
+    """Large runs: one JSON line per image as it finishes; resumable; one file per rank when sharded."""
+    from tqdm import tqdm
+
+    from os2d.runner import run_to_jsonl, shard_path
+
+    draw_dir = Path(args.draw) if args.draw else None
+    sharded = shard.world_size > 1
+    path = shard_path(output, shard.rank) if sharded else output
+
+    def progress(total: int, skipped: int) -> Any:
+        return tqdm(total=total, initial=skipped, desc=f"detect rank {shard.rank}" if sharded else "detect",
+                    unit="img", disable=args.quiet, file=sys.stderr, position=shard.local_rank if sharded else None)
+
+    def on_result(res: Any) -> None:
+        if res.error is not None:
+            tqdm.write(f"os2d: error: {res.error}", file=sys.stderr)
+        _draw_result(draw_dir, res)
+
+    summary = run_to_jsonl(detector, images, path, weights=str(args.weights), resume=args.resume,
+                           retry_errors=args.retry_errors, shard=shard, workers=args.workers, depth=args.prefetch,
+                           on_result=on_result, progress=progress)
+    if not args.quiet:
+        rate = f", {summary.images_per_s:.2f} images/s" if summary.processed else ""
+        print(f"wrote {path}: {summary.processed} images ({summary.skipped} already done), "
+              f"{summary.detections} detections" + (f", {summary.failed} failed" if summary.failed else "") + rate,
+              file=sys.stderr)
+    if sharded:
+        _finish_sharded(output, images, shard, quiet=args.quiet)
+    return 1 if summary.failed else 0
+
+
+def _finish_sharded(output: Path, images: list[str], shard: Any, *, quiet: bool) -> None:
+    """Merge the rank files into ``output``: under torchrun rank 0 after a barrier; for ranks started by hand,
+    whichever rank finds every shard complete (else say how to merge later)."""
+    import os
+
+    from os2d.results import read_jsonl
+    from os2d.runner import merge_shards, shard_path
+
+    shards = [shard_path(output, r) for r in range(shard.world_size)]
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))  # ranks may finish hours apart
+        try:
+            dist.barrier()
+            if shard.rank == 0:
+                summary = merge_shards(shards, output, order=images)
+                if not quiet:
+                    print(f"merged {len(shards)} shards into {output}: {summary.images} images", file=sys.stderr)
+            dist.barrier()  # no rank exits (torchrun stops all on a non-zero exit) before the merge is written
+        finally:
+            dist.destroy_process_group()
+        return
+    done: set[str] = set()
+    for s in shards:
+        if s.is_file():
+            done |= set(read_jsonl(s).latest())
+    if all(p in done for p in images):
+        summary = merge_shards(shards, output, order=images)
+        if not quiet:
+            print(f"merged {len(shards)} shards into {output}: {summary.images} images", file=sys.stderr)
+    elif not quiet:
+        print(f"other ranks are not finished: when they are, run `os2d detect --merge --output {output}`",
+              file=sys.stderr)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``detect``."""
+    p = sub.add_parser("detect", help="detect class images in input images, write JSON or JSON Lines")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--images", dest="image_sources", nargs="+", action="extend", metavar="DIR|GLOB|LIST",
+                   help="folders (searched recursively), glob patterns, .txt lists of paths, or image files")
+    p.add_argument("--images-from", metavar="FILE", help="text file with one image path per line")
+    add_class_args(p, what="what to detect")
+    p.add_argument("--save-gallery", metavar="FILE", help="save the class gallery for reuse")
+    add_output_file(p, metavar="OUT.json|OUT.jsonl", deprecated=("--out",),
+                    help="OUT.json: one document at the end; OUT.jsonl: one line per image as it finishes "
+                         "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end)")
+    p.add_argument("--draw", metavar="DIR", help="write pictures of the detections in this folder")
+    add_quiet(p)
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="OUT.jsonl: skip images already in the file (default); --no-resume starts it afresh")
+    p.add_argument("--retry-errors", action="store_true", help="with --resume: run failed images again")
+    p.add_argument("--merge", action="store_true",
+                   help="only merge the rank files OUT.rank*.jsonl of a sharded run into OUT.jsonl")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="threads decoding and resizing the next images during detection (0 = no overlap)")
+    p.add_argument("--prefetch", type=int, default=4, metavar="N", help="images decoded ahead at most")
+    add_model_args(p)
+    add_inference_args(p, shortlist=True,
+                       image_size_help="resize input so sqrt(w*h) = this at pyramid scale 1 (default 1024; "
+                                       "0 = keep size)")
+    p.set_defaults(func=cmd_detect)
+
+
+__all__ = ["add_parser", "cmd_detect"]

@@ -1,0 +1,56 @@
+"""``os2d serve``: the HTTP service (JSON API + web page); needs the ``serve`` extra."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from os2d.apps.cli.common import CliError, add_model_args, add_quiet, check_writable_dir
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from os2d.apps.service.app import ServiceSettings, create_app, default_data_dir
+    except ImportError as e:
+        raise CliError(f"`os2d serve` needs the serve extra: pip install 'os2d[serve]' ({e})") from e
+    try:
+        settings = ServiceSettings(
+            weights=args.weights, data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
+            token=args.token or os.environ.get("OS2D_TOKEN") or None, max_upload_mb=args.max_upload_mb,
+            max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
+            torch_threads=args.threads)
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    check_writable_dir(settings.data_dir, "--data-dir")
+    app = create_app(settings)
+    if not args.quiet:
+        print(f"os2d serve: http://{args.host}:{args.port}/ (API docs at /docs), data in {settings.data_dir}"
+              + (", write endpoints need the token" if settings.token else ""), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``serve``."""
+    p = sub.add_parser("serve", help="run the HTTP service (JSON API + web page); needs os2d[serve]")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    add_model_args(p)
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="gallery storage, read and written (default $OS2D_DATA or ~/.local/share/os2d)")
+    p.add_argument("--token", default=None, help="token required by write endpoints (default $OS2D_TOKEN)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload per file")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image (pixels)")
+    p.add_argument("--workers-queue", type=int, default=4, metavar="N",
+                   help="requests queued for the inference worker; more get 503")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-request timeout (503 after)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    add_quiet(p)
+    p.set_defaults(func=cmd_serve)
+
+
+__all__ = ["add_parser", "cmd_serve"]
