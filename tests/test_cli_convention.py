@@ -208,3 +208,18 @@ def test_the_parser_imports_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "usage: os2d" in proc.stdout
+
+
+def test_serve_passes_the_shortlist_to_the_service(tmp_path, monkeypatch):
+    """`os2d serve --shortlist K` reaches ServiceSettings (uvicorn and the app are stubbed: no server starts)."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    import os2d.apps.service.app as service_app
+
+    seen = {}
+    monkeypatch.setattr(service_app, "create_app", lambda settings: seen.setdefault("settings", settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.setdefault("run", kw))
+    assert main(["serve", "--data-dir", str(tmp_path / "data"), "--shortlist", "3", "-q", "--port", "8123"]) == 0
+    assert seen["settings"].shortlist_top_k == 3
+    assert seen["run"]["port"] == 8123

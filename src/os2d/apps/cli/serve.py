@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             weights=args.weights, data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
             token=args.token or os.environ.get("OS2D_TOKEN") or None, max_upload_mb=args.max_upload_mb,
             max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
-            torch_threads=args.threads)
+            torch_threads=args.threads, shortlist_top_k=args.shortlist)
     except ValueError as e:
         raise CliError(str(e)) from e
     check_writable_dir(settings.data_dir, "--data-dir")
@@ -49,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="requests queued for the inference worker; more get 503")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-request timeout (503 after)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--shortlist", type=int, default=None, metavar="K",
+                   help="run the heads only for the K classes ranked best per image (large galleries)")
     add_quiet(p)
     p.set_defaults(func=cmd_serve)
 
