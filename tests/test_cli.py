@@ -106,3 +106,21 @@ def test_bad_input_gives_message_and_exit_2(files, capsys, args, message):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("os2d: error:") and message in err and "Traceback" not in err
+
+
+def test_default_image_size_is_auto_and_the_json_says_which_levels_ran(files):
+    out = files / "auto.json"
+    rc = main(["detect", str(files / "scene1.jpg"), "--class", f"thing={files / 'thing.png'}", "--output", str(out),
+               "--max-detections", "3", "-q"])
+    assert rc == 0
+    rec = json.loads(out.read_text())["images"][0]
+    assert list(rec["levels"]) == ["thing"] and rec["detections"][0]["label"] == "thing"
+
+
+@pytest.mark.parametrize("value", ["big", "8", "-1", "nan"])
+def test_bad_image_size_is_a_one_line_usage_error(files, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", str(files / "scene1.jpg"), "--class", f"thing={files / 'thing.png'}", "--image-size", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--image-size" in err and "Traceback" not in err

@@ -152,10 +152,11 @@ def test_adhoc_classes_and_options(client: TestClient, obj: Image.Image, scene: 
     assert client.get(f"{API}/classes").json()["classes"] == []  # not stored
     bad = client.post(f"{API}/detect", data={"class_names": "a,b"}, files=files)
     assert bad.status_code == 400
-    for field, value in [("scales", "x"), ("scales", "0"), ("scales", "nan"), ("image_size", "5"),
+    for field, value in [("scales", "x"), ("scales", "0"), ("scales", "nan"), ("image_size", "5"), ("image_size", "big"),
                          ("max_detections", "-1"), ("score_threshold", "inf")]:
         assert detect(client, scene, **{field: value}).status_code == 400, (field, value)
-    assert detect(client, scene, max_detections="many").status_code == 422
+    r = detect(client, scene, max_detections="many")  # validation errors are 400 with a one-line detail
+    assert r.status_code == 400 and r.json()["detail"].startswith("max_detections: "), r.text
     assert detect(client, scene).json()["detections"] == []  # empty gallery
 
 
@@ -242,7 +243,8 @@ def test_bad_inputs(tmp_path: Path, obj: Image.Image) -> None:
         assert post_class(big).status_code == 413
         r = c.post(f"{API}/detect", files={"image": ("x", b"\x00" * 10, "image/png")})
         assert r.status_code == 415 and r.json()["detail"]
-        assert c.post(f"{API}/detect").status_code == 422
+        r = c.post(f"{API}/detect")
+        assert r.status_code == 400 and "image" in r.json()["detail"]
         assert c.get(f"{API}/classes/nope/thumbnail").status_code == 404
         assert c.get(f"{API}/classes").json()["classes"] == []
 
@@ -287,10 +289,13 @@ def test_store_recovers_from_missing_files(tmp_path: Path, obj: Image.Image) -> 
     victim = store.images("a")[0].path
     store.close()
     victim.unlink()  # a crash between writes, or a lost file
-    (tmp_path / "images" / "orphan.png").write_bytes(png(obj))  # an orphan file: ignored
+    (tmp_path / "images" / "orphan.png").write_bytes(png(obj))  # an orphan file: ignored, kept
+    (tmp_path / "images" / ".x.png.abc123.tmp").write_bytes(b"half")  # an interrupted write: deleted
     with make_client(tmp_path) as c:
         assert [x["name"] for x in c.get(f"{API}/classes").json()["classes"]] == ["b"]
         assert c.get(f"{API}/ready").json()["classes"] == 1
+    assert (tmp_path / "images" / "orphan.png").is_file()
+    assert not list((tmp_path / "images").glob(".*.tmp"))
     import sqlite3
 
     con = sqlite3.connect(tmp_path / "gallery.sqlite3")
@@ -388,3 +393,14 @@ def test_fuzz_detect_options_with_valid_images(tmp_path: Path, obj: Image.Image)
             assert "detail" in r.json() or "detections" in r.json()
 
         run()
+
+
+def test_default_image_size_is_auto_and_reports_levels(client: TestClient, obj: Image.Image,
+                                                        scene: Image.Image) -> None:
+    add_class(client, "cereal", obj)
+    auto = detect(client, scene).json()
+    assert set(auto["levels"]) == {"cereal"} and all(16 <= s <= 2048 for s in auto["levels"]["cereal"])
+    assert_finds(auto, "cereal", obj)
+    assert detect(client, scene, image_size="auto").json()["levels"] == auto["levels"]
+    fixed = detect(client, scene, image_size="0").json()
+    assert "levels" not in fixed

@@ -16,16 +16,11 @@ import json
 import math
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers import scene_with, textured_object
+from live_server import LiveServer, get_json
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -66,68 +61,21 @@ if _SKIP_REASON and os.environ.get("OS2D_REQUIRE_BROWSER"):  # set by .ci/run: C
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP_REASON is not None, reason=_SKIP_REASON or "")]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
-    req = urllib.request.Request(url)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only, never a proxy
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"{}")
-        except ValueError:
-            return e.code, {}
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     if os.environ.get("OS2D_E2E_URL"):
         yield os.environ["OS2D_E2E_URL"].rstrip("/")
         return
     tmp = tmp_path_factory.mktemp("os2d_serve")
-    port = _free_port()
-    log_path = tmp / "server.log"
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        env.pop(k, None)
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    cmd = [sys.executable, "-m", "os2d", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(tmp / "data")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
+    server = LiveServer(tmp / "data", log_path=tmp / "server.log")
     try:
-        deadline = time.monotonic() + 45
-        ok = False
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            try:
-                status, body = _get_json(base + "/api/v1/ready")
-                if status == 200 and body.get("ready"):
-                    ok = True
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.25)
-        if not ok:
-            log_text = log_path.read_text(errors="replace")[-4000:]
-            pytest.fail(f"server did not become ready (rc={proc.poll()}); log:\n{log_text}")
-        yield base
+        server.start(ready_within=45)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield server.base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        server.stop()
 
 
 def _iou(a, b) -> float:
@@ -202,7 +150,7 @@ def test_web_page_end_to_end(server_url, tmp_path):
             expect(page.locator("#error")).to_be_hidden()
 
             # The class image is the crop of the drawn box, in original pixels.
-            status, body = _get_json(server_url + "/api/v1/classes")
+            status, body = get_json(server_url + "/api/v1/classes")
             assert status == 200
             assert [c["name"] for c in body["classes"]] == [CLASS_NAME]
 

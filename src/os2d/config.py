@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+# The most pixels an input image, and so a pyramid level, may have (decompression-bomb guard of os2d.io; a
+# 10000 x 10000 level already needs tens of GB for the backbone features).
+MAX_IMAGE_PIXELS = 100_000_000
 
 # Reference eval pyramid (eval.scales_of_image_pyramid).
 REFERENCE_PYRAMID = (0.5, 0.625, 0.8, 1.0, 1.2, 1.4, 1.6)
@@ -59,15 +64,47 @@ class ModelConfig:
         return cls(**d)
 
 
+AUTO = "auto"  # InferenceConfig.image_size: levels chosen per image and class view (os2d.inference.autoscale)
+
+
+@dataclass(frozen=True)
+class AutoScaleConfig:
+    """The probe that picks pyramid levels when ``InferenceConfig.image_size == "auto"``.
+
+    See :mod:`os2d.inference.autoscale`; the defaults were fixed on the FlickrLogos-27 training brands and
+    synthetic shelves (README model card), never on the held-out sets.
+    """
+
+    probe_size: int = 768  # sqrt(w*h) of the probe level
+    template_cells: tuple[int, ...] = (4, 5, 7, 10, 14, 20)  # template sides tried on the probe (cells)
+    ratio: float = 1.0  # multiplies the image size at which an object would fill the class grid
+    level_step: float = 2.0**0.5  # levels are probe_size * level_step^k ...
+    min_size: int = 384  # ... with sqrt(w*h) in [min_size, max_size]
+    max_size: int = 2048
+    max_levels: int = 2  # heads run on at most this many levels per image
+    weak_margin: float = 0.1  # views whose probe score is this far below the best view's go to the main level
+
+    def __post_init__(self) -> None:
+        if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:
+            raise ValueError("auto_scale: probe_size >= 64 and positive template sizes needed")
+        if not 64 <= self.min_size <= self.max_size:
+            raise ValueError("auto_scale: 64 <= min_size <= max_size needed")
+        if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0):
+            raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0 needed")
+        object.__setattr__(self, "template_cells", tuple(int(c) for c in self.template_cells))
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """How detections are produced from a model.
 
-    ``image_size``: the input is first resized so that sqrt(w*h) = image_size (None: keep the original size);
-    each pyramid level then scales that by one of ``scales``. Boxes are always reported in original pixels.
+    ``image_size``: ``"auto"`` (default) picks, per image and class view, the level at which the view's objects
+    have the size the heads expect (a cheap probe, :mod:`os2d.inference.autoscale`; ``scales`` then multiply
+    that level); an int resizes the input so that sqrt(w*h) = image_size at scale 1 (the reference's setting);
+    None keeps the original size. Boxes are always reported in original pixels.
     """
 
-    image_size: int | None = 1024  # sqrt(w*h) of pyramid level 1.0 (reference demo: 1500)
+    image_size: int | str | None = AUTO  # "auto" | sqrt(w*h) of pyramid level 1.0 (reference demo: 1500) | None
     scales: tuple[float, ...] = (1.0,)  # pyramid levels; REFERENCE_PYRAMID for the full evaluation setting
     nms_iou_threshold: float = 0.3
     score_threshold: float | None = None  # None keeps every box (reference: -inf)
@@ -78,28 +115,51 @@ class InferenceConfig:
     nms_across_classes: bool = False
     class_chunk: int = 16  # class views per head batch (memory bound)
     shortlist_top_k: int | None = None  # run the heads only for the K classes ranked best by os2d.inference.shortlist
+    auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
 
     def __post_init__(self) -> None:
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"pyramid scales must be positive, got {self.scales}")
-        if not 0.0 <= self.nms_iou_threshold <= 1.0:
-            raise ValueError("nms_iou_threshold must be in [0, 1]")
-        if self.image_size is not None and self.image_size < 16:
+        if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
+            raise ValueError(f"pyramid scales must be positive finite numbers, got {self.scales}")
+        if not 0.0 <= self.nms_iou_threshold <= 1.0:  # also refuses nan
+            raise ValueError(f"nms_iou_threshold must be in [0, 1], got {self.nms_iou_threshold}")
+        if self.score_threshold is not None and not math.isfinite(self.score_threshold):
+            raise ValueError(f"score_threshold must be a finite number (or None: keep every box), got "
+                             f"{self.score_threshold}")
+        if isinstance(self.image_size, str):
+            if self.image_size != AUTO:
+                raise ValueError(f"image_size must be 'auto', a number of pixels or None, got {self.image_size!r}")
+        elif self.image_size is not None and self.image_size < 16:
             raise ValueError("image_size must be at least 16")
+        if isinstance(self.auto_scale, dict):  # from JSON / YAML
+            object.__setattr__(self, "auto_scale", AutoScaleConfig(**self.auto_scale))
+        self._check_level_size()
         if self.max_detections is not None and self.max_detections < 0:
             raise ValueError("max_detections must be >= 0")
         if self.shortlist_top_k is not None and self.shortlist_top_k < 1:
             raise ValueError(f"shortlist_top_k must be >= 1 or None, got {self.shortlist_top_k}")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
 
+    def _check_level_size(self) -> None:
+        """The largest pyramid level must stay within the image pixel limit (:data:`MAX_IMAGE_PIXELS`): its side
+        ``sqrt(w*h)`` is ``image_size`` (or ``auto_scale.max_size``) times the largest scale. With ``image_size``
+        None the level is the image (at most that many pixels) times the scale."""
+        base = self.auto_scale.max_size if self.image_size == AUTO else self.image_size
+        if base is None or isinstance(base, str):
+            return
+        side = base * max(self.scales)
+        if side * side > MAX_IMAGE_PIXELS:
+            what = "auto_scale.max_size" if self.image_size == AUTO else "image_size"
+            raise ValueError(f"{what} {base} x largest scale {max(self.scales):g} gives a pyramid level of "
+                             f"{side:.0f} x {side:.0f} pixels, over the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                             f"(sqrt(w*h) at most {math.isqrt(MAX_IMAGE_PIXELS)})")
+
     def replace(self, **changes: Any) -> InferenceConfig:
         """A copy with the given fields changed (``None`` is a value: e.g. ``image_size=None`` keeps sizes)."""
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise ValueError(f"unknown inference options: {sorted(unknown)}")
-        d = asdict(self)
-        d.update(changes)
-        return InferenceConfig(**d)
+        return replace(self, **changes)
 
 
-__all__ = ["ModelConfig", "InferenceConfig", "REFERENCE_PYRAMID", "field"]
+__all__ = ["AUTO", "MAX_IMAGE_PIXELS", "AutoScaleConfig", "InferenceConfig", "ModelConfig", "REFERENCE_PYRAMID",
+           "field"]

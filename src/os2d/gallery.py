@@ -148,17 +148,22 @@ class ClassGallery:
 
     @classmethod
     def from_payload(cls, payload: Any, *, source: str = "payload") -> ClassGallery:
-        """Inverse of :meth:`to_payload`; ``ValueError`` naming ``source`` if it is not a gallery of this version."""
+        """Inverse of :meth:`to_payload`, checked: every field present, of its type and consistent (one class
+        index in ``[0, len(class_names))`` and one name per kernel).
+
+        Raises:
+            ValueError: one line naming ``source``: not a gallery, another version, or malformed.
+        """
         if not isinstance(payload, dict) or payload.get("format") != GALLERY_FORMAT:
             raise ValueError(f"{source} is not an os2d gallery file")
         if payload.get("version") != GALLERY_VERSION:
             raise ValueError(f"{source}: unsupported gallery version {payload.get('version')}")
-        try:
-            kernels = payload["kernels"] if payload["kernels"].numel() else None
-            return cls(list(payload["class_names"]), kernels, payload["view_class"].long(),
-                       list(payload["view_names"]), str(payload["model_id"]))
-        except (KeyError, AttributeError, TypeError) as e:
-            raise ValueError(f"{source}: malformed os2d gallery ({type(e).__name__}: {e})") from None
+        problem = _payload_problem(payload)
+        if problem is not None:
+            raise ValueError(f"{source}: malformed os2d gallery: {problem}")
+        kernels = payload["kernels"].float() if payload["kernels"].numel() else None
+        return cls(list(payload["class_names"]), kernels, payload["view_class"].long(),
+                   list(payload["view_names"]), str(payload["model_id"]))
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
@@ -166,11 +171,44 @@ class ClassGallery:
 
     @classmethod
     def load(cls, path: str | Path) -> ClassGallery:
+        """Read a gallery saved by :meth:`save` (through the one safe reader of tensor files,
+        :func:`os2d.weights.read_weights_file`: no pickled code ever runs).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: one line: not a tensor file, unsafe or corrupt, or not a valid gallery.
+        """
+        from os2d.weights import WeightsError, read_weights_file
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"gallery not found: {path}")
         try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a gallery"
-            raise ValueError(f"{path} is not an os2d gallery file: {e}") from e
+            d = read_weights_file(path)
+        except WeightsError as e:  # its one-line reason, said of a gallery
+            raise ValueError(f"{path} is not a readable os2d gallery file ({e})") from None
         return cls.from_payload(d, source=str(path))
+
+
+def _payload_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with a gallery payload's fields (None: nothing)."""
+    missing = [k for k in ("class_names", "kernels", "view_class", "view_names", "model_id") if k not in payload]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    names, kernels, view_class, views = (payload[k] for k in ("class_names", "kernels", "view_class", "view_names"))
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        return "class_names must be a list of non-empty strings"
+    if len(set(names)) != len(names):
+        return "class_names has duplicates"
+    if not isinstance(kernels, Tensor) or not (kernels.numel() == 0 or kernels.dim() == 3):
+        return "kernels must be a (V, S*S, C) tensor"
+    if not isinstance(view_class, Tensor) or view_class.dim() != 1 or view_class.is_floating_point():
+        return "view_class must be a 1-D integer tensor"
+    num_views = kernels.shape[0] if kernels.numel() else 0
+    if view_class.numel() != num_views or not isinstance(views, list) or len(views) != num_views:
+        return f"{num_views} kernels but {view_class.numel()} view classes and {len(views)} view names"
+    if num_views and not (0 <= int(view_class.min()) and int(view_class.max()) < len(names)):
+        return f"a view's class index is outside the {len(names)} classes"
+    if kernels.numel() and not bool(torch.isfinite(kernels).all()):
+        return "kernels hold nan or inf values"
+    return None

@@ -14,6 +14,7 @@ import io
 import math
 import os
 import re
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from os2d.config import MAX_IMAGE_PIXELS
 from os2d.errors import Os2dError
 
 __all__ = [
@@ -42,7 +44,7 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Binar
 """Anything :func:`load_image` accepts: a path, encoded bytes, a binary file object, a PIL image or an
 ``H x W x 3`` uint8 RGB array."""
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 _PIL_LIMIT_LOCK = threading.Lock()
@@ -144,17 +146,38 @@ def _decode(fp: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     return img
 
 
+def _open_regular_file(path: Path, name: str) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file (after following links).
+
+    The open itself never blocks: ``O_NONBLOCK`` makes a named pipe without a writer open at once (a plain
+    open would wait forever), and ``fstat`` of the opened file then refuses it, so a file swapped for a pipe
+    after a check cannot hang the run either.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as e:
+        raise ImageError(f"image not found: {name}", name) from e
+    except IsADirectoryError as e:
+        raise ImageError(f"cannot read image {name}: is a directory", name) from e
+    except OSError as e:  # permission denied, file name too long, not a directory...
+        raise ImageError(f"cannot read image {name}: {e.strerror or e}", name) from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a directory" if stat.S_ISDIR(mode) else "not a regular file (a named pipe, socket or device)"
+        raise ImageError(f"cannot read image {name}: {kind}", name)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _open_path(path: Path, max_pixels: int) -> Image.Image:
     name = str(path)
-    if not path.exists():
-        raise ImageError(f"image not found: {name}", name)
-    if path.is_dir():
-        raise ImageError(f"cannot read image {name}: is a directory", name)
-    try:
-        with open(path, "rb") as f:
+    with _open_regular_file(path, name) as f:
+        try:
             return _decode(f, name, max_pixels)
-    except OSError as e:  # permission denied, I/O error (decoding errors are already ImageError)
-        raise ImageError(f"cannot read image {name}: {e.strerror or e}", name) from e
+        except OSError as e:  # I/O error while reading (decoding errors are already ImageError)
+            raise ImageError(f"cannot read image {name}: {e.strerror or e}", name) from e
 
 
 def _from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:

@@ -56,6 +56,8 @@ class Detections:
             bottom-right): a parallelogram showing the estimated pose of the class image.
         class_names: names of the labels.
         image_size: (width, height) of the original image.
+        levels: with ``image_size="auto"``, the pyramid levels (sqrt(w*h) in pixels) the heads ran at for each
+            class name (:mod:`os2d.inference.autoscale`); None otherwise.
     """
 
     boxes_xyxy: Tensor
@@ -64,6 +66,7 @@ class Detections:
     corners_xy: Tensor
     class_names: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)
+    levels: dict[str, list[int]] | None = None
 
     def __len__(self) -> int:
         return int(self.scores.numel())
@@ -80,7 +83,7 @@ class Detections:
     def filter(self, keep: Tensor) -> Detections:
         """Subset by a boolean mask or index tensor."""
         return Detections(self.boxes_xyxy[keep], self.scores[keep], self.labels[keep], self.corners_xy[keep],
-                          self.class_names, self.image_size)
+                          self.class_names, self.image_size, self.levels)
 
     def to_records(self) -> list[dict[str, Any]]:
         """The DETECTION records of the output contract (score rounded to 6 decimals, pixels to 2)."""
@@ -122,7 +125,11 @@ def image_record(path: str, size: tuple[int, int] | None, detections: Detections
     because the image could not be read) the error and no detections."""
     if error is not None or detections is None or size is None:
         return {"path": str(path), "error": error or "unknown error", "detections": []}
-    return {"path": str(path), "width": int(size[0]), "height": int(size[1]), "detections": detections.to_records()}
+    record: dict[str, Any] = {"path": str(path), "width": int(size[0]), "height": int(size[1]),
+                              "detections": detections.to_records()}
+    if detections.levels is not None:
+        record["levels"] = {name: list(sizes) for name, sizes in detections.levels.items()}
+    return record
 
 
 def detections_document(classes: Sequence[str], images: Sequence[dict[str, Any]]) -> dict[str, Any]:

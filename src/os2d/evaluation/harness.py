@@ -146,6 +146,16 @@ def joint_pr_curve(detections: Sequence[Detections], images: Sequence[ImageRecor
     return evaluate_detections(dets, gts, 1, iou_threshold, plus_one).precision_recall[0]
 
 
+def check_iou_threshold(iou_threshold: float) -> None:
+    """VOC matching needs an IoU threshold in (0, 1]: at 0 every detection would match, above 1 none.
+
+    Raises:
+        ValueError: one line naming the value (nan and inf included).
+    """
+    if not 0.0 < iou_threshold <= 1.0:  # also false for nan
+        raise ValueError(f"the IoU threshold must be in (0, 1], got {iou_threshold}")
+
+
 def run_method(method: DetectionMethod, dataset: DetectionDataset, *, config: InferenceConfig | None = None,
                progress: bool = True, max_images: int | None = None,
                detections_path: str | os.PathLike[str] | None = None, iou_threshold: float = 0.5,
@@ -166,6 +176,7 @@ def run_method(method: DetectionMethod, dataset: DetectionDataset, *, config: In
     """
     from tqdm import tqdm
 
+    check_iou_threshold(iou_threshold)
     names = _class_names(dataset)
     t0 = time.perf_counter()
     for name, imgs in zip(names, _load_class_images(dataset), strict=True):
@@ -202,9 +213,7 @@ def run_method(method: DetectionMethod, dataset: DetectionDataset, *, config: In
 def _config_dict(config: InferenceConfig | None) -> dict[str, Any] | None:
     if config is None:
         return None
-    d = asdict(config)
-    d["scales"] = list(d["scales"])
-    return d
+    return json.loads(json.dumps(asdict(config)))  # as it reads back from metrics.json (tuples -> lists)
 
 
 @contextmanager
@@ -249,6 +258,7 @@ def evaluate_method(method: str, dataset: DetectionDataset, config: InferenceCon
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    check_iou_threshold(iou_threshold)
     options = dict(method_options or {})
     if model is None:
         return run_method(build_method(method, config, **options), dataset, config=config, progress=progress,
@@ -265,6 +275,7 @@ def evaluate_method(method: str, dataset: DetectionDataset, config: InferenceCon
 
 __all__ = [
     "DatasetEvaluation",
+    "check_iou_threshold",
     "detections_record",
     "evaluate_method",
     "evaluate_model",

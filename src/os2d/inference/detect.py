@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from os2d.config import InferenceConfig
+from os2d.config import AUTO, InferenceConfig
+from os2d.inference.autoscale import plan_levels, probe_scores, resize_to_side
 from os2d.inference.decode import level_candidates, merge_and_nms
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import shortlist_views
@@ -31,17 +32,57 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
         return Detections.empty(class_names, original_size)
     device = next(model.parameters()).device
     levels = [lv.to(device, non_blocking=True) for lv in levels]
+    if config.image_size == AUTO:
+        return _detect_auto(model, levels[0], original_size, kernels, view_class, class_names, config,
+                            class_desc=class_desc)
     feats = [model.extract_features(lv[None]) for lv in levels]
-    k = config.shortlist_top_k
-    if k is not None and k < len(class_names):
-        views, _ = shortlist_views(feats, kernels, view_class, len(class_names), k,
-                                   grid_size=model.config.class_grid_size, pool_border=model.config.pool_border,
-                                   class_desc=class_desc)
-        kernels, view_class = kernels[views], view_class.cpu()[views]
+    kernels, view_class = _shortlisted(model, feats, kernels, view_class, len(class_names), config, class_desc)
     kernels = kernels.to(device)
     cands = [level_candidates(model, lv, kernels, original_size, config, features=f)
              for lv, f in zip(levels, feats, strict=True)]
     return merge_and_nms(cands, view_class, class_names, original_size, config)
+
+
+def _shortlisted(model: Os2dModel, feats: list[Tensor], kernels: Tensor, view_class: Tensor, num_classes: int,
+                 config: InferenceConfig, class_desc: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The views of the ``shortlist_top_k`` best classes (all views without a shortlist)."""
+    k = config.shortlist_top_k
+    if k is None or k >= num_classes:
+        return kernels, view_class
+    views, _ = shortlist_views(feats, kernels, view_class, num_classes, k, grid_size=model.config.class_grid_size,
+                               pool_border=model.config.pool_border, class_desc=class_desc)
+    return kernels[views], view_class.cpu()[views]
+
+
+def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int], kernels: Tensor,
+                 view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
+                 class_desc: Tensor | None) -> Detections:
+    """``image_size="auto"``: probe the (3, h, w) ``source`` image, then run every view's heads on the level
+    (times each of ``config.scales``) its :class:`~os2d.inference.autoscale.ScalePlan` gives it."""
+    auto = config.auto_scale
+    probe = resize_to_side(source, auto.probe_size)
+    probe_feats = model.extract_features(probe[None])
+    kernels, view_class = _shortlisted(model, [probe_feats], kernels, view_class, len(class_names), config,
+                                       class_desc)
+    kernels = kernels.to(probe.device)
+    plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells), auto,
+                       model.config.class_grid_size)
+    cands, used = [], {}
+    for level in plan.levels():
+        views = torch.tensor(plan.views_at(level), dtype=torch.long)
+        for s in config.scales:
+            side = level * s
+            image = probe if round(side) == auto.probe_size else resize_to_side(source, side)
+            feats = probe_feats if image is probe else None
+            c = level_candidates(model, image, kernels[views.to(kernels.device)], original_size, config,
+                                 features=feats)
+            c.views = views.to(c.views.device)[c.views]  # back to indices into ``kernels``
+            cands.append(c)
+            for v in views.tolist():
+                used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
+    dets = merge_and_nms(cands, view_class, class_names, original_size, config)
+    dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
+    return dets
 
 
 @torch.no_grad()

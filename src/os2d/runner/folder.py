@@ -17,8 +17,11 @@ from os2d.detector import Detector
 from os2d.inference.pyramid import prepare_levels
 from os2d.io import load_image
 from os2d.results import Detections, image_record, jsonl_header
+from os2d.runner.discover import path_key
+from os2d.runner.identity import gallery_digest
 from os2d.runner.prefetch import prefetched
 from os2d.runner.results import JsonlWriter
+from os2d.weights import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +131,25 @@ class RunSummary:
 
 
 def run_to_jsonl(detector: Detector, paths: Sequence[str], output: str | Path, *, weights: str = "",
-                 resume: bool = True, retry_errors: bool = False, shard: Shard | None = None, workers: int = 2,
-                 depth: int = 4, on_result: Callable[[ImageResult], None] | None = None,
+                 class_images: str | None = None, resume: bool = True, retry_errors: bool = False,
+                 shard: Shard | None = None, workers: int = 2, depth: int = 4,
+                 on_result: Callable[[ImageResult], None] | None = None,
                  progress: Callable[[int, int], Any] | None = None) -> RunSummary:
     """Detect in this shard's images and append one JSON line per image to ``output``.
+
+    The header records the weights name and, by content, the model (:func:`os2d.weights.model_fingerprint`)
+    and the class images; a resumed file must agree on content, classes, options and shard
+    (:func:`os2d.runner.results.check_compatible`).
 
     Args:
         paths: all input images of the run (every rank passes the same list).
         output: this process's file (use :func:`os2d.runner.results.shard_path` for a rank's file).
-        weights: name recorded in the header (a resumed file must have the same).
-        resume: skip the images already recorded in ``output`` (errors too unless ``retry_errors``).
+        weights: name recorded in the header (information only: the model is compared by its fingerprint).
+        class_images: digest of the class images (:func:`os2d.runner.identity.class_images_digest`); None:
+            a digest of the gallery's kernels (:func:`os2d.runner.identity.gallery_digest`).
+        resume: skip the images already recorded in ``output`` (errors too unless ``retry_errors``); an image
+            is recognised by its resolved absolute path (:func:`os2d.runner.discover.path_key`), whatever the
+            spelling; records keep the path as given.
         shard: this process's share (default: all images).
         on_result: called with every new result (e.g. to draw it).
         progress: ``progress(total, skipped)`` returns an object with ``update(n)`` (e.g. a tqdm factory).
@@ -147,9 +159,11 @@ def run_to_jsonl(detector: Detector, paths: Sequence[str], output: str | Path, *
     config = {k: v for k, v in asdict(detector.config).items() if k != "class_chunk"}  # class_chunk: memory only
     header = jsonl_header(detector.classes, weights=weights, config=config,
                           shard=(shard.rank, shard.world_size) if shard.world_size > 1 else None)
+    header["model"] = model_fingerprint(detector.model)
+    header["class_images"] = gallery_digest(detector.gallery) if class_images is None else class_images
     with JsonlWriter(output, header, resume=resume) as writer:
-        done = {p for p, r in writer.existing.latest().items() if retry_errors is False or "error" not in r}
-        todo = [p for p in mine if p not in done]
+        done = {path_key(p) for p, r in writer.existing.latest().items() if not retry_errors or "error" not in r}
+        todo = [p for p in mine if path_key(p) not in done]
         summary = RunSummary(Path(output), total=len(mine), skipped=len(mine) - len(todo))
         if writer.existing.partial_tail:
             logger.warning("%s: ignored a partial last line (interrupted write)", output)

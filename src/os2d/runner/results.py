@@ -16,17 +16,31 @@ from typing import Any
 from os2d.files import atomic_write
 from os2d.results import DetectionsFileError, JsonlContents, jsonl_line, read_jsonl
 
-# header keys that must agree for records to be appended to (or merged with) an existing file
-COMPATIBLE_KEYS = ("format", "version", "classes", "weights", "config", "shard")
+# header keys that must agree for records to be appended to (or merged with) an existing file, and what they
+# are; "model" and "class_images" are content digests (os2d.runner.identity), so the weights *name* need not agree
+COMPATIBLE_KEYS = {
+    "format": "file format", "version": "format version", "classes": "classes",
+    "class_images": "class images (content)", "model": "model weights (content)", "config": "inference options",
+    "shard": "shard",
+}
+
+
+def _difference(key: str, ours: Any, theirs: Any) -> str:
+    if key == "config" and isinstance(ours, dict) and isinstance(theirs, dict):
+        keys = [k for k in {**ours, **theirs} if ours.get(k) != theirs.get(k)]
+        return "inference options differ (" + ", ".join(
+            f"{k}: file {ours.get(k)!r}, this run {theirs.get(k)!r}" for k in keys) + ")"
+    return f"{COMPATIBLE_KEYS[key]} differ (file {ours!r}, this run {theirs!r})"
 
 
 def check_compatible(existing: dict[str, Any], header: dict[str, Any], path: str | Path) -> None:
-    """Refuse to mix results of different runs (other classes, weights, options or shard) in one file."""
+    """Refuse to mix results of different runs (other classes or class images, weights, options or shard) in
+    one file: one line saying what differs and how to start afresh."""
     diff = [k for k in COMPATIBLE_KEYS if existing.get(k) != header.get(k)]
     if diff:
-        details = "; ".join(f"{k}: file has {existing.get(k)!r}, this run {header.get(k)!r}" for k in diff)
-        raise DetectionsFileError(f"{path} holds results of a different run ({details}); write to another file "
-                                  "or start over with --no-resume")
+        details = "; ".join(_difference(k, existing.get(k), header.get(k)) for k in diff)
+        raise DetectionsFileError(f"{path} holds results of a different run: {details}; write to another file "
+                                  "or start afresh with --no-resume (replaces the file)")
 
 
 class JsonlWriter:
@@ -54,7 +68,7 @@ class JsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fresh:
             self.existing = JsonlContents(header=None)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
             self.write(header)
         else:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

@@ -10,6 +10,7 @@ from the checkpoint alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,6 +34,7 @@ from os2d.train.sampler import SamplerConfig
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("none", "multistep", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the spellings of TrainConfig.device
 DATASET_SECTIONS = ("train_data", "val_data")
 
 
@@ -166,6 +168,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (or mps, xpu[:N]), got {self.device!r}")
         for name in ("max_iter", "eval_every", "checkpoint_every", "keep_checkpoints", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

@@ -40,7 +40,15 @@ def checkpoint_model_state(obj: dict[str, Any], source: str) -> tuple[ModelConfi
     """(architecture, model state dict) of a loaded os2d checkpoint; :class:`WeightsError` for another version."""
     if obj.get("version") != CHECKPOINT_VERSION:
         raise WeightsError(f"{source}: unsupported os2d checkpoint version {obj.get('version')}")
-    return ModelConfig.from_dict(obj["config"]), obj["model"]
+    config, state = obj.get("config"), obj.get("model")
+    if not isinstance(config, dict) or not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise WeightsError(f"{source}: malformed os2d checkpoint: it needs a 'config' dict and a 'model' dict of "
+                           "tensors")
+    try:
+        return ModelConfig.from_dict(config), state
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{source}: malformed os2d checkpoint config ({e})") from None
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,7 +94,7 @@ def add_model_args(p: argparse.ArgumentParser, *, weights_help: str = "weights n
 def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shortlist: bool = False) -> None:
     """The :class:`~os2d.config.InferenceConfig` options of ``detect`` and ``eval`` (see :func:`inference_config`)."""
     g = p.add_argument_group("inference options")
-    g.add_argument("--image-size", type=int, default=None, help=image_size_help)
+    g.add_argument("--image-size", type=parse_image_size, default=None, metavar="auto|N|0", help=image_size_help)
     g.add_argument("--scales", type=float, nargs="+", default=None,
                    help="pyramid scales (default 1.0; reference: 0.5 0.625 0.8 1 1.2 1.4 1.6)")
     g.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below this")
@@ -114,11 +115,29 @@ def device_from_args(device: str) -> Any:
 
     try:
         return resolve_device(device)
-    except (ValueError, RuntimeError) as e:  # RuntimeError: torch.device("bogus")
+    except RuntimeError as e:  # torch.device("bogus"): its message lists every device type torch knows
+        raise CliError(f"--device {device}: unknown device; use cpu, cuda, cuda:N or auto") from e
+    except ValueError as e:  # e.g. CUDA not available
         raise CliError(f"--device {device}: {e}") from e
 
 
 _FROM_ARGS = object()
+
+
+def parse_image_size(text: str) -> str | int:
+    """``--image-size``: ``auto`` (levels chosen per image, :mod:`os2d.inference.autoscale`), a positive
+    sqrt(w*h) in pixels, or 0 (keep the image size)."""
+    from os2d.config import AUTO
+
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', a number of pixels or 0, got {text!r}") from None
+    if value != 0 and value < 16:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 0 (keep sizes) or at least 16, got {value}")
+    return value
 
 
 def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
@@ -127,7 +146,7 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
     Args:
         args: parsed options.
         image_size: the resolved input size (``eval`` computes it from the dataset); by default
-            ``--image-size`` (unset: the config's default; 0: keep the image size).
+            ``--image-size`` (unset: the config's default, ``"auto"``; 0: keep the image size).
 
     Raises:
         CliError: an option out of range.
@@ -235,55 +254,95 @@ def register_classes(detector: Any, classes: list[tuple[str, Any]], *, gallery: 
             raise CliError(f"class {name!r}: {e}") from e
 
 
-def _nearest_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+def _stat(path: Path, flag: str) -> os.stat_result | None:
+    """``os.stat(path)``; None when it does not exist (or a folder on the way is a file, found later);
+    :class:`CliError` when the OS refuses the name (too long, a loop of links, no permission)."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise CliError(f"{flag} {path}: {getattr(e, 'strerror', None) or e}") from e
+
+
+def _probe(folder: Path, name: str, path: Path, flag: str) -> None:
+    """Create and remove the new file ``folder/name``: the one honest test that a file can be made there (a
+    read-only file system, /proc, a name too long, no permission; ``os.access`` would say yes to root)."""
+    try:
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # taken meanwhile: the folder is writable all the same
+        return
+    except OSError as e:
+        raise CliError(f"{flag} {path}: cannot create files in {folder} ({e.strerror or e})") from e
+    os.close(fd)
+    os.unlink(folder / name)
 
 
 def _check_creatable(path: Path, flag: str) -> None:
-    """Missing folders on the way to ``path`` can be created: the nearest existing one is a writable folder."""
-    base = _nearest_existing(path.parent)
+    """``path`` does not exist: the nearest existing folder above it takes a new entry of the first missing
+    name (the writers create the missing folders), and the deeper names are within the file-name limit."""
+    missing = [path.name]
+    base = path.absolute().parent
+    while _stat(base, flag) is None and base != base.parent:
+        missing.insert(0, base.name)
+        base = base.parent
     if not base.is_dir():
         raise CliError(f"{flag} {path}: {base} is not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise CliError(f"{flag} {path}: cannot write in {base} (permission denied)")
+    try:
+        limit = os.pathconf(base, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows)
+        limit = 255
+    too_long = [m for m in missing if len(os.fsencode(m)) > limit]
+    if too_long:
+        raise CliError(f"{flag} {path}: file name too long ({len(os.fsencode(too_long[0]))} bytes, the limit is "
+                       f"{limit})")
+    _probe(base, missing[0], path, flag)
 
 
 def check_writable_file(path: str | Path | None, flag: str) -> None:
     """Fail early (before hours of work) if the file ``path`` could not be written at the end.
 
-    The file itself is not a folder and, if it exists, is writable; missing parent folders are created by the
-    writers, so the nearest existing parent must be a writable folder. ``None`` (option not given) passes.
+    An existing ``path`` must be a regular file (not a folder, nor a named pipe that would block) that opens
+    for writing, in a folder that takes new files (the atomic writers rename a temporary file over it). A new
+    ``path`` must be creatable (:func:`_check_creatable`). Checked by doing, not by permission bits: a probe
+    file is created and removed. ``None`` (option not given) passes.
     """
     if path is None:
         return
     path = Path(path)
-    if path.is_dir():
+    st = _stat(path, flag)
+    if st is None:
+        _check_creatable(path, flag)
+        return
+    if stat.S_ISDIR(st.st_mode):
         raise CliError(f"{flag} {path} is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise CliError(f"{flag} {path}: file is not writable (permission denied)")
-    _check_creatable(path, flag)
+    if not stat.S_ISREG(st.st_mode):
+        raise CliError(f"{flag} {path} exists and is not a regular file (a named pipe, socket or device)")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))  # changes nothing in the file
+    except OSError as e:
+        raise CliError(f"{flag} {path}: file is not writable ({e.strerror or e})") from e
+    _probe(path.absolute().parent, f".{path.name[:100]}.os2d-probe-{os.getpid()}", path, flag)
 
 
 def check_writable_dir(path: str | Path | None, flag: str) -> None:
-    """Fail early if the folder ``path`` could not be created or written: it is a folder (writable) or can be made."""
+    """Fail early if the folder ``path`` could not be created or written: it is a folder that takes new files,
+    or can be made (:func:`_check_creatable`). ``None`` passes."""
     if path is None:
         return
     path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise CliError(f"{flag} {path} exists and is not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise CliError(f"{flag} {path}: folder is not writable (permission denied)")
+    st = _stat(path, flag)
+    if st is None:
+        _check_creatable(path, flag)
         return
-    _check_creatable(path, flag)
+    if not stat.S_ISDIR(st.st_mode):
+        raise CliError(f"{flag} {path} exists and is not a folder")
+    _probe(path, f".os2d-probe-{os.getpid()}", path, flag)
 
 
 __all__ = [
     "CliError", "DeprecatedAlias", "add_class_args", "add_inference_args", "add_model_args", "add_output_dir",
     "add_output_file", "add_quiet", "check_writable_dir", "check_writable_file", "classes_from_args",
     "device_from_args",
-    "inference_config", "parse_class_arg", "read_classes_csv", "read_image_list", "register_classes", "warn",
+    "inference_config", "parse_class_arg", "parse_image_size", "read_classes_csv", "read_image_list", "register_classes", "warn",
 ]

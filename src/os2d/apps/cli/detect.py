@@ -72,17 +72,50 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.save_gallery and shard.rank == 0:
         detector.save_gallery(args.save_gallery)
     if jsonl:
-        return _detect_jsonl(args, detector, images, output, shard)
+        from os2d.runner.identity import class_images_digest
+
+        return _detect_jsonl(args, detector, images, output, shard, class_images_digest(classes, args.gallery))
     return _detect_json(args, detector, images, output)
 
 
-def _draw_result(draw_dir: Path | None, res: Any) -> None:
-    if draw_dir is None or res.image is None or res.detections is None:
+PICTURE_SUFFIX = "_os2d.png"
+_NAME_BYTES = 200  # longer picture names are cut and given a hash (file systems allow 255 bytes)
+
+
+def picture_paths(images: list[str], draw_dir: Path) -> dict[str, Path]:
+    """Where ``--draw`` puts the picture of each image: ``STEM_os2d.png`` in the image's folder relative to the
+    folder shared by all images (so ``d1/x.jpg`` and ``d2/x.jpg`` give ``d1/x_os2d.png`` and ``d2/x_os2d.png``;
+    images of one folder stay flat). Two images of one folder with the same stem keep their extension in the
+    name (``x.jpg_os2d.png``); a name over 200 bytes is cut and ends in a hash of the image path."""
+    import hashlib
+    import os
+    from collections import Counter
+
+    full = {p: os.path.abspath(p) for p in images}
+    try:
+        common = os.path.commonpath([os.path.dirname(a) for a in full.values()]) if full else ""
+    except ValueError:  # paths on different drives (Windows): one flat folder
+        common = ""
+    stems = Counter((os.path.dirname(a), Path(a).stem) for a in full.values())
+    out = {}
+    for p, a in full.items():
+        folder = os.path.relpath(os.path.dirname(a), common) if common else ""
+        name = Path(a).name if stems[os.path.dirname(a), Path(a).stem] > 1 else Path(a).stem
+        if len(os.fsencode(name)) > _NAME_BYTES:
+            digest = hashlib.sha256(a.encode()).hexdigest()[:8]
+            name = os.fsencode(name)[:_NAME_BYTES].decode("utf-8", "ignore") + "-" + digest
+        out[p] = draw_dir / folder / (name + PICTURE_SUFFIX)
+    return out
+
+
+def _draw_result(pictures: dict[str, Path] | None, res: Any) -> None:
+    if pictures is None or res.image is None or res.detections is None:
         return
     from os2d.visualize import draw_detections
 
-    draw_dir.mkdir(parents=True, exist_ok=True)
-    draw_detections(res.image, res.detections).save(draw_dir / (Path(res.path).stem + "_os2d.png"))
+    target = pictures[res.path]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    draw_detections(res.image, res.detections).save(target)
 
 
 def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path) -> int:
@@ -92,10 +125,10 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
     from os2d.results import write_detections_json
     from os2d.runner import iter_detections
 
-    draw_dir = Path(args.draw) if args.draw else None
+    pictures = picture_paths(images, Path(args.draw)) if args.draw else None
     records, failures = [], 0
     results = iter_detections(detector, images, workers=args.workers, depth=args.prefetch,
-                              keep_images=draw_dir is not None)
+                              keep_images=pictures is not None)
     bar = tqdm(results, total=len(images), desc="detect", unit="img", disable=len(images) < 2 or args.quiet,
                file=sys.stderr)
     for res in bar:
@@ -104,7 +137,7 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             failures += 1
             print(f"os2d: error: {res.error}", file=sys.stderr)
             continue
-        _draw_result(draw_dir, res)
+        _draw_result(pictures, res)
         if not args.quiet and len(images) == 1:
             for d in records[-1]["detections"][:10]:
                 print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
@@ -116,13 +149,15 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
     return 1 if failures else 0
 
 
-def _detect_jsonl(args: argparse.Namespace, detector: Any, images: list[str], output: Path, shard: Any) -> int:
-    """Large runs: one JSON line per image as it finishes; resumable; one file per rank when sharded."""
+def _detect_jsonl(args: argparse.Namespace, detector: Any, images: list[str], output: Path, shard: Any,
+                  class_images: str) -> int:
+    """Large runs: one JSON line per image as it finishes; resumable (only by the same run: same model, class
+    images and options, compared by content); one file per rank when sharded."""
     from tqdm import tqdm
 
     from os2d.runner import run_to_jsonl, shard_path
 
-    draw_dir = Path(args.draw) if args.draw else None
+    pictures = picture_paths(images, Path(args.draw)) if args.draw else None
     sharded = shard.world_size > 1
     path = shard_path(output, shard.rank) if sharded else output
 
@@ -133,9 +168,10 @@ def _detect_jsonl(args: argparse.Namespace, detector: Any, images: list[str], ou
     def on_result(res: Any) -> None:
         if res.error is not None:
             tqdm.write(f"os2d: error: {res.error}", file=sys.stderr)
-        _draw_result(draw_dir, res)
+        _draw_result(pictures, res)
 
-    summary = run_to_jsonl(detector, images, path, weights=str(args.weights), resume=args.resume,
+    summary = run_to_jsonl(detector, images, path, weights=str(args.weights), class_images=class_images,
+                           resume=args.resume,
                            retry_errors=args.retry_errors, shard=shard, workers=args.workers, depth=args.prefetch,
                            on_result=on_result, progress=progress)
     if not args.quiet:
@@ -210,8 +246,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--prefetch", type=int, default=4, metavar="N", help="images decoded ahead at most")
     add_model_args(p)
     add_inference_args(p, shortlist=True,
-                       image_size_help="resize input so sqrt(w*h) = this at pyramid scale 1 (default 1024; "
-                                       "0 = keep size)")
+                       image_size_help="auto (default): per image and class, the level where objects have the "
+                                       "size the model expects; N: resize so sqrt(w*h) = N at pyramid scale 1; "
+                                       "0: keep the image size")
     p.set_defaults(func=cmd_detect)
 
 

@@ -94,25 +94,35 @@ def format_table(evaluation: Any) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from os2d.config import AUTO
     from os2d.data.spec import dataset_image_size
-    from os2d.evaluation.baselines import MODEL_METHODS
-    from os2d.evaluation.harness import evaluate_method
+    from os2d.evaluation.baselines import AUTO_SCALE_METHODS, MODEL_METHODS
+    from os2d.evaluation.harness import check_iou_threshold, evaluate_method
 
     if args.max_images is not None and args.max_images < 1:
         raise CliError(f"--max-images must be positive, got {args.max_images}")
-    if args.image_size is not None and args.image_size != 0 and args.image_size < 16:
-        raise CliError(f"--image-size must be 0 (keep sizes) or at least 16, got {args.image_size}")
+    try:
+        check_iou_threshold(args.iou)
+    except ValueError as e:
+        raise CliError(f"--iou: {e}") from e
+    if args.image_size is not None:  # every option checked before any work
+        config = inference_config(args, image_size=None if args.image_size == 0 else args.image_size)
     out = Path(args.output_dir)
     check_writable_dir(out, "--output-dir")
     spec, dataset = dataset_from_args(args)
     if args.image_size is None:
-        try:
-            image_size: int | None = dataset_image_size(spec, dataset)
-        except ValueError as e:
-            raise CliError(f"{e}; give --image-size") from e
-    else:
-        image_size = None if args.image_size == 0 else args.image_size
-    config = inference_config(args, image_size=image_size)
+        image_size: int | str | None = spec.image_size
+        if image_size is None and args.method in AUTO_SCALE_METHODS:
+            image_size = AUTO
+        elif image_size is None:  # a baseline with one fixed size: the size that makes the objects ~240 px
+            try:
+                image_size = dataset_image_size(spec, dataset)
+            except ValueError as e:
+                raise CliError(f"{e}; give --image-size") from e
+        config = inference_config(args, image_size=image_size)
+    if config.image_size == AUTO and args.method not in AUTO_SCALE_METHODS:
+        raise CliError(f"--image-size auto works with {', '.join(AUTO_SCALE_METHODS)}; --method {args.method} "
+                       "needs a number of pixels (or 0)")
 
     model = None
     if args.method in MODEL_METHODS:
@@ -198,9 +208,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="os2d (model with TransformNet), sliding-square / sliding-ar (paper's sliding-window "
                         "baselines on the model's features), sift, template (OpenCV)")
     add_model_args(p, weights_help="weights name or checkpoint (os2d, sliding-*)")
-    add_inference_args(p, image_size_help="resize images so sqrt(w*h) = this at scale 1 (default: the spec's "
-                                          "image_size, else the suggested size that makes objects ~240 px; "
-                                          "0 = keep sizes)")
+    add_inference_args(p, image_size_help="auto: levels chosen per image as in `os2d detect`; N: resize so "
+                                          "sqrt(w*h) = N at scale 1; 0: keep sizes (default: the spec's "
+                                          "image_size, else auto for os2d and sliding-square, else the size that "
+                                          "makes the annotated objects ~240 px)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a true positive (default 0.5)")
     p.add_argument("--voc-plus-one", action="store_true", help="integer-pixel IoU (+1) as the reference code")

@@ -7,6 +7,7 @@ Only the public API is called; the CLI prints, the library logs.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,8 +16,10 @@ from os2d.apps.cli import demo, detect, pretrain, serve, synth, train, weights
 from os2d.apps.cli import eval as eval_cmd
 from os2d.errors import Os2dError
 
-# User input that is not an Os2dError: a path the user gave that is missing, unreadable or a folder.
+# User input that is not an Os2dError: a path the user gave that is missing, unreadable or a folder ...
 USER_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# ... or a name the OS refuses (over 255 bytes, a loop of links), or on a read-only file system.
+USER_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `os2d weights list | head`
         sys.stderr.close()
         return 0
+    except OSError as e:
+        if e.errno not in USER_PATH_ERRNOS:
+            raise
+        print(f"os2d: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

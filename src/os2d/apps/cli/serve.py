@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
-from os2d.apps.cli.common import CliError, add_model_args, add_quiet, check_writable_dir
+from os2d.apps.cli.common import CliError, add_model_args, add_quiet, check_writable_dir, device_from_args
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail in one line, before the model loads, if ``host:port`` cannot be listened on (in use, no such host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise CliError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from e
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"--port must be in 0..65535, got {args.port}")
+    device_from_args(args.device)  # an unknown or unavailable device: one line now, not a traceback at startup
     try:
         import uvicorn
 
@@ -26,7 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(str(e)) from e
     check_writable_dir(settings.data_dir, "--data-dir")
-    app = create_app(settings)
+    check_listen(args.host, args.port)
+    app = create_app(settings)  # a data dir that cannot be used: StoreError, one line
     if not args.quiet:
         print(f"os2d serve: http://{args.host}:{args.port}/ (API docs at /docs), data in {settings.data_dir}"
               + (", write endpoints need the token" if settings.token else ""), file=sys.stderr)

@@ -162,6 +162,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     entry = reg.get_entry(name)
     config = entry.config if entry is not None else None
     dest_dir = Path(args.output_dir).expanduser() if args.output_dir else reg.weights_cache_dir()
+    check_writable_dir(dest_dir, "--output-dir")
     target = dest_dir / f"{name}.pth"
     if target.exists() and not args.force and target.resolve() != path.resolve():
         raise CliError(f"{target} exists; pass --force to replace it")

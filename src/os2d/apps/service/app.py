@@ -10,7 +10,9 @@ API (version 1, JSON; errors are ``{"detail": "..."}``):
 
 All model work runs in one worker thread fed by a bounded queue: when ``queue_size`` requests are
 already waiting or running, a new one is refused at once with 503; a request waiting longer than
-``timeout_s`` gets 503 too.
+``timeout_s`` gets 503 too. Images are decoded in that worker, one at a time, just before their detection
+(a waiting request holds only its undecoded uploads, spooled to disk by the multipart parser): the decoded
+pixels in memory are bounded by ``max_pixels`` for the worker plus one thumbnail, whatever the load.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import torch
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from os2d.apps.service.errors import install_error_handlers
+from os2d.apps.service.limits import FORM_SLACK, BodyLimit
 from os2d.apps.service.store import GalleryStore
+from os2d.config import AUTO
 from os2d.detector import Detector
 from os2d.gallery import ClassGallery
 from os2d.io import ImageError, load_image, validate_class_image
@@ -51,6 +56,8 @@ API = "/api/v1"
 MAX_CLASS_NAME = 100
 MAX_LEVEL_SIDE = 4096  # sqrt(w*h) of the largest pyramid level a request may ask for
 MAX_SCALES = 8
+MAX_ADHOC_IMAGES = 8  # ad-hoc class images per detect request
+THUMBNAIL_CACHE = 256  # thumbnails kept in memory (a few kB each)
 
 
 def default_data_dir() -> Path:
@@ -118,11 +125,31 @@ def _parse_floats(text: str, what: str) -> list[float]:
     return vals
 
 
+def _parse_image_size(text: str) -> int | str | None:
+    """The ``image_size`` form field: ``auto``, 0 (keep the size) or a sqrt(w*h) in [16, MAX_LEVEL_SIDE]."""
+    text = text.strip().lower()
+    if text in ("", AUTO):
+        return AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPException(400, f"image_size: expected 'auto', a number of pixels or 0, got {text!r}") from None
+    if value != 0 and not 16 <= value <= MAX_LEVEL_SIDE:
+        raise HTTPException(400, f"image_size must be 'auto', 0 (keep size) or between 16 and {MAX_LEVEL_SIDE}")
+    return value or None
+
+
 def _split_names(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
 def check_class_name(name: str) -> str:
+    """``name`` stripped, if it can be a class name: 400 otherwise.
+
+    A class name is one URL path segment of ``/api/v1/classes/{name}`` once percent-encoded; ``.`` and ``..``
+    are refused because clients resolve them as dot segments (``/classes/../thumbnail``), and '/', '\\' and
+    control characters because they split or end a segment. ',' separates names in form fields.
+    """
     name = (name or "").strip()
     if not name:
         raise HTTPException(400, "class name must not be empty")
@@ -130,7 +157,34 @@ def check_class_name(name: str) -> str:
         raise HTTPException(400, f"class name longer than {MAX_CLASS_NAME} characters")
     if any(c in name for c in ",/\\") or any(not c.isprintable() for c in name):
         raise HTTPException(400, f"class name {name!r} must not contain ',', '/', '\\' or control characters")
+    if name in (".", ".."):
+        raise HTTPException(400, f"class name {name!r} is not allowed (a URL dot segment)")
     return name
+
+
+def class_url(name: str) -> str:
+    """The URL of a class: its name percent-encoded as one path segment."""
+    return f"{API}/classes/{quote(name, safe='')}"
+
+
+def stored_name(name: str) -> str:
+    """A class name from a URL, unchanged; 404 for a name no class can have (it would alias another)."""
+    try:
+        valid = check_class_name(name) == name
+    except HTTPException:
+        valid = False
+    if not valid:
+        raise HTTPException(404, f"unknown class {name[:MAX_CLASS_NAME]!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted image upload, not decoded yet: its bytes stay in the request's spooled file until the worker
+    decodes it (:meth:`Service.decode`)."""
+
+    file: BinaryIO
+    what: str
 
 
 def parse_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -162,11 +216,17 @@ class Service:
         if settings.torch_threads:
             torch.set_num_threads(int(settings.torch_threads))
         t0 = time.perf_counter()
-        self.detector = Detector.from_weights(settings.weights, device=settings.device,
-                                              shortlist_top_k=settings.shortlist_top_k)
+        self.store = GalleryStore(settings.data_dir)  # first: a bad data dir fails before the model loads
+        try:
+            self.detector = Detector.from_weights(settings.weights, device=settings.device,
+                                                  shortlist_top_k=settings.shortlist_top_k)
+        except BaseException:
+            self.store.close()
+            raise
         self.model_id = self.detector.gallery.model_id
         self.lock = threading.RLock()  # keeps the store, the detector's gallery and the kernel cache in step
-        self.store = GalleryStore(settings.data_dir)
+        self._thumbnails: dict[Path, bytes] = {}
+        self._thumbnail_lock = threading.Lock()  # one thumbnail decoded at a time
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="os2d-inference")
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -190,24 +250,30 @@ class Service:
     # ---------------------------------------------------------------------------- gallery on disk
 
     def _load_gallery(self) -> None:
-        """The gallery from the kernel cache, or encoded again from the stored class images."""
-        cached = self.store.load_kernel_cache(self.model_id)
-        if cached is not None:
-            self.detector.set_gallery(cached)
-            return
-        for rec in self.store.classes():
-            images = []
-            for im in self.store.images(rec.name):
+        """The gallery from the kernel cache; classes whose stored images changed since the cache was written
+        (a crash between a commit and the cache write) are encoded again from their stored images."""
+        t0 = time.perf_counter()
+        cached, cached_ids = self.store.load_kernel_cache(self.model_id) or (None, {})
+        gallery = ClassGallery(model_id=self.model_id)
+        stored_ids = self.store.image_ids()
+        encoded = 0
+        for name, ids in stored_ids.items():
+            if cached is not None and cached_ids.get(name) == ids and name in cached.class_names:
+                part = cached.subset([name])
+                assert part.kernels is not None
+                gallery.add(name, part.kernels, part.view_names)
+                continue
+            encoded += 1
+            for im in self.store.images(name):
                 try:
-                    images.append(load_image(im.path))
+                    gallery.add(name, *self.detector.encode_class_images(load_image(im.path)))
                 except ImageError as e:
-                    logger.warning("class %r: stored image %s unreadable, skipped: %s", rec.name, im.path, e)
-            try:
-                if images:
-                    self.detector.add_class(rec.name, images)
-            except ImageError as e:
-                logger.warning("class %r: stored images unusable, class skipped: %s", rec.name, e)
-        self._save_cache()
+                    logger.warning("class %r: stored image %s unusable, skipped: %s", name, im.path, e)
+        self.detector.set_gallery(gallery)
+        if encoded or cached is None or cached_ids != stored_ids:
+            self._save_cache()
+        logger.info("kernel cache: %d classes from the cache, %d encoded (%.1f s)", len(stored_ids) - encoded,
+                    encoded, time.perf_counter() - t0)
 
     def _save_cache(self) -> None:
         self.store.save_kernel_cache(self.gallery)
@@ -240,33 +306,37 @@ class Service:
 
     # ---------------------------------------------------------------------------- upload helpers
 
-    async def read_upload(self, up: UploadFile, what: str) -> bytes:
+    async def accept_upload(self, up: UploadFile, what: str) -> Upload:
+        """Check type, size and magic bytes of an upload (415, 413, 400) without decoding it."""
         ctype = (up.content_type or "").split(";")[0].strip().lower()
         if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
             raise HTTPException(415, f"{what}: content type {ctype!r} is not an image")
-        limit = self.settings.max_upload_bytes
-        data = await up.read(limit + 1)
-        if len(data) > limit:
+        size = up.size
+        if size is None:
+            size = await run_in_threadpool(lambda: up.file.seek(0, os.SEEK_END))
+        if size > self.settings.max_upload_bytes:
             raise HTTPException(413, f"{what}: upload larger than {self.settings.max_upload_mb:g} MB")
-        if not data:
+        if not size:
             raise HTTPException(400, f"{what}: empty upload")
-        if not sniff_image(data):
+        await up.seek(0)
+        head = await up.read(16)
+        await up.seek(0)
+        if not sniff_image(head):
             raise HTTPException(415, f"{what}: not a PNG, JPEG, GIF, BMP, TIFF or WebP image")
-        return data
+        return Upload(up.file, what)
 
-    def decode(self, data: bytes, what: str) -> Image.Image:
+    def decode(self, upload: Upload) -> Image.Image:
+        """The decoded image (in the worker, just before it is used): 413 above ``max_pixels``, 400 if corrupt."""
+        upload.file.seek(0)
+        data = upload.file.read(self.settings.max_upload_bytes + 1)
         try:
             return load_image(data, max_pixels=self.settings.max_pixels)
         except ImageError as e:
-            raise _image_http_error(e, what) from None
-
-    async def read_image(self, up: UploadFile, what: str) -> Image.Image:
-        data = await self.read_upload(up, what)
-        return await run_in_threadpool(self.decode, data, what)
+            raise _image_http_error(e, upload.what) from None
 
     # -------------------------------------------------------------------------------- detection
 
-    def inference_changes(self, score_threshold: float | None, max_detections: int, image_size: int,
+    def inference_changes(self, score_threshold: float | None, max_detections: int, image_size: str,
                           scales: str | None) -> dict[str, Any]:
         """Checked request options as :class:`~os2d.config.InferenceConfig` changes for :meth:`Detector.detect`."""
         changes: dict[str, Any] = {}
@@ -277,9 +347,7 @@ class Service:
         if not 0 <= max_detections <= 10_000:
             raise HTTPException(400, "max_detections must be between 0 and 10000")
         changes["max_detections"] = max_detections
-        if image_size != 0 and not 16 <= image_size <= MAX_LEVEL_SIDE:
-            raise HTTPException(400, f"image_size must be 0 (keep size) or between 16 and {MAX_LEVEL_SIDE}")
-        changes["image_size"] = image_size or None
+        changes["image_size"] = _parse_image_size(image_size)
         if scales is not None and scales.strip():
             vals = _parse_floats(scales, "scales")
             if not vals or len(vals) > MAX_SCALES or any(not 0.05 <= v <= 4.0 for v in vals):
@@ -291,9 +359,9 @@ class Service:
             raise HTTPException(400, str(e)) from None
         return changes
 
-    def _request_gallery(self, selected: list[str], adhoc: list[tuple[str, Image.Image]]) -> ClassGallery:
+    def _request_gallery(self, selected: list[str], adhoc: list[tuple[str, Upload]]) -> ClassGallery:
         """The classes of one request: the selected gallery classes (all if none) + ad-hoc ones, which replace
-        gallery classes of the same name."""
+        gallery classes of the same name. Ad-hoc images are decoded and encoded one at a time."""
         gallery = self.gallery  # one snapshot for the whole request
         unknown = [n for n in selected if n not in gallery.class_names]
         if unknown:
@@ -304,56 +372,72 @@ class Service:
             return gallery
         gallery = gallery.subset(wanted)
         for name in adhoc_names:
-            gallery.add(name, *self.detector.encode_class_images([im for n, im in adhoc if n == name]))
+            for n, upload in adhoc:
+                if n == name:
+                    gallery.add(name, *self.detector.encode_class_images(self._class_image(upload, name)))
         return gallery
 
-    def _detect_job(self, images: list[Image.Image | HTTPException], selected: list[str],
-                    adhoc: list[tuple[str, Image.Image]], changes: dict[str, Any]) -> list[dict[str, Any]]:
+    def _class_image(self, upload: Upload, name: str, box: str | None = None) -> Image.Image:
+        img = self.decode(upload)
+        if box is not None and box.strip():
+            img = img.crop(parse_box(box, img.size))
+        try:
+            validate_class_image(img)
+        except ImageError as e:
+            raise HTTPException(400, f"class {name!r}: {e}".replace("<PIL image>", "upload")) from None
+        return img
+
+    def _detect_job(self, uploads: list[Upload | HTTPException], selected: list[str],
+                    adhoc: list[tuple[str, Upload]], changes: dict[str, Any]) -> list[dict[str, Any]]:
+        """Detections of each upload (a batch entry that fails gets ``{"error": detail}``; a single one raises)."""
         gallery = self._request_gallery(selected, adhoc)
         config = self.detector.config.replace(**changes)
         out: list[dict[str, Any]] = []
-        for img in images:
-            if isinstance(img, HTTPException):
-                out.append({"error": img.detail})
-                continue
-            t0 = time.perf_counter()
-            side = config.image_size or math.sqrt(img.width * img.height)
-            if side * max(config.scales) > MAX_LEVEL_SIDE:
-                err = HTTPException(400, f"image {img.width}x{img.height} with image_size={config.image_size or 0} "
-                                         f"and scales {list(config.scales)} is too large to process; lower them")
-                if len(images) == 1:
-                    raise err
-                out.append({"error": err.detail})
-                continue
+        for upload in uploads:
             try:
-                dets = self.detector.detect(img, gallery=gallery, **changes)
-            except ImageError as e:  # larger than the detector's own pixel limit (os2d.io.DEFAULT_MAX_PIXELS)
-                if len(images) == 1:
-                    raise _image_http_error(e, "image") from None
-                out.append({"error": _image_http_error(e, "image").detail})
-                continue
-            out.append({"width": img.width, "height": img.height, "classes": list(gallery.class_names),
-                        "detections": dets.to_records(), "seconds": round(time.perf_counter() - t0, 4)})
+                out.append(self._detect_one(upload, gallery, config.image_size, config.scales, changes))
+            except HTTPException as e:
+                if len(uploads) == 1:
+                    raise
+                out.append({"error": e.detail})
+        return out
+
+    def _detect_one(self, upload: Upload | HTTPException, gallery: ClassGallery, image_size: int | str | None,
+                    scales: tuple[float, ...], changes: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(upload, HTTPException):
+            raise upload
+        img = self.decode(upload)
+        t0 = time.perf_counter()
+        side = math.sqrt(img.width * img.height)
+        if image_size == AUTO:  # the probe never makes a level larger than the image or auto_scale.max_size
+            side = min(side, self.detector.config.auto_scale.max_size)
+        elif image_size is not None:
+            side = image_size
+        if side * max(scales) > MAX_LEVEL_SIDE:
+            raise HTTPException(400, f"image {img.width}x{img.height} with image_size={image_size or 0} "
+                                     f"and scales {list(scales)} is too large to process; lower them")
+        try:
+            dets = self.detector.detect(img, gallery=gallery, **changes)
+        except ImageError as e:  # larger than the detector's own pixel limit (os2d.io.DEFAULT_MAX_PIXELS)
+            raise _image_http_error(e, "image") from None
+        out = {"width": img.width, "height": img.height, "classes": list(gallery.class_names),
+               "detections": dets.to_records(), "seconds": round(time.perf_counter() - t0, 4)}
+        if dets.levels is not None:  # image_size="auto": the pyramid levels each class ran at
+            out["levels"] = dets.levels
         return out
 
     async def adhoc_classes(self, class_images: list[UploadFile] | None,
-                            class_names: str | None) -> list[tuple[str, Image.Image]]:
+                            class_names: str | None) -> list[tuple[str, Upload]]:
         files = [f for f in (class_images or []) if f is not None]
         names = _split_names(class_names)
         if not files and not names:
             return []
         if len(files) != len(names):
             raise HTTPException(400, f"class_names has {len(names)} names for {len(files)} class_images")
-        out = []
-        for name, up in zip(names, files, strict=True):
-            name = check_class_name(name)
-            img = await self.read_image(up, f"class image {name!r}")
-            try:
-                validate_class_image(img)
-            except ImageError as e:
-                raise HTTPException(400, f"class {name!r}: {e}".replace("<PIL image>", "upload")) from None
-            out.append((name, img))
-        return out
+        if len(files) > MAX_ADHOC_IMAGES:
+            raise HTTPException(400, f"{len(files)} class_images: at most {MAX_ADHOC_IMAGES} per request")
+        return [(check_class_name(name), await self.accept_upload(up, f"class image {name.strip()!r}"))
+                for name, up in zip(names, files, strict=True)]
 
     # ---------------------------------------------------------------------------------- gallery
 
@@ -362,9 +446,10 @@ class Service:
         if rec is None:
             raise HTTPException(404, f"unknown class {name!r}")
         return {"name": rec.name, "num_images": rec.num_images, "created": rec.created_iso,
-                "thumbnail_url": f"{API}/classes/{quote(rec.name, safe='')}/thumbnail"}
+                "thumbnail_url": f"{class_url(rec.name)}/thumbnail"}
 
-    def _add_class_job(self, name: str, image: Image.Image) -> dict[str, Any]:
+    def _add_class_job(self, name: str, upload: Upload, box: str | None) -> dict[str, Any]:
+        image = self._class_image(upload, name, box)
         with self.lock:
             before = self.gallery
             self.detector.add_class(name, image)  # kernels first: an encoding failure leaves the store as it was
@@ -393,18 +478,34 @@ class Service:
         return images[index].path
 
     def thumbnail(self, name: str, side: int = 160) -> bytes:
+        """JPEG thumbnail of the class's first image; made once per stored file (files never change), one at a
+        time (a stored image can be ``max_pixels`` large)."""
         path = self.class_image_path(name, 0)
-        try:
-            img = load_image(path)
-        except ImageError as e:
-            raise HTTPException(404, f"class {name!r}: image unavailable ({e})") from None
-        img.thumbnail((side, side))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=85)
-        return buf.getvalue()
+        with self._thumbnail_lock:
+            data = self._thumbnails.get(path)
+            if data is not None:
+                return data
+            try:
+                img = load_image(path)
+            except ImageError as e:
+                raise HTTPException(404, f"class {name!r}: image unavailable ({e})") from None
+            img.thumbnail((side, side))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=85)
+            if len(self._thumbnails) >= THUMBNAIL_CACHE:
+                self._thumbnails.pop(next(iter(self._thumbnails)))
+            data = self._thumbnails[path] = buf.getvalue()
+            return data
 
 
 # ----------------------------------------------------------------------------------------- the app
+
+
+def body_limits(settings: ServiceSettings) -> dict[str, int]:
+    """Largest request body per upload endpoint: its most files of ``max_upload_mb`` each + form slack."""
+    files = {f"{API}/classes": 1, f"{API}/detect": 1 + MAX_ADHOC_IMAGES,
+             f"{API}/detect/batch": settings.max_batch + MAX_ADHOC_IMAGES}
+    return {path: n * settings.max_upload_bytes + FORM_SLACK for path, n in files.items()}
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -421,22 +522,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                   description="Register classes from one picture each, then detect them in any image.")
     app.state.service = service
     app.state.settings = settings
-    body_limit = settings.max_upload_bytes * (settings.max_batch + 1) + MB
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
-            if int(length) > body_limit:
-                return JSONResponse({"detail": f"request body larger than {body_limit // MB} MB"}, status_code=413)
-        return await call_next(request)
-
-    @app.exception_handler(Exception)
-    async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("internal error", exc_info=exc)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+    app.add_middleware(BodyLimit, limits=body_limits(settings), default=FORM_SLACK)
+    install_error_handlers(app)
 
     def require_token(request: Request) -> None:
         if not settings.token:
@@ -457,13 +544,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return HTMLResponse("<!doctype html><title>OS2D</title><h1>OS2D service</h1>"
                             "<p>The web page is not installed; see the <a href='/docs'>API docs</a>.</p>")
 
+    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()} if STATIC_DIR.is_dir() else {}
+
     @app.get("/static/{path:path}", include_in_schema=False)
     async def static(path: str) -> Response:
-        base = STATIC_DIR.resolve()
-        target = (base / path).resolve()
-        if not base.is_dir() or not target.is_relative_to(base) or not target.is_file():
+        if path not in static_files:  # the page's own files only: no path is ever resolved
             raise HTTPException(404, "not found")
-        return FileResponse(target)
+        return FileResponse(static_files[path])
 
     # ---------------------------------------------------------------------------------- API
 
@@ -484,14 +571,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         class_names: Annotated[str | None, Form(description="names of the ad-hoc class images")] = None,
         score_threshold: Annotated[float | None, Form()] = None,
         max_detections: Annotated[int, Form()] = 100,
-        image_size: Annotated[int, Form(description="sqrt(w*h) at scale 1; 0 = keep size")] = 1024,
+        image_size: Annotated[str, Form(description="auto (levels chosen per image and class), sqrt(w*h) at "
+                                                    "scale 1 in pixels, or 0 = keep size")] = AUTO,
         scales: Annotated[str | None, Form(description="comma-separated pyramid scales")] = None,
     ) -> dict[str, Any]:
         changes = service.inference_changes(score_threshold, max_detections, image_size, scales)
-        img = await service.read_image(image, "image")
+        upload = await service.accept_upload(image, "image")
         adhoc = await service.adhoc_classes(class_images, class_names)
         selected = [check_class_name(n) for n in _split_names(classes)]
-        return (await service.run_job(service._detect_job, [img], selected, adhoc, changes))[0]
+        return (await service.run_job(service._detect_job, [upload], selected, adhoc, changes))[0]
 
     @app.post(f"{API}/detect/batch")
     async def detect_batch(
@@ -501,7 +589,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         class_names: Annotated[str | None, Form()] = None,
         score_threshold: Annotated[float | None, Form()] = None,
         max_detections: Annotated[int, Form()] = 100,
-        image_size: Annotated[int, Form()] = 1024,
+        image_size: Annotated[str, Form()] = AUTO,
         scales: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
         if not images:
@@ -509,21 +597,21 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if len(images) > settings.max_batch:
             raise HTTPException(400, f"{len(images)} images: at most {settings.max_batch} per batch")
         changes = service.inference_changes(score_threshold, max_detections, image_size, scales)
-        decoded: list[Image.Image | HTTPException] = []
+        uploads: list[Upload | HTTPException] = []
         for i, up in enumerate(images):
             try:
-                decoded.append(await service.read_image(up, f"image {i} ({up.filename or 'upload'})"))
+                uploads.append(await service.accept_upload(up, f"image {i} ({up.filename or 'upload'})"))
             except HTTPException as e:
-                decoded.append(e)
+                uploads.append(e)
         adhoc = await service.adhoc_classes(class_images, class_names)
         selected = [check_class_name(n) for n in _split_names(classes)]
-        return {"results": await service.run_job(service._detect_job, decoded, selected, adhoc, changes)}
+        return {"results": await service.run_job(service._detect_job, uploads, selected, adhoc, changes)}
 
     @app.get(f"{API}/classes")
     async def list_classes() -> dict[str, Any]:
         recs = await run_in_threadpool(service.store.classes)
         return {"classes": [{"name": r.name, "num_images": r.num_images, "created": r.created_iso,
-                             "thumbnail_url": f"{API}/classes/{quote(r.name, safe='')}/thumbnail"} for r in recs]}
+                             "thumbnail_url": f"{class_url(r.name)}/thumbnail"} for r in recs]}
 
     @app.post(f"{API}/classes", status_code=201, dependencies=[Depends(require_token)])
     async def add_class(
@@ -532,30 +620,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         box: Annotated[str | None, Form(description="optional crop 'x1,y1,x2,y2' in image pixels")] = None,
     ) -> dict[str, Any]:
         name = check_class_name(name)
-        img = await service.read_image(image, "class image")
-        if box is not None and box.strip():
-            img = img.crop(parse_box(box, img.size))
-        try:
-            validate_class_image(img)
-        except ImageError as e:
-            raise HTTPException(400, str(e).replace("<PIL image>", "upload")) from None
-        return await service.run_job(service._add_class_job, name, img)
+        upload = await service.accept_upload(image, "class image")
+        return await service.run_job(service._add_class_job, name, upload, box)
 
     @app.delete(f"{API}/classes/{{name}}", status_code=204, dependencies=[Depends(require_token)])
     async def delete_class(name: str) -> Response:
-        await run_in_threadpool(service.delete_class, name)
+        await run_in_threadpool(service.delete_class, stored_name(name))
         return Response(status_code=204)
 
     @app.get(f"{API}/classes/{{name}}/thumbnail", response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})
     async def thumbnail(name: str) -> Response:
-        data = await run_in_threadpool(service.thumbnail, name)
+        data = await run_in_threadpool(service.thumbnail, stored_name(name))
         return Response(data, media_type="image/jpeg")
 
     @app.get(f"{API}/classes/{{name}}/images/{{index}}", response_class=FileResponse,
              responses={200: {"content": {"image/png": {}}}})
     async def class_image(name: str, index: int) -> Response:
-        path = await run_in_threadpool(service.class_image_path, name, index)
+        path = await run_in_threadpool(service.class_image_path, stored_name(name), index)
         return FileResponse(path, media_type="image/png")
 
     return app

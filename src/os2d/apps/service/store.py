@@ -4,18 +4,26 @@ Layout of the data directory::
 
     gallery.sqlite3          classes(name PRIMARY KEY, created), class_images(id, class_name, file, created)
     images/<uuid>.png        class images (written atomically before their row is committed)
-    kernels-<model_id>.pt    the ClassGallery computed by model ``model_id`` from the stored images (a cache;
-                             rebuilt when stale)
+    kernels-<model_id>.pt    the ClassGallery computed by model ``model_id`` from the stored images, with the
+                             image ids of each class (a cache, rewritten atomically after every change; a
+                             class whose ids no longer match is encoded again, the others are reused)
+    .lock                    held (flock) by the process that has the store open
 
 Crash safety: an image file is written (temp + fsync + rename) before its row is committed in one
-transaction, so a crash leaves at worst an orphan file (ignored). On open, rows whose file is missing
-are dropped, and so are classes left without images.
+transaction, so a crash leaves at worst an orphan file. On open, rows whose file is missing are dropped, and
+so are classes left without images; the temporary files of interrupted writes are deleted (orphan image
+files are kept). One process at a time: the store holds an exclusive lock on ``.lock`` while open.
+
+A store that cannot be used (not a folder, not writable, a corrupt or foreign ``gallery.sqlite3``, in use by
+another process) raises :class:`StoreError` with what to do; a corrupt database is never replaced.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -24,11 +32,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from PIL import Image
 
+from os2d.errors import Os2dError
 from os2d.files import atomic_torch_save, atomic_write
 from os2d.gallery import ClassGallery
+from os2d.weights import WeightsError, read_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,13 @@ CREATE TABLE IF NOT EXISTS class_images (
 );
 CREATE INDEX IF NOT EXISTS class_images_by_class ON class_images(class_name, id);
 """
+_SCHEMA_CHECK = ("SELECT name, created FROM classes LIMIT 0",
+                 "SELECT id, class_name, file, created FROM class_images LIMIT 0")
+TEMP_GLOB = ".*.tmp"  # the temporary files of os2d.files.atomic_write
+
+
+class StoreError(Os2dError):
+    """The data directory cannot be used as a gallery store; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -74,30 +90,77 @@ class GalleryStore:
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir).expanduser()
         self.images_dir = self.data_dir / "images"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "gallery.sqlite3"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self.recover()
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock_data_dir()
+        except OSError as e:
+            raise StoreError(f"{e.filename or self.data_dir}: {e.strerror or e}; the data dir must be a writable "
+                             "folder (class images go to its images/ folder): fix it or choose another one") from e
+        try:
+            self._db = self._open_db()
+            self.recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def _lock_data_dir(self) -> int:
+        fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"data dir {self.data_dir} is in use by another os2d service; stop it or choose "
+                             "another data dir") from None
+        return fd
+
+    def _open_db(self) -> sqlite3.Connection:
+        """The connection, after checking that the file is an intact os2d gallery database (never replaced)."""
+        db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
+            db.executescript(_SCHEMA)
+            for query in _SCHEMA_CHECK:
+                db.execute(query)
+        except sqlite3.DatabaseError as e:
+            db.close()
+            if isinstance(e, sqlite3.OperationalError) and ("readonly" in str(e) or "unable to open" in str(e)):
+                raise StoreError(f"{self.db_path} cannot be written ({e}): make the data dir writable or choose "
+                                 "another one") from e
+            raise StoreError(f"{self.db_path} is not a usable os2d gallery database ({e}). It was left as it is: "
+                             "move it away to start with an empty gallery, or restore it from a backup") from e
+        return db
 
     # ------------------------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         with self._lock:
+            if self._lock_fd < 0:
+                return
             try:
                 self._db.close()
-            except sqlite3.Error:  # pragma: no cover - closing twice
-                pass
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     def recover(self) -> list[int]:
-        """Drop rows whose image file is missing and classes left without images; return dropped ids."""
+        """Drop rows whose image file is missing and classes left without images, delete the temporary files of
+        interrupted writes; return the dropped ids. Orphan image files (written, never committed) are left:
+        with a database moved away, they are what a user restores from."""
         with self._lock:
             rows = self._db.execute("SELECT id, file FROM class_images").fetchall()
             missing = [i for i, f in rows if not (self.images_dir / f).is_file()]
+            stale = [p for d in (self.data_dir, self.images_dir) for p in d.glob(TEMP_GLOB)]
+            for p in stale:  # under the data dir lock: nobody else is writing them
+                p.unlink(missing_ok=True)
+            if stale:
+                logger.warning("gallery store: deleted %d temporary files of interrupted writes", len(stale))
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("DELETE FROM class_images WHERE id = ?", [(i,) for i in missing])
@@ -186,29 +249,29 @@ class GalleryStore:
     def kernel_cache_path(self, model_id: str) -> Path:
         return self.data_dir / f"kernels-{model_id}.pt"
 
-    def load_kernel_cache(self, model_id: str) -> ClassGallery | None:
-        """The cached gallery of ``model_id`` if it was computed from exactly the stored images, else None."""
+    def load_kernel_cache(self, model_id: str) -> tuple[ClassGallery, dict[str, list[int]]] | None:
+        """The cached gallery of ``model_id`` and, per class, the ids of the images it was computed from; None if
+        there is no usable cache. Classes whose ids differ from :meth:`image_ids` are stale (a crash between a
+        commit and the cache write): the caller encodes those again, only those."""
         path = self.kernel_cache_path(model_id)
         if not path.is_file():
             return None
         try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a corrupt cache is only a cache
+            d = read_weights_file(path)
+        except WeightsError as e:  # a corrupt cache is only a cache
             logger.warning("kernel cache %s unreadable (%s): recomputing", path, e)
             return None
         if (not isinstance(d, dict) or d.get("format") != KERNEL_CACHE_FORMAT
-                or d.get("version") != KERNEL_CACHE_VERSION or d.get("model_id") != model_id):
+                or d.get("version") != KERNEL_CACHE_VERSION or d.get("model_id") != model_id
+                or not isinstance(d.get("image_ids"), dict)):
             logger.warning("kernel cache %s is stale or of another model: recomputing", path)
-            return None
-        if d.get("image_ids") != self.image_ids():
-            logger.info("kernel cache %s does not match the stored class images: recomputing", path)
             return None
         try:
             gallery = ClassGallery.from_payload(d.get("gallery"), source=str(path))
         except ValueError as e:
             logger.warning("kernel cache %s: %s: recomputing", path, e)
             return None
-        return gallery if gallery.model_id == model_id else None
+        return (gallery, d["image_ids"]) if gallery.model_id == model_id else None
 
     def save_kernel_cache(self, gallery: ClassGallery) -> None:
         """Cache ``gallery`` (computed from the images stored now) for its model."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template")
 MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar")  # need a feature extractor (an Os2dModel)
+AUTO_SCALE_METHODS = ("os2d", "sliding-square")  # run through os2d.Detector: support image_size="auto"
 
 
 class DetectionMethod(Protocol):
@@ -86,4 +87,4 @@ def build_method(method: str, config: InferenceConfig, *, model: Os2dModel | Non
     return TemplateMatcher(config, **options)
 
 
-__all__ = ["METHODS", "MODEL_METHODS", "DetectionMethod", "build_method", "require_cv2"]
+__all__ = ["AUTO_SCALE_METHODS", "METHODS", "MODEL_METHODS", "DetectionMethod", "build_method", "require_cv2"]

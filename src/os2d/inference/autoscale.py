@@ -1,0 +1,125 @@
+"""Automatic scale: run the heads at the pyramid level where each class view's objects have the size they expect.
+
+The heads compare every location with a class grid of S x S cells (S = 15 cells of ``stride`` = 16 px: the
+class image at area ``class_image_size^2`` = 240^2 px) and find objects of about that size, so a fixed
+``image_size`` finds objects of one size only. Here a cheap probe picks the size for each photo and class view.
+
+Probe: the photo at sqrt(w*h) = ``probe_size``, its backbone features L2-normalised per location. Each view's
+class grid is resampled to square templates of ``template_cells`` sides and slid over the probe (score = mean
+cosine of the template cells with the cells under them: one convolution per view and size). The template with
+the best peak, s* cells, estimates the objects' size in probe cells; the photo fills the class grid at
+``image_size = probe_size * S / s* * ratio``, rounded to the ladder ``probe_size * level_step^k`` within
+``[min_size, max_size]``. A view whose best probe score is more than ``weak_margin`` below the best view's
+carries no size information (it is probably absent): it joins the level most strong views chose, so an absent
+class adds no level. At most ``max_levels`` levels run: those holding the best-scoring views; other views move
+to the nearest kept level.
+
+Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from os2d.config import AutoScaleConfig
+from os2d.model.correlation import l2_normalize
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """Where the heads run for one photo.
+
+    Attributes:
+        probe_size: sqrt(w*h) of the probe level.
+        view_levels: (V,) sqrt(w*h) of the level each class view runs at (before ``InferenceConfig.scales``).
+        view_scores: (V,) best probe template score of each view.
+    """
+
+    probe_size: int
+    view_levels: tuple[int, ...]
+    view_scores: tuple[float, ...]
+
+    def levels(self) -> list[int]:
+        """The distinct level sizes, increasing."""
+        return sorted(set(self.view_levels))
+
+    def views_at(self, level: int) -> list[int]:
+        """Indices (increasing) of the views that run at ``level``."""
+        return [v for v, lv in enumerate(self.view_levels) if lv == level]
+
+
+def kernel_grids(kernels: Tensor) -> Tensor:
+    """(V, S*S, C) kernels in column-major cell order (:func:`os2d.model.correlation.class_kernels`) ->
+    (V, C, S, S) class grids."""
+    v, n, c = kernels.shape
+    s = math.isqrt(n)
+    return kernels.reshape(v, s, s, c).permute(0, 3, 2, 1)  # [v, x, y, c] -> [v, c, y, x]
+
+
+@torch.no_grad()
+def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...]) -> Tensor:
+    """Best template score of every class view and template size on the probe.
+
+    Args:
+        features: (1, C, H, W) probe features (normalised here).
+        kernels: (V, S*S, C) class kernels.
+        cells: template sides to try, in probe cells.
+    Returns:
+        (V, len(cells)) best mean cosine of each template over the probe (templates may hang over the border by
+        half their size; the missing cells count as 0).
+    """
+    feats = l2_normalize(features.float(), dim=1)
+    grids = kernel_grids(kernels.to(device=feats.device, dtype=torch.float32))  # (V, C, S, S)
+    out = torch.empty(grids.shape[0], len(cells))
+    for j, s in enumerate(cells):
+        t = l2_normalize(F.interpolate(grids, size=(s, s), mode="bilinear", align_corners=True), dim=1)
+        score = F.conv2d(feats, t, padding=s // 2) / (s * s)  # (1, V, H', W')
+        out[:, j] = score.flatten(2).amax(dim=2)[0].cpu()
+    return out
+
+
+def ladder(config: AutoScaleConfig) -> list[int]:
+    """The level sizes (sqrt(w*h)) a view may get: ``probe_size * level_step^k`` within [min_size, max_size]."""
+    lo = math.ceil(math.log(config.min_size / config.probe_size, config.level_step) - 1e-9)
+    hi = math.floor(math.log(config.max_size / config.probe_size, config.level_step) + 1e-9)
+    return [round(config.probe_size * config.level_step**k) for k in range(lo, hi + 1)]
+
+
+def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> ScalePlan:
+    """(V, T) probe scores from :func:`probe_scores` -> the :class:`ScalePlan` of one photo."""
+    sizes = ladder(config)
+    log_sizes = torch.tensor([math.log(s) for s in sizes])
+    best, arg = scores.max(dim=1)  # (V,)
+    cells = torch.tensor(config.template_cells, dtype=torch.float32)[arg]
+    target = config.probe_size * grid_size / cells * config.ratio  # (V,) size at which the object fills the grid
+    level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)  # (V,) index into sizes
+    strong = best >= best.max() - config.weak_margin
+    # levels ranked by the best score among their strong views; the first max_levels are kept
+    ranked = sorted({int(i) for i in level[strong]}, key=lambda i: -float(best[strong & (level == i)].max()))
+    kept = torch.tensor(ranked[: config.max_levels])
+    votes = torch.bincount(level[strong], minlength=len(sizes))[kept]
+    main = int(kept[votes.argmax()])  # most strong views; ties: the better-scoring level
+    view_levels = []
+    for v in range(scores.shape[0]):
+        i = int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()]) if strong[v] else main
+        view_levels.append(sizes[i])
+    return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()))
+
+
+def resize_to_side(image: Tensor, side: float) -> Tensor:
+    """(3, h, w) image -> (3, h', w') with sqrt(w'*h') = ``side`` (aspect kept; ``int`` sizes as the pyramid;
+    bilinear with antialiasing when shrinking, like PIL's BILINEAR resize)."""
+    h, w = image.shape[-2:]
+    r = side / math.sqrt(w * h)
+    size = (max(1, int(h * r)), max(1, int(w * r)))
+    if size == (h, w):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
+
+
+__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side"]

@@ -1,0 +1,102 @@
+"""Automatic scale (image_size="auto"): the level ladder, the per-view plan, and the default model choosing a
+larger level for a small object."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import scene_with, textured_object
+
+from os2d.config import AUTO, AutoScaleConfig, InferenceConfig
+from os2d.detector import Detector
+from os2d.inference.autoscale import kernel_grids, ladder, plan_levels, probe_scores, resize_to_side
+from os2d.inference.pyramid import pyramid_sizes
+from os2d.model.correlation import class_kernels
+from os2d.results import image_record
+
+
+def test_ladder_is_probe_times_powers_of_the_step_within_bounds():
+    assert ladder(AutoScaleConfig()) == [384, 543, 768, 1086, 1536]
+    assert ladder(AutoScaleConfig(probe_size=512, level_step=2.0, min_size=256, max_size=4096)) == [256, 512, 1024,
+                                                                                                  2048, 4096]
+
+
+def test_plan_puts_each_view_where_its_template_says_and_weak_views_on_the_main_level():
+    cfg = AutoScaleConfig(template_cells=(4, 5, 7, 10, 14, 20), max_levels=2, weak_margin=0.1)
+    scores = torch.tensor([
+        [0.1, 0.9, 0.2, 0.1, 0.0, 0.0],  # object ~5 cells on the probe: fills 15 cells at 768*15/5 = 2304 -> 1536
+        [0.0, 0.1, 0.2, 0.3, 0.85, 0.3],  # ~14 cells -> 823 -> 768
+        [0.0, 0.1, 0.2, 0.3, 0.82, 0.3],  # the same size
+        [0.5, 0.2, 0.1, 0.0, 0.0, 0.0],  # weak (0.4 below the best): no size information -> the main level
+    ])
+    plan = plan_levels(scores, cfg, grid_size=15)
+    assert plan.view_levels == (1536, 768, 768, 768)  # main level = the one most strong views chose
+    assert plan.levels() == [768, 1536] and plan.views_at(768) == [1, 2, 3]
+    one = plan_levels(scores, AutoScaleConfig(max_levels=1), grid_size=15)
+    assert one.levels() == [1536]  # the level of the best-scoring view is kept; the others move to it
+
+
+def test_kernel_grids_undo_the_column_major_cell_order():
+    grid = torch.randn(2, 8, 3, 3)  # (V, C, S, S)
+    kernels = class_kernels(grid)  # (V, S*S, C)
+    torch.testing.assert_close(kernel_grids(kernels), grid)
+
+
+def test_probe_scores_peak_at_the_template_of_the_object_size():
+    torch.manual_seed(0)
+    grid = torch.nn.functional.normalize(torch.randn(1, 16, 15, 15), dim=1)
+    feats = torch.nn.functional.normalize(torch.randn(1, 16, 40, 40), dim=1) * 0.2
+    obj = torch.nn.functional.interpolate(grid, size=(10, 10), mode="bilinear", align_corners=True)
+    feats[:, :, 12:22, 15:25] = obj  # the class grid seen at 10 x 10 cells
+    scores = probe_scores(feats, class_kernels(grid), (5, 7, 10, 14, 20))
+    assert int(scores[0].argmax()) == 2
+
+
+def test_resize_to_side_keeps_aspect():
+    out = resize_to_side(torch.rand(3, 300, 400), 692.8)
+    assert out.shape == (3, int(300 * 692.8 / math.sqrt(120000)), int(400 * 692.8 / math.sqrt(120000)))
+
+
+def test_auto_source_level_is_never_an_upscale_and_is_capped():
+    cfg = InferenceConfig()
+    assert cfg.image_size == AUTO
+    assert pyramid_sizes(640, 480, cfg) == [(640, 480)]
+    w, h = pyramid_sizes(6000, 4000, cfg)[0]
+    assert abs(math.sqrt(w * h) - cfg.auto_scale.max_size) < 2
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="image_size must be 'auto'"):
+        InferenceConfig(image_size="big")
+    with pytest.raises(ValueError, match="auto_scale"):
+        AutoScaleConfig(level_step=1.0)
+    assert InferenceConfig(auto_scale={"probe_size": 512}).auto_scale.probe_size == 512  # from JSON / YAML
+
+
+@pytest.fixture(scope="module")
+def small_object_scene():
+    obj = textured_object((120, 120), seed=5)
+    return obj, scene_with(obj, [(500, 300)], size=(960, 720), seed=2)
+
+
+def test_default_detector_runs_small_objects_at_a_larger_level(small_object_scene):
+    obj, scene = small_object_scene
+    d = Detector.from_weights("default", max_detections=10)
+    assert d.config.image_size == AUTO
+    d.add_class("thing", obj)
+    dets = d.detect(scene)
+    # sqrt(w*h) = 831: the object (120 px) fills the 240 px class grid at ~1660. The probe's estimate is coarse
+    # (templates 4..20 cells on a 768 probe), so assert the direction: a ladder level above the image's own size.
+    (level,) = dets.levels["thing"]
+    assert level in ladder(d.config.auto_scale) and level > 831
+    box = dets.boxes_xyxy[0].tolist()
+    ix = max(0.0, min(box[2], 620) - max(box[0], 500))
+    iy = max(0.0, min(box[3], 420) - max(box[1], 300))
+    iou = ix * iy / ((box[2] - box[0]) * (box[3] - box[1]) + 120 * 120 - ix * iy)
+    assert dets.label_names[0] == "thing" and iou > 0.6
+    record = image_record("scene.jpg", scene.size, dets)
+    assert record["levels"] == {"thing": [level]}
+    fixed = d.detect(scene, image_size=1024)
+    assert fixed.levels is None and "levels" not in image_record("scene.jpg", scene.size, fixed)
