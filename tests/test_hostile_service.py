@@ -217,19 +217,21 @@ def test_declared_body_over_the_limit_is_refused_before_reading(server: LiveServ
 def test_concurrent_large_batches_keep_memory_bounded(server: LiveServer) -> None:
     """Images are decoded one at a time in the inference worker, not when a request arrives: three concurrent
     batches of four 20-megapixel images (60 MB each decoded) raise the server's peak RSS by far less than the
-    ~720 MB that decoding them on arrival takes (at most half of it: the default image_size="auto" runs a
-    20-megapixel image at up to auto_scale.max_size = 2048, four times the pixels of a 1024 level)."""
+    ~720 MB that decoding them on arrival takes. The pyramid level is fixed (image_size 1024): with the default
+    "auto" each image's level (up to 2048) depends on its content, and that is the detector's memory, not the
+    decoding's (``benchmarks/load_test.py`` measures the default)."""
     images = [large_image(5000, 4000, seed) for seed in range(4)]
     assert all(len(b) < UPLOAD_MB * 1024 * 1024 for b in images)
     files = [("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(images)]
     with client(server) as c:  # warm-up: one large image through decoding and detection
-        assert c.post(f"{API}/detect", files={"image": ("w.png", images[0], "image/png")}).status_code == 200
+        assert c.post(f"{API}/detect", files={"image": ("w.png", images[0], "image/png")},
+                      data={"image_size": "1024"}).status_code == 200
     before = server.peak_rss_mb()
     codes: list[int] = []
 
     def batch() -> None:
         with client(server) as c:
-            r = c.post(f"{API}/detect/batch", files=files)
+            r = c.post(f"{API}/detect/batch", files=files, data={"image_size": "1024"})
             codes.append(r.status_code)
             assert all("detections" in x for x in r.json()["results"]), r.text
 
@@ -241,7 +243,7 @@ def test_concurrent_large_batches_keep_memory_bounded(server: LiveServer) -> Non
     assert codes == [200, 200, 200]
     growth = server.peak_rss_mb() - before
     print(f"peak RSS {before:.0f} MiB after warm-up, +{growth:.0f} MiB during the batches")
-    assert growth < 360, f"peak RSS grew by {growth:.0f} MiB"
+    assert growth < 250, f"peak RSS grew by {growth:.0f} MiB"
     assert_nothing_lost(server)
 
 
