@@ -26,7 +26,7 @@ import torch
 
 from os2d.config import InferenceConfig
 from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
-from os2d.evaluation.baselines import METHODS, MODEL_METHODS
+from os2d.evaluation.baselines import AUTO_SCALE_METHODS, METHODS, MODEL_METHODS
 from os2d.evaluation.harness import evaluate_method
 from os2d.ops import box_iou
 from os2d.weights import load_model
@@ -78,9 +78,10 @@ def main() -> None:
                     help="weights for the model methods (one row per weights for os2d)")
     ap.add_argument("--sliding-weights", default="efficientnet_lite0-imagenet",
                     help="backbone of the sliding-window baselines (the untrained ImageNet features)")
-    ap.add_argument("--image-size", type=int, default=1500,
-                    help="sqrt(w*h) of the photo at scale 1 (reference demo: 1500: the cups are then about "
-                         "class-image size)")
+    ap.add_argument("--image-size", type=lambda t: t if t == "auto" else int(t), default="auto",
+                    help="auto (the default: levels chosen per photo and class; methods without auto run at "
+                         "1500) or sqrt(w*h) of the photo at scale 1 (reference demo: 1500: the cups are then "
+                         "about class-image size)")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
     ap.add_argument("--iou", type=float, default=0.3)
     args = ap.parse_args()
@@ -88,6 +89,7 @@ def main() -> None:
         sys.exit(f"os2d demo data not found under {args.data}")
     dataset = demo_dataset(args.data)
     config = InferenceConfig(image_size=args.image_size, scales=tuple(args.scales))
+    fixed = config.replace(image_size=1500) if args.image_size == "auto" else config
     print(f"os2d demo shelf: 2 products x 4 facings; image size {args.image_size}, scales {args.scales}, "
           f"IoU >= {args.iou}")
     print("| method | weights | correct in top 8 | first wrong at rank | AP product 0 | AP product 1 | s |")
@@ -101,7 +103,8 @@ def main() -> None:
     for method, weights in runs:
         model = load_model(weights) if method in MODEL_METHODS else None
         t0 = time.perf_counter()
-        ev = evaluate_method(method, dataset, config, model=model, progress=False, iou_threshold=args.iou)
+        cfg = config if method in AUTO_SCALE_METHODS else fixed
+        ev = evaluate_method(method, dataset, cfg, model=model, progress=False, iou_threshold=args.iou)
         seconds = time.perf_counter() - t0
         det = ev.detections[0]
         hits = ranking(det.boxes_xyxy, det.scores, det.labels, args.iou)
