@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from helpers import scene_with, textured_object
 from live_server import LiveServer, get_json
+from PIL import ImageFilter
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -148,6 +149,7 @@ def test_web_page_end_to_end(server_url, tmp_path):
             expect(entry).to_be_visible()
             expect(entry.locator("input[type=checkbox]")).to_be_checked()
             expect(page.locator("#error")).to_be_hidden()
+            expect(page.locator("#class-warnings")).to_be_hidden()  # a sharp, large crop: no warning
 
             # The class image is the crop of the drawn box, in original pixels.
             status, body = get_json(server_url + "/api/v1/classes")
@@ -217,6 +219,21 @@ def test_web_page_end_to_end(server_url, tmp_path):
             saved = tmp_path / "detections.json"
             dl.value.save_as(saved)
             assert json.loads(saved.read_text())["detections"][0]["label"] == CLASS_NAME
+
+            # A blurred class picture is added, with its warning shown under the button (os2d.exemplar).
+            soft = tmp_path / "soft.png"
+            obj.filter(ImageFilter.GaussianBlur(5)).save(soft)
+            page.set_input_files("#class-image-input", str(soft))
+            page.fill("#class-name", "soft")
+            page.click("#add-class")
+            expect(page.locator("#gallery li[data-name='soft']")).to_be_visible()
+            expect(page.locator("#class-warnings")).to_be_visible()
+            expect(page.locator("#class-warnings li[data-kind='blurred']")).to_contain_text(
+                '"soft": the picture looks blurred')
+            soft_entry = page.locator("#gallery li[data-name='soft']")
+            page.once("dialog", lambda d: d.accept())
+            soft_entry.locator("button").click()
+            expect(soft_entry).to_have_count(0)
 
             # Narrow (phone) layout: one column, no horizontal scrolling.
             phone = browser.new_page(viewport={"width": 390, "height": 844})

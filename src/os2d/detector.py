@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from os2d.config import InferenceConfig
+from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, encode_class_images
 from os2d.inference.detect import detect_levels
 from os2d.inference.pyramid import prepare_levels
@@ -83,19 +84,32 @@ class Detector:
         return encode_class_images(self.model, items, rotations=rot, horizontal_flip=flip)
 
     def add_class(self, name: str, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
-                  horizontal_flip: bool | None = None) -> None:
+                  horizontal_flip: bool | None = None) -> list[ExemplarWarning]:
         """Register class ``name`` from one image or several (few-shot; all merged before NMS).
 
         Adding to an existing name appends views. Rotated (90/180/270) and flipped views are added when
         enabled here or in the detector's config.
+
+        Returns:
+            Warnings about the pictures (:mod:`os2d.exemplar`: small, blurred, mostly background, nearly
+            identical to another class); the class is added either way.
         """
         if not name or not isinstance(name, str):
             raise ValueError("class name must be a non-empty string")
         if isinstance(images, (list, tuple)) and not images:
             raise ValueError(f"class {name!r}: no class image given")
-        gallery = self._gallery.copy()
-        gallery.add(name, *self.encode_class_images(images, rotations=rotations, horizontal_flip=horizontal_flip))
+        pictures = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
+        kernels, view_names = self.encode_class_images(pictures, rotations=rotations, horizontal_flip=horizontal_flip)
+        warnings = [w for pic in pictures for w in image_warnings(pic, self.model.config.class_image_size)]
+        old = self._gallery
+        if old.kernels is not None and old.num_views:
+            originals = [v for v, kind in enumerate(view_names) if kind == "original"]
+            warnings += duplicate_warnings(name, kernels[originals], old.kernels,
+                                           [old.class_names[int(c)] for c in old.view_class])
+        gallery = old.copy()
+        gallery.add(name, kernels, view_names)
         self._gallery = gallery
+        return warnings
 
     def remove_class(self, name: str) -> None:
         """Delete class ``name`` (``KeyError`` if absent); later labels shift down by one."""

@@ -249,9 +249,11 @@ def register_classes(detector: Any, classes: list[tuple[str, Any]], *, gallery: 
             raise CliError(f"--gallery {gallery}: {e}") from e
     for name, image in classes:
         try:
-            detector.add_class(name, image)
+            warnings = detector.add_class(name, image)
         except ImageError as e:
             raise CliError(f"class {name!r}: {e}") from e
+        for w in warnings or []:  # os2d.exemplar: the class is added, the user should know it may detect worse
+            warn(f"class {name!r}: {w.message}")
 
 
 def _stat(path: Path, flag: str) -> os.stat_result | None:

@@ -452,14 +452,15 @@ class Service:
         image = self._class_image(upload, name, box)
         with self.lock:
             before = self.gallery
-            self.detector.add_class(name, image)  # kernels first: an encoding failure leaves the store as it was
+            # kernels first: an encoding failure leaves the store as it was
+            warnings = self.detector.add_class(name, image)
             try:
                 self.store.add_image(name, image)
             except BaseException:
                 self.detector.set_gallery(before)
                 raise
             self._save_cache()
-            return self.class_record(name)
+            return self.class_record(name) | {"warnings": [w.to_dict() for w in warnings]}
 
     def delete_class(self, name: str) -> None:
         with self.lock:

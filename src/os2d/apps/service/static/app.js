@@ -17,7 +17,7 @@
     photoInput: $("photo-input"), dropzone: $("dropzone"), canvas: $("canvas"),
     selectionInfo: $("selection-info"),
     className: $("class-name"), classImageInput: $("class-image-input"),
-    addClass: $("add-class"), clearSelection: $("clear-selection"),
+    addClass: $("add-class"), clearSelection: $("clear-selection"), classWarnings: $("class-warnings"),
     gallery: $("gallery"), galleryEmpty: $("gallery-empty"),
     selectAll: $("select-all"), selectNone: $("select-none"),
     maxDetections: $("max-detections"), serverThreshold: $("server-threshold"),
@@ -484,8 +484,10 @@
       return;
     }
     el.addClass.disabled = true;
+    showClassWarnings(null, []);
     try {
-      await api("/classes", { method: "POST", body: form });
+      const rec = await api("/classes", { method: "POST", body: form });
+      showClassWarnings(name, (rec && rec.warnings) || []);
       state.unchecked.delete(name);
       el.className.value = "";
       el.classImageInput.value = "";
@@ -499,6 +501,16 @@
     } finally {
       updateButtons();
     }
+  }
+  function showClassWarnings(name, warnings) {
+    // The service checks each class picture (os2d.exemplar): small, blurred, mostly background, a look-alike.
+    el.classWarnings.replaceChildren(...warnings.map((w) => {
+      const li = document.createElement("li");
+      li.dataset.kind = w.kind;
+      li.textContent = `"${name}": ${w.message}`;
+      return li;
+    }));
+    el.classWarnings.hidden = warnings.length === 0;
   }
   el.addClass.addEventListener("click", addClass);
   el.className.addEventListener("keydown", (e) => { if (e.key === "Enter") addClass(); });
