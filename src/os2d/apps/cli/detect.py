@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     check_writable_file(output, "--output")
     check_writable_file(args.save_gallery, "--save-gallery")
     check_writable_dir(args.draw, "--draw")
+    plan = _check_report_args(args, jsonl)
     config = inference_config(args)
 
     from os2d.detector import Detector
@@ -75,7 +77,63 @@ def cmd_detect(args: argparse.Namespace) -> int:
         from os2d.runner.identity import class_images_digest
 
         return _detect_jsonl(args, detector, images, output, shard, class_images_digest(classes, args.gallery))
-    return _detect_json(args, detector, images, output)
+    return _detect_json(args, detector, images, output, plan)
+
+
+def _check_report_args(args: argparse.Namespace, jsonl: bool) -> dict | None:
+    """``--report`` / ``--planogram``: checked (and the planogram read) before any work."""
+    if args.planogram and not args.report:
+        raise CliError("--planogram needs --report CSV (where the comparison is written beside)")
+    if not args.report:
+        return None
+    if jsonl:
+        raise CliError("--report works with a .json --output (one document at the end), not .jsonl")
+    if args.score_threshold is None:
+        raise CliError("--report counts facings: give --score-threshold (the score a detection needs to count)")
+    check_writable_file(args.report, "--report")
+    if not args.planogram:
+        return None
+    from os2d.report import read_planogram
+
+    check_writable_file(planogram_output(args.report), "--report")
+    return read_planogram(args.planogram)
+
+
+def planogram_output(report: str) -> Path:
+    """Where ``--planogram``'s comparison goes: ``REPORT_planogram.csv`` beside ``--report``."""
+    p = Path(report)
+    return p.with_name(p.stem + "_planogram.csv")
+
+
+def _write_reports(args: argparse.Namespace, reports: list[tuple[str, Any]], plan: dict | None) -> None:
+    """The ``--report`` CSV (one line per facing) and the ``--planogram`` comparison (one line per class and row)."""
+    import csv
+    import io
+
+    from os2d.files import atomic_write
+    from os2d.report import compare_planogram
+
+    def write(path: Path | str, header: list[str], rows: list[list[Any]]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        atomic_write(path, lambda f: f.write(buf.getvalue().encode("utf-8")))
+
+    write(args.report, ["image", "row", "position", "class", "score", "x1", "y1", "x2", "y2"],
+          [[image, f.row, f.position, f.label, round(f.score, 4), *(round(v, 1) for v in f.box_xyxy)]
+           for image, report in reports for f in report.facings])
+    if plan is None:
+        return
+    lines = []
+    for image, report in reports:
+        comparison = compare_planogram(report, plan)
+        lines += [[image, c["class"], c["row"], c["expected"], c["found"], c["status"]] for c in comparison]
+        if not args.quiet:
+            status = Counter(c["status"] for c in comparison)
+            print(f"{image}: planogram {status['ok']} ok, {status['missing']} missing, {status['extra']} extra, "
+                  f"{status['misplaced']} misplaced", file=sys.stderr)
+    write(planogram_output(args.report), ["image", "class", "row", "expected", "found", "status"], lines)
 
 
 PICTURE_SUFFIX = "_os2d.png"
@@ -118,7 +176,8 @@ def _draw_result(pictures: dict[str, Path] | None, res: Any) -> None:
     draw_detections(res.image, res.detections).save(target)
 
 
-def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path) -> int:
+def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path,
+                 plan: dict | None = None) -> int:
     """Small runs: one JSON document written at the end (the ``version`` 1 contract)."""
     from tqdm import tqdm
 
@@ -126,7 +185,7 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
     from os2d.runner import iter_detections
 
     pictures = picture_paths(images, Path(args.draw)) if args.draw else None
-    records, failures = [], 0
+    records, failures, reports = [], 0, []
     results = iter_detections(detector, images, workers=args.workers, depth=args.prefetch,
                               keep_images=pictures is not None)
     bar = tqdm(results, total=len(images), desc="detect", unit="img", disable=len(images) < 2 or args.quiet,
@@ -138,10 +197,16 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             print(f"os2d: error: {res.error}", file=sys.stderr)
             continue
         _draw_result(pictures, res)
+        if args.report:
+            from os2d.report import shelf_report
+
+            reports.append((records[-1]["path"], shelf_report(res.detections, min_score=args.score_threshold)))
         if not args.quiet and len(images) == 1:
             for d in records[-1]["detections"][:10]:
                 print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
     write_detections_json(output, detector.classes, records)
+    if args.report:
+        _write_reports(args, reports, plan)
     if not args.quiet:
         n = sum(len(r["detections"]) for r in records)
         print(f"wrote {output}: {len(records) - failures} images, {n} detections"
@@ -235,6 +300,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                     help="OUT.json: one document at the end; OUT.jsonl: one line per image as it finishes "
                          "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end)")
     p.add_argument("--draw", metavar="DIR", help="write pictures of the detections in this folder")
+    p.add_argument("--report", metavar="CSV", help="shelf report: one line per facing (image, shelf row, position, "
+                                                   "class, score, box) of the detections above --score-threshold")
+    p.add_argument("--planogram", metavar="CSV", help="with --report: expected 'class,row,facings'; the comparison "
+                                                      "(ok, missing, extra, misplaced) goes to REPORT_planogram.csv")
     add_quiet(p)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="OUT.jsonl: skip images already in the file (default); --no-resume starts it afresh")

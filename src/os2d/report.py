@@ -1,0 +1,148 @@
+"""Shelf reports from the detections of a shelf photo: facings per class, shelf rows, the order of products in
+each row, and a comparison with an expected planogram.
+
+Rows: detections (best first, above a score the caller chooses) are taken top to bottom by their centre; a box
+joins the row whose vertical band (the mean top and bottom of its boxes) it overlaps most, when that overlap is
+at least half the smaller height, else it starts a new row. Rows are numbered from 1 at the top; positions from
+1 at the left (by box centre).
+
+Planogram CSV: header ``class,row,facings`` (one line per class and row). A comparison line per class and row
+says ``ok``, ``missing`` (fewer facings than expected), ``extra`` (more), or ``misplaced`` (facings in a row
+where the class is not expected, while it is expected in another row).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from os2d.errors import Os2dError
+from os2d.results import Detections
+
+
+class PlanogramError(Os2dError):
+    """A planogram file that cannot be read (missing, no header, a bad row)."""
+
+
+@dataclass(frozen=True)
+class Facing:
+    """One detected product facing: its shelf ``row`` and ``position`` (1-based), class, score and box."""
+
+    row: int
+    position: int
+    label: str
+    score: float
+    box_xyxy: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class ShelfReport:
+    """Facings of one photo, ordered by row, then position."""
+
+    facings: tuple[Facing, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return max((f.row for f in self.facings), default=0)
+
+    def counts(self) -> dict[str, int]:
+        """Facings per class."""
+        return dict(Counter(f.label for f in self.facings))
+
+    def row_counts(self) -> dict[tuple[str, int], int]:
+        """Facings per (class, row)."""
+        return dict(Counter((f.label, f.row) for f in self.facings))
+
+    def rows(self) -> list[list[str]]:
+        """The classes of each row, left to right."""
+        out: list[list[str]] = [[] for _ in range(self.num_rows)]
+        for f in self.facings:
+            out[f.row - 1].append(f.label)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"facings": self.counts(), "rows": [{"row": i + 1, "classes": r} for i, r in enumerate(self.rows())]}
+
+
+def shelf_report(dets: Detections, *, min_score: float | None = None) -> ShelfReport:
+    """Group the detections scoring at least ``min_score`` (all when None) into shelf rows."""
+    keep = [i for i in range(len(dets.scores)) if min_score is None or float(dets.scores[i]) >= min_score]
+    boxes = {i: tuple(float(v) for v in dets.boxes_xyxy[i].tolist()) for i in keep}
+    bands: list[list[float]] = []  # per row: sum of tops, sum of bottoms, count
+    members: list[list[int]] = []
+    for i in sorted(keep, key=lambda i: (boxes[i][1] + boxes[i][3]) / 2):
+        x1, y1, x2, y2 = boxes[i]
+        best, best_overlap = None, 0.0
+        for r, (top, bottom, n) in enumerate(bands):
+            t, b = top / n, bottom / n
+            overlap = min(y2, b) - max(y1, t)
+            if overlap >= 0.5 * min(y2 - y1, b - t) and overlap > best_overlap:
+                best, best_overlap = r, overlap
+        if best is None:
+            bands.append([y1, y2, 1])
+            members.append([i])
+        else:
+            bands[best][0] += y1
+            bands[best][1] += y2
+            bands[best][2] += 1
+            members[best].append(i)
+    order = sorted(range(len(bands)), key=lambda r: (bands[r][0] + bands[r][1]) / bands[r][2])
+    facings = []
+    for row, r in enumerate(order, start=1):
+        for pos, i in enumerate(sorted(members[r], key=lambda i: (boxes[i][0] + boxes[i][2]) / 2), start=1):
+            facings.append(Facing(row, pos, dets.class_names[int(dets.labels[i])], float(dets.scores[i]), boxes[i]))
+    return ShelfReport(tuple(facings))
+
+
+def read_planogram(path: str | os.PathLike[str]) -> dict[tuple[str, int], int]:
+    """``class,row,facings`` CSV -> expected facings per (class, row)."""
+    p = Path(path)
+    if not p.is_file():
+        raise PlanogramError(f"planogram not found: {p}")
+    with p.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if header != ["class", "row", "facings"]:
+            raise PlanogramError(f"{p}: the header must be 'class,row,facings', got {','.join(header) or 'nothing'}")
+        plan: dict[tuple[str, int], int] = {}
+        for n, line in enumerate(reader, start=2):
+            if not line or not "".join(line).strip():
+                continue
+            try:
+                name, row, facings = (v.strip() for v in line)
+                key, count = (name, int(row)), int(facings)
+                if not name or key[1] < 1 or count < 0:
+                    raise ValueError
+            except ValueError:
+                raise PlanogramError(f"{p} row {n}: expected a class name, a row >= 1 and facings >= 0, got "
+                                     f"{','.join(line)!r}") from None
+            plan[key] = plan.get(key, 0) + count
+    return plan
+
+
+def compare_planogram(report: ShelfReport, plan: dict[tuple[str, int], int]) -> list[dict]:
+    """One line per (class, row) expected or found: ``class, row, expected, found, status``."""
+    found = report.row_counts()
+    expected_rows: dict[str, set[int]] = {}
+    for (name, row), n in plan.items():
+        if n > 0:
+            expected_rows.setdefault(name, set()).add(row)
+    out = []
+    for name, row in sorted(set(plan) | set(found), key=lambda k: (k[1], k[0])):
+        e, f = plan.get((name, row), 0), found.get((name, row), 0)
+        if e == f:
+            status = "ok"
+        elif f < e:
+            status = "missing"
+        elif e == 0 and expected_rows.get(name, set()) - {row}:
+            status = "misplaced"
+        else:
+            status = "extra"
+        out.append({"class": name, "row": row, "expected": e, "found": f, "status": status})
+    return out
+
+
+__all__ = ["Facing", "PlanogramError", "ShelfReport", "compare_planogram", "read_planogram", "shelf_report"]
