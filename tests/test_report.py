@@ -43,7 +43,37 @@ def test_rows_order_and_facings_are_recovered(seed):
     assert report.rows() == LAYOUT
     assert report.counts() == {"cola": 5, "juice": 3, "milk": 2, "tea": 2}
     assert report.row_counts()[("cola", 3)] == 3
-    assert json.loads(json.dumps(report.to_dict()))["rows"][1] == {"row": 2, "classes": ["milk", "milk", "tea"]}
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["rows"][1]["row"] == 2 and d["rows"][1]["classes"] == ["milk", "milk", "tea"]
+    assert d["rows"][0]["top"] < d["rows"][0]["bottom"] < d["rows"][1]["top"]  # bands are ordered, disjoint
+    assert len(d["items"]) == 12 and d["items"][0]["row"] == 1 and d["items"][0]["position"] == 1
+    # the same report from the JSON records of the detections
+    dets = shelf(LAYOUT, seed=seed)
+    assert shelf_report(dets.to_records()).rows() == LAYOUT
+
+
+def test_draw_shelf_report_tints_rows_and_outlines_facings():
+    from PIL import Image
+
+    from os2d.visualize import class_color, draw_shelf_report
+
+    report = shelf_report(shelf(LAYOUT))
+    img = Image.new("RGB", (1000, 800), (128, 128, 128))
+    pic = draw_shelf_report(img, report, NAMES, line_width=2)
+    f = next(f for f in report.facings if f.label == "milk")
+    x1, y1, x2, y2 = (round(v) for v in f.box_xyxy)
+    assert pic.getpixel((x1, (y1 + y2) // 2)) == class_color(NAMES.index("milk"))  # outline in the class colour
+    top, bottom = report.bands[0]
+    inside, outside = pic.getpixel((990, int((top + bottom) / 2))), pic.getpixel((990, 795))
+    assert inside != (128, 128, 128) and outside == (128, 128, 128)
+    assert img.getpixel((990, int((top + bottom) / 2))) == (128, 128, 128)  # the input is not modified
+
+
+def test_records_are_checked():
+    with pytest.raises(ValueError, match="detection 1: needs"):
+        shelf_report([{"label": "a", "score": 1, "box_xyxy": [0, 0, 1, 1]}, {"label": "a", "score": 1}])
+    with pytest.raises(ValueError, match="4 finite numbers"):
+        shelf_report([{"label": "a", "score": 1, "box_xyxy": [0, 0, 1, float("nan")]}])
 
 
 def test_min_score_drops_weak_detections():
@@ -113,18 +143,26 @@ def test_cli_report_and_planogram(tmp_path, capsys):
     assert main(args + ["-q"]) == 0
     threshold = 0.6
     assert main(args + ["--score-threshold", str(threshold), "--report", str(report), "--planogram",
-                        str(tmp_path / "plan.csv")]) == 0
+                        str(tmp_path / "plan.csv"), "--draw", str(tmp_path / "pics")]) == 0
     err = capsys.readouterr().err
-    dets = json.loads(out.read_text())["images"][0]["detections"]
+    record = json.loads(out.read_text())["images"][0]
+    dets = record["detections"]
     assert dets and all(d["score"] > threshold for d in dets)
     expected = shelf_report(Detections(
         boxes_xyxy=torch.tensor([d["box_xyxy"] for d in dets]), scores=torch.tensor([d["score"] for d in dets]),
         labels=torch.tensor([["a", "b"].index(d["label"]) for d in dets]), corners_xy=torch.zeros(len(dets), 4, 2),
-        class_names=["a", "b"], image_size=scene.size))
+        class_names=["a", "b"], image_size=scene.size), min_score=threshold)
     rows = list(csv.DictReader(report.open()))
     assert [(int(r["row"]), int(r["position"]), r["class"]) for r in rows] == [
         (f.row, f.position, f.label) for f in expected.facings]
     assert [r["class"] for r in rows[:2]] == ["a", "a"]  # the top row starts with the two facings of a
+    assert record["shelf"] == json.loads(json.dumps(expected.to_dict()))  # the JSON carries the same report
+    assert record["shelf"]["min_score"] == threshold
+    picture = Image.open(tmp_path / "pics" / "shelf_os2d.png")  # the rows drawn: tinted bands over the grey shelf
+    band = expected.bands[0]
+    assert picture.size == scene.size
+    assert picture.getpixel((700, int((band[0] + band[1]) / 2))) != scene.getpixel((700, int((band[0] + band[1]) / 2)))
+    assert picture.getpixel((700, 435)) == scene.getpixel((700, 435))  # below every row: untouched
     comparison = compare_planogram(expected, read_planogram(tmp_path / "plan.csv"))
     lines = list(csv.DictReader((tmp_path / "shelf_planogram.csv").open()))
     assert [(r["class"], int(r["row"]), r["status"]) for r in lines] == [

@@ -174,6 +174,59 @@ def test_batch(client: TestClient, obj: Image.Image, scene: Image.Image) -> None
     assert client.post(f"{API}/detect/batch", files=many).status_code == 400
 
 
+def test_shelf_report(client: TestClient, obj: Image.Image, scene: Image.Image) -> None:
+    r = add_class(client, "thing", obj)
+    assert r.status_code == 201, r.text
+    dets = detect(client, scene).json()["detections"]
+    top = dets[0]["score"]
+    r = client.post(f"{API}/report", json={"detections": dets, "min_score": top,
+                                           "planogram": "class,row,facings\nthing,1,2\n"})
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert rep["min_score"] == top and rep["facings"] == {"thing": 1}
+    assert rep["rows"][0]["classes"] == ["thing"] and rep["items"][0]["box_xyxy"] == dets[0]["box_xyxy"]
+    assert rep["planogram"] == [{"class": "thing", "row": 1, "expected": 2, "found": 1, "status": "missing"}]
+    assert client.post(f"{API}/report", json={"detections": dets}).json()["facings"] == {"thing": len(dets)}
+    for body, message in [({"detections": [{"label": "x", "score": 1}]}, "needs 'label', 'score' and 'box_xyxy'"),
+                          ({"detections": [], "planogram": "a,b\n"}, "header must be"),
+                          ({"detections": dets[:1] * 10_001}, "at most 10000"),
+                          ({"detections": "no"}, "detections")]:
+        r = client.post(f"{API}/report", json=body)
+        assert r.status_code in (400, 422) and message in r.json()["detail"], (body if len(str(body)) < 200 else
+                                                                             message, r.text)
+
+
+def test_negative_exemplars_persist_and_drop_the_lookalike(tmp_path: Path, obj: Image.Image) -> None:
+    other = textured_object(seed=8)
+    scene = scene_with(obj, [OBJ_POS])
+    scene.paste(other, (40, 200))
+
+    def on_other(result: dict) -> list[dict]:
+        return [d for d in result["detections"] if abs((d["box_xyxy"][0] + d["box_xyxy"][2]) / 2 - 88) < 30
+                and abs((d["box_xyxy"][1] + d["box_xyxy"][3]) / 2 - 264) < 30]
+
+    with make_client(tmp_path) as c:
+        assert add_class(c, "thing", obj).status_code == 201
+        assert on_other(detect(c, scene, image_size=0).json())
+        r = c.post(f"{API}/negatives", data={"name": "thing"}, files={"image": ("n.png", png(other), "image/png")})
+        assert r.status_code == 201, r.text
+        assert r.json()["num_negatives"] == 1 and r.json()["num_images"] == 1
+        assert not on_other(detect(c, scene, image_size=0).json())
+        assert c.get(f"{API}/classes").json()["classes"][0]["num_negatives"] == 1
+        assert c.get(f"{API}/classes/thing/images/1").status_code == 404  # negatives are not class images
+        r = c.post(f"{API}/negatives", data={"name": "nope"}, files={"image": ("n.png", png(other), "image/png")})
+        assert r.status_code == 404 and "unknown class" in r.json()["detail"]
+    with make_client(tmp_path) as c:  # restart: the negative is still there, from the cache
+        assert c.get(f"{API}/classes").json()["classes"][0]["num_negatives"] == 1
+        assert not on_other(detect(c, scene, image_size=0).json())
+    for cache in tmp_path.glob("kernels-*.pt"):
+        cache.unlink()
+    with make_client(tmp_path) as c:  # and encoded again from the stored pictures
+        assert not on_other(detect(c, scene, image_size=0).json())
+        assert c.delete(f"{API}/classes/thing").status_code == 204
+        assert c.get(f"{API}/classes").json()["classes"] == []
+
+
 def test_shortlist_setting_applies_to_every_detection(tmp_path: Path, obj: Image.Image, scene: Image.Image) -> None:
     """Detections go through Detector.detect: the detector's shortlist_top_k keeps the heads to the best class,
     whose detections equal the full run's for that class."""
@@ -404,3 +457,27 @@ def test_default_image_size_is_auto_and_reports_levels(client: TestClient, obj: 
     assert detect(client, scene, image_size="auto").json()["levels"] == auto["levels"]
     fixed = detect(client, scene, image_size="0").json()
     assert "levels" not in fixed
+
+
+def test_store_made_before_negatives_opens_and_gains_the_column(tmp_path: Path, obj: Image.Image) -> None:
+    import sqlite3
+
+    (tmp_path / "images").mkdir()
+    obj.save(tmp_path / "images" / "a.png")
+    db = sqlite3.connect(tmp_path / "gallery.sqlite3")
+    db.executescript("CREATE TABLE classes (name TEXT PRIMARY KEY, created REAL NOT NULL);"
+                     "CREATE TABLE class_images (id INTEGER PRIMARY KEY AUTOINCREMENT, class_name TEXT NOT NULL "
+                     "REFERENCES classes(name) ON DELETE CASCADE, file TEXT NOT NULL, created REAL NOT NULL);"
+                     "INSERT INTO classes VALUES ('old', 1.0); INSERT INTO class_images(class_name, file, created) "
+                     "VALUES ('old', 'a.png', 1.0);")
+    db.commit()
+    db.close()
+    store = GalleryStore(tmp_path)
+    try:
+        assert [(c.name, c.num_images, c.num_negatives) for c in store.classes()] == [("old", 1, 0)]
+        store.add_image("old", obj, negative=True)
+        assert store.classes()[0].num_negatives == 1 and store.classes()[0].num_images == 1
+        with pytest.raises(KeyError):
+            store.add_image("missing", obj, negative=True)
+    finally:
+        store.close()

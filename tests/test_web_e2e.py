@@ -207,8 +207,27 @@ def test_web_page_end_to_end(server_url, tmp_path):
             assert page.evaluate("window.os2dPage.drawnCount()") == expected
             assert page.locator("#results tbody tr.det").count() == expected
             expect(page.locator("#threshold-value")).to_have_text(f"≥ {target:.2f}")
-            page.wait_for_timeout(200)
-            assert len(requests) == n_requests, f"threshold slider made requests: {requests[n_requests:]}"
+            page.wait_for_timeout(400)
+            detects = [r for r in requests[n_requests:] if "/detect" in r[1]]
+            assert not detects, f"threshold slider made detect requests: {detects}"
+
+            # Shelf report of the detections shown (POST /report, no model work): one row, the class in it.
+            expect(page.locator("#report tbody tr.shelf-row")).to_have_count(expected and 1)
+            report = page.evaluate("window.os2dPage.report()")
+            assert len(report["items"]) == expected
+            if expected:
+                expect(page.locator("#report-summary")).to_contain_text(f"{CLASS_NAME} × {expected}")
+                expect(page.locator("#report tbody tr.shelf-row").first).to_contain_text(CLASS_NAME)
+                no_rows = page.evaluate("document.getElementById('canvas').toDataURL()")
+                page.check("#report-rows")  # the row bands drawn over the photo
+                page.wait_for_function(f"document.getElementById('canvas').toDataURL() !== {json.dumps(no_rows)}")
+                page.click("#planogram-box summary")
+                page.fill("#planogram", f"class,row,facings\n{CLASS_NAME},1,{expected + 1}\nother,1,1\n")
+                plan = page.locator("#planogram-result tbody tr.plan")
+                expect(plan).to_have_count(2)
+                expect(plan.nth(0)).to_have_attribute("data-status", "missing")
+                expect(plan.nth(1)).to_have_attribute("data-status", "missing")
+                expect(plan.nth(0)).to_contain_text(f"{CLASS_NAME}1{expected + 1}{expected}missing")
             shot2 = shots / "os2d_page_threshold.png"
             page.screenshot(path=str(shot2), full_page=True)
             print(f"screenshot: {shot2}")
@@ -230,6 +249,13 @@ def test_web_page_end_to_end(server_url, tmp_path):
             expect(page.locator("#class-warnings")).to_be_visible()
             expect(page.locator("#class-warnings li[data-kind='blurred']")).to_contain_text(
                 '"soft": the picture looks blurred')
+            # A negative exemplar of the first class (here the blurred picture), from the same picture input.
+            page.set_input_files("#class-image-input", str(soft))
+            page.select_option("#negative-of", CLASS_NAME)
+            page.click("#add-negative")
+            expect(entry).to_contain_text("1 negative")
+            status, body = get_json(server_url + "/api/v1/classes")
+            assert {c["name"]: c["num_negatives"] for c in body["classes"]} == {CLASS_NAME: 1, "soft": 0}
             soft_entry = page.locator("#gallery li[data-name='soft']")
             page.once("dialog", lambda d: d.accept())
             soft_entry.locator("button").click()

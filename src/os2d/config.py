@@ -115,6 +115,8 @@ class InferenceConfig:
     nms_across_classes: bool = False
     class_chunk: int = 16  # class views per head batch (memory bound)
     shortlist_top_k: int | None = None  # run the heads only for the K classes ranked best by os2d.inference.shortlist
+    negative_iou: float = 0.5  # a negative of the class scoring >= a detection on a box this close beats it
+    negative_mode: str = "drop"  # a beaten detection is dropped, or "demote"d (score 2 s - negative's score)
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
 
     def __post_init__(self) -> None:
@@ -122,6 +124,10 @@ class InferenceConfig:
             raise ValueError(f"pyramid scales must be positive finite numbers, got {self.scales}")
         if not 0.0 <= self.nms_iou_threshold <= 1.0:  # also refuses nan
             raise ValueError(f"nms_iou_threshold must be in [0, 1], got {self.nms_iou_threshold}")
+        if not 0.0 < self.negative_iou <= 1.0:
+            raise ValueError(f"negative_iou must be in (0, 1], got {self.negative_iou}")
+        if self.negative_mode not in ("drop", "demote"):
+            raise ValueError(f"negative_mode must be 'drop' or 'demote', got {self.negative_mode!r}")
         if self.score_threshold is not None and not math.isfinite(self.score_threshold):
             raise ValueError(f"score_threshold must be a finite number (or None: keep every box), got "
                              f"{self.score_threshold}")

@@ -9,10 +9,12 @@ from typing import Any
 
 import torch
 
+from os2d.calibration import Calibration
 from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, encode_class_images
 from os2d.inference.detect import detect_levels
+from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import ClassDescriptorCache
 from os2d.io import ImageSource, load_image
@@ -84,11 +86,13 @@ class Detector:
         return encode_class_images(self.model, items, rotations=rot, horizontal_flip=flip)
 
     def add_class(self, name: str, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
-                  horizontal_flip: bool | None = None) -> list[ExemplarWarning]:
+                  horizontal_flip: bool | None = None,
+                  negatives: Sequence[ImageSource] = ()) -> list[ExemplarWarning]:
         """Register class ``name`` from one image or several (few-shot; all merged before NMS).
 
         Adding to an existing name appends views. Rotated (90/180/270) and flipped views are added when
-        enabled here or in the detector's config.
+        enabled here or in the detector's config. ``negatives``: pictures of what the class must not be
+        (:meth:`add_negative`).
 
         Returns:
             Warnings about the pictures (:mod:`os2d.exemplar`: small, blurred, mostly background, nearly
@@ -108,8 +112,30 @@ class Detector:
                                            [old.class_names[int(c)] for c in old.view_class])
         gallery = old.copy()
         gallery.add(name, kernels, view_names)
+        if negatives:
+            gallery.add_negative(name, *self._encode_negatives(name, negatives, rotations, horizontal_flip))
         self._gallery = gallery
         return warnings
+
+    def add_negative(self, name: str, images: ImageSource | Sequence[ImageSource], *, rotations: bool | None = None,
+                     horizontal_flip: bool | None = None) -> None:
+        """Add negative exemplars to class ``name`` (``KeyError`` if absent): pictures of what it must not be,
+        e.g. the neighbouring flavour of a product. A detection of the class is dropped when one of its negatives
+        matches the same place (IoU >= ``config.negative_iou``) at least as well (:mod:`os2d.inference.negatives`);
+        each class with negatives costs the heads of one more class."""
+        if name not in self._gallery.class_names:
+            raise KeyError(f"no class named {name!r}: add the class before its negatives")
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        gallery = self._gallery.copy()
+        gallery.add_negative(name, *self._encode_negatives(name, items, rotations, horizontal_flip))
+        self._gallery = gallery
+
+    def _encode_negatives(self, name: str, images: Sequence[ImageSource], rotations: bool | None,
+                          horizontal_flip: bool | None) -> tuple[torch.Tensor, list[str]]:
+        if not images:
+            raise ValueError(f"class {name!r}: no negative image given")
+        return self.encode_class_images([load_image(im) for im in images], rotations=rotations,
+                                        horizontal_flip=horizontal_flip)
 
     def remove_class(self, name: str) -> None:
         """Delete class ``name`` (``KeyError`` if absent); later labels shift down by one."""
@@ -130,6 +156,17 @@ class Detector:
         if gallery.kernels is not None and tuple(gallery.kernels.shape[1:]) != (cells, channels):
             raise ValueError(f"gallery kernels {tuple(gallery.kernels.shape)} do not fit this model: (V, {cells}, "
                              f"{channels}) expected")
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The weights' calibration (:mod:`os2d.calibration`): ``Detections.confidence`` and the default
+        ``confidence_threshold``; None for weights without one."""
+        return self.model.calibration
+
+    @property
+    def confidence_threshold(self) -> float | None:
+        """The default confidence to show and count (precision >= 0.9 on the calibration data), or None."""
+        return None if self.model.calibration is None else self.model.calibration.threshold
 
     def save_gallery(self, path: str | Path) -> None:
         self._gallery.save(path)
@@ -179,7 +216,31 @@ class Detector:
             self._check_gallery(gallery)
         g = self._gallery if gallery is None else gallery  # one snapshot for the whole image
         if g.kernels is None or g.num_views == 0:
-            return Detections.empty(g.class_names, size)
-        desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
+            empty = Detections.empty(g.class_names, size)
+            if self.model.calibration is not None:
+                empty.confidence = torch.zeros(0)
+            return empty
+        if g.negative_kernels is not None and g.negative_class.numel():
+            dets = self._detect_with_negatives(levels, size, config, g)
+        else:
+            desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
+                    if config.shortlist_top_k is not None else None)
+            dets = detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config,
+                                 class_desc=desc)
+        if self.model.calibration is not None:
+            dets.confidence = self.model.calibration(dets.scores)
+        return dets
+
+    def _detect_with_negatives(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig,
+                               g: ClassGallery) -> Detections:
+        """Classes and their negatives (shadow classes) in one pass, then :func:`suppress_by_negatives`."""
+        assert g.kernels is not None and g.negative_kernels is not None
+        views = with_negatives(g.kernels, g.view_class, g.class_names, g.negative_kernels, g.negative_class)
+        # all boxes survive to the suppression (shadows must not take the places of the cap)
+        run = config.replace(max_detections=None)
+        desc = (self._shortlist_desc.get(views.kernels, self.model.config.pool_border)
                 if config.shortlist_top_k is not None else None)
-        return detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config, class_desc=desc)
+        dets = detect_levels(self.model, levels, size, views.kernels, views.view_class, views.class_names, run,
+                             class_desc=desc)
+        return suppress_by_negatives(dets, views, config.negative_iou, config.max_detections,
+                                     config.negative_mode)

@@ -76,6 +76,10 @@ class ClassGallery:
             several class images = few-shot; all views of a class are merged before NMS).
         view_names: (V,) kind of each view ("original", "rot90", ...).
         model_id: fingerprint of the model that computed the kernels; a gallery only works with that model.
+        negative_kernels: (N, S*S, C) kernels of negative exemplars ("not this": the neighbouring flavour,
+            the competitor's logo), or None; never detected themselves (:mod:`os2d.inference.negatives`).
+        negative_class: (N,) int64 index of the class each negative view belongs to.
+        negative_view_names: (N,) kind of each negative view.
     """
 
     class_names: list[str] = field(default_factory=list)
@@ -83,6 +87,9 @@ class ClassGallery:
     view_class: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     view_names: list[str] = field(default_factory=list)
     model_id: str = ""
+    negative_kernels: Tensor | None = None
+    negative_class: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    negative_view_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.class_names)
@@ -106,8 +113,30 @@ class ClassGallery:
         self.view_class = torch.cat([self.view_class, torch.full((kernels.shape[0],), idx, dtype=torch.long)])
         self.view_names += view_names
 
+    def add_negative(self, name: str, kernels: Tensor, view_names: list[str]) -> None:
+        """Append negative views (N', S*S, C) to class ``name`` (which must exist): pictures of what it is not."""
+        if name not in self.class_names:
+            raise KeyError(f"no class named {name!r} in the gallery: add the class before its negatives")
+        if kernels.shape[0] != len(view_names):
+            raise ValueError("one view name per kernel expected")
+        kernels = kernels.detach().cpu().float()
+        if self.kernels is not None and self.kernels.shape[1:] != kernels.shape[1:]:
+            raise ValueError(f"kernel shape {tuple(kernels.shape[1:])} differs from the gallery's "
+                             f"{tuple(self.kernels.shape[1:])}: computed by another model?")
+        idx = self.class_names.index(name)
+        neg = self.negative_kernels
+        self.negative_kernels = kernels if neg is None else torch.cat([neg, kernels])
+        self.negative_class = torch.cat([self.negative_class, torch.full((kernels.shape[0],), idx, dtype=torch.long)])
+        self.negative_view_names = self.negative_view_names + view_names
+
+    def negatives_of(self, name: str) -> int:
+        """How many negative views class ``name`` has."""
+        if name not in self.class_names:
+            return 0
+        return int((self.negative_class == self.class_names.index(name)).sum())
+
     def remove(self, name: str) -> None:
-        """Delete a class and its views; later labels shift down by one."""
+        """Delete a class, its views and its negatives; later labels shift down by one."""
         if name not in self.class_names:
             raise KeyError(f"no class named {name!r} in the gallery")
         idx = self.class_names.index(name)
@@ -115,23 +144,37 @@ class ClassGallery:
         self.kernels, self.view_names = self._views_where(keep)
         vc = self.view_class[keep]
         self.view_class = vc - (vc > idx).long()
+        keep_neg = self.negative_class != idx
+        self.negative_kernels, self.negative_view_names = self._negatives_where(keep_neg)
+        nc = self.negative_class[keep_neg]
+        self.negative_class = nc - (nc > idx).long()
         del self.class_names[idx]
 
     def copy(self) -> ClassGallery:
         """A gallery that can be changed without changing this one (kernel tensors are shared: :meth:`add`
         and :meth:`remove` replace tensors, never write into them)."""
         return ClassGallery(list(self.class_names), self.kernels, self.view_class, list(self.view_names),
-                            self.model_id)
+                            self.model_id, self.negative_kernels, self.negative_class, list(self.negative_view_names))
 
     def subset(self, names: Sequence[str]) -> ClassGallery:
-        """The classes ``names`` (in that order, labels renumbered) with all their views."""
+        """The classes ``names`` (in that order, labels renumbered) with all their views and negatives."""
         missing = [n for n in names if n not in self.class_names]
         if missing:
             raise KeyError(f"no class named {', '.join(map(repr, missing))} in the gallery")
         out = ClassGallery(model_id=self.model_id)
         for name in names:
-            out.add(name, *self._views_where(self.view_class == self.class_names.index(name)))
+            idx = self.class_names.index(name)
+            out.add(name, *self._views_where(self.view_class == idx))
+            if bool((self.negative_class == idx).any()):
+                out.add_negative(name, *self._negatives_where(self.negative_class == idx))
         return out
+
+    def _negatives_where(self, keep: Tensor) -> tuple[Tensor | None, list[str]]:
+        """Negative kernels (N', S*S, C) (None when none is kept) and names where ``keep`` (N,) is True."""
+        if self.negative_kernels is None or not bool(keep.any()):
+            return None, []
+        names = [v for v, k in zip(self.negative_view_names, keep.tolist(), strict=True) if k]
+        return self.negative_kernels[keep], names
 
     def _views_where(self, keep: Tensor) -> tuple[Tensor, list[str]]:
         """Kernels (V', S*S, C) and names of the views where the (V,) bool mask ``keep`` is True."""
@@ -144,6 +187,8 @@ class ClassGallery:
             "format": GALLERY_FORMAT, "version": GALLERY_VERSION, "class_names": list(self.class_names),
             "kernels": self.kernels if self.kernels is not None else torch.zeros(0),
             "view_class": self.view_class, "view_names": list(self.view_names), "model_id": self.model_id,
+            "negative_kernels": self.negative_kernels if self.negative_kernels is not None else torch.zeros(0),
+            "negative_class": self.negative_class, "negative_view_names": list(self.negative_view_names),
         }
 
     @classmethod
@@ -162,8 +207,12 @@ class ClassGallery:
         if problem is not None:
             raise ValueError(f"{source}: malformed os2d gallery: {problem}")
         kernels = payload["kernels"].float() if payload["kernels"].numel() else None
+        neg = payload.get("negative_kernels")  # absent in galleries saved before negatives existed
         return cls(list(payload["class_names"]), kernels, payload["view_class"].long(),
-                   list(payload["view_names"]), str(payload["model_id"]))
+                   list(payload["view_names"]), str(payload["model_id"]),
+                   neg.float() if neg is not None and neg.numel() else None,
+                   payload.get("negative_class", torch.zeros(0, dtype=torch.long)).long(),
+                   list(payload.get("negative_view_names", [])))
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
@@ -211,4 +260,29 @@ def _payload_problem(payload: dict[str, Any]) -> str | None:
         return f"a view's class index is outside the {len(names)} classes"
     if kernels.numel() and not bool(torch.isfinite(kernels).all()):
         return "kernels hold nan or inf values"
+    return _negatives_problem(payload, len(names), kernels)
+
+
+def _negatives_problem(payload: dict[str, Any], num_classes: int, kernels: Tensor) -> str | None:
+    """What is wrong with the optional negative-exemplar fields of a payload (None: nothing)."""
+    keys = ("negative_kernels", "negative_class", "negative_view_names")
+    present = [k for k in keys if k in payload]
+    if not present:
+        return None
+    if len(present) != len(keys):
+        return f"missing {', '.join(k for k in keys if k not in payload)}"
+    neg, neg_class, neg_names = (payload[k] for k in keys)
+    if not isinstance(neg, Tensor) or not (neg.numel() == 0 or neg.dim() == 3):
+        return "negative_kernels must be a (N, S*S, C) tensor"
+    if not isinstance(neg_class, Tensor) or neg_class.dim() != 1 or neg_class.is_floating_point():
+        return "negative_class must be a 1-D integer tensor"
+    n = neg.shape[0] if neg.numel() else 0
+    if neg_class.numel() != n or not isinstance(neg_names, list) or len(neg_names) != n:
+        return f"{n} negative kernels but {neg_class.numel()} classes and {len(neg_names)} view names"
+    if n and not (0 <= int(neg_class.min()) and int(neg_class.max()) < num_classes):
+        return f"a negative's class index is outside the {num_classes} classes"
+    if n and kernels.numel() and neg.shape[1:] != kernels.shape[1:]:
+        return "negative_kernels and kernels differ in shape"
+    if n and not bool(torch.isfinite(neg).all()):
+        return "negative_kernels hold nan or inf values"
     return None

@@ -14,10 +14,14 @@ where the class is not expected, while it is expected in another row).
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from os2d.errors import Os2dError
 from os2d.results import Detections
@@ -40,9 +44,11 @@ class Facing:
 
 @dataclass(frozen=True)
 class ShelfReport:
-    """Facings of one photo, ordered by row, then position."""
+    """Facings of one photo, ordered by row, then position; ``bands`` are the rows' mean (top, bottom) in pixels."""
 
     facings: tuple[Facing, ...]
+    bands: tuple[tuple[float, float], ...] = ()
+    min_score: float | None = None
 
     @property
     def num_rows(self) -> int:
@@ -63,18 +69,48 @@ class ShelfReport:
             out[f.row - 1].append(f.label)
         return out
 
-    def to_dict(self) -> dict:
-        return {"facings": self.counts(), "rows": [{"row": i + 1, "classes": r} for i, r in enumerate(self.rows())]}
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``min_score``, ``facings`` per class, ``rows`` (band and classes, left to right) and
+        ``items`` (one per facing: row, position, label, score, box)."""
+        rows = [{"row": i + 1, "top": round(t, 1), "bottom": round(b, 1), "classes": r}
+                for i, ((t, b), r) in enumerate(zip(self.bands, self.rows(), strict=True))]
+        items = [{"row": f.row, "position": f.position, "label": f.label, "score": round(f.score, 6),
+                  "box_xyxy": [round(v, 2) for v in f.box_xyxy]} for f in self.facings]
+        return {"min_score": self.min_score, "facings": self.counts(), "rows": rows, "items": items}
 
 
-def shelf_report(dets: Detections, *, min_score: float | None = None) -> ShelfReport:
-    """Group the detections scoring at least ``min_score`` (all when None) into shelf rows."""
-    keep = [i for i in range(len(dets.scores)) if min_score is None or float(dets.scores[i]) >= min_score]
-    boxes = {i: tuple(float(v) for v in dets.boxes_xyxy[i].tolist()) for i in keep}
+Box = tuple[float, float, float, float]
+
+
+def _as_items(dets: Detections | Sequence[Mapping[str, Any]]) -> list[tuple[str, float, Box]]:
+    """(label, score, box) of :class:`Detections` or of detection records (``label``, ``score``, ``box_xyxy``)."""
+    if isinstance(dets, Detections):
+        return [(dets.class_names[int(lab)], float(s), tuple(float(v) for v in b))  # type: ignore[misc]
+                for lab, s, b in zip(dets.labels.tolist(), dets.scores.tolist(), dets.boxes_xyxy.tolist(),
+                                     strict=True)]
+    out = []
+    for n, d in enumerate(dets):
+        try:
+            box = tuple(float(v) for v in d["box_xyxy"])
+            item = (str(d["label"]), float(d["score"]), box)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"detection {n}: needs 'label', 'score' and 'box_xyxy' [x1, y1, x2, y2]") from None
+        if len(box) != 4 or not all(math.isfinite(v) for v in (*box, item[1])):
+            raise ValueError(f"detection {n}: 'box_xyxy' must be 4 finite numbers and 'score' finite")
+        out.append(item)  # type: ignore[arg-type]
+    return out
+
+
+def shelf_report(dets: Detections | Sequence[Mapping[str, Any]], *, min_score: float | None = None) -> ShelfReport:
+    """Group the detections scoring at least ``min_score`` (all when None) into shelf rows.
+
+    ``dets``: :class:`~os2d.results.Detections` or detection records as in the JSON output.
+    """
+    items = [it for it in _as_items(dets) if min_score is None or it[1] >= min_score]
     bands: list[list[float]] = []  # per row: sum of tops, sum of bottoms, count
     members: list[list[int]] = []
-    for i in sorted(keep, key=lambda i: (boxes[i][1] + boxes[i][3]) / 2):
-        x1, y1, x2, y2 = boxes[i]
+    for i in sorted(range(len(items)), key=lambda i: (items[i][2][1] + items[i][2][3]) / 2):
+        x1, y1, x2, y2 = items[i][2]
         best, best_overlap = None, 0.0
         for r, (top, bottom, n) in enumerate(bands):
             t, b = top / n, bottom / n
@@ -92,38 +128,47 @@ def shelf_report(dets: Detections, *, min_score: float | None = None) -> ShelfRe
     order = sorted(range(len(bands)), key=lambda r: (bands[r][0] + bands[r][1]) / bands[r][2])
     facings = []
     for row, r in enumerate(order, start=1):
-        for pos, i in enumerate(sorted(members[r], key=lambda i: (boxes[i][0] + boxes[i][2]) / 2), start=1):
-            facings.append(Facing(row, pos, dets.class_names[int(dets.labels[i])], float(dets.scores[i]), boxes[i]))
-    return ShelfReport(tuple(facings))
+        for pos, i in enumerate(sorted(members[r], key=lambda i: (items[i][2][0] + items[i][2][2]) / 2), start=1):
+            facings.append(Facing(row, pos, items[i][0], items[i][1], items[i][2]))
+    row_bands = tuple((bands[r][0] / bands[r][2], bands[r][1] / bands[r][2]) for r in order)
+    return ShelfReport(tuple(facings), row_bands, min_score)
 
 
 def read_planogram(path: str | os.PathLike[str]) -> dict[tuple[str, int], int]:
-    """``class,row,facings`` CSV -> expected facings per (class, row)."""
+    """``class,row,facings`` CSV file -> expected facings per (class, row)."""
     p = Path(path)
     if not p.is_file():
         raise PlanogramError(f"planogram not found: {p}")
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if header != ["class", "row", "facings"]:
-            raise PlanogramError(f"{p}: the header must be 'class,row,facings', got {','.join(header) or 'nothing'}")
-        plan: dict[tuple[str, int], int] = {}
-        for n, line in enumerate(reader, start=2):
-            if not line or not "".join(line).strip():
-                continue
-            try:
-                name, row, facings = (v.strip() for v in line)
-                key, count = (name, int(row)), int(facings)
-                if not name or key[1] < 1 or count < 0:
-                    raise ValueError
-            except ValueError:
-                raise PlanogramError(f"{p} row {n}: expected a class name, a row >= 1 and facings >= 0, got "
-                                     f"{','.join(line)!r}") from None
-            plan[key] = plan.get(key, 0) + count
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PlanogramError(f"{p}: not a UTF-8 text file") from None
+    return parse_planogram(text, source=str(p))
+
+
+def parse_planogram(text: str, *, source: str = "planogram") -> dict[tuple[str, int], int]:
+    """``class,row,facings`` CSV text -> expected facings per (class, row) (lines of one key add up)."""
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower() for h in next(reader, [])]
+    if header != ["class", "row", "facings"]:
+        raise PlanogramError(f"{source}: the header must be 'class,row,facings', got {','.join(header) or 'nothing'}")
+    plan: dict[tuple[str, int], int] = {}
+    for n, line in enumerate(reader, start=2):
+        if not line or not "".join(line).strip():
+            continue
+        try:
+            name, row, facings = (v.strip() for v in line)
+            key, count = (name, int(row)), int(facings)
+            if not name or key[1] < 1 or count < 0:
+                raise ValueError
+        except ValueError:
+            raise PlanogramError(f"{source} row {n}: expected a class name, a row >= 1 and facings >= 0, got "
+                                 f"{','.join(line)!r}") from None
+        plan[key] = plan.get(key, 0) + count
     return plan
 
 
-def compare_planogram(report: ShelfReport, plan: dict[tuple[str, int], int]) -> list[dict]:
+def compare_planogram(report: ShelfReport, plan: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
     """One line per (class, row) expected or found: ``class, row, expected, found, status``."""
     found = report.row_counts()
     expected_rows: dict[str, set[int]] = {}
@@ -145,4 +190,4 @@ def compare_planogram(report: ShelfReport, plan: dict[tuple[str, int], int]) -> 
     return out
 
 
-__all__ = ["Facing", "PlanogramError", "ShelfReport", "compare_planogram", "read_planogram", "shelf_report"]
+__all__ = ["Facing", "PlanogramError", "ShelfReport", "compare_planogram", "parse_planogram", "read_planogram", "shelf_report"]

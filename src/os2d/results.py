@@ -36,6 +36,7 @@ OUTPUT_VERSION = 1
 JSONL_FORMAT = "os2d-detections"
 SCORE_DECIMALS = 6
 PIXEL_DECIMALS = 2
+CONFIDENCE_DECIMALS = 4
 
 
 class DetectionsFileError(Os2dError):
@@ -58,6 +59,8 @@ class Detections:
         image_size: (width, height) of the original image.
         levels: with ``image_size="auto"``, the pyramid levels (sqrt(w*h) in pixels) the heads ran at for each
             class name (:mod:`os2d.inference.autoscale`); None otherwise.
+        confidence: (N,) float32 in [0, 1], the calibrated probability that each detection is correct
+            (:mod:`os2d.calibration`), when the weights carry a calibration; None otherwise.
     """
 
     boxes_xyxy: Tensor
@@ -67,6 +70,7 @@ class Detections:
     class_names: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)
     levels: dict[str, list[int]] | None = None
+    confidence: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.scores.numel())
@@ -83,19 +87,22 @@ class Detections:
     def filter(self, keep: Tensor) -> Detections:
         """Subset by a boolean mask or index tensor."""
         return Detections(self.boxes_xyxy[keep], self.scores[keep], self.labels[keep], self.corners_xy[keep],
-                          self.class_names, self.image_size, self.levels)
+                          self.class_names, self.image_size, self.levels,
+                          None if self.confidence is None else self.confidence[keep])
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The DETECTION records of the output contract (score rounded to 6 decimals, pixels to 2)."""
+        """The DETECTION records of the output contract (score rounded to 6 decimals, pixels to 2; ``confidence``
+        (4 decimals) after ``score`` when the detections have one)."""
         out = []
-        for box, score, label, corners in zip(self.boxes_xyxy.tolist(), self.scores.tolist(), self.labels.tolist(),
-                                              self.corners_xy.tolist(), strict=True):
-            out.append({
-                "label": self.class_names[label],
-                "score": round(float(score), SCORE_DECIMALS),
-                "box_xyxy": [round(v, PIXEL_DECIMALS) for v in box],
-                "corners_xy": [[round(x, PIXEL_DECIMALS), round(y, PIXEL_DECIMALS)] for x, y in corners],
-            })
+        conf = self.confidence.tolist() if self.confidence is not None else [None] * len(self)
+        for box, score, label, corners, c in zip(self.boxes_xyxy.tolist(), self.scores.tolist(),
+                                                 self.labels.tolist(), self.corners_xy.tolist(), conf, strict=True):
+            rec: dict[str, Any] = {"label": self.class_names[label], "score": round(float(score), SCORE_DECIMALS)}
+            if c is not None:
+                rec["confidence"] = round(float(c), CONFIDENCE_DECIMALS)
+            rec["box_xyxy"] = [round(v, PIXEL_DECIMALS) for v in box]
+            rec["corners_xy"] = [[round(x, PIXEL_DECIMALS), round(y, PIXEL_DECIMALS)] for x, y in corners]
+            out.append(rec)
         return out
 
     @classmethod
@@ -111,12 +118,15 @@ class Detections:
         unknown = [r["label"] for r in records if r["label"] not in index]
         if unknown:
             raise ValueError(f"unknown label {unknown[0]!r}")
+        with_conf = bool(records) and all("confidence" in r for r in records)
         return cls(torch.tensor([r["box_xyxy"] for r in records], dtype=torch.float32).view(-1, 4),
                    torch.tensor([r["score"] for r in records], dtype=torch.float32),
                    torch.tensor([index[r["label"]] for r in records], dtype=torch.long),
                    torch.tensor([r.get("corners_xy", [[0, 0]] * 4) for r in records],
                                 dtype=torch.float32).view(-1, 4, 2),
-                   list(class_names), (int(image_size[0]), int(image_size[1])))
+                   list(class_names), (int(image_size[0]), int(image_size[1])),
+                   confidence=torch.tensor([r["confidence"] for r in records], dtype=torch.float32)
+                   if with_conf else None)
 
 
 def image_record(path: str, size: tuple[int, int] | None, detections: Detections | None = None, *,

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
+from os2d.report import ShelfReport
 from os2d.results import Detections
 
 # Distinct, readable colours (Tableau-10-like, slightly saturated); classes beyond it get golden-ratio hues.
@@ -157,6 +158,51 @@ def draw_detections(image: Image.Image, dets: Detections, *, max_detections: int
     return out
 
 
+def draw_shelf_report(image: Image.Image, report: ShelfReport, class_names: Sequence[str] = (), *,
+                      line_width: int | None = None, font_size: int | None = None) -> Image.Image:
+    """Draw a shelf report on an RGB copy of ``image``: each row's band tinted, with ``row N · k facings`` at its
+    left, and each facing's box in its class colour with ``row.position label``.
+
+    ``class_names`` gives the colours (a class's index in it, as in :func:`draw_detections`); classes not in it
+    follow in order of appearance.
+    """
+    out = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    w, h = out.size
+    lw = max(1, int(line_width) if line_width is not None else default_line_width(out.size))
+    font = get_font(font_size if font_size is not None else default_font_size(out.size))
+    names = list(class_names)
+    for f in report.facings:
+        if f.label not in names:
+            names.append(f.label)
+
+    tint = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    tdraw = ImageDraw.Draw(tint)
+    for r, (top, bottom) in enumerate(report.bands):  # alternate tints so that neighbouring rows stay apart
+        tdraw.rectangle([0, top, w - 1, bottom], fill=(255, 255, 0, 40) if r % 2 == 0 else (0, 200, 255, 40))
+    out = Image.alpha_composite(out.convert("RGBA"), tint).convert("RGB")
+    draw = ImageDraw.Draw(out)
+    pad = max(1, lw)
+    for f in report.facings:
+        color = class_color(names.index(f.label))
+        x1, y1, x2, y2 = f.box_xyxy
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=lw)
+        text = f"{f.row}.{f.position} {f.label}"
+        tw, th, top = _text_size(draw, text, font)
+        lx, ly = _label_position((x1, y1, x2, y2), tw + 2 * pad, th + 2 * pad, w, h)
+        draw.rectangle([lx, ly, lx + tw + 2 * pad - 1, ly + th + 2 * pad - 1], fill=color)
+        draw.text((lx + pad, ly + pad - top), text, fill=_text_color(color), font=font)
+    counts = [0] * len(report.bands)
+    for f in report.facings:
+        counts[f.row - 1] += 1
+    for r, (top, _bottom) in enumerate(report.bands):
+        text = f"row {r + 1} · {counts[r]} facings"
+        tw, th, t0 = _text_size(draw, text, font)
+        y = int(min(max(0, top), max(0, h - th - 2 * pad)))
+        draw.rectangle([0, y, tw + 2 * pad, y + th + 2 * pad], fill=(20, 20, 20))
+        draw.text((pad, y + pad - t0), text, fill=(255, 255, 255), font=font)
+    return out
+
+
 def _fit(img: Image.Image, size: int) -> Image.Image:
     """RGB copy resized (keeping aspect) to fit in a size x size square."""
     img = img.convert("RGB")
@@ -238,5 +284,5 @@ def side_by_side(*images: Image.Image, pad: int = 8, vertical: bool = False,
     return out
 
 
-__all__ = ["class_color", "default_font_size", "default_line_width", "draw_detections", "draw_gallery",
+__all__ = ["class_color", "default_font_size", "default_line_width", "draw_detections", "draw_gallery", "draw_shelf_report",
            "get_font", "side_by_side"]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from os2d.calibration import Calibration
 from os2d.config import ModelConfig
 from os2d.model.backbone import build_backbone
 from os2d.model.backbone.fuse import DEFAULT_INFERENCE_PATH, FusedBackboneCache, InferencePath
@@ -33,6 +34,7 @@ class Os2dModel(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.transform_net = transform_net
         self.config = config
+        self.calibration: Calibration | None = None  # os2d.calibration, from the weights file (None: scores only)
         self.inference_path = DEFAULT_INFERENCE_PATH
         self.inference_cache = FusedBackboneCache()  # the folded copy; empty in copies and pickles
 

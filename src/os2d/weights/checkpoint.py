@@ -33,6 +33,9 @@ def save_checkpoint(path: str | Path, model: Os2dModel, *, half: bool = False, *
         state = {k: v.detach().half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
                "model": state, **extra}
+    calibration = getattr(model, "calibration", None)  # os2d.calibration: kept with the weights it was fitted for
+    if calibration is not None and "calibration" not in payload:
+        payload["calibration"] = calibration.to_dict()
     atomic_torch_save(path, payload)
 
 

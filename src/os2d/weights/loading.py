@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from os2d.calibration import Calibration, CalibrationError
 from os2d.config import ModelConfig
 from os2d.model.os2d import Os2dModel, build_os2d
 from os2d.weights.checkpoint import checkpoint_model_state
@@ -97,6 +98,11 @@ def model_from_file(path: str | Path, format: str = "auto", *, backbone: str | N
                                   loaded=["backbone", "transform_net"], num_tensors=len(state))
         if fmt == "official":
             report.dropped = [k for k in obj["net"] if k.startswith("net_label_features.")]  # shared copy
+        elif obj.get("calibration") is not None:  # os2d.calibration: confidence of the detections
+            try:
+                model.calibration = Calibration.from_dict(obj["calibration"], source=source)
+            except CalibrationError as e:
+                raise WeightsError(str(e)) from None
     else:
         model, report = _model_from_trunk_file(obj, fmt, source, expected, config)
     if transform is not None:

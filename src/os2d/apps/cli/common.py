@@ -185,13 +185,13 @@ def add_class_args(p: argparse.ArgumentParser, *, what: str) -> None:
     g.add_argument("--gallery", metavar="FILE", help="load a saved class gallery")
 
 
-def parse_class_arg(text: str) -> tuple[str, str]:
+def parse_class_arg(text: str, flag: str = "--class") -> tuple[str, str]:
     """``NAME=PATH`` -> (name, path)."""
     if "=" not in text:
-        raise CliError(f"--class expects NAME=PATH, got {text!r}")
+        raise CliError(f"{flag} expects NAME=PATH, got {text!r}")
     name, path = text.split("=", 1)
     if not name.strip() or not path.strip():
-        raise CliError(f"--class expects NAME=PATH, got {text!r}")
+        raise CliError(f"{flag} expects NAME=PATH, got {text!r}")
     return name.strip(), path.strip()
 
 
@@ -238,8 +238,10 @@ def read_image_list(path: str | Path) -> list[str]:
     return [ln if Path(ln).is_absolute() else str(path.parent / ln) for ln in lines if ln and not ln.startswith("#")]
 
 
-def register_classes(detector: Any, classes: list[tuple[str, Any]], *, gallery: str | None = None) -> None:
-    """Load a saved gallery (optional), then add (name, image) classes; bad input becomes :class:`CliError`."""
+def register_classes(detector: Any, classes: list[tuple[str, Any]], *, gallery: str | None = None,
+                     negatives: list[tuple[str, Any]] = ()) -> None:
+    """Load a saved gallery (optional), add (name, image) classes, then (name, image) negative exemplars of them;
+    bad input becomes :class:`CliError`."""
     from os2d.io import ImageError
 
     if gallery:
@@ -254,6 +256,13 @@ def register_classes(detector: Any, classes: list[tuple[str, Any]], *, gallery: 
             raise CliError(f"class {name!r}: {e}") from e
         for w in warnings or []:  # os2d.exemplar: the class is added, the user should know it may detect worse
             warn(f"class {name!r}: {w.message}")
+    for name, image in negatives:
+        if name not in detector.classes:
+            raise CliError(f"--negative {name}=...: no class {name!r} (classes: {', '.join(detector.classes)})")
+        try:
+            detector.add_negative(name, image)
+        except ImageError as e:
+            raise CliError(f"negative of class {name!r}: {e}") from e
 
 
 def _stat(path: Path, flag: str) -> os.stat_result | None:

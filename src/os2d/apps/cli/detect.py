@@ -20,6 +20,7 @@ from os2d.apps.cli.common import (
     classes_from_args,
     device_from_args,
     inference_config,
+    parse_class_arg,
     read_image_list,
     register_classes,
 )
@@ -70,13 +71,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from os2d.detector import Detector
 
     detector = Detector.from_weights(args.weights, device=device_from_args(shard.device(args.device)), config=config)
-    register_classes(detector, classes, gallery=args.gallery)
+    negatives = [parse_class_arg(n, "--negative") for n in args.negative or []]
+    register_classes(detector, classes, gallery=args.gallery, negatives=negatives)
     if args.save_gallery and shard.rank == 0:
         detector.save_gallery(args.save_gallery)
     if jsonl:
         from os2d.runner.identity import class_images_digest
 
-        return _detect_jsonl(args, detector, images, output, shard, class_images_digest(classes, args.gallery))
+        identity = class_images_digest(classes + [(f"not:{n}", path) for n, path in negatives], args.gallery)
+        return _detect_jsonl(args, detector, images, output, shard, identity)
     return _detect_json(args, detector, images, output, plan)
 
 
@@ -166,14 +169,18 @@ def picture_paths(images: list[str], draw_dir: Path) -> dict[str, Path]:
     return out
 
 
-def _draw_result(pictures: dict[str, Path] | None, res: Any) -> None:
+def _draw_result(pictures: dict[str, Path] | None, res: Any, report: Any = None) -> None:
+    """The picture of one image's detections, or of its shelf report (rows, positions) with ``--report``."""
     if pictures is None or res.image is None or res.detections is None:
         return
-    from os2d.visualize import draw_detections
+    from os2d.visualize import draw_detections, draw_shelf_report
 
     target = pictures[res.path]
     target.parent.mkdir(parents=True, exist_ok=True)
-    draw_detections(res.image, res.detections).save(target)
+    if report is not None:
+        draw_shelf_report(res.image, report, res.detections.class_names).save(target)
+    else:
+        draw_detections(res.image, res.detections).save(target)
 
 
 def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path,
@@ -196,11 +203,14 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             failures += 1
             print(f"os2d: error: {res.error}", file=sys.stderr)
             continue
-        _draw_result(pictures, res)
+        report = None
         if args.report:
             from os2d.report import shelf_report
 
-            reports.append((records[-1]["path"], shelf_report(res.detections, min_score=args.score_threshold)))
+            report = shelf_report(res.detections, min_score=args.score_threshold)
+            records[-1]["shelf"] = report.to_dict()
+            reports.append((records[-1]["path"], report))
+        _draw_result(pictures, res, report)
         if not args.quiet and len(images) == 1:
             for d in records[-1]["detections"][:10]:
                 print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
@@ -295,13 +305,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="folders (searched recursively), glob patterns, .txt lists of paths, or image files")
     p.add_argument("--images-from", metavar="FILE", help="text file with one image path per line")
     add_class_args(p, what="what to detect")
+    p.add_argument("--negative", action="append", metavar="NAME=PATH",
+                   help="a picture of what class NAME must not be (the neighbouring flavour, a competitor's logo; "
+                        "repeat): its detections that the negative matches at least as well are dropped")
     p.add_argument("--save-gallery", metavar="FILE", help="save the class gallery for reuse")
     add_output_file(p, metavar="OUT.json|OUT.jsonl", deprecated=("--out",),
                     help="OUT.json: one document at the end; OUT.jsonl: one line per image as it finishes "
                          "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end)")
     p.add_argument("--draw", metavar="DIR", help="write pictures of the detections in this folder")
     p.add_argument("--report", metavar="CSV", help="shelf report: one line per facing (image, shelf row, position, "
-                                                   "class, score, box) of the detections above --score-threshold")
+                                                   "class, score, box) of the detections above --score-threshold; "
+                                                   "also a 'shelf' entry per image in the JSON and, with --draw, "
+                                                   "pictures of the rows")
     p.add_argument("--planogram", metavar="CSV", help="with --report: expected 'class,row,facings'; the comparison "
                                                       "(ok, missing, extra, misplaced) goes to REPORT_planogram.csv")
     add_quiet(p)

@@ -5,6 +5,10 @@ API (version 1, JSON; errors are ``{"detail": "..."}``):
 * ``GET  /api/v1/health``, ``GET /api/v1/ready``
 * ``POST /api/v1/detect`` (multipart: ``image``; optional ``classes``, ``class_images`` + ``class_names``,
   ``score_threshold``, ``max_detections``, ``image_size``, ``scales``), ``POST /api/v1/detect/batch``
+* ``POST /api/v1/report`` (JSON: ``detections`` records, ``min_score``, optional ``planogram`` CSV text): the
+  shelf report of one photo's detections (rows, facings, order; planogram comparison); no model work
+* ``POST /api/v1/negatives`` (multipart: ``name``, ``image``, optional ``box``): a negative exemplar of a class
+  (what it must not be); its detections that the negative matches at least as well are dropped
 * ``GET/POST /api/v1/classes``, ``DELETE /api/v1/classes/{name}``,
   ``GET /api/v1/classes/{name}/thumbnail``, ``GET /api/v1/classes/{name}/images/{i}``
 
@@ -37,6 +41,7 @@ import torch
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from PIL import Image
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from os2d.apps.service.errors import install_error_handlers
@@ -57,6 +62,7 @@ MAX_CLASS_NAME = 100
 MAX_LEVEL_SIDE = 4096  # sqrt(w*h) of the largest pyramid level a request may ask for
 MAX_SCALES = 8
 MAX_ADHOC_IMAGES = 8  # ad-hoc class images per detect request
+MAX_REPORT_DETECTIONS = 10_000  # detections per POST /report (the most a detect request returns)
 THUMBNAIL_CACHE = 256  # thumbnails kept in memory (a few kB each)
 
 
@@ -262,13 +268,21 @@ class Service:
                 part = cached.subset([name])
                 assert part.kernels is not None
                 gallery.add(name, part.kernels, part.view_names)
+                if part.negative_kernels is not None:
+                    gallery.add_negative(name, part.negative_kernels, part.negative_view_names)
                 continue
             encoded += 1
-            for im in self.store.images(name):
+            images = self.store.images(name)
+            for im in sorted(images, key=lambda im: im.negative):  # the class's pictures before its negatives
                 try:
-                    gallery.add(name, *self.detector.encode_class_images(load_image(im.path)))
+                    kernels = self.detector.encode_class_images(load_image(im.path))
                 except ImageError as e:
                     logger.warning("class %r: stored image %s unusable, skipped: %s", name, im.path, e)
+                    continue
+                if not im.negative:
+                    gallery.add(name, *kernels)
+                elif name in gallery.class_names:
+                    gallery.add_negative(name, *kernels)
         self.detector.set_gallery(gallery)
         if encoded or cached is None or cached_ids != stored_ids:
             self._save_cache()
@@ -445,8 +459,8 @@ class Service:
         rec = self.store.get_class(name)
         if rec is None:
             raise HTTPException(404, f"unknown class {name!r}")
-        return {"name": rec.name, "num_images": rec.num_images, "created": rec.created_iso,
-                "thumbnail_url": f"{class_url(rec.name)}/thumbnail"}
+        return {"name": rec.name, "num_images": rec.num_images, "num_negatives": rec.num_negatives,
+                "created": rec.created_iso, "thumbnail_url": f"{class_url(rec.name)}/thumbnail"}
 
     def _add_class_job(self, name: str, upload: Upload, box: str | None) -> dict[str, Any]:
         image = self._class_image(upload, name, box)
@@ -462,6 +476,21 @@ class Service:
             self._save_cache()
             return self.class_record(name) | {"warnings": [w.to_dict() for w in warnings]}
 
+    def _add_negative_job(self, name: str, upload: Upload, box: str | None) -> dict[str, Any]:
+        image = self._class_image(upload, name, box)
+        with self.lock:
+            if name not in self.gallery.class_names:
+                raise HTTPException(404, f"unknown class {name!r}")
+            before = self.gallery
+            self.detector.add_negative(name, image)  # kernels first: a failure leaves the store as it was
+            try:
+                self.store.add_image(name, image, negative=True)
+            except BaseException:
+                self.detector.set_gallery(before)
+                raise
+            self._save_cache()
+            return self.class_record(name)
+
     def delete_class(self, name: str) -> None:
         with self.lock:
             if not self.store.delete_class(name):
@@ -471,7 +500,7 @@ class Service:
             self._save_cache()
 
     def class_image_path(self, name: str, index: int) -> Path:
-        images = self.store.images(name)
+        images = [im for im in self.store.images(name) if not im.negative]
         if not images:
             raise HTTPException(404, f"unknown class {name!r}")
         if not 0 <= index < len(images):
@@ -504,9 +533,38 @@ class Service:
 
 def body_limits(settings: ServiceSettings) -> dict[str, int]:
     """Largest request body per upload endpoint: its most files of ``max_upload_mb`` each + form slack."""
-    files = {f"{API}/classes": 1, f"{API}/detect": 1 + MAX_ADHOC_IMAGES,
+    files = {f"{API}/classes": 1, f"{API}/negatives": 1, f"{API}/detect": 1 + MAX_ADHOC_IMAGES,
              f"{API}/detect/batch": settings.max_batch + MAX_ADHOC_IMAGES}
-    return {path: n * settings.max_upload_bytes + FORM_SLACK for path, n in files.items()}
+    limits = {path: n * settings.max_upload_bytes + FORM_SLACK for path, n in files.items()}
+    limits[f"{API}/report"] = 8 * MB  # JSON: MAX_REPORT_DETECTIONS records with their corners
+    return limits
+
+
+class ReportRequest(BaseModel):
+    """Body of ``POST /api/v1/report``."""
+
+    detections: list[dict[str, Any]] = Field(description="detection records (label, score, box_xyxy) of one photo")
+    min_score: float | None = Field(None, description="the score a detection needs to count (all when null)")
+    planogram: str | None = Field(None, description="expected facings, CSV text 'class,row,facings'")
+
+
+def shelf_report_response(req: ReportRequest) -> dict[str, Any]:
+    """The report of ``req`` (and its planogram comparison); bad records or planograms are 400s."""
+    from os2d.report import PlanogramError, compare_planogram, parse_planogram, shelf_report
+
+    if len(req.detections) > MAX_REPORT_DETECTIONS:
+        raise HTTPException(400, f"{len(req.detections)} detections: at most {MAX_REPORT_DETECTIONS} per report")
+    if req.min_score is not None and not math.isfinite(req.min_score):
+        raise HTTPException(400, "min_score must be a finite number")
+    try:
+        report = shelf_report(req.detections, min_score=req.min_score)
+        plan = parse_planogram(req.planogram) if req.planogram and req.planogram.strip() else None
+    except (ValueError, PlanogramError) as e:
+        raise HTTPException(400, str(e)) from None
+    out = report.to_dict()
+    if plan is not None:
+        out["planogram"] = compare_planogram(report, plan)
+    return out
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -608,11 +666,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         selected = [check_class_name(n) for n in _split_names(classes)]
         return {"results": await service.run_job(service._detect_job, uploads, selected, adhoc, changes)}
 
+    @app.post(f"{API}/report")
+    async def report(req: ReportRequest) -> dict[str, Any]:
+        return await run_in_threadpool(shelf_report_response, req)
+
     @app.get(f"{API}/classes")
     async def list_classes() -> dict[str, Any]:
         recs = await run_in_threadpool(service.store.classes)
-        return {"classes": [{"name": r.name, "num_images": r.num_images, "created": r.created_iso,
-                             "thumbnail_url": f"{class_url(r.name)}/thumbnail"} for r in recs]}
+        return {"classes": [{"name": r.name, "num_images": r.num_images, "num_negatives": r.num_negatives,
+                             "created": r.created_iso, "thumbnail_url": f"{class_url(r.name)}/thumbnail"}
+                            for r in recs]}
 
     @app.post(f"{API}/classes", status_code=201, dependencies=[Depends(require_token)])
     async def add_class(
@@ -623,6 +686,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         name = check_class_name(name)
         upload = await service.accept_upload(image, "class image")
         return await service.run_job(service._add_class_job, name, upload, box)
+
+    @app.post(f"{API}/negatives", status_code=201, dependencies=[Depends(require_token)])
+    async def add_negative(
+        name: Annotated[str, Form(description="the class this is a picture of what it must not be")],
+        image: Annotated[UploadFile, File(description="the negative exemplar (e.g. the neighbouring flavour)")],
+        box: Annotated[str | None, Form(description="optional crop 'x1,y1,x2,y2' in image pixels")] = None,
+    ) -> dict[str, Any]:
+        name = check_class_name(name)
+        upload = await service.accept_upload(image, "negative image")
+        return await service.run_job(service._add_negative_job, name, upload, box)
 
     @app.delete(f"{API}/classes/{{name}}", status_code=204, dependencies=[Depends(require_token)])
     async def delete_class(name: str) -> Response:

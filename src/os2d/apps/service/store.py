@@ -2,7 +2,8 @@
 
 Layout of the data directory::
 
-    gallery.sqlite3          classes(name PRIMARY KEY, created), class_images(id, class_name, file, created)
+    gallery.sqlite3          classes(name PRIMARY KEY, created), class_images(id, class_name, file, created,
+                             negative): a class's pictures, and its negative exemplars (negative = 1)
     images/<uuid>.png        class images (written atomically before their row is committed)
     kernels-<model_id>.pt    the ClassGallery computed by model ``model_id`` from the stored images, with the
                              image ids of each class (a cache, rewritten atomically after every change; a
@@ -53,12 +54,13 @@ CREATE TABLE IF NOT EXISTS class_images (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     class_name TEXT NOT NULL REFERENCES classes(name) ON DELETE CASCADE,
     file TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    negative INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS class_images_by_class ON class_images(class_name, id);
 """
 _SCHEMA_CHECK = ("SELECT name, created FROM classes LIMIT 0",
-                 "SELECT id, class_name, file, created FROM class_images LIMIT 0")
+                 "SELECT id, class_name, file, created, negative FROM class_images LIMIT 0")
 TEMP_GLOB = ".*.tmp"  # the temporary files of os2d.files.atomic_write
 
 
@@ -71,6 +73,7 @@ class ClassRecord:
     name: str
     created: float
     num_images: int
+    num_negatives: int = 0
 
     @property
     def created_iso(self) -> str:
@@ -82,6 +85,7 @@ class ImageRecord:
     id: int
     class_name: str
     path: Path
+    negative: bool = False
 
 
 class GalleryStore:
@@ -126,6 +130,9 @@ class GalleryStore:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"integrity check: {check}")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(class_images)")}
+            if "negative" not in columns:  # a store made before negative exemplars: every image is a picture
+                db.execute("ALTER TABLE class_images ADD COLUMN negative INTEGER NOT NULL DEFAULT 0")
             for query in _SCHEMA_CHECK:
                 db.execute(query)
         except sqlite3.DatabaseError as e:
@@ -164,7 +171,8 @@ class GalleryStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("DELETE FROM class_images WHERE id = ?", [(i,) for i in missing])
-                self._db.execute("DELETE FROM classes WHERE name NOT IN (SELECT class_name FROM class_images)")
+                self._db.execute("DELETE FROM classes WHERE name NOT IN "  # negatives go with them (cascade)
+                                 "(SELECT class_name FROM class_images WHERE negative = 0)")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -179,9 +187,9 @@ class GalleryStore:
         """All classes in creation order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT c.name, c.created, COUNT(i.id) FROM classes c LEFT JOIN class_images i "
-                "ON i.class_name = c.name GROUP BY c.name ORDER BY c.rowid").fetchall()
-        return [ClassRecord(n, float(t), int(k)) for n, t, k in rows]
+                "SELECT c.name, c.created, COUNT(i.id) - TOTAL(i.negative), TOTAL(i.negative) FROM classes c "
+                "LEFT JOIN class_images i ON i.class_name = c.name GROUP BY c.name ORDER BY c.rowid").fetchall()
+        return [ClassRecord(n, float(t), int(k), int(neg)) for n, t, k, neg in rows]
 
     def get_class(self, name: str) -> ClassRecord | None:
         return next((c for c in self.classes() if c.name == name), None)
@@ -191,15 +199,16 @@ class GalleryStore:
         with self._lock:
             if name is None:
                 rows = self._db.execute(
-                    "SELECT i.id, i.class_name, i.file FROM class_images i JOIN classes c ON c.name = i.class_name "
-                    "ORDER BY c.rowid, i.id").fetchall()
+                    "SELECT i.id, i.class_name, i.file, i.negative FROM class_images i JOIN classes c "
+                    "ON c.name = i.class_name ORDER BY c.rowid, i.id").fetchall()
             else:
-                rows = self._db.execute("SELECT id, class_name, file FROM class_images WHERE class_name = ? "
+                rows = self._db.execute("SELECT id, class_name, file, negative FROM class_images WHERE class_name = ? "
                                         "ORDER BY id", (name,)).fetchall()
-        return [ImageRecord(int(i), n, self.images_dir / f) for i, n, f in rows]
+        return [ImageRecord(int(i), n, self.images_dir / f, bool(neg)) for i, n, f, neg in rows]
 
     def image_ids(self) -> dict[str, list[int]]:
-        """class name -> its image ids (the identity of the gallery's content, for the kernel cache)."""
+        """class name -> its image ids, negatives too (the identity of the gallery's content, for the kernel
+        cache)."""
         out: dict[str, list[int]] = {c.name: [] for c in self.classes()}
         for rec in self.images():
             out[rec.class_name].append(rec.id)
@@ -207,8 +216,9 @@ class GalleryStore:
 
     # ------------------------------------------------------------------------------------ mutations
 
-    def add_image(self, name: str, image: Image.Image) -> ImageRecord:
-        """Write ``image`` as PNG atomically, then commit its row (and the class row if new)."""
+    def add_image(self, name: str, image: Image.Image, *, negative: bool = False) -> ImageRecord:
+        """Write ``image`` as PNG atomically, then commit its row (and the class row if new; a negative exemplar
+        needs its class: ``KeyError`` otherwise)."""
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         data = buf.getvalue()
@@ -218,9 +228,13 @@ class GalleryStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("INSERT OR IGNORE INTO classes(name, created) VALUES (?, ?)", (name, now))
-                cur = self._db.execute("INSERT INTO class_images(class_name, file, created) VALUES (?, ?, ?)",
-                                       (name, file, now))
+                if negative:
+                    if self._db.execute("SELECT 1 FROM classes WHERE name = ?", (name,)).fetchone() is None:
+                        raise KeyError(f"no class named {name!r}")
+                else:
+                    self._db.execute("INSERT OR IGNORE INTO classes(name, created) VALUES (?, ?)", (name, now))
+                cur = self._db.execute("INSERT INTO class_images(class_name, file, created, negative) "
+                                       "VALUES (?, ?, ?, ?)", (name, file, now, int(negative)))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -18,6 +18,7 @@
     selectionInfo: $("selection-info"),
     className: $("class-name"), classImageInput: $("class-image-input"),
     addClass: $("add-class"), clearSelection: $("clear-selection"), classWarnings: $("class-warnings"),
+    negativeOf: $("negative-of"), addNegative: $("add-negative"),
     gallery: $("gallery"), galleryEmpty: $("gallery-empty"),
     selectAll: $("select-all"), selectNone: $("select-none"),
     maxDetections: $("max-detections"), serverThreshold: $("server-threshold"),
@@ -26,6 +27,8 @@
     threshold: $("threshold"), thresholdValue: $("threshold-value"),
     detCount: $("det-count"), detTotal: $("det-total"), detTime: $("det-time"),
     results: $("results"),
+    report: $("report"), reportRows: $("report-rows"), reportSummary: $("report-summary"),
+    planogram: $("planogram"), planogramResult: $("planogram-result"),
   };
   const ctx = el.canvas.getContext("2d");
 
@@ -39,6 +42,8 @@
     classes: [],       // from GET /classes
     unchecked: new Set(), // class names the user unticked
     response: null,    // last /detect response
+    report: null,      // last /report response (of the detections shown)
+    reportSeq: 0,      // the latest report request; older answers are dropped
     colors: new Map(), // label -> colour
     drawn: 0,          // detections drawn on the canvas right now
     busy: false,
@@ -244,7 +249,25 @@
     state.drawn = dets.length;
     el.canvas.dataset.drawn = String(dets.length);
 
+    if (el.reportRows.checked && state.report) drawRows(state.report, px);
     if (state.selection) drawSelection(state.selection, px);
+  }
+
+  // Shelf rows of the report: a tinted band per row with "row N" at its left.
+  function drawRows(report, px) {
+    report.rows.forEach((r, i) => {
+      ctx.fillStyle = i % 2 === 0 ? "rgba(255, 220, 0, 0.18)" : "rgba(0, 180, 255, 0.18)";
+      ctx.fillRect(0, r.top, state.width, r.bottom - r.top);
+      const text = `row ${r.row}`;
+      const fontPx = 13 * px;
+      ctx.font = `600 ${fontPx}px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif`;
+      const th = fontPx * 1.35;
+      ctx.fillStyle = "rgba(20, 20, 20, 0.85)";
+      ctx.fillRect(0, r.top, ctx.measureText(text).width + 8 * px, th);
+      ctx.fillStyle = "#fff";
+      ctx.textBaseline = "middle";
+      ctx.fillText(text, 4 * px, r.top + th / 2);
+    });
   }
 
   function drawDetection(d, px) {
@@ -391,6 +414,8 @@
       const r = await api("/classes");
       state.classes = (r && r.classes) || [];
       renderGallery();
+      renderNegativeOptions();
+      updateButtons();
     } catch (err) {
       showError(`Cannot list classes: ${err.message}`);
     }
@@ -436,7 +461,8 @@
       const meta = document.createElement("span");
       meta.className = "muted small";
       const n = c.num_images ?? 1;
-      meta.textContent = `${n} image${n === 1 ? "" : "s"}`;
+      const neg = c.num_negatives ?? 0;
+      meta.textContent = `${n} image${n === 1 ? "" : "s"}` + (neg ? ` · ${neg} negative${neg === 1 ? "" : "s"}` : "");
       text.append(name, meta);
       label.append(thumb, swatch, text);
 
@@ -465,11 +491,8 @@
     renderGallery();
   });
 
-  async function addClass() {
-    clearError();
-    const name = el.className.value.trim();
-    if (!name) { showError("Enter a class name first."); el.className.focus(); return; }
-    if (name.includes(",")) { showError("Class names cannot contain commas."); return; }
+  // The picture of a new class or negative: the box drawn on the photo, else the chosen picture file.
+  function pictureForm(name) {
     const form = new FormData();
     form.append("name", name);
     const box = selectionBox();
@@ -481,19 +504,33 @@
       form.append("image", picture, picture.name || "class.png");
     } else {
       showError("Draw a box on the photo or choose a class picture first.");
-      return;
+      return null;
     }
+    return { form, box };
+  }
+
+  function pictureUsed(box) {
+    el.classImageInput.value = "";
+    if (box) state.selection = null;
+    redraw();
+    updateSelectionInfo();
+  }
+
+  async function addClass() {
+    clearError();
+    const name = el.className.value.trim();
+    if (!name) { showError("Enter a class name first."); el.className.focus(); return; }
+    if (name.includes(",")) { showError("Class names cannot contain commas."); return; }
+    const picked = pictureForm(name);
+    if (!picked) return;
     el.addClass.disabled = true;
     showClassWarnings(null, []);
     try {
-      const rec = await api("/classes", { method: "POST", body: form });
+      const rec = await api("/classes", { method: "POST", body: picked.form });
       showClassWarnings(name, (rec && rec.warnings) || []);
       state.unchecked.delete(name);
       el.className.value = "";
-      el.classImageInput.value = "";
-      if (box) state.selection = null;
-      redraw();
-      updateSelectionInfo();
+      pictureUsed(picked.box);
       await loadGallery();
       pollReadyOnce();
     } catch (err) {
@@ -502,6 +539,27 @@
       updateButtons();
     }
   }
+  el.addClass.addEventListener("click", addClass);
+
+  async function addNegative() {
+    clearError();
+    const name = el.negativeOf.value;
+    if (!name) { showError("Add the class first, then its negatives."); return; }
+    const picked = pictureForm(name);
+    if (!picked) return;
+    el.addNegative.disabled = true;
+    try {
+      await api("/negatives", { method: "POST", body: picked.form });
+      pictureUsed(picked.box);
+      await loadGallery();
+    } catch (err) {
+      showError(`Cannot add a negative of "${name}": ${err.message}`);
+    } finally {
+      updateButtons();
+    }
+  }
+  el.addNegative.addEventListener("click", addNegative);
+
   function showClassWarnings(name, warnings) {
     // The service checks each class picture (os2d.exemplar): small, blurred, mostly background, a look-alike.
     el.classWarnings.replaceChildren(...warnings.map((w) => {
@@ -512,7 +570,6 @@
     }));
     el.classWarnings.hidden = warnings.length === 0;
   }
-  el.addClass.addEventListener("click", addClass);
   el.className.addEventListener("keydown", (e) => { if (e.key === "Enter") addClass(); });
 
   async function deleteClass(name) {
@@ -582,9 +639,99 @@
     el.detTotal.textContent = String(state.response ? state.response.detections.length : 0);
     renderResults(dets);
     redraw();
+    scheduleReport();
   }
   el.threshold.addEventListener("input", applyThreshold);
   el.threshold.addEventListener("change", applyThreshold);
+
+  /* ---------- shelf report (computed by the server: POST /report, no model work) ---------- */
+
+  let reportTimer = null;
+  function scheduleReport() {
+    clearTimeout(reportTimer);
+    reportTimer = setTimeout(updateReport, 150);
+  }
+
+  async function updateReport() {
+    const seq = ++state.reportSeq;
+    if (!state.response) {
+      state.report = null;
+      renderReport();
+      return;
+    }
+    const body = { detections: visibleDetections(), min_score: null };
+    if (el.planogram.value.trim()) body.planogram = el.planogram.value;
+    try {
+      const r = await api("/report", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      if (seq !== state.reportSeq) return;
+      state.report = r;
+      el.planogram.removeAttribute("aria-invalid");
+    } catch (err) {
+      if (seq !== state.reportSeq) return;
+      state.report = null;
+      el.planogram.setAttribute("aria-invalid", "true");
+      showError(`Shelf report: ${err.message}`);
+    }
+    renderReport();
+    redraw();
+  }
+  el.reportRows.addEventListener("change", redraw);
+  el.planogram.addEventListener("input", scheduleReport);
+
+  function cell(text, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    td.textContent = text;
+    return td;
+  }
+
+  function renderReport() {
+    const tbody = el.report.tBodies[0];
+    tbody.replaceChildren();
+    const ptbody = el.planogramResult.tBodies[0];
+    ptbody.replaceChildren();
+    const r = state.report;
+    el.report.dataset.rows = r ? String(r.rows.length) : "0";
+    if (!r) {
+      el.reportSummary.textContent = state.response ? "" : "Run a detection to see the report.";
+      el.planogramResult.hidden = true;
+      return;
+    }
+    const counts = Object.entries(r.facings).sort((a, b) => b[1] - a[1]);
+    el.reportSummary.textContent = counts.length
+      ? `${r.items.length} facing${r.items.length === 1 ? "" : "s"} in ${r.rows.length} row${r.rows.length === 1 ? "" : "s"}: ` +
+        counts.map(([name, n]) => `${name} × ${n}`).join(", ")
+      : "No detections shown: nothing to report.";
+    for (const row of r.rows) {
+      const tr = document.createElement("tr");
+      tr.className = "shelf-row";
+      const products = document.createElement("td");
+      for (const name of row.classes) {
+        const chip = document.createElement("span");
+        chip.className = "chip";
+        const sw = document.createElement("span");
+        sw.className = "swatch";
+        sw.style.background = colorFor(name);
+        const label = document.createElement("span");
+        label.textContent = name;
+        chip.append(sw, label);
+        products.append(chip);
+      }
+      tr.append(cell(String(row.row), "num"), cell(String(row.classes.length), "num"), products);
+      tbody.append(tr);
+    }
+    el.planogramResult.hidden = !r.planogram;
+    for (const line of r.planogram || []) {
+      const tr = document.createElement("tr");
+      tr.className = `plan ${line.status}`;
+      tr.dataset.status = line.status;
+      tr.append(cell(line.class), cell(String(line.row), "num"), cell(String(line.expected), "num"),
+                cell(String(line.found), "num"), cell(line.status, "status"));
+      ptbody.append(tr);
+    }
+  }
 
   function renderResults(dets) {
     const tbody = el.results.tBodies[0];
@@ -641,6 +788,19 @@
   function updateButtons() {
     el.detect.disabled = state.busy || !state.photoFile || checkedClasses().length === 0;
     el.addClass.disabled = false;
+    el.addNegative.disabled = state.classes.length === 0;
+  }
+
+  // The classes a negative can belong to (kept selected across gallery reloads).
+  function renderNegativeOptions() {
+    const current = el.negativeOf.value;
+    el.negativeOf.replaceChildren(...state.classes.map((c) => {
+      const o = document.createElement("option");
+      o.value = c.name;
+      o.textContent = c.name;
+      return o;
+    }));
+    if (state.classes.some((c) => c.name === current)) el.negativeOf.value = current;
   }
 
   /* ---------- start ---------- */
@@ -649,6 +809,7 @@
   window.os2dPage = {
     drawnCount: () => state.drawn,
     response: () => state.response,
+    report: () => state.report,
     imageToClient: (x, y) => {
       const rect = el.canvas.getBoundingClientRect();
       return { x: rect.left + (x / state.width) * rect.width, y: rect.top + (y / state.height) * rect.height };

@@ -1,0 +1,181 @@
+"""Calibrated confidence: the probability that a detection is correct (IoU >= 0.5 with an object of its class),
+from its raw score.
+
+A score is a cosine correlation, not a probability: what 0.6 means depends on the model and the data. A
+:class:`Calibration` maps it to ``confidence = sigmoid(a * score + b)`` (Platt scaling), fitted on detections of
+validation data labelled correct or not, and carries the default threshold: the lowest confidence at which the
+detections kept reach a target precision (0.9) on that data. It is stored in the weights file (``"calibration"``
+in an os2d checkpoint) and applied by :class:`~os2d.detector.Detector` (``Detections.confidence``).
+
+Measures: :func:`expected_calibration_error` (10 equal-width bins, weighted by their counts) and
+:func:`reliability` (per bin: count, mean confidence, share correct).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from os2d.errors import Os2dError
+from os2d.ops import box_iou
+
+CALIBRATION_KIND = "platt"
+
+
+class CalibrationError(Os2dError):
+    """A calibration that cannot be used (malformed entry in a weights file) or fitted (no correct detection)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``confidence = sigmoid(a * score + b)``; ``threshold``: the default confidence to show and count.
+
+    Attributes:
+        a, b: the Platt parameters.
+        threshold: the lowest confidence whose detections reach ``precision_target`` on the fitting data.
+        precision_target: the precision the threshold was chosen for.
+        fitted_on: what it was fitted on (data sets, weights), for people.
+        num_detections: detections in the fit; ``num_correct`` of them correct.
+    """
+
+    a: float
+    b: float
+    threshold: float
+    precision_target: float = 0.9
+    fitted_on: str = ""
+    num_detections: int = 0
+    num_correct: int = 0
+
+    def __call__(self, scores: Tensor) -> Tensor:
+        """Confidence in [0, 1] of raw scores (any shape)."""
+        return torch.sigmoid(self.a * scores.float() + self.b)
+
+    def score_at(self, confidence: float) -> float:
+        """The raw score whose confidence is ``confidence`` (the inverse map; ``a`` > 0)."""
+        c = min(max(confidence, 1e-6), 1 - 1e-6)
+        return (math.log(c / (1 - c)) - self.b) / self.a
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": CALIBRATION_KIND, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, source: str = "calibration") -> Calibration:
+        """Inverse of :meth:`to_dict`, checked (:class:`CalibrationError` in one line)."""
+        if not isinstance(d, dict) or d.get("kind") != CALIBRATION_KIND:
+            raise CalibrationError(f"{source}: not a '{CALIBRATION_KIND}' calibration")
+        try:
+            out = cls(a=float(d["a"]), b=float(d["b"]), threshold=float(d["threshold"]),
+                      precision_target=float(d.get("precision_target", 0.9)), fitted_on=str(d.get("fitted_on", "")),
+                      num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CalibrationError(f"{source}: malformed calibration ({e})") from None
+        if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
+            raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
+        return out
+
+
+def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou: float = 0.5
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and correctness of every detection (VOC matching per image and class, best score first: a
+    detection is correct when it takes a not yet taken object of its class with IoU >= ``iou``; one on a difficult
+    object is left out). ``ground_truth``: objects with ``boxes_xyxy``, ``labels``, optional ``difficult``."""
+    scores: list[float] = []
+    hits: list[bool] = []
+    for det, gt in zip(detections, ground_truth, strict=True):
+        boxes = torch.as_tensor(np.asarray(gt.boxes_xyxy, dtype=np.float32)).reshape(-1, 4)
+        labels = np.asarray(gt.labels).reshape(-1)
+        difficult = (np.zeros(len(labels), bool) if getattr(gt, "difficult", None) is None
+                     else np.asarray(gt.difficult, bool).reshape(-1))
+        d_scores = torch.as_tensor(det.scores).float().reshape(-1)
+        if not len(d_scores):
+            continue
+        d_boxes = torch.as_tensor(det.boxes_xyxy).float().reshape(-1, 4)
+        d_labels = np.asarray(torch.as_tensor(det.labels)).reshape(-1)
+        ious = box_iou(d_boxes, boxes).numpy() if len(boxes) else np.zeros((len(d_scores), 0))
+        taken = np.zeros(len(labels), bool)
+        for i in torch.argsort(d_scores, descending=True, stable=True).tolist():
+            same = (labels == d_labels[i]) & (ious[i] >= iou)
+            free = same & (~taken | difficult)
+            if free.any():
+                j = int(np.argmax(np.where(free, ious[i], -1)))
+                if difficult[j]:
+                    continue
+                taken[j] = True
+                hits.append(True)
+            else:
+                hits.append(False)
+            scores.append(float(d_scores[i]))
+    return np.asarray(scores, np.float64), np.asarray(hits, bool)
+
+
+def fit_platt(scores: np.ndarray, hits: np.ndarray, *, steps: int = 100) -> tuple[float, float]:
+    """(a, b) of ``P(correct) = sigmoid(a * score + b)`` by Newton's method on the log loss (Platt's smoothed
+    targets keep it finite when the classes separate)."""
+    n_pos, n_neg = int(hits.sum()), int((~hits).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise CalibrationError(f"cannot calibrate: {n_pos} correct and {n_neg} wrong detections (need both)")
+    y = np.where(hits, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    x = np.stack([scores, np.ones_like(scores)], axis=1)
+    w = np.array([1.0, 0.0])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def precision_threshold(confidence: np.ndarray, hits: np.ndarray, target: float = 0.9) -> float:
+    """The lowest confidence ``t`` such that the detections with confidence >= ``t`` have precision >= ``target``
+    (1.0 when no threshold reaches it)."""
+    order = np.argsort(-confidence, kind="stable")
+    precision = np.cumsum(hits[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(precision >= target)[0]
+    if not len(ok):
+        return 1.0
+    return float(confidence[order][ok[-1]])
+
+
+def reliability(confidence: np.ndarray, hits: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per equal-width confidence bin: ``lo``, ``hi``, ``count``, ``confidence`` (mean), ``accuracy``."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    out = []
+    for k in range(bins):
+        m = idx == k
+        out.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), "count": int(m.sum()),
+                    "confidence": float(confidence[m].mean()) if m.any() else float("nan"),
+                    "accuracy": float(hits[m].mean()) if m.any() else float("nan")})
+    return out
+
+
+def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: int = 10) -> float:
+    """Sum over bins of (share of detections) x |accuracy - mean confidence|."""
+    n = max(1, len(confidence))
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability(confidence, hits, bins) if b["count"]))
+
+
+def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: float = 0.9,
+                    fitted_on: str = "") -> Calibration:
+    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them."""
+    a, b = fit_platt(scores, hits)
+    if a <= 0:
+        raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
+    confidence = 1 / (1 + np.exp(-(a * scores + b)))
+    return Calibration(a=a, b=b, threshold=round(precision_threshold(confidence, hits, precision_target), 4),
+                       precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
+                       num_correct=int(hits.sum()))
+
+
+__all__ = ["Calibration", "CalibrationError", "expected_calibration_error", "fit_calibration", "fit_platt",
+           "label_detections", "precision_threshold", "reliability"]
