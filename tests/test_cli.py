@@ -28,7 +28,7 @@ def _check_contract(payload):
             continue
         assert rec["width"] > 0 and rec["height"] > 0
         for det in rec["detections"]:
-            assert set(det) == {"label", "score", "box_xyxy", "corners_xy"}
+            assert set(det) == {"label", "score", "confidence", "box_xyxy", "corners_xy"}  # calibrated default
             x1, y1, x2, y2 = det["box_xyxy"]
             assert 0 <= x1 < x2 <= rec["width"] and 0 <= y1 < y2 <= rec["height"]
             assert len(det["corners_xy"]) == 4 and all(len(c) == 2 for c in det["corners_xy"])

@@ -119,7 +119,7 @@ def test_run_demo_end_to_end(tmp_path):
     assert data["version"] == 1 and len(data["images"]) == 1 and data["classes"] == summary["classes"]
     rec = data["images"][0]
     assert (rec["width"], rec["height"]) == size
-    assert rec["detections"] and set(rec["detections"][0]) == {"label", "score", "box_xyxy", "corners_xy"}
+    assert rec["detections"] and set(rec["detections"][0]) == {"label", "score", "confidence", "box_xyxy", "corners_xy"}
     scores = [d["score"] for d in rec["detections"]]
     assert scores == sorted(scores, reverse=True)
     assert summary["num_instances"] == sum(INSTANCES_PER_CLASS)

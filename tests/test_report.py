@@ -172,7 +172,7 @@ def test_cli_report_and_planogram(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--report", "{t}/r.csv"], "give --score-threshold"),
+    (["--report", "{t}/r.csv", "--weights", "efficientnet_lite0-imagenet"], "give --score-threshold (these weights"),
     (["--planogram", "{t}/plan.csv"], "--planogram needs --report"),
     (["--report", "{t}/r.csv", "--score-threshold", "0.5", "-o", "{t}/d.jsonl"], "not .jsonl"),
     (["--report", "{t}/r.csv", "--score-threshold", "0.5", "--planogram", "{t}/bad.csv"], "header"),
@@ -188,3 +188,27 @@ def test_cli_report_usage_errors(tmp_path, capsys, extra, message):
                *[e.format(t=tmp_path) for e in extra]])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and not (tmp_path / "r.csv").exists()
+
+
+def test_cli_report_counts_from_the_calibrated_threshold_by_default(tmp_path):
+    """Without --score-threshold the report counts the detections at or above the weights' calibrated confidence
+    threshold (precision >= 0.9 on their validation data)."""
+    import csv
+
+    from helpers import scene_with, textured_object
+
+    from os2d.apps.cli.main import main
+    from os2d.weights import load_model
+
+    a = textured_object(seed=3)
+    a.save(tmp_path / "a.png")
+    scene_with(a, [(40, 60), (300, 60)]).save(tmp_path / "s.png")
+    out, report = tmp_path / "d.json", tmp_path / "r.csv"
+    assert main(["detect", str(tmp_path / "s.png"), "--class", f"a={tmp_path / 'a.png'}", "-o", str(out), "-q",
+                 "--report", str(report)]) == 0
+    cal = load_model("default").calibration
+    dets = json.loads(out.read_text())["images"][0]["detections"]
+    counted = [d for d in dets if d["score"] >= cal.score_at(cal.threshold)]
+    assert all(d["confidence"] >= cal.threshold - 1e-3 for d in counted)
+    rows = list(csv.DictReader(report.open()))
+    assert len(rows) == len(counted) == 2 and [r["position"] for r in rows] == ["1", "2"]

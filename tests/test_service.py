@@ -127,7 +127,7 @@ def test_add_list_thumbnail_detect_delete(client: TestClient, obj: Image.Image, 
     assert r.status_code == 200, r.text
     res = r.json()
     assert (res["width"], res["height"]) == scene.size and res["classes"] == ["cereal", "other"]
-    assert res["seconds"] > 0 and set(res["detections"][0]) == {"label", "score", "box_xyxy", "corners_xy"}
+    assert res["seconds"] > 0 and set(res["detections"][0]) == {"label", "score", "confidence", "box_xyxy", "corners_xy"}
     assert_finds(res, "cereal", obj)
     only = detect(client, scene, classes="other", max_detections=3, score_threshold=-100).json()
     assert only["classes"] == ["other"] and len(only["detections"]) == 3
@@ -225,6 +225,23 @@ def test_negative_exemplars_persist_and_drop_the_lookalike(tmp_path: Path, obj: 
         assert not on_other(detect(c, scene, image_size=0).json())
         assert c.delete(f"{API}/classes/thing").status_code == 204
         assert c.get(f"{API}/classes").json()["classes"] == []
+
+
+def test_calibrated_confidence_and_unknown_items(client: TestClient, obj: Image.Image) -> None:
+    ready = client.get(f"{API}/ready").json()
+    assert 0 < ready["confidence_threshold"] < 1  # the default weights carry a calibration
+    lookalike = textured_object(seed=8)
+    scene = scene_with(obj, [(40, 60)])
+    scene.paste(lookalike, (300, 60))
+    assert add_class(client, "thing", obj).status_code == 201
+    r = detect(client, scene, unknown="true")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert all(0 <= d["confidence"] <= 1 for d in body["detections"])
+    assert [d["confidence"] for d in body["detections"]] == sorted((d["confidence"] for d in body["detections"]),
+                                                                  reverse=True)
+    assert isinstance(body["unknown"], list) and all(u["label"] == "unknown" for u in body["unknown"])
+    assert "unknown" not in detect(client, scene).json()
 
 
 def test_shortlist_setting_applies_to_every_detection(tmp_path: Path, obj: Image.Image, scene: Image.Image) -> None:

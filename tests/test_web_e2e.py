@@ -169,7 +169,7 @@ def test_web_page_end_to_end(server_url, tmp_path):
             assert rows.first.locator("td").nth(1).inner_text().strip() == CLASS_NAME
 
             response = page.evaluate("window.os2dPage.response()")
-            scores = sorted((d["score"] for d in response["detections"]), reverse=True)
+            scores = sorted((d["confidence"] for d in response["detections"]), reverse=True)  # what the slider filters
             n_total = len(scores)
             assert n_total >= 1
             top = response["detections"][0]
@@ -177,8 +177,25 @@ def test_web_page_end_to_end(server_url, tmp_path):
             assert len(top["corners_xy"]) == 4
             assert _iou(top["box_xyxy"], [x1, y1, x2, y2]) > 0.7, top
 
-            # The slider starts at its leftmost position, "off": every detection is shown, also those with a
-            # negative score (cosine correlations; EfficientNet-Lite features are not post-ReLU).
+            # The default weights are calibrated: the slider filters on confidence and starts at their threshold
+            # (precision >= 0.9 on their validation data), so only the likely detections are drawn at first.
+            status, ready = get_json(server_url + "/api/v1/ready")
+            start = round(ready["confidence_threshold"], 2)
+            expect(page.locator("#threshold-kind")).to_have_text("Confidence")
+            expect(page.locator("#threshold-value")).to_have_text(f"≥ {start:.2f}")
+            shown = sum(c >= start - 1e-9 for c in scores)
+            assert 1 <= shown < n_total
+            assert page.evaluate("window.os2dPage.drawnCount()") == shown == int(page.inner_text("#det-count"))
+            assert rows.count() == shown
+            assert "%" in rows.first.locator("td").nth(2).inner_text()  # the score with its confidence
+            page.wait_for_function("window.os2dPage.report() !== null")  # the shelf report panel filled in
+            shots = _screenshot_dir(tmp_path)
+            shot = shots / "os2d_page_detect.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shutil.copyfile(shot, LEAD_SCREENSHOT)
+            print(f"\nscreenshot: {shot} (and {LEAD_SCREENSHOT})")
+            # Its leftmost position is "off": every detection is shown, also those with a negative score.
+            page.fill("#threshold", "0")
             expect(page.locator("#threshold-value")).to_have_text("off (all)")
             drawn = page.evaluate("window.os2dPage.drawnCount()")
             assert drawn == n_total == int(page.inner_text("#det-count"))
@@ -186,11 +203,6 @@ def test_web_page_end_to_end(server_url, tmp_path):
             after = page.evaluate("document.getElementById('canvas').toDataURL()")
             assert after != before, "detections were not drawn on the canvas"
 
-            shots = _screenshot_dir(tmp_path)
-            shot = shots / "os2d_page_detect.png"
-            page.screenshot(path=str(shot), full_page=True)
-            shutil.copyfile(shot, LEAD_SCREENSHOT)
-            print(f"\nscreenshot: {shot} (and {LEAD_SCREENSHOT})")
 
             # 5. Live threshold: no new request, fewer detections drawn and listed.
             n_requests = len(requests)
@@ -231,6 +243,17 @@ def test_web_page_end_to_end(server_url, tmp_path):
             shot2 = shots / "os2d_page_threshold.png"
             page.screenshot(path=str(shot2), full_page=True)
             print(f"screenshot: {shot2}")
+
+            # Unknown items: asked for with the checkbox, counted and drawn (grey dashed boxes).
+            page.check("#show-unknown")
+            with page.expect_response(lambda r: r.url.endswith("/api/v1/detect")) as answer:
+                page.click("#detect")
+            assert answer.value.status == 200
+            expect(page.locator("#unknown-count")).to_contain_text("unknown item")
+            unknown = page.evaluate("window.os2dPage.response()")["unknown"]
+            expect(canvas).to_have_attribute("data-unknown", str(len(unknown)))
+            assert all(u["label"] == "unknown" and u["closest"] == CLASS_NAME for u in unknown)
+            page.uncheck("#show-unknown")
 
             # Download JSON of the last response.
             with page.expect_download() as dl:

@@ -115,3 +115,31 @@ def plot_pr_curves(evaluation: Any, out_dir: str | Path, *, title: str | None = 
 
 
 __all__ = ["plot_pr_curves", "safe_filename"]
+
+
+def plot_reliability(curves: dict[str, list[dict[str, float]]], path: str | Path, *, title: str) -> Path:
+    """A reliability diagram: per confidence bin (:func:`os2d.calibration.reliability`), the share of correct
+    detections against the mean confidence, one line per named set, the diagonal for perfect calibration, and the
+    detections per bin underneath (log scale)."""
+    figure_cls, canvas_cls = _require_matplotlib()
+    fig = figure_cls(figsize=(9, 4.2), dpi=110)
+    canvas_cls(fig)
+    ax, hist = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect")
+    for name, bins in curves.items():
+        used = [b for b in bins if b["count"]]
+        line, = ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], marker="o", linewidth=1.5,
+                        markersize=4, label=name)
+        hist.plot([(b["lo"] + b["hi"]) / 2 for b in used], [b["count"] for b in used], marker="o", linewidth=1,
+                  markersize=3, color=line.get_color(), label=name)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (bin mean)", ylabel="share correct (IoU >= 0.5)",
+           title=title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    hist.set(xlim=(0, 1), yscale="log", xlabel="confidence", ylabel="detections per bin", title="bin counts")
+    hist.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

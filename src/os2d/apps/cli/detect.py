@@ -71,6 +71,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from os2d.detector import Detector
 
     detector = Detector.from_weights(args.weights, device=device_from_args(shard.device(args.device)), config=config)
+    if args.unknown is not None and args.unknown < 0 and detector.confidence_threshold is None:
+        raise CliError("--unknown: these weights have no calibrated confidence threshold; give the score at which "
+                       "a detection is known: --unknown SCORE")
+    if args.report and args.score_threshold is None and detector.confidence_threshold is None:
+        raise CliError("--report counts facings: give --score-threshold (these weights have no calibrated "
+                       "confidence threshold)")
     negatives = [parse_class_arg(n, "--negative") for n in args.negative or []]
     register_classes(detector, classes, gallery=args.gallery, negatives=negatives)
     if args.save_gallery and shard.rank == 0:
@@ -84,15 +90,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _check_report_args(args: argparse.Namespace, jsonl: bool) -> dict | None:
-    """``--report`` / ``--planogram``: checked (and the planogram read) before any work."""
+    """``--report`` / ``--planogram`` / ``--unknown``: checked (and the planogram read) before any work."""
+    if args.unknown is not None and jsonl:
+        raise CliError("--unknown works with a .json --output (one document at the end), not .jsonl")
     if args.planogram and not args.report:
         raise CliError("--planogram needs --report CSV (where the comparison is written beside)")
     if not args.report:
         return None
     if jsonl:
         raise CliError("--report works with a .json --output (one document at the end), not .jsonl")
-    if args.score_threshold is None:
-        raise CliError("--report counts facings: give --score-threshold (the score a detection needs to count)")
     check_writable_file(args.report, "--report")
     if not args.planogram:
         return None
@@ -169,18 +175,31 @@ def picture_paths(images: list[str], draw_dir: Path) -> dict[str, Path]:
     return out
 
 
-def _draw_result(pictures: dict[str, Path] | None, res: Any, report: Any = None) -> None:
-    """The picture of one image's detections, or of its shelf report (rows, positions) with ``--report``."""
+def _counting_score(args: argparse.Namespace, detector: Any) -> float:
+    """The score a detection needs to count in ``--report``: ``--score-threshold``, else the score of the weights'
+    calibrated confidence threshold (:mod:`os2d.calibration`)."""
+    if args.score_threshold is not None:
+        return float(args.score_threshold)
+    return detector.calibration.score_at(detector.confidence_threshold)
+
+
+def _draw_result(pictures: dict[str, Path] | None, res: Any, report: Any = None,
+                 min_confidence: float | None = None) -> None:
+    """The picture of one image's detections (those with confidence >= ``min_confidence`` when the weights are
+    calibrated), or of its shelf report (rows, positions) with ``--report``."""
     if pictures is None or res.image is None or res.detections is None:
         return
     from os2d.visualize import draw_detections, draw_shelf_report
 
     target = pictures[res.path]
     target.parent.mkdir(parents=True, exist_ok=True)
+    dets = res.detections
     if report is not None:
-        draw_shelf_report(res.image, report, res.detections.class_names).save(target)
-    else:
-        draw_detections(res.image, res.detections).save(target)
+        draw_shelf_report(res.image, report, dets.class_names).save(target)
+        return
+    if min_confidence is not None and dets.confidence is not None:
+        dets = dets.filter(dets.confidence >= min_confidence)
+    draw_detections(res.image, dets).save(target)
 
 
 def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path,
@@ -203,17 +222,23 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             failures += 1
             print(f"os2d: error: {res.error}", file=sys.stderr)
             continue
+        if args.unknown is not None:
+            from os2d.unknown import unknown_items
+
+            known = args.unknown if args.unknown >= 0 else detector.calibration.score_at(detector.confidence_threshold)
+            records[-1]["unknown"] = [u.to_record() for u in unknown_items(res.detections, known)]
         report = None
         if args.report:
             from os2d.report import shelf_report
 
-            report = shelf_report(res.detections, min_score=args.score_threshold)
+            report = shelf_report(res.detections, min_score=_counting_score(args, detector))
             records[-1]["shelf"] = report.to_dict()
             reports.append((records[-1]["path"], report))
-        _draw_result(pictures, res, report)
+        _draw_result(pictures, res, report, detector.confidence_threshold)
         if not args.quiet and len(images) == 1:
             for d in records[-1]["detections"][:10]:
-                print(f"{d['label']:>20s} {d['score']:.3f} {d['box_xyxy']}")
+                conf = f" confidence {d['confidence']:.2f}" if "confidence" in d else ""
+                print(f"{d['label']:>20s} {d['score']:.3f}{conf} {d['box_xyxy']}")
     write_detections_json(output, detector.classes, records)
     if args.report:
         _write_reports(args, reports, plan)
@@ -243,7 +268,7 @@ def _detect_jsonl(args: argparse.Namespace, detector: Any, images: list[str], ou
     def on_result(res: Any) -> None:
         if res.error is not None:
             tqdm.write(f"os2d: error: {res.error}", file=sys.stderr)
-        _draw_result(pictures, res)
+        _draw_result(pictures, res, None, detector.confidence_threshold)
 
     summary = run_to_jsonl(detector, images, path, weights=str(args.weights), class_images=class_images,
                            resume=args.resume,
@@ -312,13 +337,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_output_file(p, metavar="OUT.json|OUT.jsonl", deprecated=("--out",),
                     help="OUT.json: one document at the end; OUT.jsonl: one line per image as it finishes "
                          "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end)")
-    p.add_argument("--draw", metavar="DIR", help="write pictures of the detections in this folder")
+    p.add_argument("--draw", metavar="DIR", help="write pictures of the detections in this folder (with calibrated "
+                                                 "weights: those at or above the default confidence threshold)")
     p.add_argument("--report", metavar="CSV", help="shelf report: one line per facing (image, shelf row, position, "
-                                                   "class, score, box) of the detections above --score-threshold; "
+                                                   "class, score, box) of the detections above --score-threshold "
+                                                   "(default: the weights' calibrated confidence threshold); "
                                                    "also a 'shelf' entry per image in the JSON and, with --draw, "
                                                    "pictures of the rows")
     p.add_argument("--planogram", metavar="CSV", help="with --report: expected 'class,row,facings'; the comparison "
                                                       "(ok, missing, extra, misplaced) goes to REPORT_planogram.csv")
+    p.add_argument("--unknown", nargs="?", type=float, const=-1.0, default=None, metavar="SCORE",
+                   help="also list 'unknown' items per image: product-sized boxes that match no class well enough "
+                        "(what is missing from the gallery); a detection is known from SCORE (default: the "
+                        "weights' calibrated threshold)")
     add_quiet(p)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="OUT.jsonl: skip images already in the file (default); --no-resume starts it afresh")

@@ -287,6 +287,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_quiet(q)
     q.set_defaults(func=cmd_compact)
 
+    from os2d.apps.cli.calibrate import add_subparser as add_calibrate
+
+    add_calibrate(wsub)
+
     p = sub.add_parser("export", help="export the detector (fixed input size) to ONNX")
     p.add_argument("--onnx", metavar="OUT.onnx", help="detector graph: image (+ kernels) -> scores, boxes, corners")
     p.add_argument("--class-encoder", metavar="OUT.onnx", help="also export the class-image encoder -> kernels")

@@ -4,7 +4,7 @@ API (version 1, JSON; errors are ``{"detail": "..."}``):
 
 * ``GET  /api/v1/health``, ``GET /api/v1/ready``
 * ``POST /api/v1/detect`` (multipart: ``image``; optional ``classes``, ``class_images`` + ``class_names``,
-  ``score_threshold``, ``max_detections``, ``image_size``, ``scales``), ``POST /api/v1/detect/batch``
+  ``score_threshold``, ``max_detections``, ``image_size``, ``scales``, ``unknown``), ``POST /api/v1/detect/batch``
 * ``POST /api/v1/report`` (JSON: ``detections`` records, ``min_score``, optional ``planogram`` CSV text): the
   shelf report of one photo's detections (rows, facings, order; planogram comparison); no model work
 * ``POST /api/v1/negatives`` (multipart: ``name``, ``image``, optional ``box``): a negative exemplar of a class
@@ -51,6 +51,7 @@ from os2d.config import AUTO
 from os2d.detector import Detector
 from os2d.gallery import ClassGallery
 from os2d.io import ImageError, load_image, validate_class_image
+from os2d.unknown import unknown_items
 
 logger = logging.getLogger(__name__)
 
@@ -401,15 +402,26 @@ class Service:
             raise HTTPException(400, f"class {name!r}: {e}".replace("<PIL image>", "upload")) from None
         return img
 
+    def known_score(self, unknown: bool) -> float | None:
+        """The score at which a detection is known, for ``unknown`` items (None when not asked); 400 without a
+        calibrated threshold."""
+        if not unknown:
+            return None
+        cal = self.detector.calibration
+        if cal is None:
+            raise HTTPException(400, "unknown items need weights with a calibrated confidence threshold")
+        return cal.score_at(cal.threshold)
+
     def _detect_job(self, uploads: list[Upload | HTTPException], selected: list[str],
-                    adhoc: list[tuple[str, Upload]], changes: dict[str, Any]) -> list[dict[str, Any]]:
+                    adhoc: list[tuple[str, Upload]], changes: dict[str, Any],
+                    known_score: float | None = None) -> list[dict[str, Any]]:
         """Detections of each upload (a batch entry that fails gets ``{"error": detail}``; a single one raises)."""
         gallery = self._request_gallery(selected, adhoc)
         config = self.detector.config.replace(**changes)
         out: list[dict[str, Any]] = []
         for upload in uploads:
             try:
-                out.append(self._detect_one(upload, gallery, config.image_size, config.scales, changes))
+                out.append(self._detect_one(upload, gallery, config.image_size, config.scales, changes, known_score))
             except HTTPException as e:
                 if len(uploads) == 1:
                     raise
@@ -417,7 +429,8 @@ class Service:
         return out
 
     def _detect_one(self, upload: Upload | HTTPException, gallery: ClassGallery, image_size: int | str | None,
-                    scales: tuple[float, ...], changes: dict[str, Any]) -> dict[str, Any]:
+                    scales: tuple[float, ...], changes: dict[str, Any],
+                    known_score: float | None = None) -> dict[str, Any]:
         if isinstance(upload, HTTPException):
             raise upload
         img = self.decode(upload)
@@ -438,6 +451,8 @@ class Service:
                "detections": dets.to_records(), "seconds": round(time.perf_counter() - t0, 4)}
         if dets.levels is not None:  # image_size="auto": the pyramid levels each class ran at
             out["levels"] = dets.levels
+        if known_score is not None:  # os2d.unknown: what the gallery is missing
+            out["unknown"] = [u.to_record() for u in unknown_items(dets, known_score)]
         return out
 
     async def adhoc_classes(self, class_images: list[UploadFile] | None,
@@ -620,7 +635,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.get(f"{API}/ready")
     async def ready() -> dict[str, Any]:
         return {"ready": True, "weights": settings.weights, "model_id": service.model_id,
-                "classes": len(service.gallery)}
+                "classes": len(service.gallery), "confidence_threshold": service.detector.confidence_threshold}
 
     @app.post(f"{API}/detect")
     async def detect(
@@ -633,12 +648,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         image_size: Annotated[str, Form(description="auto (levels chosen per image and class), sqrt(w*h) at "
                                                     "scale 1 in pixels, or 0 = keep size")] = AUTO,
         scales: Annotated[str | None, Form(description="comma-separated pyramid scales")] = None,
+        unknown: Annotated[bool, Form(description="also return 'unknown' items: product-sized boxes no class "
+                                                  "matches well enough (needs calibrated weights)")] = False,
     ) -> dict[str, Any]:
         changes = service.inference_changes(score_threshold, max_detections, image_size, scales)
+        known = service.known_score(unknown)
         upload = await service.accept_upload(image, "image")
         adhoc = await service.adhoc_classes(class_images, class_names)
         selected = [check_class_name(n) for n in _split_names(classes)]
-        return (await service.run_job(service._detect_job, [upload], selected, adhoc, changes))[0]
+        return (await service.run_job(service._detect_job, [upload], selected, adhoc, changes, known))[0]
 
     @app.post(f"{API}/detect/batch")
     async def detect_batch(
@@ -650,6 +668,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         max_detections: Annotated[int, Form()] = 100,
         image_size: Annotated[str, Form()] = AUTO,
         scales: Annotated[str | None, Form()] = None,
+        unknown: Annotated[bool, Form()] = False,
     ) -> dict[str, Any]:
         if not images:
             raise HTTPException(400, "no images")
@@ -664,7 +683,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 uploads.append(e)
         adhoc = await service.adhoc_classes(class_images, class_names)
         selected = [check_class_name(n) for n in _split_names(classes)]
-        return {"results": await service.run_job(service._detect_job, uploads, selected, adhoc, changes)}
+        known = service.known_score(unknown)
+        return {"results": await service.run_job(service._detect_job, uploads, selected, adhoc, changes, known)}
 
     @app.post(f"{API}/report")
     async def report(req: ReportRequest) -> dict[str, Any]:

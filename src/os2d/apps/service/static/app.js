@@ -19,12 +19,13 @@
     className: $("class-name"), classImageInput: $("class-image-input"),
     addClass: $("add-class"), clearSelection: $("clear-selection"), classWarnings: $("class-warnings"),
     negativeOf: $("negative-of"), addNegative: $("add-negative"),
+    showUnknown: $("show-unknown"), unknownCount: $("unknown-count"),
     gallery: $("gallery"), galleryEmpty: $("gallery-empty"),
     selectAll: $("select-all"), selectNone: $("select-none"),
     maxDetections: $("max-detections"), serverThreshold: $("server-threshold"),
     imageSize: $("image-size"), scales: $("scales"),
     detect: $("detect"), spinner: $("spinner"), downloadJson: $("download-json"),
-    threshold: $("threshold"), thresholdValue: $("threshold-value"),
+    threshold: $("threshold"), thresholdValue: $("threshold-value"), thresholdKind: $("threshold-kind"),
     detCount: $("det-count"), detTotal: $("det-total"), detTime: $("det-time"),
     results: $("results"),
     report: $("report"), reportRows: $("report-rows"), reportSummary: $("report-summary"),
@@ -42,6 +43,7 @@
     classes: [],       // from GET /classes
     unchecked: new Set(), // class names the user unticked
     response: null,    // last /detect response
+    confidenceThreshold: undefined, // the weights' calibrated threshold (null: none; undefined: not known yet)
     report: null,      // last /report response (of the detections shown)
     reportSeq: 0,      // the latest report request; older answers are dropped
     colors: new Map(), // label -> colour
@@ -122,6 +124,7 @@
         if (r.weights) parts.push(`weights ${r.weights}`);
         if (typeof r.classes === "number") parts.push(`${r.classes} class${r.classes === 1 ? "" : "es"}`);
         setStatus("ready", parts.join(" · "));
+        setConfidenceMode(typeof r.confidence_threshold === "number" ? r.confidence_threshold : null);
       } else {
         setStatus("loading", "Model loading…");
         setTimeout(pollReady, 2000);
@@ -196,11 +199,25 @@
     return parseFloat(el.threshold.value) <= parseFloat(el.threshold.min);
   }
 
+  // With calibrated weights the slider filters on confidence (the probability that a detection is correct) and
+  // starts at the weights' threshold (precision >= 0.9 on their validation data); else on the raw score, off.
+  function setConfidenceMode(threshold) {
+    const was = state.confidenceThreshold;
+    state.confidenceThreshold = threshold;
+    el.thresholdKind.textContent = threshold === null ? "Score" : "Confidence";
+    if (threshold !== null && was === undefined) el.threshold.value = String(Math.round(threshold * 100) / 100);
+    applyThreshold();
+  }
+
+  function filterValue(d) {
+    return state.confidenceThreshold !== null && typeof d.confidence === "number" ? d.confidence : d.score;
+  }
+
   function visibleDetections() {
     if (!state.response) return [];
     if (thresholdOff()) return state.response.detections.slice();
     const t = parseFloat(el.threshold.value);
-    return state.response.detections.filter((d) => d.score >= t - 1e-9);
+    return state.response.detections.filter((d) => filterValue(d) >= t - 1e-9);
   }
 
   // Display size: the photo scaled to fit the panel (width) and ~72% of the window height; the canvas
@@ -249,8 +266,31 @@
     state.drawn = dets.length;
     el.canvas.dataset.drawn = String(dets.length);
 
+    const unknown = (state.response && state.response.unknown) || [];
+    for (const u of unknown) drawUnknown(u, px);
+    state.drawnUnknown = unknown.length;
+    el.canvas.dataset.unknown = String(unknown.length);
     if (el.reportRows.checked && state.report) drawRows(state.report, px);
     if (state.selection) drawSelection(state.selection, px);
+  }
+
+  // An unknown item: a grey dashed box, "unknown ≈ closest class".
+  function drawUnknown(u, px) {
+    const [x1, y1, x2, y2] = u.box_xyxy;
+    ctx.strokeStyle = "#555";
+    ctx.lineWidth = 2 * px;
+    ctx.setLineDash([5 * px, 4 * px]);
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.setLineDash([]);
+    const text = `unknown ≈ ${u.closest}`;
+    const fontPx = 12 * px;
+    ctx.font = `600 ${fontPx}px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif`;
+    const th = fontPx * 1.35;
+    ctx.fillStyle = "rgba(60, 60, 60, 0.85)";
+    ctx.fillRect(x1, Math.max(0, y1 - th), ctx.measureText(text).width + 8 * px, th);
+    ctx.fillStyle = "#fff";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, x1 + 4 * px, Math.max(0, y1 - th) + th / 2);
   }
 
   // Shelf rows of the report: a tinted band per row with "row N" at its left.
@@ -299,7 +339,8 @@
       ctx.setLineDash([]);
     }
     // Label.
-    const text = `${d.label} ${d.score.toFixed(2)}`;
+    const text = typeof d.confidence === "number"
+      ? `${d.label} ${Math.round(d.confidence * 100)}%` : `${d.label} ${d.score.toFixed(2)}`;
     const fontPx = 13 * px;
     ctx.font = `600 ${fontPx}px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif`;
     const tw = ctx.measureText(text).width;
@@ -604,6 +645,7 @@
     if (el.serverThreshold.value !== "") form.append("score_threshold", el.serverThreshold.value);
     if (el.imageSize.value !== "") form.append("image_size", el.imageSize.value);
     if (el.scales.value.trim()) form.append("scales", el.scales.value.replace(/\s+/g, ""));
+    if (el.showUnknown.checked) form.append("unknown", "true");
 
     state.busy = true;
     el.spinner.hidden = false;
@@ -628,6 +670,8 @@
     if (r) r.detections = (r.detections || []).slice().sort((a, b) => b.score - a.score);
     state.response = r;
     el.detTime.textContent = r && typeof r.seconds === "number" ? ` · ${r.seconds.toFixed(2)} s` : "";
+    const nu = r && Array.isArray(r.unknown) ? r.unknown.length : null;
+    el.unknownCount.textContent = nu === null ? "" : ` · ${nu} unknown item${nu === 1 ? "" : "s"}`;
     el.downloadJson.disabled = !r;
     applyThreshold();
   }
@@ -762,7 +806,9 @@
       lab.append(sw, name);
       const score = document.createElement("td");
       score.className = "num";
-      score.textContent = d.score.toFixed(3);
+      score.textContent = typeof d.confidence === "number"
+        ? `${d.score.toFixed(3)} (${Math.round(d.confidence * 100)}%)` : d.score.toFixed(3);
+      if (typeof d.confidence === "number") score.title = "score (confidence: the calibrated chance it is correct)";
       const box = document.createElement("td");
       box.className = "num mono";
       box.textContent = d.box_xyxy.map((v) => Math.round(v)).join(", ");
