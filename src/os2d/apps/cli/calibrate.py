@@ -131,7 +131,7 @@ def add_subparser(wsub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                                           "and write the weights with it; or --check it on other evaluations")
     q.add_argument("weights", help="weights name or checkpoint path (what the evaluations ran with)")
     q.add_argument("--from-eval", nargs="+", metavar="DIR", default=[],
-                   help="os2d eval --output-dir folders of validation data (never the data you report on)")
+                   help="folders written by os2d eval on validation data (never the data you report on)")
     q.add_argument("--check", nargs="+", metavar="DIR",
                    help="measure the calibration WEIGHTS carries on these os2d eval folders (ECE, precision)")
     q.add_argument("--weights-name", help="with --check: the --weights the evaluations were run with, when it "
