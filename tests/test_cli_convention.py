@@ -28,11 +28,13 @@ def _help(capsys: pytest.CaptureFixture[str], command: list[str]) -> str:
     (["detect"], "--output"),
     (["plot-log"], "--output"),
     (["weights", "compact"], "--output"),
+    (["weights", "calibrate"], "--output"),
     (["demo"], "--output-dir"),
     (["eval"], "--output-dir"),
     (["synth"], "--output-dir"),
     (["pretrain-transform"], "--output-dir"),
     (["train"], "--output-dir"),
+    (["finetune"], "--output-dir"),
     (["weights", "download"], "--output-dir"),
     (["weights", "import"], "--output-dir"),
     (["export"], "--onnx"),  # two files, each named by what it holds

@@ -128,6 +128,7 @@ class EvalConfig:
     metric: str = "mAP@0.50"  # key of EvalResult.to_dict(); higher is better
     at_start: bool = True  # evaluate before the first step (reference: iteration 0)
     train_images: int = 0  # also evaluate on this many training images (reference train_subset_for_eval_size)
+    per_class: bool = False  # also log the AP of every class (train_log.jsonl "ap_per_class"; few classes)
 
     def __post_init__(self) -> None:
         if self.max_images is not None and self.max_images <= 0:

@@ -467,8 +467,12 @@ class Trainer:
                                 max_images=max_images)
         finally:
             self.model.train()
-        metrics = {k: v for k, v in ev.result.to_dict().items() if not isinstance(v, (dict, list))}
+        result = ev.result.to_dict()
+        metrics = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
         metrics["seconds_per_image"] = ev.seconds_per_image
+        if self.config.eval.per_class:  # a dict: in the JSONL log and the summary, not in eval_log.csv
+            t = f"{ev.result.iou_threshold:.2f}"
+            metrics["ap_per_class"] = {name: row[f"AP@{t}"] for name, row in result["per_class"].items()}
         return metrics
 
     def _update_best(self, step: int, metrics: dict[str, Any]) -> None:

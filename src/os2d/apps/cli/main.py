@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from os2d.apps.cli import demo, detect, pretrain, serve, synth, train, weights
+from os2d.apps.cli import demo, detect, finetune, pretrain, serve, synth, train, weights
 from os2d.apps.cli import eval as eval_cmd
 from os2d.errors import Os2dError
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_parser(sub)  # os2d pretrain-transform
     synth.add_parser(sub)  # os2d synth
     train.add_parser(sub)  # os2d train, os2d plot-log
+    finetune.add_parser(sub)  # os2d finetune
     return parser
 
 
