@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from os2d.calibration import best_f1_threshold, label_detections
 from os2d.data.simple_csv import read_simple_csv
 from os2d.detector import Detector
 from os2d.evaluation.metrics import ImageGroundTruth, evaluate_detections
@@ -138,7 +139,8 @@ def synthetic(detector: Detector, folder: Path, threshold_iou: float = 0.5) -> N
     runs["demote"] = [detector.detect(img.path, negative_mode="demote") for img in images]
     runs["demote", "s"] = (time.perf_counter() - t0) / len(images)
     # best-F1 score threshold of the run without negatives (IoU 0.5, same class)
-    threshold = _best_f1_threshold(runs[False], gts)
+    threshold = best_f1_threshold(*label_detections(runs[False], gts),
+                                  sum(int((~g.difficult).sum()) for g in gts))
     print(f"score threshold {threshold:.3f} (best F1 without negatives)")
     print("| negatives | mAP@0.5 | recall@0.5 | true positives >= thr | confusions >= thr | other false positives "
           ">= thr | s/image |")
@@ -151,46 +153,11 @@ def synthetic(detector: Detector, folder: Path, threshold_iou: float = 0.5) -> N
               f"{fp - conf} | {runs[use, 's']:.2f} |", flush=True)
 
 
-def _match(d: Detections, gt: ImageGroundTruth, min_score: float) -> list[bool | None]:
-    """Per detection (score order) with score >= min_score: TP, FP, or None (on a difficult box)."""
-    out: list[bool | None] = []
-    taken: set[int] = set()
-    ious = box_iou(d.boxes_xyxy, torch.from_numpy(gt.boxes_xyxy).float()) if len(gt.boxes_xyxy) and len(d) else None
-    for i in range(len(d)):
-        if float(d.scores[i]) < min_score:
-            break
-        best, best_iou = -1, 0.5
-        for j in range(len(gt.labels)):
-            if ious is not None and int(gt.labels[j]) == int(d.labels[i]) and ious[i, j] >= best_iou \
-                    and (j not in taken or gt.difficult[j]):
-                best, best_iou = j, float(ious[i, j])
-        if best >= 0 and gt.difficult[best]:
-            out.append(None)
-        elif best >= 0:
-            taken.add(best)
-            out.append(True)
-        else:
-            out.append(False)
-    return out
-
-
 def _tp_fp(runs: list[Detections], gts: list[ImageGroundTruth], min_score: float) -> tuple[int, int]:
-    m = [x for d, g in zip(runs, gts, strict=True) for x in _match(d, g, min_score)]
-    return sum(x is True for x in m), sum(x is False for x in m)
-
-
-def _best_f1_threshold(runs: list[Detections], gts: list[ImageGroundTruth]) -> float:
-    n_pos = sum(int((~g.difficult).sum()) for g in gts)
-    scored = sorted(((float(s), x) for d, g in zip(runs, gts, strict=True)
-                     for s, x in zip(d.scores.tolist(), _match(d, g, -1e9), strict=False) if x is not None),
-                    key=lambda t: -t[0])
-    best, best_f1, tp = float("inf"), -1.0, 0
-    for k, (score, hit) in enumerate(scored, start=1):
-        tp += hit
-        f1 = 2 * tp / (k + n_pos)
-        if f1 > best_f1:
-            best, best_f1 = score, f1
-    return best
+    """Correct and wrong detections with score >= ``min_score`` (VOC matching, difficult boxes left out)."""
+    scores, hits = label_detections(runs, gts)
+    kept = scores >= min_score
+    return int(hits[kept].sum()), int((~hits[kept]).sum())
 
 
 def main() -> None:

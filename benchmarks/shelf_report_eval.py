@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from os2d.calibration import best_f1_threshold
 from os2d.data.simple_csv import read_simple_csv
 from os2d.ops import box_iou
 from os2d.report import ShelfReport, compare_planogram, shelf_report
@@ -74,20 +75,12 @@ def per_image(data: Any, dets_by_image: dict[str, list[dict[str, Any]]]) -> list
 
 def f1_threshold(images: list[dict[str, Any]]) -> float:
     """The score threshold with the best F1 (IoU 0.5, same class) over ``images``."""
-    scored = []  # (score, is true positive)
-    n_true = 0
+    scores, hits = [], []
     for im in images:
         taken = match(im["dets"], im["boxes"], im["labels"])
-        scored += [(d["score"], j >= 0) for d, j in zip(im["dets"], taken, strict=True)]
-        n_true += len(im["labels"])
-    scored.sort(key=lambda t: -t[0])
-    best, best_f1, tp = float("inf"), -1.0, 0
-    for k, (score, hit) in enumerate(scored, start=1):
-        tp += hit
-        f1 = 2 * tp / (k + n_true)
-        if f1 > best_f1:
-            best, best_f1 = score, f1
-    return best
+        scores += [d["score"] for d in im["dets"]]
+        hits += [j >= 0 for j in taken]
+    return best_f1_threshold(np.asarray(scores), np.asarray(hits, bool), sum(len(im["labels"]) for im in images))
 
 
 def truth_report(im: dict[str, Any]) -> ShelfReport:
@@ -155,7 +148,7 @@ def main() -> None:
     rows = [("truth boxes (rows alone)", None), (f"os2d, score >= {threshold:.3f} (best F1, even images)", threshold)]
     calibration = load_model(args.weights).calibration
     if calibration is not None:
-        score = calibration.score_at(calibration.threshold)
+        score = calibration.threshold_score
         rows.append((f"os2d, calibrated threshold {calibration.threshold} (score {score:.3f})", score))
     for name, t in rows:
         m = report_metrics(test, t)

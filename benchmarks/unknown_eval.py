@@ -36,7 +36,7 @@ def main() -> None:
     calibration = load_model(args.weights).calibration
     if calibration is None:
         raise SystemExit(f"{args.weights} has no calibration")
-    known_score = calibration.score_at(calibration.threshold)
+    known_score = calibration.threshold_score
     names = [c.name for c in run.dataset.classes]
     removed = set(range(args.start, len(names), args.every))
     counts = {"unknown objects": 0, "items": 0, "on unknown product": 0, "on missed known product": 0,

@@ -12,6 +12,7 @@ from helpers import scene_with, textured_object
 from os2d.calibration import (
     Calibration,
     CalibrationError,
+    best_f1_threshold,
     expected_calibration_error,
     fit_calibration,
     fit_platt,
@@ -49,6 +50,10 @@ def test_precision_threshold_is_the_lowest_that_reaches_the_target():
     assert precision_threshold(conf, hits, 0.9) == pytest.approx(0.8)  # 3/3 at 0.8; 4/5 at 0.6
     assert precision_threshold(conf, hits, 0.75) == pytest.approx(0.6)  # 4/5
     assert precision_threshold(conf, np.zeros(6, bool), 0.9) == 1.0
+    # best F1 against 5 objects: keeping 3 gives 6/8, keeping 5 gives 8/10 (the best), keeping 6 gives 8/11
+    assert best_f1_threshold(conf, hits, 5) == pytest.approx(0.6)
+    assert best_f1_threshold(conf, hits, 3) == pytest.approx(0.8)  # 3 kept, all correct: F1 = 1
+    assert best_f1_threshold(conf, np.zeros(6, bool), 3) == float("inf")
 
 
 def test_calibration_round_trip_and_checks():
@@ -92,6 +97,7 @@ def test_weights_carry_the_calibration_into_detections(calibrated_weights, tmp_p
 
     det = Detector.from_weights(str(calibrated_weights), image_size=None)
     assert det.confidence_threshold == 0.5 and det.calibration.fitted_on == "test"
+    assert det.known_score == pytest.approx(0.6)  # sigmoid(10 * 0.6 - 6) = 0.5
     obj = textured_object(seed=3)
     det.add_class("a", obj)
     dets = det.detect(scene_with(obj, [(40, 60)]))

@@ -56,6 +56,11 @@ class Calibration:
         """Confidence in [0, 1] of raw scores (any shape)."""
         return torch.sigmoid(self.a * scores.float() + self.b)
 
+    @property
+    def threshold_score(self) -> float:
+        """The raw score of the default threshold: a detection counts when its score is at least this."""
+        return self.score_at(self.threshold)
+
     def score_at(self, confidence: float) -> float:
         """The raw score whose confidence is ``confidence`` (the inverse map; ``a`` > 0)."""
         c = min(max(confidence, 1e-6), 1 - 1e-6)
@@ -145,6 +150,17 @@ def precision_threshold(confidence: np.ndarray, hits: np.ndarray, target: float 
     return float(confidence[order][ok[-1]])
 
 
+def best_f1_threshold(scores: np.ndarray, hits: np.ndarray, num_positives: int) -> float:
+    """The score at which the detections kept (score >= it) have the best F1 against ``num_positives`` objects
+    (``scores``/``hits`` as from :func:`label_detections`; inf when nothing is correct)."""
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(hits[order])
+    f1 = 2 * tp / (np.arange(1, len(order) + 1) + num_positives)
+    if not len(order) or not tp[-1]:
+        return float("inf")
+    return float(scores[order][int(np.argmax(f1))])
+
+
 def reliability(confidence: np.ndarray, hits: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Per equal-width confidence bin: ``lo``, ``hi``, ``count``, ``confidence`` (mean), ``accuracy``."""
     edges = np.linspace(0, 1, bins + 1)
@@ -177,5 +193,5 @@ def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: f
                        num_correct=int(hits.sum()))
 
 
-__all__ = ["Calibration", "CalibrationError", "expected_calibration_error", "fit_calibration", "fit_platt",
+__all__ = ["Calibration", "CalibrationError", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
            "label_detections", "precision_threshold", "reliability"]

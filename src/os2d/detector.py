@@ -168,6 +168,11 @@ class Detector:
         """The default confidence to show and count (precision >= 0.9 on the calibration data), or None."""
         return None if self.model.calibration is None else self.model.calibration.threshold
 
+    @property
+    def known_score(self) -> float | None:
+        """The raw score of :attr:`confidence_threshold` (a detection counts from it), or None."""
+        return None if self.model.calibration is None else self.model.calibration.threshold_score
+
     def save_gallery(self, path: str | Path) -> None:
         self._gallery.save(path)
 

@@ -4,10 +4,9 @@ the weights with it (:mod:`os2d.calibration`); ``--check`` measures a calibrated
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from os2d.apps.cli.common import CliError, add_output_file, add_quiet, check_writable_file
+from os2d.apps.cli.common import CliError, add_output_file, add_quiet, check_writable_file, new_weights_file
 
 
 def _runs(folders: list[str], weights: str | None) -> list[Any]:
@@ -76,12 +75,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise CliError("--precision must be between 0 and 1")
     if args.check:
         return _check(args)
-    if args.output is None:
-        raise CliError("give the file to write: --output OUT.pt (or --check DIR ... to measure)")
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise CliError(f"{out} exists (use --force to replace it)")
-    check_writable_file(out, "--output")
+    out = new_weights_file(args, " (or --check DIR ... to measure)")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.from_eval, args.weights)
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
@@ -102,7 +96,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print("\n".join(_table([*rows, ("all", scores, hits)], calibration)))
         print(f"confidence = sigmoid({calibration.a:.4f} * score + {calibration.b:.4f}); default threshold "
               f"{calibration.threshold:.4f} (precision >= {args.precision} on these detections; score "
-              f"{calibration.score_at(calibration.threshold):.4f})")
+              f"{calibration.threshold_score:.4f})")
         print(f"wrote {out} (use it: --weights {out})" + (f"; plot {args.plot}" if args.plot else ""))
     return 0
 

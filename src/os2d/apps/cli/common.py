@@ -229,6 +229,17 @@ def classes_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
     return classes
 
 
+def new_weights_file(args: argparse.Namespace, hint: str = "") -> Path:
+    """``--output OUT.pt`` of a command that writes weights: given, not there unless ``--force``, writable."""
+    if args.output is None:
+        raise CliError(f"give the file to write: --output OUT.pt{hint}")
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise CliError(f"{out} exists (use --force to replace it)")
+    check_writable_file(out, "--output")
+    return out
+
+
 def read_image_list(path: str | Path) -> list[str]:
     """Image paths of a text file, one per line (relative to the file; blank lines and ``#`` comments skipped)."""
     path = Path(path)
@@ -353,7 +364,7 @@ def check_writable_dir(path: str | Path | None, flag: str) -> None:
 
 __all__ = [
     "CliError", "DeprecatedAlias", "add_class_args", "add_inference_args", "add_model_args", "add_output_dir",
-    "add_output_file", "add_quiet", "check_writable_dir", "check_writable_file", "classes_from_args",
+    "add_output_file", "add_quiet", "check_writable_dir", "check_writable_file", "classes_from_args", "new_weights_file",
     "device_from_args",
     "inference_config", "parse_class_arg", "parse_image_size", "read_classes_csv", "read_image_list", "register_classes", "warn",
 ]

@@ -180,7 +180,7 @@ def _counting_score(args: argparse.Namespace, detector: Any) -> float:
     calibrated confidence threshold (:mod:`os2d.calibration`)."""
     if args.score_threshold is not None:
         return float(args.score_threshold)
-    return detector.calibration.score_at(detector.confidence_threshold)
+    return detector.known_score
 
 
 def _draw_result(pictures: dict[str, Path] | None, res: Any, report: Any = None,
@@ -225,7 +225,7 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
         if args.unknown is not None:
             from os2d.unknown import unknown_items
 
-            known = args.unknown if args.unknown >= 0 else detector.calibration.score_at(detector.confidence_threshold)
+            known = args.unknown if args.unknown >= 0 else detector.known_score
             records[-1]["unknown"] = [u.to_record() for u in unknown_items(res.detections, known)]
         report = None
         if args.report:

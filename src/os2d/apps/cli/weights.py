@@ -17,6 +17,7 @@ from os2d.apps.cli.common import (
     check_writable_dir,
     check_writable_file,
     classes_from_args,
+    new_weights_file,
     register_classes,
 )
 
@@ -227,12 +228,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from os2d.weights import load_model, save_checkpoint
 
-    if args.output is None:
-        raise CliError("give the file to write: --output OUT.pt")
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise CliError(f"{out} exists (use --force to replace it)")
-    check_writable_file(out, "--output")
+    out = new_weights_file(args)
     model = load_model(args.weights)
     save_checkpoint(out, model, half=not args.float32)
     if not args.quiet:

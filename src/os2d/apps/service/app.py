@@ -407,10 +407,10 @@ class Service:
         calibrated threshold."""
         if not unknown:
             return None
-        cal = self.detector.calibration
-        if cal is None:
+        known = self.detector.known_score
+        if known is None:
             raise HTTPException(400, "unknown items need weights with a calibrated confidence threshold")
-        return cal.score_at(cal.threshold)
+        return known
 
     def _detect_job(self, uploads: list[Upload | HTTPException], selected: list[str],
                     adhoc: list[tuple[str, Upload]], changes: dict[str, Any],
