@@ -284,6 +284,53 @@ def test_web_page_end_to_end(server_url, tmp_path):
             soft_entry.locator("button").click()
             expect(soft_entry).to_have_count(0)
 
+            # Fine-tune on the page: training boxes from the detections shown and from a drawn box (drawn on the
+            # photo), two saved photos (one trains, one is held out), a 2-step fine-tune with its before/after
+            # table, then the service detects with the fine-tuned model and goes back to the base one.
+            expect(page.locator("#ft-start")).to_be_disabled()  # fewer than 2 training photos
+            page.fill("#threshold", f"{target:.2f}")
+            if expected:
+                page.click("#train-add-detections")
+                expect(page.locator("#train-boxes li")).to_have_count(expected)
+                expect(canvas).to_have_attribute("data-training", str(expected))
+                for _ in range(expected):
+                    page.locator("#train-boxes li button").first.click()
+            for n in (1, 2):
+                page.set_input_files("#photo-input", str(photo))
+                expect(canvas).to_have_attribute("data-training", "0")
+                canvas.scroll_into_view_if_needed()
+                cb = canvas.bounding_box()
+                assert cb is not None
+                page.mouse.move(cb["x"] + (x1 + 0.25) * sx, cb["y"] + (y1 + 0.25) * sy)
+                page.mouse.down()
+                page.mouse.move(cb["x"] + (x2 - 0.25) * sx, cb["y"] + (y2 - 0.25) * sy, steps=8)
+                page.mouse.up()
+                expect(page.locator("#selection-info")).to_contain_text(f"Selected box {x1}, {y1}, {x2}, {y2}")
+                page.select_option("#train-class", CLASS_NAME)
+                page.click("#train-add-box")
+                expect(page.locator("#train-boxes li")).to_have_count(1)
+                assert page.evaluate("window.os2dPage.trainingBoxes()") == [
+                    {"class": CLASS_NAME, "box": [x1, y1, x2, y2]}]
+                page.click("#train-save")
+                expect(page.locator("#train-summary")).to_contain_text(f"{n} photo")
+                expect(page.locator("#train-boxes li")).to_have_count(0)
+            expect(page.locator("#train-photos li")).to_have_count(2)
+            page.fill("#ft-steps", "2")
+            page.click("#ft-start")
+            expect(page.locator("#ft-status")).to_contain_text("done in", timeout=240_000)
+            expect(page.locator("#ft-table tbody tr")).to_have_count(3)  # mAP, recall, AP of the class
+            expect(page.locator("#ft-table")).to_contain_text("mAP@0.5")
+            page.once("dialog", lambda d: d.accept())  # asked only when the model was not better
+            page.click("#ft-activate")
+            expect(page.locator("#ft-model")).to_contain_text("fine-tuned model of job 1")
+            expect(page.locator("#status")).to_contain_text("fine-tuned (job 1)")
+            shot_ft = shots / "os2d_page_finetune.png"
+            page.screenshot(path=str(shot_ft), full_page=True)
+            print(f"screenshot: {shot_ft}")
+            page.click("#ft-deactivate")
+            expect(page.locator("#ft-model")).to_contain_text("Detecting with default")
+            expect(page.locator("#status")).not_to_contain_text("fine-tuned")
+
             # Narrow (phone) layout: one column, no horizontal scrolling.
             phone = browser.new_page(viewport={"width": 390, "height": 844})
             phone.goto(server_url + "/")

@@ -11,6 +11,8 @@ API (version 1, JSON; errors are ``{"detail": "..."}``):
   (what it must not be); its detections that the negative matches at least as well are dropped
 * ``GET/POST /api/v1/classes``, ``DELETE /api/v1/classes/{name}``,
   ``GET /api/v1/classes/{name}/thumbnail``, ``GET /api/v1/classes/{name}/images/{i}``
+* fine-tuning on stored training photos (``/api/v1/training/photos``, ``/api/v1/finetune``): see
+  :mod:`os2d.apps.service.finetune_api`
 
 All model work runs in one worker thread fed by a bounded queue: when ``queue_size`` requests are
 already waiting or running, a new one is refused at once with 503; a request waiting longer than
@@ -45,8 +47,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from os2d.apps.service.errors import install_error_handlers
+from os2d.apps.service.finetune import FinetuneRunner
+from os2d.apps.service.finetune_api import add_finetune_routes
 from os2d.apps.service.limits import FORM_SLACK, BodyLimit
 from os2d.apps.service.store import GalleryStore
+from os2d.apps.service.training import TrainingStore
 from os2d.config import AUTO
 from os2d.detector import Detector
 from os2d.gallery import ClassGallery
@@ -225,11 +230,13 @@ class Service:
         t0 = time.perf_counter()
         self.store = GalleryStore(settings.data_dir)  # first: a bad data dir fails before the model loads
         try:
-            self.detector = Detector.from_weights(settings.weights, device=settings.device,
-                                                  shortlist_top_k=settings.shortlist_top_k)
+            self.training = TrainingStore(self.store.connection, self.store.lock, settings.data_dir)
+            self.weights = self._startup_weights()
+            self.detector = self._new_detector(self.weights)
         except BaseException:
             self.store.close()
             raise
+        self.finetune = FinetuneRunner(self.training, torch_threads=settings.torch_threads)
         self.model_id = self.detector.gallery.model_id
         self.lock = threading.RLock()  # keeps the store, the detector's gallery and the kernel cache in step
         self._thumbnails: dict[Path, bytes] = {}
@@ -240,7 +247,7 @@ class Service:
         self._closed = False
         self._load_gallery()
         logger.info("os2d service ready in %.1f s: weights %s (model %s), %d classes, data in %s",
-                    time.perf_counter() - t0, settings.weights, self.model_id, len(self.gallery),
+                    time.perf_counter() - t0, self.weights, self.model_id, len(self.gallery),
                     settings.data_dir)
 
     @property
@@ -251,8 +258,64 @@ class Service:
         if self._closed:
             return
         self._closed = True
+        self.finetune.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.store.close()
+
+    # ------------------------------------------------------------------------- the model in use
+
+    def _new_detector(self, weights: str) -> Detector:
+        return Detector.from_weights(weights, device=self.settings.device,
+                                     shortlist_top_k=self.settings.shortlist_top_k)
+
+    def _startup_weights(self) -> str:
+        """``settings.weights``, or the fine-tuned model made from them that the page switched to last (kept
+        across restarts); a fine-tune of other weights, or a missing file, is ignored (with a log line)."""
+        active, base = self.training.get_state("active_weights"), self.training.get_state("active_base")
+        if active is None:
+            return self.settings.weights
+        if base != self.settings.weights:
+            logger.info("fine-tuned model %s was made from %s, not from --weights %s: not used", active, base,
+                        self.settings.weights)
+            return self.settings.weights
+        if not Path(active).is_file():
+            logger.warning("fine-tuned model %s is missing: using %s", active, self.settings.weights)
+            self.training.set_state({"active_weights": None, "active_job": None, "active_base": None})
+            return self.settings.weights
+        logger.info("using the fine-tuned model %s (made from %s)", active, base)
+        return active
+
+    def model_record(self) -> dict[str, Any]:
+        """Which weights detect now: the base ``--weights`` or a fine-tuned model made from them."""
+        job = self.training.get_state("active_job") if self.weights != self.settings.weights else None
+        return {"weights": self.weights, "base_weights": self.settings.weights,
+                "finetune_job": int(job) if job is not None else None, "model_id": self.model_id}
+
+    def _use_weights_job(self, weights: str, job_id: int | None) -> dict[str, Any]:
+        """Switch detection to ``weights`` (in the inference worker: no detection runs meanwhile); the gallery is
+        encoded again by the new model (or read from its kernel cache). A failure keeps the model in use."""
+        with self.lock:
+            detector = self._new_detector(weights)
+            old = self.detector, self.weights, self.model_id
+            self.detector, self.weights, self.model_id = detector, weights, detector.gallery.model_id
+            try:
+                self._load_gallery()
+            except BaseException:
+                self.detector, self.weights, self.model_id = old
+                raise
+            self.training.set_state({"active_weights": weights if job_id is not None else None,
+                                     "active_job": str(job_id) if job_id is not None else None,
+                                     "active_base": self.settings.weights if job_id is not None else None})
+            logger.info("detecting with %s now (model %s)", weights, self.model_id)
+            return self.model_record()
+
+    def class_images(self) -> dict[str, list[Path]]:
+        """Class name -> its stored pictures (not its negatives), for a fine-tune's classes file."""
+        out: dict[str, list[Path]] = {}
+        for im in self.store.images():
+            if not im.negative:
+                out.setdefault(im.class_name, []).append(im.path)
+        return out
 
     # ---------------------------------------------------------------------------- gallery on disk
 
@@ -548,7 +611,8 @@ class Service:
 
 def body_limits(settings: ServiceSettings) -> dict[str, int]:
     """Largest request body per upload endpoint: its most files of ``max_upload_mb`` each + form slack."""
-    files = {f"{API}/classes": 1, f"{API}/negatives": 1, f"{API}/detect": 1 + MAX_ADHOC_IMAGES,
+    files = {f"{API}/classes": 1, f"{API}/negatives": 1, f"{API}/training/photos": 1,
+             f"{API}/detect": 1 + MAX_ADHOC_IMAGES,
              f"{API}/detect/batch": settings.max_batch + MAX_ADHOC_IMAGES}
     limits = {path: n * settings.max_upload_bytes + FORM_SLACK for path, n in files.items()}
     limits[f"{API}/report"] = 8 * MB  # JSON: MAX_REPORT_DETECTIONS records with their corners
@@ -634,8 +698,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.get(f"{API}/ready")
     async def ready() -> dict[str, Any]:
-        return {"ready": True, "weights": settings.weights, "model_id": service.model_id,
-                "classes": len(service.gallery), "confidence_threshold": service.detector.confidence_threshold}
+        return {"ready": True, **service.model_record(), "classes": len(service.gallery),
+                "confidence_threshold": service.detector.confidence_threshold}
 
     @app.post(f"{API}/detect")
     async def detect(
@@ -734,4 +798,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         path = await run_in_threadpool(service.class_image_path, stored_name(name), index)
         return FileResponse(path, media_type="image/png")
 
+    add_finetune_routes(app, service, require_token)
     return app

@@ -5,6 +5,8 @@ Layout of the data directory::
     gallery.sqlite3          classes(name PRIMARY KEY, created), class_images(id, class_name, file, created,
                              negative): a class's pictures, and its negative exemplars (negative = 1)
     images/<uuid>.png        class images (written atomically before their row is committed)
+    training/, finetune/     training photos and fine-tune runs: tables in the same database, see
+                             :mod:`os2d.apps.service.training`
     kernels-<model_id>.pt    the ClassGallery computed by model ``model_id`` from the stored images, with the
                              image ids of each class (a cache, rewritten atomically after every change; a
                              class whose ids no longer match is encoded again, the others are reused)
@@ -143,6 +145,16 @@ class GalleryStore:
             raise StoreError(f"{self.db_path} is not a usable os2d gallery database ({e}). It was left as it is: "
                              "move it away to start with an empty gallery, or restore it from a backup") from e
         return db
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database connection (other tables of the data dir share it: :mod:`os2d.apps.service.training`);
+        use it under :attr:`lock`."""
+        return self._db
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
 
     # ------------------------------------------------------------------------------------ lifecycle
 

@@ -30,6 +30,11 @@
     results: $("results"),
     report: $("report"), reportRows: $("report-rows"), reportSummary: $("report-summary"),
     planogram: $("planogram"), planogramResult: $("planogram-result"),
+    trainAddDetections: $("train-add-detections"), trainClass: $("train-class"), trainAddBox: $("train-add-box"),
+    trainBoxes: $("train-boxes"), trainSave: $("train-save"), trainSummary: $("train-summary"),
+    trainPhotos: $("train-photos"), ftSteps: $("ft-steps"), ftStart: $("ft-start"), ftCancel: $("ft-cancel"),
+    ftResume: $("ft-resume"), ftProgress: $("ft-progress"), ftStatus: $("ft-status"), ftTable: $("ft-table"),
+    ftActivate: $("ft-activate"), ftDeactivate: $("ft-deactivate"), ftModel: $("ft-model"),
   };
   const ctx = el.canvas.getContext("2d");
 
@@ -50,6 +55,11 @@
     drawn: 0,          // detections drawn on the canvas right now
     busy: false,
     ready: false,
+    trainBoxes: [],    // [{class, box: [x1,y1,x2,y2]}] of the current photo, not saved yet
+    trainPhotos: 0,    // saved training photos with boxes
+    job: null,         // the latest fine-tune job (GET /finetune)
+    model: null,       // the model in use (GET /finetune "model")
+    jobTimer: 0,
   };
 
   /* ---------- errors, token, fetch ---------- */
@@ -121,7 +131,8 @@
       if (state.ready) {
         const parts = ["Ready"];
         if (r.model_id) parts.push(`model ${r.model_id}`);
-        if (r.weights) parts.push(`weights ${r.weights}`);
+        if (r.finetune_job) parts.push(`fine-tuned (job ${r.finetune_job}) from ${r.base_weights}`);
+        else if (r.weights) parts.push(`weights ${r.weights}`);
         if (typeof r.classes === "number") parts.push(`${r.classes} class${r.classes === 1 ? "" : "es"}`);
         setStatus("ready", parts.join(" · "));
         setConfidenceMode(typeof r.confidence_threshold === "number" ? r.confidence_threshold : null);
@@ -158,6 +169,8 @@
       el.dropzone.dataset.empty = "false";
       fitCanvas();
       state.selection = null;
+      state.trainBoxes = [];
+      renderTrainBoxes();
       setResponse(null);
       updateSelectionInfo();
       updateButtons();
@@ -271,7 +284,25 @@
     state.drawnUnknown = unknown.length;
     el.canvas.dataset.unknown = String(unknown.length);
     if (el.reportRows.checked && state.report) drawRows(state.report, px);
+    for (const t of state.trainBoxes) drawTrainBox(t, px);
+    el.canvas.dataset.training = String(state.trainBoxes.length);
     if (state.selection) drawSelection(state.selection, px);
+  }
+
+  // A training box of the current photo: a thick solid frame in its class colour with a check mark.
+  function drawTrainBox(t, px) {
+    const [x1, y1, x2, y2] = t.box;
+    ctx.setLineDash([]);
+    ctx.lineWidth = 5 * px;
+    ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.lineWidth = 3 * px;
+    ctx.strokeStyle = colorFor(t.class);
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.font = `${13 * px}px system-ui, sans-serif`;
+    ctx.fillStyle = colorFor(t.class);
+    ctx.textBaseline = "bottom";
+    ctx.fillText(`✓ ${t.class}`, x1 + 3 * px, y2 - 3 * px);
   }
 
   // An unknown item: a grey dashed box, "unknown ≈ closest class".
@@ -684,6 +715,7 @@
     renderResults(dets);
     redraw();
     scheduleReport();
+    updateTrainButtons();
   }
   el.threshold.addEventListener("input", applyThreshold);
   el.threshold.addEventListener("change", applyThreshold);
@@ -835,6 +867,7 @@
     el.detect.disabled = state.busy || !state.photoFile || checkedClasses().length === 0;
     el.addClass.disabled = false;
     el.addNegative.disabled = state.classes.length === 0;
+    updateTrainButtons();
   }
 
   // The classes a negative can belong to (kept selected across gallery reloads).
@@ -847,7 +880,230 @@
       return o;
     }));
     if (state.classes.some((c) => c.name === current)) el.negativeOf.value = current;
+    const currentTrain = el.trainClass.value;
+    el.trainClass.replaceChildren(...state.classes.map((c) => {
+      const o = document.createElement("option");
+      o.value = c.name;
+      o.textContent = c.name;
+      return o;
+    }));
+    if (state.classes.some((c) => c.name === currentTrain)) el.trainClass.value = currentTrain;
   }
+
+  /* ---------- fine-tune: training photos and jobs ---------- */
+
+  function updateTrainButtons() {
+    const running = state.job && state.job.state === "running";
+    el.trainAddDetections.disabled = !state.photoFile || visibleDetections().length === 0;
+    el.trainAddBox.disabled = !state.photoFile || !state.selection || state.classes.length === 0;
+    el.trainSave.disabled = !state.photoFile || state.trainBoxes.length === 0;
+    el.ftStart.disabled = running || state.trainPhotos < 2;
+    el.ftStart.title = state.trainPhotos < 2 ? "Save at least 2 photos with boxes (better 10 or more)" : "";
+  }
+
+  function sameBox(a, b) {
+    return a.class === b.class && a.box.every((v, i) => Math.abs(v - b.box[i]) < 1);
+  }
+
+  function addTrainBox(cls, box) {
+    const t = { class: cls, box: box.map((v) => Math.round(v * 100) / 100) };
+    if (!state.trainBoxes.some((b) => sameBox(b, t))) state.trainBoxes.push(t);
+  }
+
+  function renderTrainBoxes() {
+    el.trainBoxes.replaceChildren(...state.trainBoxes.map((t, i) => {
+      const li = document.createElement("li");
+      li.dataset.label = t.class;
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = colorFor(t.class);
+      const text = document.createElement("span");
+      text.textContent = `${t.class} ${t.box.map((v) => Math.round(v)).join(",")}`;
+      const del = document.createElement("button");
+      del.type = "button";
+      del.className = "icon-btn danger";
+      del.textContent = "×";
+      del.setAttribute("aria-label", `Remove training box ${i + 1} (${t.class})`);
+      del.addEventListener("click", () => {
+        state.trainBoxes.splice(i, 1);
+        renderTrainBoxes();
+        redraw();
+      });
+      li.append(sw, text, del);
+      return li;
+    }));
+    updateTrainButtons();
+  }
+
+  el.trainAddDetections.addEventListener("click", () => {
+    for (const d of visibleDetections()) addTrainBox(d.label, d.box_xyxy);
+    renderTrainBoxes();
+    redraw();
+  });
+
+  el.trainAddBox.addEventListener("click", () => {
+    const b = selectionBox();
+    if (!b || !el.trainClass.value) return;
+    addTrainBox(el.trainClass.value, b);
+    state.selection = null;
+    renderTrainBoxes();
+    redraw();
+    updateSelectionInfo();
+    updateButtons();
+  });
+
+  el.trainSave.addEventListener("click", async () => {
+    if (!state.photoFile || !state.trainBoxes.length) return;
+    clearError();
+    const form = new FormData();
+    form.append("image", state.photoFile);
+    form.append("boxes", JSON.stringify(state.trainBoxes));
+    el.trainSave.disabled = true;
+    try {
+      await api("/training/photos", { method: "POST", body: form });
+      state.trainBoxes = [];
+      renderTrainBoxes();
+      redraw();
+      await loadTraining();
+    } catch (err) {
+      showError(`Cannot save the training photo: ${err.message}`);
+    } finally {
+      updateTrainButtons();
+    }
+  });
+
+  async function loadTraining() {
+    try {
+      const r = await api("/training/photos");
+      state.trainPhotos = r.num_photos;
+      const per = Object.entries(r.boxes_per_class).map(([k, v]) => `${k} × ${v}`).join(", ");
+      el.trainSummary.textContent = r.num_photos
+        ? `${r.num_photos} photo${r.num_photos === 1 ? "" : "s"}, ${r.num_boxes} boxes (${per})`
+        : "No training photos yet.";
+      el.trainPhotos.replaceChildren(...r.photos.map((p) => {
+        const li = document.createElement("li");
+        li.dataset.id = String(p.id);
+        const text = document.createElement("span");
+        text.textContent = `#${p.id} · ${p.width}×${p.height} · ${p.boxes.length} box${p.boxes.length === 1 ? "" : "es"}`;
+        const del = document.createElement("button");
+        del.type = "button";
+        del.className = "icon-btn danger";
+        del.textContent = "×";
+        del.setAttribute("aria-label", `Delete training photo ${p.id}`);
+        del.addEventListener("click", async () => {
+          try {
+            await api(`/training/photos/${p.id}`, { method: "DELETE" });
+            await loadTraining();
+          } catch (err) {
+            showError(`Cannot delete training photo ${p.id}: ${err.message}`);
+          }
+        });
+        li.append(text, del);
+        return li;
+      }));
+      updateTrainButtons();
+    } catch (err) {
+      showError(`Cannot list training photos: ${err.message}`);
+    }
+  }
+
+  function pct(v) {
+    return typeof v === "number" ? `${(v * 100).toFixed(1)}` : "n/a";
+  }
+
+  function renderJob() {
+    const job = state.job;
+    const model = state.model;
+    const running = job && job.state === "running";
+    el.ftCancel.hidden = !running;
+    el.ftResume.hidden = !job || !["interrupted", "cancelled", "failed"].includes(job.state);
+    el.ftProgress.hidden = !running;
+    el.ftStatus.dataset.state = job ? job.state : "none";
+    el.ftTable.hidden = true;
+    el.ftActivate.hidden = true;
+    if (!job) {
+      el.ftStatus.textContent = "";
+    } else if (running) {
+      el.ftProgress.max = job.steps;
+      el.ftProgress.value = job.step;
+      const what = { starting: "Starting", evaluating: "Checking the held-out photos", training: "Training" }[job.phase] || job.phase;
+      el.ftStatus.textContent = `Fine-tune ${job.id}: ${what} · step ${job.step} / ${job.steps} (${job.photos} photos, ${job.boxes} boxes)`;
+    } else if (job.state === "done" && job.result) {
+      const res = job.result;
+      el.ftStatus.textContent = `Fine-tune ${job.id} done in ${res.minutes} min: held-out mAP ${pct(res.before.mAP)}% → ${pct(res.after.mAP)}% · `
+        + (res.better ? "better than the base model" : "NOT better: keep the base model (more photos or steps may help)");
+      const rows = [["mAP@0.5", res.before.mAP, res.after.mAP], ["recall@0.5", res.before.recall, res.after.recall]];
+      for (const [name, ap] of Object.entries(res.after.ap_per_class || {})) rows.push([`AP ${name}`, (res.before.ap_per_class || {})[name], ap]);
+      el.ftTable.tBodies[0].replaceChildren(...rows.map(([name, b, a]) => {
+        const tr = document.createElement("tr");
+        for (const [text, cls] of [[name, ""], [pct(b), "num"], [pct(a), "num"]]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          if (cls) td.className = cls;
+          tr.append(td);
+        }
+        return tr;
+      }));
+      el.ftTable.hidden = false;
+      el.ftActivate.hidden = !!(model && model.finetune_job === job.id);
+      el.ftActivate.textContent = res.better ? "Use the fine-tuned model" : "Use it anyway";
+    } else if (job.state === "failed") {
+      el.ftStatus.textContent = `Fine-tune ${job.id} failed: ${job.error || "see the server log"}`;
+    } else {
+      el.ftStatus.textContent = `Fine-tune ${job.id} ${job.state} at step ${job.step} / ${job.steps}.`;
+    }
+    el.ftDeactivate.hidden = !(model && model.finetune_job);
+    el.ftModel.textContent = model && model.finetune_job
+      ? `Detecting with the fine-tuned model of job ${model.finetune_job} (made from ${model.base_weights}).`
+      : (model ? `Detecting with ${model.base_weights}.` : "");
+    updateTrainButtons();
+  }
+
+  async function loadJobs() {
+    clearTimeout(state.jobTimer);
+    try {
+      const r = await api("/finetune");
+      state.job = r.jobs.length ? r.jobs[0] : null;
+      state.model = r.model;
+      renderJob();
+      if (state.job && state.job.state === "running") state.jobTimer = setTimeout(loadJobs, 1000);
+    } catch (err) {
+      showError(`Cannot read the fine-tune jobs: ${err.message}`);
+    }
+  }
+
+  async function jobAction(path, options, what) {
+    clearError();
+    try {
+      await api(path, { method: "POST", ...options });
+    } catch (err) {
+      showError(`${what}: ${err.message}`);
+    }
+    await loadJobs();
+  }
+
+  el.ftStart.addEventListener("click", () => {
+    const form = new FormData();
+    form.append("steps", String(parseInt(el.ftSteps.value, 10) || 200));
+    jobAction("/finetune", { body: form }, "Cannot start the fine-tune");
+  });
+  el.ftCancel.addEventListener("click", () => state.job && jobAction(`/finetune/${state.job.id}/cancel`, {}, "Cannot cancel"));
+  el.ftResume.addEventListener("click", () => state.job && jobAction(`/finetune/${state.job.id}/resume`, {}, "Cannot resume"));
+  el.ftActivate.addEventListener("click", async () => {
+    const job = state.job;
+    if (!job || !job.result) return;
+    const form = new FormData();
+    if (!job.result.better) {
+      if (!window.confirm("The fine-tuned model was not better on the held-out photos. Use it anyway?")) return;
+      form.append("force", "true");
+    }
+    await jobAction(`/finetune/${job.id}/activate`, { body: form }, "Cannot switch to the fine-tuned model");
+    pollReady();
+  });
+  el.ftDeactivate.addEventListener("click", async () => {
+    await jobAction("/finetune/deactivate", {}, "Cannot switch back");
+    pollReady();
+  });
 
   /* ---------- start ---------- */
 
@@ -856,6 +1112,7 @@
     drawnCount: () => state.drawn,
     response: () => state.response,
     report: () => state.report,
+    trainingBoxes: () => state.trainBoxes.slice(),
     imageToClient: (x, y) => {
       const rect = el.canvas.getBoundingClientRect();
       return { x: rect.left + (x / state.width) * rect.width, y: rect.top + (y / state.height) * rect.height };
@@ -867,4 +1124,6 @@
   updateButtons();
   pollReady();
   loadGallery();
+  loadTraining();
+  loadJobs();
 })();
