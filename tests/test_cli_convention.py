@@ -35,6 +35,7 @@ def _help(capsys: pytest.CaptureFixture[str], command: list[str]) -> str:
     (["pretrain-transform"], "--output-dir"),
     (["train"], "--output-dir"),
     (["finetune"], "--output-dir"),
+    (["train-detector"], "--output-dir"),
     (["weights", "download"], "--output-dir"),
     (["weights", "import"], "--output-dir"),
     (["export"], "--onnx"),  # two files, each named by what it holds

@@ -124,6 +124,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"--image-size auto works with {', '.join(AUTO_SCALE_METHODS)}; --method {args.method} "
                        "needs a number of pixels (or 0)")
 
+    options = {}
+    if args.detector is not None:
+        if args.method != "detector-retrieval":
+            raise CliError("--detector goes with --method detector-retrieval")
+        if not Path(args.detector).is_file():
+            raise CliError(f"--detector: file not found: {args.detector}")
+        options["detector"] = args.detector
     model = None
     if args.method in MODEL_METHODS:
         from os2d.weights import load_model
@@ -132,12 +139,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         evaluation = evaluate_method(args.method, dataset, config, model=model, progress=not args.quiet,
                                      max_images=args.max_images, detections_path=out / "detections.jsonl",
-                                     iou_threshold=args.iou, plus_one=args.voc_plus_one)
-    except ImportError as e:
+                                     iou_threshold=args.iou, plus_one=args.voc_plus_one, method_options=options)
+    except (ImportError, FileNotFoundError) as e:
         raise CliError(str(e)) from e
     payload = evaluation.to_dict()
     payload["config"]["dataset_spec"] = spec.to_dict()
     payload["config"]["weights"] = args.weights if model is not None else None
+    if options:
+        payload["config"]["method_options"] = options
     from os2d.files import atomic_json_dump
 
     atomic_json_dump(out / "metrics.json", payload)
@@ -206,8 +215,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     _add_dataset_args(p)
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help="os2d (model with TransformNet), sliding-square / sliding-ar (paper's sliding-window "
-                        "baselines on the model's features), sift, template (OpenCV)")
-    add_model_args(p, weights_help="weights name or checkpoint (os2d, sliding-*)")
+                        "baselines on the model's features), sift, template (OpenCV), detector-retrieval (paper's "
+                        "main baseline: class-agnostic detector + GeM retrieval on the model's trunk)")
+    add_model_args(p, weights_help="weights name or checkpoint (os2d, sliding-*, detector-retrieval)")
+    p.add_argument("--detector", default=None, metavar="FILE",
+                   help="detector-retrieval: class-agnostic detector weights from `os2d train-detector` "
+                        "(default: the packaged one, trained on the default weights' trunk)")
     add_inference_args(p, image_size_help="auto: levels chosen per image as in `os2d detect`; N: resize so "
                                           "sqrt(w*h) = N at scale 1; 0: keep sizes (default: the spec's "
                                           "image_size, else auto for os2d and sliding-square, else the size that "

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from os2d.apps.cli import demo, detect, finetune, pretrain, serve, synth, train, weights
+from os2d.apps.cli import demo, detect, finetune, pretrain, serve, synth, train, train_detector, weights
 from os2d.apps.cli import eval as eval_cmd
 from os2d.errors import Os2dError
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_parser(sub)  # os2d synth
     train.add_parser(sub)  # os2d train, os2d plot-log
     finetune.add_parser(sub)  # os2d finetune
+    train_detector.add_parser(sub)  # os2d train-detector
     return parser
 
 

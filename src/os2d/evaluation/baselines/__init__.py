@@ -13,7 +13,9 @@ Methods (registry :data:`METHODS`):
       (:class:`os2d.evaluation.baselines.sliding.SlidingWindowAR`);
     * ``sift`` - SIFT + ratio test + RANSAC homography (:class:`os2d.evaluation.baselines.sift.SiftMatcher`, OpenCV);
     * ``template`` - multi-scale normalised cross-correlation (:class:`os2d.evaluation.baselines.template.TemplateMatcher`,
-      OpenCV).
+      OpenCV);
+    * ``detector-retrieval`` - paper's main baseline: class-agnostic detector on the model's trunk + GeM retrieval
+      (:class:`os2d.evaluation.baselines.detector_retrieval.DetectorRetrieval`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
     from os2d.model.os2d import Os2dModel
     from os2d.results import Detections
 
-METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template")
-MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar")  # need a feature extractor (an Os2dModel)
+METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template", "detector-retrieval")
+MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar", "detector-retrieval")  # need a feature extractor (an Os2dModel)
 AUTO_SCALE_METHODS = ("os2d", "sliding-square")  # run through os2d.Detector: support image_size="auto"
 
 
@@ -78,6 +80,10 @@ def build_method(method: str, config: InferenceConfig, *, model: Os2dModel | Non
         from os2d.evaluation.baselines.sliding import SlidingWindowAR
 
         return SlidingWindowAR(model, config, **options)  # type: ignore[arg-type]
+    if method == "detector-retrieval":
+        from os2d.evaluation.baselines.detector_retrieval import DetectorRetrieval
+
+        return DetectorRetrieval(model, config, **options)  # type: ignore[arg-type]
     if method == "sift":
         from os2d.evaluation.baselines.sift import SiftMatcher
 
