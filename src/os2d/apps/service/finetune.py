@@ -54,6 +54,7 @@ class FinetuneRunner:
     """Starts, watches, cancels and resumes fine-tune jobs; their state lives in :class:`TrainingStore`."""
 
     def __init__(self, training: TrainingStore, *, torch_threads: int | None = None) -> None:
+        """``torch_threads``: threads of the child (default: half the CPU cores)."""
         self.training = training
         self.torch_threads = torch_threads
         self._lock = threading.Lock()
@@ -173,8 +174,9 @@ class FinetuneRunner:
                "--output-dir", str(job.run_dir / "run"), "--weights", job.base_weights,
                "--steps", str(job.steps), "--quiet"] + (["--resume"] if resume else [])
         env = dict(os.environ)
-        if self.torch_threads:
-            env["OMP_NUM_THREADS"] = str(self.torch_threads)
+        # half the cores by default: the service's own detections share the CPU, and oversubscribed OpenMP
+        # threads slow both down several times (README "Fine-tuning on your own photos")
+        env["OMP_NUM_THREADS"] = str(self.torch_threads or max(1, (os.cpu_count() or 2) // 2))
         job.run_dir.mkdir(parents=True, exist_ok=True)
         with open(job.run_dir / "output.txt", "ab") as out:
             out.write(f"$ {' '.join(cmd)}\n".encode())
