@@ -17,7 +17,7 @@ from os2d.agnostic.cache import CachedLevel, compute_levels, level_sizes, read_b
 from os2d.agnostic.config import DetectorTrainConfig, HeadConfig
 from os2d.agnostic.head import HeadOutput, boxes_from_distances, build_head, cell_centers
 from os2d.agnostic.proposals import AgnosticDetector
-from os2d.agnostic.retrieval import crop_boxes, embed_images, fit_pca_whitening, gem
+from os2d.agnostic.retrieval import crop_boxes, embed_images, fit_pca_whitening, gem, signed_gem
 from os2d.agnostic.targets import giou_loss_ltrb, head_losses, level_targets
 from os2d.agnostic.weights import load_detector, save_detector
 from os2d.apps.cli.main import main
@@ -162,6 +162,8 @@ def test_gem_and_whitening_known_values():
     x = torch.tensor([[[[1.0, 3.0]], [[2.0, 2.0]]]])  # (1, 2, 1, 2)
     assert gem(x, 1.0).tolist() == [[2.0, 2.0]]
     assert gem(x, 3.0)[0, 0].item() == pytest.approx(14.0 ** (1 / 3))
+    signed = signed_gem(torch.tensor([[[[2.0, -4.0]]]]), 1.0, eps=0.0)  # (1, 1, 1, 2): positive, negative part
+    assert signed.tolist() == [[1.0, 2.0]]
     g = torch.Generator().manual_seed(0)
     d = torch.randn(400, 6, generator=g) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
     w = fit_pca_whitening(d, shrinkage=0.0)
@@ -216,3 +218,18 @@ def test_head_output_scores_are_probabilities():
     out = HeadOutput(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2, 4))
     assert torch.allclose(out.scores(), torch.full((1, 2, 2), 0.5))
     assert torch.allclose(out.distances(16.0), torch.full((1, 2, 2, 4), 16.0))
+
+
+def test_eval_cli_detector_flag_goes_with_its_method(tmp_path, capsys):
+    img, boxes = rectangles_scene(3)
+    img.save(tmp_path / "scene.png")
+    img.crop(tuple(int(v) for v in boxes[0].tolist())).save(tmp_path / "cls.png")
+    (tmp_path / "boxes.csv").write_text("image,class,x1,y1,x2,y2\n" + "".join(
+        f"scene.png,a,{','.join(str(int(v)) for v in b.tolist())}\n" for b in boxes[:1]))
+    (tmp_path / "classes.csv").write_text(f"name,path\na,{tmp_path / 'cls.png'}\n")
+    common = ["eval", "--boxes", str(tmp_path / "boxes.csv"), "--classes", str(tmp_path / "classes.csv"),
+              "--output-dir", str(tmp_path / "out"), "--no-plots", "--quiet"]
+    assert main([*common, "--method", "template", "--detector", str(tmp_path / "boxes.csv")]) == 2
+    assert "--detector goes with --method detector-retrieval" in capsys.readouterr().err
+    assert main([*common, "--method", "detector-retrieval", "--detector", str(tmp_path / "none.pt")]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -26,6 +26,13 @@ def gem(features: Tensor, p: float, eps: float = 1e-6) -> Tensor:
     return features.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
+def signed_gem(features: Tensor, p: float, eps: float = 1e-6) -> Tensor:
+    """(N, C, h, w) -> (N, 2C): :func:`gem` of the positive part, then of the negative part. GeM assumes
+    non-negative (post-ReLU) activations; the stride-16 EfficientNet block output is a linear projection plus a
+    residual, about half of it negative, which plain GeM would discard."""
+    return torch.cat([gem(features, p, eps), gem(-features, p, eps)], dim=1)
+
+
 def crop_boxes(image: Image.Image, boxes_xyxy: Tensor, size: int) -> list[Image.Image]:
     """Crops of (M, 4) original-pixel boxes, each resized to ``size`` x ``size`` (at least 1 px per side)."""
     out = []
@@ -36,17 +43,19 @@ def crop_boxes(image: Image.Image, boxes_xyxy: Tensor, size: int) -> list[Image.
 
 
 @torch.no_grad()
-def embed_images(model: Os2dModel, images: Sequence[Image.Image], *, size: int, gem_p: float) -> Tensor:
-    """RGB images (any size; resized to ``size`` x ``size``) -> (N, C) L2-normalised GeM descriptors."""
+def embed_images(model: Os2dModel, images: Sequence[Image.Image], *, size: int, gem_p: float,
+                 signed: bool = False) -> Tensor:
+    """RGB images (any size; resized to ``size`` x ``size``) -> (N, C) L2-normalised GeM descriptors
+    ((N, 2C) with ``signed``: :func:`signed_gem`)."""
     device = next(model.parameters()).device
     if not images:
-        return torch.zeros(0, model.feature_channels)
+        return torch.zeros(0, model.feature_channels * (2 if signed else 1))
     out = []
     for start in range(0, len(images), EMBED_BATCH):
         batch = torch.stack([image_to_tensor(im if im.size == (size, size) else im.resize((size, size), Image.BILINEAR))
                              for im in images[start:start + EMBED_BATCH]]).to(device)
         feats = model.extract_features(batch, align_to_anchors=False)  # (b, C, size/16, size/16)
-        out.append(gem(feats.float(), gem_p).cpu())
+        out.append((signed_gem if signed else gem)(feats.float(), gem_p).cpu())
     return l2_normalize(torch.cat(out), dim=1)
 
 
@@ -86,4 +95,4 @@ def fit_pca_whitening(descriptors: Tensor, shrinkage: float = 0.1) -> Whitening:
     return Whitening(mean=mean.float(), projection=(scale[:, None] * eigvecs.T).float())
 
 
-__all__ = ["Whitening", "crop_boxes", "embed_images", "fit_pca_whitening", "gem"]
+__all__ = ["Whitening", "crop_boxes", "embed_images", "fit_pca_whitening", "gem", "signed_gem"]

@@ -149,7 +149,8 @@ def fit_whitening(model: Os2dModel, images: Sequence[TrainImage], config: Detect
         by_image.setdefault(path, []).append(box)
     for path, boxes in by_image.items():
         crops += crop_boxes(load_image(path), torch.stack(boxes), config.retrieval.crop_size)
-    desc = embed_images(model, crops, size=config.retrieval.crop_size, gem_p=config.retrieval.gem_p)
+    r = config.retrieval
+    desc = embed_images(model, crops, size=r.crop_size, gem_p=r.gem_p, signed=r.gem_signed)
     return fit_pca_whitening(desc, config.whitening_shrinkage)
 
 

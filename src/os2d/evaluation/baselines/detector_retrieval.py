@@ -73,7 +73,8 @@ class DetectorRetrieval:
 
     def embed(self, images: Sequence[Image.Image]) -> Tensor:
         """Images -> (N, C) GeM descriptors, L2-normalised, before whitening."""
-        return embed_images(self.model, images, size=self.retrieval.crop_size, gem_p=self.retrieval.gem_p)
+        r = self.retrieval
+        return embed_images(self.model, images, size=r.crop_size, gem_p=r.gem_p, signed=r.gem_signed)
 
     def _whiten(self, descriptors: Tensor) -> Tensor:
         return descriptors if self.whitening is None else self.whitening(descriptors)
@@ -119,7 +120,7 @@ class DetectorRetrieval:
     def describe(self) -> dict[str, Any]:
         r = self.retrieval
         return {"method": self.name, "backbone": self.model.config.backbone, "detector": str(self.detector_path),
-                "crop_size": r.crop_size, "gem_p": r.gem_p, "num_proposals": r.num_proposals,
+                "crop_size": r.crop_size, "gem_p": r.gem_p, "gem_signed": r.gem_signed, "num_proposals": r.num_proposals,
                 "proposal_nms_iou": r.proposal_nms_iou, "objectness_weight": r.objectness_weight,
                 "whitening": self.whitening is not None}
 
