@@ -233,3 +233,13 @@ def test_eval_cli_detector_flag_goes_with_its_method(tmp_path, capsys):
     assert "--detector goes with --method detector-retrieval" in capsys.readouterr().err
     assert main([*common, "--method", "detector-retrieval", "--detector", str(tmp_path / "none.pt")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_packaged_detector_is_small_and_fits_the_default_trunk():
+    from os2d.evaluation.baselines.detector_retrieval import DEFAULT_DETECTOR
+
+    assert DEFAULT_DETECTOR.is_file() and DEFAULT_DETECTOR.stat().st_size < 2_000_000
+    weights = load_detector(DEFAULT_DETECTOR)
+    assert weights.trunk == "default" and weights.head_config.in_channels == 112  # EfficientNet-Lite0 stage 5
+    assert weights.retrieval_config.gem_signed and not weights.retrieval_config.use_whitening
+    assert weights.whitening is not None and weights.whitening.projection.shape == (224, 224)
