@@ -192,6 +192,14 @@ def test_method_in_the_harness_detects_and_labels(toy, tiny_detector, tmp_path):
         build_method("detector-retrieval", cfg, model=toy, detector=tmp_path / "missing.pt")
 
 
+def test_a_detector_of_another_trunk_is_flagged(toy, tiny_detector, tmp_path, caplog):
+    path = tmp_path / "det.pt"
+    save_detector(path, tiny_detector, TINY_HEAD, TINY_TRAIN.retrieval, None, trunk="other", trunk_fingerprint="0" * 16)
+    with caplog.at_level("WARNING"):
+        method = build_method("detector-retrieval", InferenceConfig(image_size=None), model=toy, detector=path)
+    assert method.describe()["trunk_matches"] is False and "trained on the trunk of 'other'" in caplog.text
+
+
 def test_read_box_csvs_drops_every_image_with_an_excluded_class(tmp_path):
     (tmp_path / "b.csv").write_text("image,class,x1,y1,x2,y2\na.jpg,Nike,0,0,10,10\na.jpg,Adidas,5,5,20,20\n"
                                     "b.jpg,Adidas,1,2,3,4\nc.jpg,Ford,1,1,9,9\n")
@@ -243,3 +251,7 @@ def test_packaged_detector_is_small_and_fits_the_default_trunk():
     assert weights.trunk == "default" and weights.head_config.in_channels == 112  # EfficientNet-Lite0 stage 5
     assert weights.retrieval_config.gem_signed and not weights.retrieval_config.use_whitening
     assert weights.whitening is not None and weights.whitening.projection.shape == (224, 224)
+    from os2d.weights import load_model
+    from os2d.weights.fingerprint import model_fingerprint
+
+    assert weights.trunk_fingerprint == model_fingerprint(load_model("default"))

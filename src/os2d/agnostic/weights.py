@@ -1,8 +1,10 @@
 """The detector weights file of the detector + retrieval baseline: head (float16), head and retrieval configs,
 the fitted whitening, the name of the trunk's weights.
 
-``{"kind": "os2d-agnostic-detector", "version", "trunk", "head", "head_config", "retrieval_config",
-"whitening"}``; loaded with ``map_location="cpu"`` and strict keys.
+``{"kind": "os2d-agnostic-detector", "version", "trunk", "trunk_fingerprint", "head", "head_config",
+"retrieval_config", "whitening"}``; loaded with ``map_location="cpu"`` and strict keys. ``trunk_fingerprint`` is
+:func:`os2d.weights.fingerprint.model_fingerprint` of the model the head was trained on (the head is only
+meaningful on that trunk's features).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ VERSION = 1
 
 
 def save_detector(path: str | Path, head: ObjectnessHead, head_config: HeadConfig, retrieval: RetrievalConfig,
-                  whitening: Whitening | None, *, trunk: str) -> None:
+                  whitening: Whitening | None, *, trunk: str, trunk_fingerprint: str | None = None) -> None:
     """Write the inference-only detector weights (float16)."""
     atomic_torch_save(path, {
-        "kind": DETECTOR_KIND, "version": VERSION, "trunk": trunk,
+        "kind": DETECTOR_KIND, "version": VERSION, "trunk": trunk, "trunk_fingerprint": trunk_fingerprint,
         "head": {k: v.half() for k, v in head.state_dict().items()},
         "head_config": section_to_dict(head_config), "retrieval_config": section_to_dict(retrieval),
         "whitening": None if whitening is None else {k: v.half() for k, v in whitening.state_dict().items()},
@@ -41,6 +43,7 @@ class DetectorWeights:
     retrieval_config: RetrievalConfig
     whitening: Whitening | None
     trunk: str  # the os2d weights whose trunk the head was trained on
+    trunk_fingerprint: str | None  # model_fingerprint of that model (None: not recorded)
 
 
 def load_detector(path: str | Path) -> DetectorWeights:
@@ -57,7 +60,7 @@ def load_detector(path: str | Path) -> DetectorWeights:
     head.load_state_dict({k: v.float() for k, v in data["head"].items()})  # strict
     white = None if data["whitening"] is None else Whitening.from_state_dict(data["whitening"])
     return DetectorWeights(head.eval(), head_config, section_from_dict(RetrievalConfig, data["retrieval_config"]),
-                           white, str(data["trunk"]))
+                           white, str(data["trunk"]), data.get("trunk_fingerprint"))
 
 
 __all__ = ["DETECTOR_KIND", "VERSION", "DetectorWeights", "load_detector", "save_detector"]

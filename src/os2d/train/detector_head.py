@@ -181,7 +181,10 @@ def run_training(config: DetectorTrainConfig, *, resume: bool = True,
                                                  for k, v in r.items())))
     whitening = fit_whitening(model, images, config)
     path = out / DETECTOR_FILE
-    save_detector(path, head, config.head, config.retrieval, whitening, trunk=config.weights)
+    from os2d.weights.fingerprint import model_fingerprint
+
+    save_detector(path, head, config.head, config.retrieval, whitening, trunk=config.weights,
+                  trunk_fingerprint=model_fingerprint(model))
     return path
 
 

@@ -16,6 +16,7 @@ order of the class view (the baseline has no pose).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +34,10 @@ from os2d.evaluation.baselines.views import ClassViews, box_corners
 from os2d.inference.decode import LevelCandidates, merge_and_nms
 from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
+from os2d.weights.fingerprint import model_fingerprint
 from os2d.weights.registry import ASSETS_DIR
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = ASSETS_DIR / "agnostic_detector_lite0.pt"  # trained on the default model's trunk
 
@@ -62,6 +66,10 @@ class DetectorRetrieval:
         self.detector_path = path
         self.retrieval = replace(weights.retrieval_config, **options)
         self.whitening = weights.whitening if self.retrieval.use_whitening else None
+        self.trunk_matches = weights.trunk_fingerprint in (None, model_fingerprint(model))
+        if not self.trunk_matches:
+            logger.warning("the detector %s was trained on the trunk of %r, not on this model's: its boxes will be "
+                           "poor (use --weights %s)", path, weights.trunk, weights.trunk)
         device = next(model.parameters()).device
         self.detector = AgnosticDetector(model, weights.head.to(device), weights.head_config)
         self.views = ClassViews()
@@ -122,7 +130,7 @@ class DetectorRetrieval:
         return {"method": self.name, "backbone": self.model.config.backbone, "detector": str(self.detector_path),
                 "crop_size": r.crop_size, "gem_p": r.gem_p, "gem_signed": r.gem_signed, "num_proposals": r.num_proposals,
                 "proposal_nms_iou": r.proposal_nms_iou, "objectness_weight": r.objectness_weight,
-                "whitening": self.whitening is not None}
+                "whitening": self.whitening is not None, "trunk_matches": self.trunk_matches}
 
 
 __all__ = ["DEFAULT_DETECTOR", "DetectorRetrieval"]
