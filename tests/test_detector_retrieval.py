@@ -192,6 +192,18 @@ def test_method_in_the_harness_detects_and_labels(toy, tiny_detector, tmp_path):
         build_method("detector-retrieval", cfg, model=toy, detector=tmp_path / "missing.pt")
 
 
+def test_whitening_must_fit_the_descriptor(toy, tiny_detector, tmp_path):
+    path = tmp_path / "det.pt"
+    white = fit_pca_whitening(torch.randn(80, 64), 0.1)  # signed GeM of the 32-channel toy trunk: 64 dims
+    save_detector(path, tiny_detector, TINY_HEAD, TINY_TRAIN.retrieval, white, trunk="toy")
+    cfg = InferenceConfig(image_size=None)
+    method = build_method("detector-retrieval", cfg, model=toy, detector=path, use_whitening=True)
+    method.add_class("a", [textured_object()])
+    assert method.describe()["whitening"] is True and len(method.detect(scene_with(textured_object(), [(10, 10)])))
+    with pytest.raises(ValueError, match="whitening was fitted on 64-dim"):
+        build_method("detector-retrieval", cfg, model=toy, detector=path, use_whitening=True, gem_signed=False)
+
+
 def test_a_detector_of_another_trunk_is_flagged(toy, tiny_detector, tmp_path, caplog):
     path = tmp_path / "det.pt"
     save_detector(path, tiny_detector, TINY_HEAD, TINY_TRAIN.retrieval, None, trunk="other", trunk_fingerprint="0" * 16)

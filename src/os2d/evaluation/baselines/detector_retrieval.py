@@ -66,6 +66,10 @@ class DetectorRetrieval:
         self.detector_path = path
         self.retrieval = replace(weights.retrieval_config, **options)
         self.whitening = weights.whitening if self.retrieval.use_whitening else None
+        dims = model.feature_channels * (2 if self.retrieval.gem_signed else 1)
+        if self.whitening is not None and self.whitening.mean.numel() != dims:
+            raise ValueError(f"the detector's whitening was fitted on {self.whitening.mean.numel()}-dim descriptors, "
+                             f"these are {dims}-dim (gem_signed differs from the file's)")
         self.trunk_matches = weights.trunk_fingerprint in (None, model_fingerprint(model))
         if not self.trunk_matches:
             logger.warning("the detector %s was trained on the trunk of %r, not on this model's: its boxes will be "
