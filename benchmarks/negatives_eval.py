@@ -94,7 +94,7 @@ def lookalike_groups(detector: Detector, class_names: list[str], pictures: dict[
     kernels: list[torch.Tensor] = []
     groups: dict[str, list[str]] = {}
     for name in class_names:
-        k, views = detector.encode_class_images(pictures[name])
+        k, views, _ = detector.encode_class_images(pictures[name])
         k = k[[i for i, v in enumerate(views) if v == "original"]]
         if kept:  # the exemplar check's similarity of the original views, one per kept class
             sim = grid_similarity(k.float(), torch.cat(kernels).float()).amax(dim=0)

@@ -31,6 +31,10 @@ class ModelConfig:
     anchor_size: float = 240.0  # stride * (S - 1) + 16
     frozen_bn: bool = True  # backbone BatchNorm in eval mode during training
     frozen_bn_transform: bool = True  # TransformNet BatchNorm in eval mode during training (V2: True)
+    # The anchor grid takes the class image's aspect ratio r = w / h: its width scales by r^(p/2), its height by
+    # r^(-p/2) (area kept, r clamped to [1/4, 4]). 0 = the paper's square anchor (official weights); 1 = the class's
+    # own aspect ratio (os2d.model.grids.stretch_to_aspect)
+    anchor_aspect_power: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_transform_params not in (4, 6):
@@ -39,6 +43,8 @@ class ModelConfig:
             raise ValueError("class_grid_size too small for pool_border")
         if self.class_image_size < 16:
             raise ValueError("class_image_size must be at least 16 pixels")
+        if not 0.0 <= self.anchor_aspect_power <= 1.0:
+            raise ValueError(f"anchor_aspect_power must be in [0, 1], got {self.anchor_aspect_power}")
 
     @property
     def variant(self) -> str:
@@ -53,7 +59,12 @@ class ModelConfig:
         return cls(backbone=backbone, num_transform_params=6, invert_transform=True, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; ``anchor_aspect_power`` only when it is not 0, so the files and fingerprints of models made
+        before it existed stay the same."""
+        d = asdict(self)
+        if d["anchor_aspect_power"] == 0:
+            del d["anchor_aspect_power"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

@@ -12,7 +12,7 @@ import torch
 from os2d.calibration import Calibration
 from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
-from os2d.gallery import ClassGallery, encode_class_images
+from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
 from os2d.inference.detect import detect_levels
 from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
@@ -103,7 +103,8 @@ class Detector:
         if isinstance(images, (list, tuple)) and not images:
             raise ValueError(f"class {name!r}: no class image given")
         pictures = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
-        kernels, view_names = self.encode_class_images(pictures, rotations=rotations, horizontal_flip=horizontal_flip)
+        kernels, view_names, aspect = self.encode_class_images(pictures, rotations=rotations,
+                                                               horizontal_flip=horizontal_flip)
         warnings = [w for pic in pictures for w in image_warnings(pic, self.model.config.class_image_size)]
         old = self._gallery
         if old.kernels is not None and old.num_views:
@@ -111,7 +112,7 @@ class Detector:
             warnings += duplicate_warnings(name, kernels[originals], old.kernels,
                                            [old.class_names[int(c)] for c in old.view_class])
         gallery = old.copy()
-        gallery.add(name, kernels, view_names)
+        gallery.add(name, kernels, view_names, aspect)
         if negatives:
             gallery.add_negative(name, *self._encode_negatives(name, negatives, rotations, horizontal_flip))
         self._gallery = gallery
@@ -131,7 +132,7 @@ class Detector:
         self._gallery = gallery
 
     def _encode_negatives(self, name: str, images: Sequence[ImageSource], rotations: bool | None,
-                          horizontal_flip: bool | None) -> tuple[torch.Tensor, list[str]]:
+                          horizontal_flip: bool | None) -> EncodedViews:
         if not images:
             raise ValueError(f"class {name!r}: no negative image given")
         return self.encode_class_images([load_image(im) for im in images], rotations=rotations,
@@ -231,7 +232,7 @@ class Detector:
             desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
                     if config.shortlist_top_k is not None else None)
             dets = detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config,
-                                 class_desc=desc)
+                                 class_desc=desc, view_aspect=g.view_aspect)
         if self.model.calibration is not None:
             dets.confidence = self.model.calibration(dets.scores)
         return dets
@@ -240,12 +241,13 @@ class Detector:
                                g: ClassGallery) -> Detections:
         """Classes and their negatives (shadow classes) in one pass, then :func:`suppress_by_negatives`."""
         assert g.kernels is not None and g.negative_kernels is not None
-        views = with_negatives(g.kernels, g.view_class, g.class_names, g.negative_kernels, g.negative_class)
+        views = with_negatives(g.kernels, g.view_class, g.class_names, g.negative_kernels, g.negative_class,
+                               view_aspect=g.view_aspect, negative_aspect=g.negative_aspect)
         # all boxes survive to the suppression (shadows must not take the places of the cap)
         run = config.replace(max_detections=None)
         desc = (self._shortlist_desc.get(views.kernels, self.model.config.pool_border)
                 if config.shortlist_top_k is not None else None)
         dets = detect_levels(self.model, levels, size, views.kernels, views.view_class, views.class_names, run,
-                             class_desc=desc)
+                             class_desc=desc, view_aspect=views.view_aspect)
         return suppress_by_negatives(dets, views, config.negative_iou, config.max_detections,
                                      config.negative_mode)

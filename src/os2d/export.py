@@ -57,37 +57,47 @@ class ExportError(Os2dError):
     """Export or its verification failed (missing package, unsupported operation, mismatch with PyTorch)."""
 
 
-def _heads(model: Os2dModel, features: Tensor, kernels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _heads(model: Os2dModel, features: Tensor, kernels: Tensor,
+           aspect: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     cfg = model.config
+    power = cfg.anchor_aspect_power if aspect is not None else 0.0
     scores, boxes, corners, _ = _head_chunk(
         features, kernels.to(features.dtype), model.transform_net, invert_transform=cfg.invert_transform,
         grid_size=cfg.class_grid_size, pool_border=cfg.pool_border, stride=float(model.stride),
-        anchor_size=cfg.anchor_size, with_detached_scores=False,
+        anchor_size=cfg.anchor_size, with_detached_scores=False, aspect=aspect, aspect_power=power,
     )
     return scores, boxes, corners
 
 
+def uses_aspect(model: Os2dModel) -> bool:
+    """True when the model's anchors take the class aspect ratio: its graph then has an ``aspect`` (K,) input."""
+    return model.config.anchor_aspect_power != 0
+
+
 class DetectorGraph(nn.Module):
-    """(1, 3, H, W) image + (K, S*S, C) kernels -> scores, boxes_xyxy, corners_xy (see module docstring)."""
+    """(1, 3, H, W) image + (K, S*S, C) kernels [+ (K,) class aspect ratios, for models whose anchors take them]
+    -> scores, boxes_xyxy, corners_xy (see module docstring)."""
 
     def __init__(self, model: Os2dModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: Tensor, kernels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return _heads(self.model, self.model.extract_features(image), kernels)
+    def forward(self, image: Tensor, kernels: Tensor, aspect: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        return _heads(self.model, self.model.extract_features(image), kernels, aspect)
 
 
 class BakedDetectorGraph(nn.Module):
-    """(1, 3, H, W) image -> scores, boxes_xyxy, corners_xy of the classes whose kernels are stored inside."""
+    """(1, 3, H, W) image -> scores, boxes_xyxy, corners_xy of the classes whose kernels (and aspect ratios) are
+    stored inside."""
 
-    def __init__(self, model: Os2dModel, kernels: Tensor) -> None:
+    def __init__(self, model: Os2dModel, kernels: Tensor, aspect: Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("kernels", kernels.detach().float().clone())
+        self.register_buffer("aspect", None if aspect is None else aspect.detach().float().clone())
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return _heads(self.model, self.model.extract_features(image), self.kernels)
+        return _heads(self.model, self.model.extract_features(image), self.kernels, self.aspect)
 
 
 class ClassEncoderGraph(nn.Module):
@@ -278,7 +288,7 @@ def _example_kernels(model: Os2dModel, count: int, seed: int = 1) -> Tensor:
 
 def export_onnx(model: Os2dModel, path: str | Path, *, height: int, width: int, kernels: Tensor | None = None,
                 class_names: list[str] | None = None, exporter: str = "auto", opset: int | None = None,
-                verify: bool = True) -> ExportReport:
+                verify: bool = True, aspect: Tensor | None = None) -> ExportReport:
     """Export the detector for a fixed (height, width) input to ONNX.
 
     Args:
@@ -286,6 +296,9 @@ def export_onnx(model: Os2dModel, path: str | Path, *, height: int, width: int, 
         height, width: input size in pixels; the input must be resized to exactly this size.
         kernels: (K, S*S, C) class kernels to bake in as a constant; None = ``kernels`` graph input, K dynamic.
         class_names: name of each baked kernel row (stored in the metadata).
+        aspect: (K,) aspect ratios of the baked kernels' class images (models with ``anchor_aspect_power``: their
+            anchors take them; None = square). Without baked kernels such a model's graph has an ``aspect`` (K,)
+            input.
         exporter: ``auto`` | ``dynamo`` | ``torchscript``.
         opset: ONNX opset (default 18 for dynamo, 17 for torchscript).
         verify: run the file with onnxruntime and compare with PyTorch (raises :class:`ExportError` beyond
@@ -306,13 +319,19 @@ def export_onnx(model: Os2dModel, path: str | Path, *, height: int, width: int, 
             raise ExportError(f"kernels must be (K>0, {cells}, {channels}) for this model, got {tuple(kernels.shape)}")
         if class_names is not None and len(class_names) != kernels.shape[0]:
             raise ExportError("one class name per kernel row expected")
-        graph: nn.Module = BakedDetectorGraph(model, kernels).eval()
+        if aspect is not None and tuple(aspect.shape) != (kernels.shape[0],):
+            raise ExportError(f"aspect must be ({kernels.shape[0]},), one ratio per kernel row")
+        graph: nn.Module = BakedDetectorGraph(model, kernels, aspect if uses_aspect(model) else None).eval()
         args: tuple[Tensor, ...] = (image,)
         input_names, dynamic = ["image"], {}
     else:
         graph = DetectorGraph(model).eval()
         args = (image, _example_kernels(model, 2))
         input_names, dynamic = ["image", "kernels"], {"kernels": {0: "K"}}
+        if uses_aspect(model):
+            args = (*args, torch.tensor([2.0, 0.5]))
+            input_names.append("aspect")
+            dynamic["aspect"] = {0: "K"}
     output_names = ["scores", "boxes_xyxy", "corners_xy"]
     with torch.no_grad():
         reference = graph(*args)
@@ -333,7 +352,8 @@ def export_onnx(model: Os2dModel, path: str | Path, *, height: int, width: int, 
     _write_metadata(path, metadata)
     report = ExportReport(
         str(path), used, version,
-        inputs={"image": [1, 3, height, width], **({} if kernels is not None else {"kernels": ["K", cells, channels]})},
+        inputs={"image": [1, 3, height, width], **({} if kernels is not None else {"kernels": ["K", cells, channels]}),
+                **({"aspect": ["K"]} if kernels is None and uses_aspect(model) else {})},
         outputs={"scores": [1, k_label, int(fm_h), int(fm_w)], "boxes_xyxy": [1, k_label, int(fm_h), int(fm_w), 4],
                  "corners_xy": [1, k_label, int(fm_h), int(fm_w), 4, 2]},
         metadata=metadata,
@@ -342,6 +362,8 @@ def export_onnx(model: Os2dModel, path: str | Path, *, height: int, width: int, 
         session = _session(path)
         if kernels is None:  # another K than the example: checks that K really is dynamic
             args = (image, _example_kernels(model, 3, seed=2))
+            if uses_aspect(model):
+                args = (*args, torch.tensor([1.5, 1.0, 0.4]))
             with torch.no_grad():
                 reference = graph(*args)
         feeds = {name: a.numpy() for name, a in zip(input_names, args, strict=True)}

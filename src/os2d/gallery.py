@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from PIL import Image
@@ -40,9 +40,17 @@ def class_views(image: Image.Image, *, rotations: bool, horizontal_flip: bool) -
     return [(n, image if VIEW_OPS[n] is None else image.transpose(VIEW_OPS[n])) for n in names]
 
 
+class EncodedViews(NamedTuple):
+    """Class views encoded by a model: ``gallery.add(name, *encoded)`` adds them."""
+
+    kernels: Tensor  # (V, S*S, C) float32 on the CPU
+    view_names: list[str]  # (V,) "original", "rot90", ...
+    aspect: Tensor  # (V,) float32 aspect ratio w / h of each view's image (anchors, ModelConfig.anchor_aspect_power)
+
+
 @torch.no_grad()
 def encode_class_images(model: Os2dModel, images: Sequence[ImageSource], *, rotations: bool = False,
-                        horizontal_flip: bool = False) -> tuple[Tensor, list[str]]:
+                        horizontal_flip: bool = False) -> EncodedViews:
     """The one class-encoding path: class images -> kernels of all their views.
 
     Each image is loaded (any :data:`os2d.io.ImageSource`), checked (:func:`os2d.io.validate_class_image`),
@@ -50,19 +58,21 @@ def encode_class_images(model: Os2dModel, images: Sequence[ImageSource], *, rota
     ``model.class_kernels`` on the model's device.
 
     Returns:
-        kernels: (V, S*S, C) float32 on the CPU, V = len(images) * views per image.
-        view_names: (V,) the kind of each view ("original", "rot90", ...).
+        :class:`EncodedViews`: kernels (V, S*S, C) float32 on the CPU, V = len(images) * views per image; the
+        kind of each view ("original", "rot90", ...); the aspect ratio of each view.
     """
     device = next(model.parameters()).device
     size = model.config.class_image_size
-    tensors, view_names = [], []
+    tensors, view_names, aspect = [], [], []
     for src in images:
         img = load_image(src)
         validate_class_image(img)
         for view_name, view in class_views(img, rotations=rotations, horizontal_flip=horizontal_flip):
             tensors.append(image_to_tensor(resize_to_area(view, size)).to(device))
             view_names.append(view_name)
-    return model.class_kernels(tensors).detach().cpu().float(), view_names
+            aspect.append(view.width / view.height)
+    return EncodedViews(model.class_kernels(tensors).detach().cpu().float(), view_names,
+                        torch.tensor(aspect, dtype=torch.float32))
 
 
 @dataclass
@@ -80,6 +90,9 @@ class ClassGallery:
             the competitor's logo), or None; never detected themselves (:mod:`os2d.inference.negatives`).
         negative_class: (N,) int64 index of the class each negative view belongs to.
         negative_view_names: (N,) kind of each negative view.
+        view_aspect: (V,) float32 aspect ratio (w / h) of each view's class image (1 when unknown: galleries
+            saved before it was kept); the anchors of models with ``anchor_aspect_power`` take it.
+        negative_aspect: (N,) the same for the negative views.
     """
 
     class_names: list[str] = field(default_factory=list)
@@ -90,6 +103,14 @@ class ClassGallery:
     negative_kernels: Tensor | None = None
     negative_class: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     negative_view_names: list[str] = field(default_factory=list)
+    view_aspect: Tensor = field(default_factory=lambda: torch.zeros(0))
+    negative_aspect: Tensor = field(default_factory=lambda: torch.zeros(0))
+
+    def __post_init__(self) -> None:  # a gallery built without aspect ratios: square views
+        if self.view_aspect.numel() == 0 and self.view_class.numel():
+            self.view_aspect = torch.ones(self.view_class.numel())
+        if self.negative_aspect.numel() == 0 and self.negative_class.numel():
+            self.negative_aspect = torch.ones(self.negative_class.numel())
 
     def __len__(self) -> int:
         return len(self.class_names)
@@ -98,10 +119,12 @@ class ClassGallery:
     def num_views(self) -> int:
         return int(self.view_class.numel())
 
-    def add(self, name: str, kernels: Tensor, view_names: list[str]) -> None:
-        """Append views (V', S*S, C) to class ``name`` (created if new)."""
+    def add(self, name: str, kernels: Tensor, view_names: list[str], aspect: Tensor | None = None) -> None:
+        """Append views (V', S*S, C) to class ``name`` (created if new); ``aspect`` (V',) their aspect ratios
+        (None: 1, square)."""
         if kernels.shape[0] != len(view_names):
             raise ValueError("one view name per kernel expected")
+        aspect = _aspect(aspect, kernels.shape[0])
         if name not in self.class_names:
             self.class_names.append(name)
         idx = self.class_names.index(name)
@@ -112,13 +135,15 @@ class ClassGallery:
         self.kernels = kernels if self.kernels is None else torch.cat([self.kernels, kernels])
         self.view_class = torch.cat([self.view_class, torch.full((kernels.shape[0],), idx, dtype=torch.long)])
         self.view_names += view_names
+        self.view_aspect = torch.cat([self.view_aspect, aspect])
 
-    def add_negative(self, name: str, kernels: Tensor, view_names: list[str]) -> None:
+    def add_negative(self, name: str, kernels: Tensor, view_names: list[str], aspect: Tensor | None = None) -> None:
         """Append negative views (N', S*S, C) to class ``name`` (which must exist): pictures of what it is not."""
         if name not in self.class_names:
             raise KeyError(f"no class named {name!r} in the gallery: add the class before its negatives")
         if kernels.shape[0] != len(view_names):
             raise ValueError("one view name per kernel expected")
+        aspect = _aspect(aspect, kernels.shape[0])
         kernels = kernels.detach().cpu().float()
         if self.kernels is not None and self.kernels.shape[1:] != kernels.shape[1:]:
             raise ValueError(f"kernel shape {tuple(kernels.shape[1:])} differs from the gallery's "
@@ -128,6 +153,7 @@ class ClassGallery:
         self.negative_kernels = kernels if neg is None else torch.cat([neg, kernels])
         self.negative_class = torch.cat([self.negative_class, torch.full((kernels.shape[0],), idx, dtype=torch.long)])
         self.negative_view_names = self.negative_view_names + view_names
+        self.negative_aspect = torch.cat([self.negative_aspect, aspect])
 
     def negatives_of(self, name: str) -> int:
         """How many negative views class ``name`` has."""
@@ -141,11 +167,11 @@ class ClassGallery:
             raise KeyError(f"no class named {name!r} in the gallery")
         idx = self.class_names.index(name)
         keep = self.view_class != idx
-        self.kernels, self.view_names = self._views_where(keep)
+        self.kernels, self.view_names, self.view_aspect = self._views_where(keep)
         vc = self.view_class[keep]
         self.view_class = vc - (vc > idx).long()
         keep_neg = self.negative_class != idx
-        self.negative_kernels, self.negative_view_names = self._negatives_where(keep_neg)
+        self.negative_kernels, self.negative_view_names, self.negative_aspect = self._negatives_where(keep_neg)
         nc = self.negative_class[keep_neg]
         self.negative_class = nc - (nc > idx).long()
         del self.class_names[idx]
@@ -154,7 +180,8 @@ class ClassGallery:
         """A gallery that can be changed without changing this one (kernel tensors are shared: :meth:`add`
         and :meth:`remove` replace tensors, never write into them)."""
         return ClassGallery(list(self.class_names), self.kernels, self.view_class, list(self.view_names),
-                            self.model_id, self.negative_kernels, self.negative_class, list(self.negative_view_names))
+                            self.model_id, self.negative_kernels, self.negative_class, list(self.negative_view_names),
+                            self.view_aspect, self.negative_aspect)
 
     def subset(self, names: Sequence[str]) -> ClassGallery:
         """The classes ``names`` (in that order, labels renumbered) with all their views and negatives."""
@@ -169,17 +196,19 @@ class ClassGallery:
                 out.add_negative(name, *self._negatives_where(self.negative_class == idx))
         return out
 
-    def _negatives_where(self, keep: Tensor) -> tuple[Tensor | None, list[str]]:
-        """Negative kernels (N', S*S, C) (None when none is kept) and names where ``keep`` (N,) is True."""
+    def _negatives_where(self, keep: Tensor) -> tuple[Tensor | None, list[str], Tensor]:
+        """Negative kernels (N', S*S, C) (None when none is kept), names and aspect ratios where ``keep`` (N,) is
+        True."""
         if self.negative_kernels is None or not bool(keep.any()):
-            return None, []
+            return None, [], torch.zeros(0)
         names = [v for v, k in zip(self.negative_view_names, keep.tolist(), strict=True) if k]
-        return self.negative_kernels[keep], names
+        return self.negative_kernels[keep], names, self.negative_aspect[keep]
 
-    def _views_where(self, keep: Tensor) -> tuple[Tensor, list[str]]:
-        """Kernels (V', S*S, C) and names of the views where the (V,) bool mask ``keep`` is True."""
+    def _views_where(self, keep: Tensor) -> tuple[Tensor, list[str], Tensor]:
+        """Kernels (V', S*S, C), names and aspect ratios of the views where the (V,) bool mask ``keep`` is True."""
         assert self.kernels is not None
-        return self.kernels[keep], [v for v, k in zip(self.view_names, keep.tolist(), strict=True) if k]
+        names = [v for v, k in zip(self.view_names, keep.tolist(), strict=True) if k]
+        return self.kernels[keep], names, self.view_aspect[keep]
 
     def to_payload(self) -> dict[str, Any]:
         """The gallery as a dict of tensors, strings and lists (``torch.load(weights_only=True)`` reads it)."""
@@ -189,6 +218,7 @@ class ClassGallery:
             "view_class": self.view_class, "view_names": list(self.view_names), "model_id": self.model_id,
             "negative_kernels": self.negative_kernels if self.negative_kernels is not None else torch.zeros(0),
             "negative_class": self.negative_class, "negative_view_names": list(self.negative_view_names),
+            "view_aspect": self.view_aspect, "negative_aspect": self.negative_aspect,
         }
 
     @classmethod
@@ -208,11 +238,15 @@ class ClassGallery:
             raise ValueError(f"{source}: malformed os2d gallery: {problem}")
         kernels = payload["kernels"].float() if payload["kernels"].numel() else None
         neg = payload.get("negative_kernels")  # absent in galleries saved before negatives existed
+        negative_class = payload.get("negative_class", torch.zeros(0, dtype=torch.long)).long()
+        # aspect ratios: absent in galleries saved before they were kept (square, as those models' anchors)
         return cls(list(payload["class_names"]), kernels, payload["view_class"].long(),
                    list(payload["view_names"]), str(payload["model_id"]),
-                   neg.float() if neg is not None and neg.numel() else None,
-                   payload.get("negative_class", torch.zeros(0, dtype=torch.long)).long(),
-                   list(payload.get("negative_view_names", [])))
+                   neg.float() if neg is not None and neg.numel() else None, negative_class,
+                   list(payload.get("negative_view_names", [])),
+                   _aspect(payload.get("view_aspect"), payload["view_class"].numel()),
+                   _aspect(payload.get("negative_aspect") if "negative_class" in payload else None,
+                           negative_class.numel()))
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
@@ -237,6 +271,18 @@ class ClassGallery:
         except WeightsError as e:  # its one-line reason, said of a gallery
             raise ValueError(f"{path} is not a readable os2d gallery file ({e})") from None
         return cls.from_payload(d, source=str(path))
+
+
+def _aspect(aspect: Any, count: int) -> Tensor:
+    """(count,) float32 aspect ratios: ``aspect`` checked (finite, positive), or ones when None."""
+    if aspect is None:
+        return torch.ones(count)
+    if not isinstance(aspect, Tensor) or aspect.shape != (count,):
+        raise ValueError(f"expected {count} aspect ratios, got {getattr(aspect, 'shape', aspect)}")
+    aspect = aspect.detach().cpu().float()
+    if not bool(torch.isfinite(aspect).all()) or bool((aspect <= 0).any()):
+        raise ValueError("aspect ratios must be finite and positive")
+    return aspect
 
 
 def _payload_problem(payload: dict[str, Any]) -> str | None:

@@ -29,15 +29,17 @@ class LevelCandidates:
 
 
 def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, original_size: tuple[int, int],
-                     config: InferenceConfig, *, features: Tensor | None = None) -> LevelCandidates:
+                     config: InferenceConfig, *, features: Tensor | None = None,
+                     aspect: Tensor | None = None) -> LevelCandidates:
     """Run the heads on one level image (3, h, w) and keep the valid, top-scoring boxes of each view.
 
-    ``features``: the level's (1, C, H, W) backbone features when already computed.
+    ``features``: the level's (1, C, H, W) backbone features when already computed; ``aspect``: (V,) the views'
+    class aspect ratios (for models with ``anchor_aspect_power``).
     """
     h, w = level_image.shape[-2:]
     if features is None:
         features = model.extract_features(level_image[None])
-    out = model.heads(features, kernels, class_chunk=config.class_chunk)
+    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect)
     v = kernels.shape[0]
     scores = out.scores[0].reshape(v, -1)  # (V, A)
     boxes = out.boxes_xyxy[0].reshape(v, -1, 4)

@@ -20,8 +20,11 @@ from os2d.results import Detections
 @torch.no_grad()
 def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[int, int], kernels: Tensor,
                   view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
-                  class_desc: Tensor | None = None) -> Detections:
+                  class_desc: Tensor | None = None, view_aspect: Tensor | None = None) -> Detections:
     """Detect every class of a gallery in an image pyramid from :func:`prepare_levels`.
+
+    ``view_aspect``: (V,) aspect ratios (w / h) of the views' class images, for models whose anchors take them
+    (``ModelConfig.anchor_aspect_power``); None = square anchors.
 
     With ``config.shortlist_top_k`` set (and fewer than the gallery's classes), the heads run only for the views
     of the K classes ranked best by :func:`os2d.inference.shortlist.shortlist_views` on the same backbone features;
@@ -34,36 +37,39 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     levels = [lv.to(device, non_blocking=True) for lv in levels]
     if config.image_size == AUTO:
         return _detect_auto(model, levels[0], original_size, kernels, view_class, class_names, config,
-                            class_desc=class_desc)
+                            class_desc=class_desc, view_aspect=view_aspect)
     feats = [model.extract_features(lv[None]) for lv in levels]
-    kernels, view_class = _shortlisted(model, feats, kernels, view_class, len(class_names), config, class_desc)
+    kernels, view_class, view_aspect = _shortlisted(model, feats, kernels, view_class, len(class_names), config,
+                                                    class_desc, view_aspect)
     kernels = kernels.to(device)
-    cands = [level_candidates(model, lv, kernels, original_size, config, features=f)
+    cands = [level_candidates(model, lv, kernels, original_size, config, features=f, aspect=view_aspect)
              for lv, f in zip(levels, feats, strict=True)]
     return merge_and_nms(cands, view_class, class_names, original_size, config)
 
 
 def _shortlisted(model: Os2dModel, feats: list[Tensor], kernels: Tensor, view_class: Tensor, num_classes: int,
-                 config: InferenceConfig, class_desc: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The views of the ``shortlist_top_k`` best classes (all views without a shortlist)."""
+                 config: InferenceConfig, class_desc: Tensor | None,
+                 view_aspect: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The views (kernels, classes, aspect ratios) of the ``shortlist_top_k`` best classes (all views without a
+    shortlist)."""
     k = config.shortlist_top_k
     if k is None or k >= num_classes:
-        return kernels, view_class
+        return kernels, view_class, view_aspect
     views, _ = shortlist_views(feats, kernels, view_class, num_classes, k, grid_size=model.config.class_grid_size,
                                pool_border=model.config.pool_border, class_desc=class_desc)
-    return kernels[views], view_class.cpu()[views]
+    return kernels[views], view_class.cpu()[views], None if view_aspect is None else view_aspect.cpu()[views]
 
 
 def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int], kernels: Tensor,
                  view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
-                 class_desc: Tensor | None) -> Detections:
+                 class_desc: Tensor | None, view_aspect: Tensor | None = None) -> Detections:
     """``image_size="auto"``: probe the (3, h, w) ``source`` image, then run every view's heads on the level
     (times each of ``config.scales``) its :class:`~os2d.inference.autoscale.ScalePlan` gives it."""
     auto = config.auto_scale
     probe = resize_to_side(source, auto.probe_size)
     probe_feats = model.extract_features(probe[None])
-    kernels, view_class = _shortlisted(model, [probe_feats], kernels, view_class, len(class_names), config,
-                                       class_desc)
+    kernels, view_class, view_aspect = _shortlisted(model, [probe_feats], kernels, view_class, len(class_names),
+                                                    config, class_desc, view_aspect)
     kernels = kernels.to(probe.device)
     plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells), auto,
                        model.config.class_grid_size)
@@ -75,7 +81,7 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
             image = probe if round(side) == auto.probe_size else resize_to_side(source, side)
             feats = probe_feats if image is probe else None
             c = level_candidates(model, image, kernels[views.to(kernels.device)], original_size, config,
-                                 features=feats)
+                                 features=feats, aspect=None if view_aspect is None else view_aspect.cpu()[views])
             c.views = views.to(c.views.device)[c.views]  # back to indices into ``kernels``
             cands.append(c)
             for v in views.tolist():
@@ -87,17 +93,19 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
 
 @torch.no_grad()
 def detect_image(model: Os2dModel, image: Image.Image, kernels: Tensor, view_class: Tensor,
-                 class_names: list[str], config: InferenceConfig, *, class_desc: Tensor | None = None) -> Detections:
+                 class_names: list[str], config: InferenceConfig, *, class_desc: Tensor | None = None,
+                 view_aspect: Tensor | None = None) -> Detections:
     """Detect every class of a gallery in one RGB PIL image.
 
     Args:
         kernels: (V, S*S, C) class-view kernels; ``view_class`` (V,) maps each view to its class index.
         class_desc: (V, C) precomputed shortlist descriptors of ``kernels`` (used with ``shortlist_top_k``).
+        view_aspect: (V,) aspect ratios of the views' class images (models with ``anchor_aspect_power``).
     """
     if kernels.shape[0] == 0:
         return Detections.empty(class_names, image.size)
     return detect_levels(model, prepare_levels(image, config), image.size, kernels, view_class, class_names,
-                         config, class_desc=class_desc)
+                         config, class_desc=class_desc, view_aspect=view_aspect)
 
 
 __all__ = ["detect_image", "detect_levels"]

@@ -29,11 +29,14 @@ class NegativeViews:
     class_names: list[str]  # the classes, then one shadow per class with negatives
     owner: Tensor  # (num shadows,) the class each shadow belongs to
     num_classes: int
+    view_aspect: Tensor | None = None  # (V + N,) aspect ratios of the views' class images (None: square)
 
 
 def with_negatives(kernels: Tensor, view_class: Tensor, class_names: list[str], negative_kernels: Tensor,
-                   negative_class: Tensor) -> NegativeViews:
-    """Append the negative views (N, S*S, C) of classes ``negative_class`` (N,) as shadow classes."""
+                   negative_class: Tensor, *, view_aspect: Tensor | None = None,
+                   negative_aspect: Tensor | None = None) -> NegativeViews:
+    """Append the negative views (N, S*S, C) of classes ``negative_class`` (N,) as shadow classes (their aspect
+    ratios after the views', when both are given)."""
     owners = sorted(set(negative_class.tolist()))
     shadow = {c: len(class_names) + j for j, c in enumerate(owners)}
     neg_view_class = torch.tensor([shadow[c] for c in negative_class.tolist()], dtype=torch.long)
@@ -43,6 +46,8 @@ def with_negatives(kernels: Tensor, view_class: Tensor, class_names: list[str], 
         class_names=list(class_names) + [SHADOW_PREFIX + class_names[c] for c in owners],
         owner=torch.tensor(owners, dtype=torch.long),
         num_classes=len(class_names),
+        view_aspect=None if view_aspect is None or negative_aspect is None
+        else torch.cat([view_aspect.cpu().float(), negative_aspect.cpu().float()]),
     )
 
 

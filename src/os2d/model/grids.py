@@ -72,6 +72,27 @@ def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor
     return grid.addcmul_(coef[..., 1].unsqueeze(1), yp)
 
 
+MAX_ASPECT = 4.0  # class aspect ratios beyond 1/4 .. 4 are clamped for the anchor
+
+
+def stretch_to_aspect(theta: Tensor, aspect: Tensor, power: float) -> Tensor:
+    """Compose (N, H, W, 2, 3) transforms with the anchor of each pair's class aspect ratio.
+
+    The anchor of a class with aspect ratio ``r`` (= w / h of its class image) is the square window stretched by
+    ``r^(power/2)`` in x and ``r^(-power/2)`` in y (same area): image-local x rows of ``theta`` scale by the
+    first, y rows by the second, so the grid and its box take the class's shape before the regressed
+    alignment refines it. ``power`` 0 returns ``theta``.
+
+    Args:
+        aspect: (N,) aspect ratio of each image-class pair's class view.
+    """
+    if power == 0:
+        return theta
+    sx = aspect.to(theta.dtype).clamp(1.0 / MAX_ASPECT, MAX_ASPECT) ** (power / 2.0)  # (N,)
+    scale = torch.stack([sx, 1.0 / sx], dim=-1).view(-1, 1, 1, 2, 1)  # (N, 1, 1, 2, 1) rows x, y
+    return theta * scale
+
+
 # Class-local coordinates of the grid corners: top-left, top-right, bottom-left, bottom-right (reference order).
 _CORNERS_LOCAL = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
 

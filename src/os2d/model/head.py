@@ -13,7 +13,7 @@ from torch import Tensor
 
 from os2d.model.box_coder import encode, make_anchors
 from os2d.model.correlation import correlate
-from os2d.model.grids import grid_corners, params_to_affine, unit_grid_in_channel_layout
+from os2d.model.grids import grid_corners, params_to_affine, stretch_to_aspect, unit_grid_in_channel_layout
 from os2d.model.resample import pool_mask, sample_per_channel_unit
 from os2d.model.transform_net import TransformNet
 
@@ -62,6 +62,8 @@ def os2d_head(
     anchor_size: float = 240.0,
     class_chunk: int | None = None,
     with_detached_scores: bool = False,
+    aspect: Tensor | None = None,
+    aspect_power: float = 0.0,
 ) -> HeadOutput:
     """Apply the OS2D head of K class views to B input feature maps.
 
@@ -72,18 +74,25 @@ def os2d_head(
         invert_transform: True for V2 (invert the regressed affine matrix).
         class_chunk: classes processed at once (bounds memory); None = all.
         with_detached_scores: also compute scores with the grids detached (negatives in training).
+        aspect: (K,) aspect ratio (w / h) of each class view's image; with ``aspect_power`` > 0 the anchor grid
+            takes that shape (:func:`os2d.model.grids.stretch_to_aspect`). None = square anchors.
     """
     k = kernels.shape[0]
+    if aspect is not None and aspect.shape != (k,):
+        raise ValueError(f"aspect must have shape ({k},), got {tuple(aspect.shape)}")
+    if aspect is None or aspect_power == 0:
+        aspect, aspect_power = None, 0.0
     if k == 0:
         parts = [_empty(features, grid_size)]
     elif class_chunk is None or class_chunk <= 0 or class_chunk >= k:
         # one call, no Python loop over classes: also keeps K dynamic for ONNX export
         parts = [_head_chunk(features, kernels, transform_net, invert_transform, grid_size, pool_border,
-                             stride, anchor_size, with_detached_scores)]
+                             stride, anchor_size, with_detached_scores, aspect, aspect_power)]
     else:
         parts = [
             _head_chunk(features, kernels[i : i + class_chunk], transform_net, invert_transform, grid_size,
-                        pool_border, stride, anchor_size, with_detached_scores)
+                        pool_border, stride, anchor_size, with_detached_scores,
+                        None if aspect is None else aspect[i : i + class_chunk], aspect_power)
             for i in range(0, k, class_chunk)
         ]
 
@@ -113,6 +122,8 @@ def _head_chunk(
     stride: float,
     anchor_size: float,
     with_detached_scores: bool,
+    aspect: Tensor | None = None,
+    aspect_power: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     b, _, h, w = features.shape
     k = kernels.shape[0]
@@ -120,6 +131,8 @@ def _head_chunk(
     n = b * k
     corr = correlate(features, kernels).reshape(n, s * s, h, w)  # channel = q*S + p
     theta = params_to_affine(transform_net(corr), invert=invert_transform)  # (N, H, W, 2, 3)
+    if aspect is not None:  # pair n = (image n // K, class view n % K)
+        theta = stretch_to_aspect(theta, aspect.to(theta.device).repeat(b), aspect_power)
     # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
     # Built directly in correlation-channel layout (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
     grid = unit_grid_in_channel_layout(theta, s, h, w)  # (N, S*S, H, W, 2)

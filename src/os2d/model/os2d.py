@@ -100,20 +100,25 @@ class Os2dModel(nn.Module):
         return class_kernels(self.class_features(class_images))
 
     def heads(self, features: Tensor, kernels: Tensor, *, class_chunk: int | None = None,
-              with_detached_scores: bool = False) -> HeadOutput:
-        """Head outputs for precomputed input features (B, C, H, W) and class kernels (K, S*S, C)."""
+              with_detached_scores: bool = False, aspect: Tensor | None = None) -> HeadOutput:
+        """Head outputs for precomputed input features (B, C, H, W) and class kernels (K, S*S, C).
+
+        ``aspect``: (K,) aspect ratios (w / h) of the class views' images, used when the model's
+        ``anchor_aspect_power`` is not 0 (None: square anchors).
+        """
         cfg = self.config
         return os2d_head(
             features, kernels.to(features.dtype), self.transform_net,
             invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size, pool_border=cfg.pool_border,
             stride=float(self.stride), anchor_size=cfg.anchor_size, class_chunk=class_chunk,
-            with_detached_scores=with_detached_scores,
+            with_detached_scores=with_detached_scores, aspect=aspect, aspect_power=cfg.anchor_aspect_power,
         )
 
-    def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None) -> HeadOutput:
+    def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None, *,
+                aspect: Tensor | None = None) -> HeadOutput:
         """(B, 3, H, W) images in [0, 1] and (K, S*S, C) kernels -> head outputs at the images' resolution."""
         return self.heads(self.extract_features(images), kernels, class_chunk=class_chunk,
-                          with_detached_scores=self.training)
+                          with_detached_scores=self.training, aspect=aspect)
 
 
 def build_os2d(config: ModelConfig | None = None, *, pretrained_backbone: bool = False) -> Os2dModel:

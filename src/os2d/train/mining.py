@@ -85,13 +85,17 @@ class _KernelCache:
                  device: torch.device) -> None:
         self.model, self.dataset, self.size, self.device = model, dataset, class_image_size, device
         self.kernels: dict[int, Tensor] = {}
+        self.aspect: dict[int, float] = {}
 
-    def get(self, classes: Sequence[int]) -> Tensor:
+    def get(self, classes: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """(K, S*S, C) kernels and (K,) aspect ratios of ``classes``."""
         todo = [c for c in classes if c not in self.kernels]
         for c in todo:
             img = resize_to_area(load_image(self.dataset.classes[c].image_paths[0]), self.size)
             self.kernels[c] = self.model.class_kernels([image_to_tensor(img).to(self.device)])[0]
-        return torch.stack([self.kernels[c] for c in classes])  # (K, S*S, C)
+            self.aspect[c] = img.width / img.height
+        return (torch.stack([self.kernels[c] for c in classes]),
+                torch.tensor([self.aspect[c] for c in classes]))
 
 
 @dataclass
@@ -137,7 +141,7 @@ def _mine_image(model: Os2dModel, objective: Os2dObjective, dataset: DetectionDa
     scales = rng.uniform(config.scales[0], config.scales[1], size=config.num_scales) * s0
     if not classes:
         return []
-    class_kernels = kernels.get(classes)
+    class_kernels, class_aspect = kernels.get(classes)
     to_batch = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([to_batch[int(c)] for c in rec.labels], dtype=torch.int64, device=device)
     cands = {kind: _Candidates([], [], [], []) for kind in ("neg", "pos", "loc")}
@@ -146,7 +150,7 @@ def _mine_image(model: Os2dModel, objective: Os2dObjective, dataset: DetectionDa
         lw, lh = max(1, int(width * scale)), max(1, int(height * scale))
         sx, sy = lw / width, lh / height
         level = image_to_tensor(img.resize((lw, lh), Image.Resampling.BILINEAR)).to(device)[None]
-        out = model(level, class_kernels, class_chunk=config.class_chunk)
+        out = model(level, class_kernels, class_chunk=config.class_chunk, aspect=class_aspect)
         boxes = torch.as_tensor(rec.boxes_xyxy, device=device).reshape(-1, 4)
         boxes = boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=device)
         batch = TrainBatch(images=level, boxes=[boxes], labels=[labels],

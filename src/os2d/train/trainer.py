@@ -125,7 +125,8 @@ class KernelsAndHeads(nn.Module):
 
     def forward(self, images: Tensor, class_images: list[Tensor]) -> HeadOutput:
         kernels = self.model.class_kernels(class_images)  # (K, S*S, C)
-        return self.model(images, kernels)
+        aspect = torch.tensor([im.shape[-1] / im.shape[-2] for im in class_images])  # (K,) w / h
+        return self.model(images, kernels, aspect=aspect)
 
 
 def _float_output(out: HeadOutput) -> HeadOutput:

@@ -185,17 +185,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _export_kernels(args: argparse.Namespace, model):
-    """Class kernels to bake in (from --class / --classes / --gallery), or (None, None) for a kernels input."""
+    """Class kernels to bake in (from --class / --classes / --gallery) with their names and aspect ratios, or
+    (None, None, None) for a kernels input."""
     classes = classes_from_args(args)
     if not classes and not args.gallery:
-        return None, None
+        return None, None, None
     from os2d.detector import Detector
 
     detector = Detector(model, device="cpu")
     register_classes(detector, classes, gallery=args.gallery)
     gallery = detector.gallery
     names = [gallery.class_names[i] for i in gallery.view_class.tolist()]
-    return gallery.kernels, names
+    return gallery.kernels, names, gallery.view_aspect
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -208,9 +209,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_writable_file(args.class_encoder, "--class-encoder")
     model = load_model(args.weights)
     if args.onnx:
-        kernels, names = _export_kernels(args, model)
+        kernels, names, aspect = _export_kernels(args, model)
         report = export_onnx(model, args.onnx, height=args.height, width=args.width, kernels=kernels,
-                             class_names=names, exporter=args.exporter, opset=args.opset, verify=not args.no_verify)
+                             class_names=names, exporter=args.exporter, opset=args.opset, verify=not args.no_verify,
+                             aspect=aspect)
         if not args.quiet:
             print(report.summary())
             if kernels is not None:

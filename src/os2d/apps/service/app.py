@@ -331,9 +331,9 @@ class Service:
             if cached is not None and cached_ids.get(name) == ids and name in cached.class_names:
                 part = cached.subset([name])
                 assert part.kernels is not None
-                gallery.add(name, part.kernels, part.view_names)
+                gallery.add(name, part.kernels, part.view_names, part.view_aspect)
                 if part.negative_kernels is not None:
-                    gallery.add_negative(name, part.negative_kernels, part.negative_view_names)
+                    gallery.add_negative(name, part.negative_kernels, part.negative_view_names, part.negative_aspect)
                 continue
             encoded += 1
             images = self.store.images(name)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +31,7 @@ API = "/api/v1"
 MAX_BOXES_PER_PHOTO = 1000
 MAX_TRAINING_PHOTOS = 2000
 MIN_BOX_SIDE = 4  # pixels
+RowId = Annotated[int, PathParam(ge=1, le=2**62, description="row id")]  # SQLite INTEGER range
 _SUFFIXES = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
              (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"), (b"RIFF", ".webp"))
 
@@ -106,11 +108,11 @@ def add_finetune_routes(app: FastAPI, service: Any, require_token: Callable[...,
         return photo.path
 
     @app.get(f"{API}/training/photos/{{photo_id}}/image", response_class=FileResponse)
-    async def training_photo_image(photo_id: int) -> Response:
+    async def training_photo_image(photo_id: RowId) -> Response:
         return FileResponse(await run_in_threadpool(photo_path, photo_id))
 
     @app.delete(f"{API}/training/photos/{{photo_id}}", status_code=204, dependencies=auth)
-    async def delete_training_photo(photo_id: int) -> Response:
+    async def delete_training_photo(photo_id: RowId) -> Response:
         if not await run_in_threadpool(service.training.delete_photo, photo_id):
             raise HTTPException(404, f"no training photo {photo_id}")
         return Response(status_code=204)
@@ -145,7 +147,7 @@ def add_finetune_routes(app: FastAPI, service: Any, require_token: Callable[...,
         return {"jobs": [service.finetune.record(j) for j in jobs], "model": service.model_record()}
 
     @app.get(f"{API}/finetune/{{job_id}}")
-    async def get_finetune(job_id: int) -> dict[str, Any]:
+    async def get_finetune(job_id: RowId) -> dict[str, Any]:
         return service.finetune.record(await run_in_threadpool(job_or_404, job_id))
 
     def control(job_id: int, action: str) -> dict[str, Any]:
@@ -159,16 +161,16 @@ def add_finetune_routes(app: FastAPI, service: Any, require_token: Callable[...,
         return service.finetune.record(job)
 
     @app.post(f"{API}/finetune/{{job_id}}/cancel", dependencies=auth)
-    async def cancel_finetune(job_id: int) -> dict[str, Any]:
+    async def cancel_finetune(job_id: RowId) -> dict[str, Any]:
         return await run_in_threadpool(control, job_id, "cancel")
 
     @app.post(f"{API}/finetune/{{job_id}}/resume", dependencies=auth)
-    async def resume_finetune(job_id: int) -> dict[str, Any]:
+    async def resume_finetune(job_id: RowId) -> dict[str, Any]:
         return await run_in_threadpool(control, job_id, "resume")
 
     @app.post(f"{API}/finetune/{{job_id}}/activate", dependencies=auth)
     async def activate_finetune(
-        job_id: int,
+        job_id: RowId,
         force: Annotated[bool, Form(description="use the fine-tuned model even when it was not better on the "
                                                 "held-out photos")] = False,
     ) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from os2d.weights import WeightsError, read_weights_file
 logger = logging.getLogger(__name__)
 
 KERNEL_CACHE_FORMAT = "os2d-service-kernels"
-KERNEL_CACHE_VERSION = 2  # 2: the gallery as ClassGallery.to_payload() under "gallery"
+KERNEL_CACHE_VERSION = 3  # 2: the gallery as ClassGallery.to_payload() under "gallery"; 3: with aspect ratios
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS classes (
