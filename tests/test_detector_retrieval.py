@@ -209,7 +209,7 @@ def test_a_detector_of_another_trunk_is_flagged(toy, tiny_detector, tmp_path, ca
     save_detector(path, tiny_detector, TINY_HEAD, TINY_TRAIN.retrieval, None, trunk="other", trunk_fingerprint="0" * 16)
     with caplog.at_level("WARNING"):
         method = build_method("detector-retrieval", InferenceConfig(image_size=None), model=toy, detector=path)
-    assert method.describe()["trunk_matches"] is False and "trained on the trunk of 'other'" in caplog.text
+    assert method.describe()["trunk_matches"] is False and "trained on the trunk of the weights 'other'" in caplog.text
 
 
 def test_read_box_csvs_drops_every_image_with_an_excluded_class(tmp_path):

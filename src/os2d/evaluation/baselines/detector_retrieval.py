@@ -70,10 +70,12 @@ class DetectorRetrieval:
         if self.whitening is not None and self.whitening.mean.numel() != dims:
             raise ValueError(f"the detector's whitening was fitted on {self.whitening.mean.numel()}-dim descriptors, "
                              f"these are {dims}-dim (gem_signed differs from the file's)")
-        self.trunk_matches = weights.trunk_fingerprint in (None, model_fingerprint(model))
+        fingerprint = model_fingerprint(model)
+        self.trunk_matches = weights.trunk_fingerprint in (None, fingerprint)
         if not self.trunk_matches:
-            logger.warning("the detector %s was trained on the trunk of %r, not on this model's: its boxes will be "
-                           "poor (use --weights %s)", path, weights.trunk, weights.trunk)
+            logger.warning("the detector %s was trained on the trunk of the weights %r (fingerprint %s), this model "
+                           "is %s: its boxes will be poor on other features", path, weights.trunk,
+                           weights.trunk_fingerprint, fingerprint)
         device = next(model.parameters()).device
         self.detector = AgnosticDetector(model, weights.head.to(device), weights.head_config)
         self.views = ClassViews()
