@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14: does a model TRAINED with anchors of the class image's aspect ratio (ModelConfig.anchor_aspect_power=1)
-# beat the same training with square anchors? At inference only, the switch on the shipped weights lost ~5 mAP
-# on the FL27 training brands (README model card, "anchors with the class image's aspect ratio"): the TransformNet
-# had learnt its corrections for square anchors. Here both arms continue the shipped default with its stage-2
+# beat the same training with square anchors? At inference only, the switch on the shipped weights was a wash on
+# the FL27 training brands (35.1 vs 35.3 mAP; README model card, "anchors with the class image's aspect ratio"):
+# the TransformNet had learnt its corrections for square anchors. Here both arms continue the shipped default with its stage-2
 # recipe (recipes/default_model/train_stage2.yaml) for the same 600 steps on the same data; only the switch differs.
 #
 # Rule (written 2026-12-04, before any run of this recipe): evaluate both arms' final.pt at default settings on
