@@ -20,15 +20,7 @@ RUNS=${RUNS:-runs}
 # 1-2. the default model's training data (its recipe's steps 1, 2 and 4)
 if [ ! -f "$RUNS/default-model/train_boxes.csv" ]; then
     mkdir -p "$RUNS/synth"
-    python - "$DATA" "$RUNS/synth/classes.csv" <<'PY'
-import csv, sys
-data, out = sys.argv[1], sys.argv[2]
-rows = list(csv.DictReader(open(f"{data}/grocerystore/class_images.csv")))
-with open(out, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["name", "path"])
-    w.writerows([r["class"], f"{data}/grocerystore/{r['class_image']}"] for r in rows)
-PY
+    python recipes/grocery_classes.py "$DATA" "$RUNS/synth/classes.csv"
     [ -f "$RUNS/synth/out/annotations.csv" ] || os2d synth --class-images "$RUNS/synth/classes.csv" \
         --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$RUNS/synth/out" --num-images 600 --seed 0 \
         --overwrite --quiet

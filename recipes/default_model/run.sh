@@ -7,15 +7,7 @@ RUNS=${RUNS:-runs}
 mkdir -p "$RUNS/synth"
 
 # 1. class images of the 81 Grocery Store products (iconic photos), in the dataset's class order
-python - "$DATA" "$RUNS/synth/classes.csv" <<'PY'
-import csv, sys
-data, out = sys.argv[1], sys.argv[2]
-rows = list(csv.DictReader(open(f"{data}/grocerystore/class_images.csv")))
-with open(out, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["name", "path"])
-    w.writerows([r["class"], f"{data}/grocerystore/{r['class_image']}"] for r in rows)
-PY
+python recipes/grocery_classes.py "$DATA" "$RUNS/synth/classes.csv"
 
 # 2. 600 synthetic shelves / scenes on Grocery Store TRAIN photos (~3 min)
 os2d synth --class-images "$RUNS/synth/classes.csv" --backgrounds "$DATA/grocerystore/dataset/train" \

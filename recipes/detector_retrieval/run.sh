@@ -8,15 +8,7 @@ mkdir -p "$RUNS/synth"
 export OMP_NUM_THREADS=1
 
 # 1. 300 synthetic shelves on Grocery Store TRAIN photos, class images of the 81 products (as the default model's step 2)
-python - "$DATA" "$RUNS/synth/classes.csv" <<'PY'
-import csv, sys
-data, out = sys.argv[1], sys.argv[2]
-rows = list(csv.DictReader(open(f"{data}/grocerystore/class_images.csv")))
-with open(out, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["name", "path"])
-    w.writerows([r["class"], f"{data}/grocerystore/{r['class_image']}"] for r in rows)
-PY
+python recipes/grocery_classes.py "$DATA" "$RUNS/synth/classes.csv"
 os2d synth --class-images "$RUNS/synth/classes.csv" --backgrounds "$DATA/grocerystore/dataset/train" \
     --output-dir "$RUNS/synth/out" --num-images 300 --seed 0 --overwrite --quiet
 
