@@ -141,14 +141,16 @@ def add_finetune_routes(app: FastAPI, service: Any, require_token: Callable[...,
     ) -> dict[str, Any]:
         return await run_in_threadpool(start_job, steps)
 
+    def job_records() -> dict[str, Any]:  # reads each job's training log: off the event loop
+        return {"jobs": [service.finetune.record(j) for j in service.training.jobs()], "model": service.model_record()}
+
     @app.get(f"{API}/finetune")
     async def list_finetunes() -> dict[str, Any]:
-        jobs = await run_in_threadpool(service.training.jobs)
-        return {"jobs": [service.finetune.record(j) for j in jobs], "model": service.model_record()}
+        return await run_in_threadpool(job_records)
 
     @app.get(f"{API}/finetune/{{job_id}}")
     async def get_finetune(job_id: RowId) -> dict[str, Any]:
-        return service.finetune.record(await run_in_threadpool(job_or_404, job_id))
+        return await run_in_threadpool(lambda: service.finetune.record(job_or_404(job_id)))
 
     def control(job_id: int, action: str) -> dict[str, Any]:
         job_or_404(job_id)

@@ -870,24 +870,22 @@
     updateTrainButtons();
   }
 
-  // The classes a negative can belong to (kept selected across gallery reloads).
+  // A <select> of the gallery's classes (the chosen one kept across gallery reloads).
+  function fillClassSelect(select) {
+    const current = select.value;
+    select.replaceChildren(...state.classes.map((c) => {
+      const o = document.createElement("option");
+      o.value = c.name;
+      o.textContent = c.name;
+      return o;
+    }));
+    if (state.classes.some((c) => c.name === current)) select.value = current;
+  }
+
+  // The classes a negative, or a drawn training box, can belong to.
   function renderNegativeOptions() {
-    const current = el.negativeOf.value;
-    el.negativeOf.replaceChildren(...state.classes.map((c) => {
-      const o = document.createElement("option");
-      o.value = c.name;
-      o.textContent = c.name;
-      return o;
-    }));
-    if (state.classes.some((c) => c.name === current)) el.negativeOf.value = current;
-    const currentTrain = el.trainClass.value;
-    el.trainClass.replaceChildren(...state.classes.map((c) => {
-      const o = document.createElement("option");
-      o.value = c.name;
-      o.textContent = c.name;
-      return o;
-    }));
-    if (state.classes.some((c) => c.name === currentTrain)) el.trainClass.value = currentTrain;
+    fillClassSelect(el.negativeOf);
+    fillClassSelect(el.trainClass);
   }
 
   /* ---------- fine-tune: training photos and jobs ---------- */
