@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -28,3 +30,10 @@ def scene_with(obj: Image.Image, positions: list[tuple[int, int]], size: tuple[i
     for x, y in positions:
         img.paste(obj, (x, y))
     return img
+
+
+def png(img: Image.Image) -> bytes:
+    """The image as PNG bytes (an upload)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

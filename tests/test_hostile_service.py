@@ -7,7 +7,6 @@ start their own.
 
 from __future__ import annotations
 
-import io
 import json
 import select
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from helpers import scene_with, textured_object
+from helpers import png, scene_with, textured_object
 from live_server import LiveServer, serve_command, serve_env
 from PIL import Image
 
@@ -31,11 +30,6 @@ API = "/api/v1"
 UPLOAD_MB = 1  # --max-upload-mb of the module's server
 MAX_ADHOC_IMAGES = 8  # os2d.apps.service.app.MAX_ADHOC_IMAGES
 
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def large_image(width: int, height: int, seed: int) -> bytes:

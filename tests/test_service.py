@@ -18,7 +18,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from helpers import scene_with, textured_object  # noqa: E402
+from helpers import png, scene_with, textured_object  # noqa: E402
 
 from os2d.apps.service.app import ServiceSettings, create_app  # noqa: E402
 from os2d.apps.service.store import GalleryStore  # noqa: E402
@@ -28,11 +28,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 API = "/api/v1"
 OBJ_POS = (200, 100)
 
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def bomb_png(width: int = 20000, height: int = 20000) -> bytes:

@@ -3,7 +3,6 @@ fine-tune job in a child process (progress, result, switching the model, across 
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import warnings
@@ -17,7 +16,7 @@ pytest.importorskip("multipart")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
-from helpers import scene_with, textured_object  # noqa: E402
+from helpers import png, scene_with, textured_object  # noqa: E402
 
 from os2d.apps.service.app import ServiceSettings, create_app  # noqa: E402
 
@@ -30,11 +29,6 @@ SCENE = (384, 288)
 PHOTOS = [("A", [(10, 10), (240, 120)]), ("A", [(120, 60)]), ("B", [(40, 100)]), ("B", [(200, 100), (20, 10)]),
           ("AB", [(20, 40), (230, 110)])]
 
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +135,7 @@ def test_finetune_job_runs_switches_the_model_and_survives_a_restart(tmp_path, o
         assert model["finetune_job"] == job["id"] and model["weights"] != "default"
         ready = c.get(f"{API}/ready").json()
         assert ready["weights"] == model["weights"] and ready["base_weights"] == "default"
-        scene = Image.open(io.BytesIO(photo(objects, 0)[0]))
-        r = c.post(f"{API}/detect", files={"image": ("s.png", png(scene), "image/png")})
+        r = c.post(f"{API}/detect", files={"image": ("s.png", photo(objects, 0)[0], "image/png")})
         assert r.status_code == 200 and r.json()["detections"]
     # a restart keeps the fine-tuned model and the finished job
     with TestClient(create_app(ServiceSettings(data_dir=tmp_path))) as c:
