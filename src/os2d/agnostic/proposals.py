@@ -31,6 +31,14 @@ class Proposals:
     scores: Tensor  # (M,) objectness in [0, 1]
 
 
+@dataclass
+class PyramidLevel:
+    """One pyramid level of an image: its size and the trunk's features."""
+
+    size: tuple[int, int]  # (w, h) level pixels
+    features: Tensor  # (C, H, W) without anchor padding
+
+
 class AgnosticDetector:
     """The frozen trunk of an OS2D model + a trained :class:`ObjectnessHead`."""
 
@@ -45,7 +53,11 @@ class AgnosticDetector:
     @torch.no_grad()
     def level_boxes(self, level_image: Tensor) -> tuple[Tensor, Tensor]:
         """One level image (3, h, w) in [0, 1] -> boxes (H*W, 4) in level pixels and scores (H*W,)."""
-        feats = self.model.extract_features(level_image[None], align_to_anchors=False)  # (1, C, H, W)
+        return self.boxes_from_features(self.model.extract_features(level_image[None], align_to_anchors=False))
+
+    @torch.no_grad()
+    def boxes_from_features(self, feats: Tensor) -> tuple[Tensor, Tensor]:
+        """Trunk features (1, C, H, W) of a level -> boxes (H*W, 4) in level pixels and scores (H*W,)."""
         out = self.head(feats.to(next(self.head.parameters()).dtype))
         stride = float(self.head_config.stride)
         h, w = feats.shape[-2:]
@@ -57,12 +69,21 @@ class AgnosticDetector:
                 nms_iou: float) -> Proposals:
         """Boxes of every level of ``image``'s pyramid (``config.image_size``/``scales``), clipped to the image,
         merged by NMS at ``nms_iou``; the ``max_proposals`` best."""
+        return self.propose_with_levels(image, config, max_proposals=max_proposals, nms_iou=nms_iou)[0]
+
+    @torch.no_grad()
+    def propose_with_levels(self, image: Image.Image, config: InferenceConfig, *, max_proposals: int,
+                            nms_iou: float) -> tuple[Proposals, list[PyramidLevel]]:
+        """:meth:`propose`, and the trunk features of every pyramid level (for heads that pool them)."""
         device = next(self.model.parameters()).device
         ow, oh = image.size
         all_boxes, all_scores = [], []
+        levels: list[PyramidLevel] = []
         for lw, lh in pyramid_sizes(ow, oh, config):
             level = image if (lw, lh) == image.size else image.resize((lw, lh), Image.BILINEAR)
-            boxes, scores = self.level_boxes(image_to_tensor(level).to(device))
+            feats = self.model.extract_features(image_to_tensor(level)[None].to(device), align_to_anchors=False)
+            levels.append(PyramidLevel((lw, lh), feats[0]))
+            boxes, scores = self.boxes_from_features(feats)
             if scores.numel() > PER_LEVEL_TOP_K:
                 scores, idx = scores.topk(PER_LEVEL_TOP_K)
                 boxes = boxes[idx]
@@ -76,7 +97,7 @@ class AgnosticDetector:
         valid = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
         boxes, scores = boxes[valid], scores[valid]
         keep = nms(boxes, scores, nms_iou)[:max_proposals]
-        return Proposals(boxes[keep].cpu(), scores[keep].cpu())
+        return Proposals(boxes[keep].cpu(), scores[keep].cpu()), levels
 
 
-__all__ = ["AgnosticDetector", "PER_LEVEL_TOP_K", "Proposals"]
+__all__ = ["AgnosticDetector", "PER_LEVEL_TOP_K", "Proposals", "PyramidLevel"]

@@ -18,8 +18,10 @@ from os2d.agnostic.config import HeadConfig, RetrievalConfig, section_from_dict,
 from os2d.agnostic.head import ObjectnessHead, build_head
 from os2d.agnostic.retrieval import Whitening
 from os2d.files import atomic_torch_save
+from os2d.weights.registry import ASSETS_DIR
 
 DETECTOR_KIND = "os2d-agnostic-detector"
+DEFAULT_DETECTOR = ASSETS_DIR / "agnostic_detector_lite0.pt"  # trained on the default model's trunk
 VERSION = 1
 
 
@@ -63,4 +65,4 @@ def load_detector(path: str | Path) -> DetectorWeights:
                            white, str(data["trunk"]), data.get("trunk_fingerprint"))
 
 
-__all__ = ["DETECTOR_KIND", "VERSION", "DetectorWeights", "load_detector", "save_detector"]
+__all__ = ["DEFAULT_DETECTOR", "DETECTOR_KIND", "VERSION", "DetectorWeights", "load_detector", "save_detector"]

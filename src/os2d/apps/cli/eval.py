@@ -131,6 +131,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not Path(args.detector).is_file():
             raise CliError(f"--detector: file not found: {args.detector}")
         options["detector"] = args.detector
+    if args.coae is not None:
+        if args.method != "coae":
+            raise CliError("--coae goes with --method coae")
+        if not Path(args.coae).is_file():
+            raise CliError(f"--coae: file not found: {args.coae}")
+        options["weights"] = args.coae
     model = None
     if args.method in MODEL_METHODS:
         from os2d.weights import load_model
@@ -216,11 +222,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
                    help="os2d (model with TransformNet), sliding-square / sliding-ar (paper's sliding-window "
                         "baselines on the model's features), sift, template (OpenCV), detector-retrieval (paper's "
-                        "main baseline: class-agnostic detector + GeM retrieval on the model's trunk)")
-    add_model_args(p, weights_help="weights name or checkpoint (os2d, sliding-*, detector-retrieval)")
+                        "main baseline: class-agnostic detector + GeM retrieval on the model's trunk), coae (the same proposals "
+                        "ranked by a co-attention / co-excitation head, Hsieh et al. 2019)")
+    add_model_args(p, weights_help="weights name or checkpoint (os2d, sliding-*, detector-retrieval, coae)")
     p.add_argument("--detector", default=None, metavar="FILE",
                    help="detector-retrieval: class-agnostic detector weights from `os2d train-detector` "
                         "(default: the packaged one, trained on the default weights' trunk)")
+    p.add_argument("--coae", default=None, metavar="FILE",
+                   help="coae: CoAE weights from `os2d train-coae` (default: the packaged one, trained on the "
+                        "default weights' trunk)")
     add_inference_args(p, image_size_help="auto: levels chosen per image as in `os2d detect`; N: resize so "
                                           "sqrt(w*h) = N at scale 1; 0: keep sizes (default: the spec's "
                                           "image_size, else auto for os2d and sliding-square, else the size that "

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from os2d.apps.cli import demo, detect, finetune, pretrain, serve, synth, train, train_detector, weights
+from os2d.apps.cli import demo, detect, finetune, pretrain, serve, synth, train, train_coae, train_detector, weights
 from os2d.apps.cli import eval as eval_cmd
 from os2d.errors import Os2dError
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)  # os2d train, os2d plot-log
     finetune.add_parser(sub)  # os2d finetune
     train_detector.add_parser(sub)  # os2d train-detector
+    train_coae.add_parser(sub)  # os2d train-coae
     return parser
 
 

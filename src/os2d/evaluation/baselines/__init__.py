@@ -15,7 +15,9 @@ Methods (registry :data:`METHODS`):
     * ``template`` - multi-scale normalised cross-correlation (:class:`os2d.evaluation.baselines.template.TemplateMatcher`,
       OpenCV);
     * ``detector-retrieval`` - paper's main baseline: class-agnostic detector on the model's trunk + GeM retrieval
-      (:class:`os2d.evaluation.baselines.detector_retrieval.DetectorRetrieval`).
+      (:class:`os2d.evaluation.baselines.detector_retrieval.DetectorRetrieval`);
+    * ``coae`` - CoAE (Hsieh et al. 2019): the same proposals ranked by a co-attention / co-excitation head
+      (:class:`os2d.evaluation.baselines.coae.CoaeMethod`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
     from os2d.model.os2d import Os2dModel
     from os2d.results import Detections
 
-METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template", "detector-retrieval")
-MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar", "detector-retrieval")  # need a feature extractor (an Os2dModel)
+METHODS = ("os2d", "sliding-square", "sliding-ar", "sift", "template", "detector-retrieval", "coae")
+MODEL_METHODS = ("os2d", "sliding-square", "sliding-ar", "detector-retrieval", "coae")  # need a feature extractor (an Os2dModel)
 AUTO_SCALE_METHODS = ("os2d", "sliding-square")  # run through os2d.Detector: support image_size="auto"
 
 
@@ -84,6 +86,10 @@ def build_method(method: str, config: InferenceConfig, *, model: Os2dModel | Non
         from os2d.evaluation.baselines.detector_retrieval import DetectorRetrieval
 
         return DetectorRetrieval(model, config, **options)  # type: ignore[arg-type]
+    if method == "coae":
+        from os2d.evaluation.baselines.coae import CoaeMethod
+
+        return CoaeMethod(model, config, **options)  # type: ignore[arg-type]
     if method == "sift":
         from os2d.evaluation.baselines.sift import SiftMatcher
 

@@ -28,18 +28,15 @@ from torch import Tensor
 
 from os2d.agnostic.proposals import AgnosticDetector, Proposals
 from os2d.agnostic.retrieval import crop_boxes, embed_images
-from os2d.agnostic.weights import load_detector
+from os2d.agnostic.weights import DEFAULT_DETECTOR, load_detector
 from os2d.config import InferenceConfig
 from os2d.evaluation.baselines.views import ClassViews, box_corners
 from os2d.inference.decode import LevelCandidates, merge_and_nms
 from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
 from os2d.weights.fingerprint import model_fingerprint
-from os2d.weights.registry import ASSETS_DIR
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_DETECTOR = ASSETS_DIR / "agnostic_detector_lite0.pt"  # trained on the default model's trunk
 
 
 class DetectorRetrieval:
