@@ -266,3 +266,18 @@ def test_config_validation_and_cli_errors(tmp_path, capsys):
     assert "--coae goes with --method coae" in capsys.readouterr().err
     assert main([*common, "--method", "coae", "--coae", str(tmp_path / "none.pt")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_packaged_coae_is_small_and_fits_the_default_trunk():
+    from os2d.agnostic.weights import DEFAULT_DETECTOR, load_detector
+    from os2d.evaluation.baselines.coae import DEFAULT_COAE
+    from os2d.weights import load_model
+    from os2d.weights.fingerprint import model_fingerprint
+
+    assert DEFAULT_COAE.is_file() and DEFAULT_COAE.stat().st_size < 4_000_000
+    w = load_coae(DEFAULT_COAE)
+    assert w.trunk == "default" and w.head_config.in_channels == 112 and w.num_proposals == 100
+    assert w.trunk_fingerprint == model_fingerprint(load_model("default"))
+    detector = load_detector(DEFAULT_DETECTOR)  # its proposals are the packaged detector's
+    for k, v in detector.head.state_dict().items():
+        assert torch.equal(v, w.proposal_head.state_dict()[k])

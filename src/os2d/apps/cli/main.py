@@ -12,7 +12,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from os2d.apps.cli import demo, detect, finetune, pretrain, serve, synth, train, train_coae, train_detector, weights
+from os2d.apps.cli import (
+    demo,
+    detect,
+    finetune,
+    pretrain,
+    serve,
+    synth,
+    train,
+    train_coae,
+    train_detector,
+    weights,
+)
 from os2d.apps.cli import eval as eval_cmd
 from os2d.errors import Os2dError
 
