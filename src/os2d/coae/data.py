@@ -9,7 +9,6 @@ a box whose class has no class image (never a query, still a negative for other 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from os2d.agnostic.cache import compute_levels, level_sizes
+from os2d.agnostic.cache import TrainImage, build_cache, load_cache
 from os2d.data.simple_csv import CLASS_NAME_COLUMNS, CLASS_PATH_COLUMNS
 from os2d.files import atomic_torch_save
 from os2d.io import image_to_tensor, load_image
@@ -115,24 +114,13 @@ class CachedLabelledLevel:
 def build_labelled_cache(model: Os2dModel, data: LabelledData, cache_dir: str | Path, *,
                          object_sizes: Sequence[float], side_range: tuple[int, int],
                          progress: Callable[[int, int], None] | None = None) -> list[CachedLabelledLevel]:
-    """Compute the missing per-image cache files (existing ones are kept: an interrupted run resumes), return all
-    levels (in memory, float16)."""
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    """The detector's per-image feature cache (:func:`os2d.agnostic.cache.build_cache`: missing files computed,
+    existing ones kept), its levels with each image's labels and group attached (in memory, float16)."""
+    files = build_cache(model, [TrainImage(im.path, im.boxes_xyxy) for im in data.images], cache_dir,
+                        object_sizes=object_sizes, side_range=side_range, progress=progress)
     levels: list[CachedLabelledLevel] = []
-    for i, item in enumerate(data.images):
-        path = cache_dir / (hashlib.sha1(item.path.encode()).hexdigest()[:16] + ".pt")
-        if not path.exists():
-            image = load_image(item.path)
-            sizes = level_sizes(image.width, image.height, item.boxes_xyxy, object_sizes, side_range)
-            cached = compute_levels(model, image, item.boxes_xyxy, sizes)
-            atomic_torch_save(path, {"image": item.path, "levels": [
-                {"features": lv.features, "boxes_xyxy": lv.boxes_xyxy} for lv in cached]})
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        levels += [CachedLabelledLevel(lv["features"], lv["boxes_xyxy"], item.labels, item.group)
-                   for lv in stored["levels"]]
-        if progress is not None:
-            progress(i + 1, len(data.images))
+    for item, path in zip(data.images, files, strict=True):
+        levels += [CachedLabelledLevel(lv.features, lv.boxes_xyxy, item.labels, item.group) for lv in load_cache([path])]
     return levels
 
 

@@ -37,7 +37,7 @@ from os2d.coae.weights import CoaeWeights, save_coae
 from os2d.files import atomic_torch_save
 from os2d.model.os2d import Os2dModel
 from os2d.ops import nms
-from os2d.train.dataclass_io import apply_overrides, config_from_dict, load_yaml_mapping
+from os2d.train.dataclass_io import config_with_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -230,20 +230,8 @@ def run_coae_training(config: CoaeTrainConfig, *, resume: bool = True, log: Call
 
 def coae_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> CoaeTrainConfig:
     """Build the config from a plain dict plus ``key=value`` overrides (``ConfigError`` names a bad key)."""
-    return config_from_dict(CoaeTrainConfig, apply_overrides(CoaeTrainConfig, data, overrides or []))
+    return config_with_overrides(CoaeTrainConfig, data, overrides or [])
 
 
-def load_coae_config(path: str | Path, overrides: list[str] | None = None) -> CoaeTrainConfig:
-    """Read a YAML config file (missing keys take the defaults) and apply overrides."""
-    return coae_config_from_dict(load_yaml_mapping(path), overrides)
-
-
-def coae_config_from_checkpoint(path: str | Path, overrides: list[str] | None = None) -> CoaeTrainConfig:
-    """The training config saved in a checkpoint (plus overrides)."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return coae_config_from_dict(data["config"], overrides)
-
-
-__all__ = ["CHECKPOINT", "WEIGHTS_FILE", "TrainingLevel", "coae_config_from_checkpoint", "coae_config_from_dict",
-           "coae_losses", "draw_query", "level_proposals", "load_coae_config", "prepare_levels", "run_coae_training",
-           "train_coae_head"]
+__all__ = ["CHECKPOINT", "WEIGHTS_FILE", "TrainingLevel", "coae_config_from_dict", "coae_losses", "draw_query",
+           "level_proposals", "prepare_levels", "run_coae_training", "train_coae_head"]

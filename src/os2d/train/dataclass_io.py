@@ -208,6 +208,12 @@ def apply_overrides(cls: type, data: Mapping[str, Any], overrides: Sequence[str]
     return out
 
 
+def config_with_overrides(cls: type, data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Any:
+    """A ``cls`` config from its plain-dict form plus ``key=value`` overrides (``ConfigError`` names a bad key);
+    ``data`` is e.g. :func:`load_yaml_mapping` of a file or the ``config`` entry of a checkpoint."""
+    return config_from_dict(cls, apply_overrides(cls, data, overrides))
+
+
 def _deep_copy(d: Any) -> Any:
     if isinstance(d, dict):
         return {k: _deep_copy(v) for k, v in d.items()}
@@ -237,6 +243,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "config_with_overrides",
     "load_yaml_mapping",
     "parse_override",
 ]

@@ -29,7 +29,7 @@ from os2d.agnostic.weights import save_detector
 from os2d.files import atomic_torch_save
 from os2d.io import load_image
 from os2d.model.os2d import Os2dModel
-from os2d.train.dataclass_io import apply_overrides, config_from_dict, load_yaml_mapping
+from os2d.train.dataclass_io import config_with_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -190,19 +190,8 @@ def run_training(config: DetectorTrainConfig, *, resume: bool = True,
 
 def detector_train_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> DetectorTrainConfig:
     """Build the config from a plain dict plus ``key=value`` overrides (``ConfigError`` names a bad key)."""
-    return config_from_dict(DetectorTrainConfig, apply_overrides(DetectorTrainConfig, data, overrides or []))
+    return config_with_overrides(DetectorTrainConfig, data, overrides or [])
 
 
-def load_detector_train_config(path: str | Path, overrides: list[str] | None = None) -> DetectorTrainConfig:
-    """Read a YAML config file (missing keys take the defaults) and apply overrides."""
-    return detector_train_config_from_dict(load_yaml_mapping(path), overrides)
-
-
-def config_from_checkpoint(path: str | Path, overrides: list[str] | None = None) -> DetectorTrainConfig:
-    """The training config saved in a checkpoint (plus overrides)."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return detector_train_config_from_dict(data["config"], overrides)
-
-
-__all__ = ["CHECKPOINT", "DETECTOR_FILE", "TrainingLevel", "config_from_checkpoint", "detector_train_config_from_dict",
-           "fit_whitening", "load_detector_train_config", "prepare_levels", "random_crop", "run_training", "train_head"]
+__all__ = ["CHECKPOINT", "DETECTOR_FILE", "TrainingLevel", "detector_train_config_from_dict", "fit_whitening",
+           "prepare_levels", "random_crop", "run_training", "train_head"]

@@ -125,18 +125,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        "needs a number of pixels (or 0)")
 
     options = {}
-    if args.detector is not None:
-        if args.method != "detector-retrieval":
-            raise CliError("--detector goes with --method detector-retrieval")
-        if not Path(args.detector).is_file():
-            raise CliError(f"--detector: file not found: {args.detector}")
-        options["detector"] = args.detector
-    if args.coae is not None:
-        if args.method != "coae":
-            raise CliError("--coae goes with --method coae")
-        if not Path(args.coae).is_file():
-            raise CliError(f"--coae: file not found: {args.coae}")
-        options["weights"] = args.coae
+    for flag, method, option in (("detector", "detector-retrieval", "detector"), ("coae", "coae", "weights")):
+        path = getattr(args, flag)  # a baseline's own weights file
+        if path is None:
+            continue
+        if args.method != method:
+            raise CliError(f"--{flag} goes with --method {method}")
+        if not Path(path).is_file():
+            raise CliError(f"--{flag}: file not found: {path}")
+        options[option] = path
     model = None
     if args.method in MODEL_METHODS:
         from os2d.weights import load_model
