@@ -3,7 +3,7 @@
 Prints a table: feature extraction s/image as inference runs (BatchNorm folded into the convolutions; for
 ResNet also traced and optimised by TorchScript), with two in-process baselines timed round-robin with it
 (the folded copy run eagerly, and the plain backbone with BatchNorm unfolded), heads s/image/class (median
-of repeats), the simple per-channel loop resampling as an in-process baseline, and peak resident memory
+of repeats; TransformNet in float32 and in int8, ``InferenceConfig.heads_precision``, timed round-robin), the simple per-channel loop resampling as an in-process baseline, and peak resident memory
 of inference (measured before the baselines are built). Each backbone runs in its own
 subprocess so that peak memory is per configuration.
 
@@ -64,9 +64,13 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
         feats = model.extract_features(image)
         kernels = model.class_kernels(class_images)
         t_cls = _median_time(lambda: model.class_kernels(class_images[:1]), repeats)
-        t_heads = _median_time(lambda: model.heads(feats, kernels, class_chunk=16), repeats)
+        _median_time(lambda: model.heads(feats, kernels, class_chunk=16), 1)
         # peak memory of inference as it runs (features + class kernels + heads), before the baseline copies
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # heads with TransformNet in float32 (exact) and int8 (InferenceConfig.heads_precision), round-robin
+        t_heads, t_heads_int8 = _interleaved(
+            [lambda: model.heads(feats, kernels, class_chunk=16),
+             lambda: model.heads(feats, kernels, class_chunk=16, precision="int8")], repeats)
 
         def baseline(path: str):
             m = copy.deepcopy(model)  # its own cached inference copy, so that modes do not evict each other
@@ -94,7 +98,7 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
         "backbone": backbone, "variant": variant, "image": f"{height}x{width}", "fm": f"{h}x{w}",
         "classes": classes, "features_s": t_feat, "features_eager_s": t_feat_eager,
         "features_unfolded_s": t_feat_plain, "class_image_s": t_cls,
-        "heads_s_per_class": t_heads / classes,
+        "heads_s_per_class": t_heads / classes, "heads_int8_s_per_class": t_heads_int8 / classes,
         "resample_fused_s_per_class": t_fast / classes, "resample_loop_s_per_class": t_loop / classes,
         "peak_rss_mb": peak_mb, "threads": torch.get_num_threads(),
     }
@@ -122,7 +126,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{rows[0]['threads']} threads; median of {args.repeats} repeats")
     hdr = (f"{'backbone':<20}{'var':<5}{'image':<11}{'fm':<8}{'K':>4}{'features s':>12}{'eager fold':>12}{'BN unfolded':>12}"
-           f"{'heads s/cls':>13}"
+           f"{'heads s/cls':>13}{'int8 s/cls':>12}{'ratio':>7}"
            f"{'resample 1 call':>16}{'225 calls':>11}{'ratio':>7}{'peak MB':>9}")
     print(hdr)
     print("-" * len(hdr))
@@ -130,7 +134,8 @@ def main() -> None:
         ratio = r["resample_loop_s_per_class"] / r["resample_fused_s_per_class"]
         print(f"{r['backbone']:<20}{r['variant']:<5}{r['image']:<11}{r['fm']:<8}{r['classes']:>4}"
               f"{r['features_s']:>12.3f}{r['features_eager_s']:>12.3f}{r['features_unfolded_s']:>12.3f}"
-              f"{r['heads_s_per_class']:>13.4f}"
+              f"{r['heads_s_per_class']:>13.4f}{r['heads_int8_s_per_class']:>12.4f}"
+              f"{r['heads_s_per_class'] / r['heads_int8_s_per_class']:>6.2f}x"
               f"{r['resample_fused_s_per_class']:>16.4f}"
               f"{r['resample_loop_s_per_class']:>11.4f}{ratio:>6.1f}x{r['peak_rss_mb']:>9.0f}")
 

@@ -213,8 +213,8 @@ def test_the_parser_imports_no_torch():
     assert "usage: os2d" in proc.stdout
 
 
-def test_serve_passes_the_shortlist_to_the_service(tmp_path, monkeypatch):
-    """`os2d serve --shortlist K` reaches ServiceSettings (uvicorn and the app are stubbed: no server starts)."""
+def test_serve_passes_the_shortlist_and_precision_to_the_service(tmp_path, monkeypatch):
+    """`os2d serve --shortlist K --heads-precision int8` reach ServiceSettings (uvicorn and the app are stubbed: no server starts)."""
     pytest.importorskip("uvicorn")
     import uvicorn
 
@@ -223,6 +223,8 @@ def test_serve_passes_the_shortlist_to_the_service(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(service_app, "create_app", lambda settings: seen.setdefault("settings", settings))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.setdefault("run", kw))
-    assert main(["serve", "--data-dir", str(tmp_path / "data"), "--shortlist", "3", "-q", "--port", "8123"]) == 0
+    assert main(["serve", "--data-dir", str(tmp_path / "data"), "--shortlist", "3", "-q", "--port", "8123",
+                 "--heads-precision", "int8"]) == 0
     assert seen["settings"].shortlist_top_k == 3
+    assert seen["settings"].heads_precision == "int8"
     assert seen["run"]["port"] == 8123

@@ -50,7 +50,7 @@ def test_scores_loc_corners_match_reference(parity):
 def test_detections_match_reference(parity):
     model, image, kernels, _, ref = parity
     cfg = InferenceConfig(image_size=None, scales=(1.0,), nms_iou_threshold=0.3, score_threshold=None,
-                          max_detections=None, pre_nms_top_k=None)
+                          max_detections=None, pre_nms_top_k=None, heads_precision="fp32")
     dets = detect_image(model, image, kernels, torch.tensor([0, 1]), ["c0", "c1"], cfg)
     assert len(dets) == len(ref["det_scores"])
     order = torch.argsort(ref["det_scores"], descending=True, stable=True)

@@ -268,6 +268,19 @@ def test_shortlist_setting_applies_to_every_detection(tmp_path: Path, obj: Image
     assert runs[None, "adhoc"]["detections"] == full["detections"]  # same image as the stored "other"
 
 
+def test_heads_precision_setting_reaches_the_detector(tmp_path: Path, obj: Image.Image, scene: Image.Image) -> None:
+    """``heads_precision="int8"`` is the detector's config; its best detection is the fp32 one's (within 2 px)."""
+    with pytest.raises(ValueError, match="heads_precision"):
+        ServiceSettings(data_dir=tmp_path, heads_precision="fp16")
+    best = {}
+    for precision in ("fp32", "int8"):
+        with make_client(tmp_path / precision, heads_precision=precision) as c:
+            assert c.app.state.service.detector.config.heads_precision == precision
+            add_class(c, "cereal", obj)
+            best[precision] = detect(c, scene, image_size=512).json()["detections"][0]
+    assert best["int8"]["box_xyxy"] == pytest.approx(best["fp32"]["box_xyxy"], abs=2.0)
+
+
 # ------------------------------------------------------------------------------- auth and errors
 
 

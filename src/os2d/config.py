@@ -129,6 +129,7 @@ class InferenceConfig:
     negative_iou: float = 0.5  # a negative of the class scoring >= a detection on a box this close beats it
     negative_mode: str = "drop"  # a beaten detection is dropped, or "demote"d (score 2 s - negative's score)
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
+    heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
 
     def __post_init__(self) -> None:
         if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
@@ -137,6 +138,8 @@ class InferenceConfig:
             raise ValueError(f"nms_iou_threshold must be in [0, 1], got {self.nms_iou_threshold}")
         if not 0.0 < self.negative_iou <= 1.0:
             raise ValueError(f"negative_iou must be in (0, 1], got {self.negative_iou}")
+        if self.heads_precision not in ("fp32", "int8"):
+            raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
         if self.negative_mode not in ("drop", "demote"):
             raise ValueError(f"negative_mode must be 'drop' or 'demote', got {self.negative_mode!r}")
         if self.score_threshold is not None and not math.isfinite(self.score_threshold):

@@ -39,7 +39,8 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     h, w = level_image.shape[-2:]
     if features is None:
         features = model.extract_features(level_image[None])
-    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect)
+    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect,
+                      precision=config.heads_precision)
     v = kernels.shape[0]
     scores = out.scores[0].reshape(v, -1)  # (V, A)
     boxes = out.boxes_xyxy[0].reshape(v, -1, 4)

@@ -59,3 +59,12 @@ def correlate(features: Tensor, kernels: Tensor) -> Tensor:
     feats = l2_normalize(features, dim=1, eps=1e-5).reshape(b, 1, c, h * w)
     corr = torch.matmul(kernels.reshape(1, k * n, c), feats.reshape(b, c, h * w))  # (B, K*S*S, H*W)
     return corr.view(b, k, n, h, w)
+
+
+def correlate_channels_last(features: Tensor, kernels: Tensor) -> Tensor:
+    """:func:`correlate` with the class cells last: (B, C, H, W), (K, S*S, C) -> (B, K, H, W, S*S)."""
+    b, c, h, w = features.shape
+    k, n, _ = kernels.shape
+    feats = l2_normalize(features, dim=1, eps=1e-5).reshape(b, 1, c, h * w)
+    corr = torch.matmul(feats.transpose(-1, -2), kernels.transpose(-1, -2))  # (B, K, H*W, S*S)
+    return corr.view(b, k, h, w, n)

@@ -43,7 +43,7 @@ def params_to_affine(params: Tensor, *, invert: bool) -> Tensor:
     return torch.stack([row0, row1], dim=-2)
 
 
-def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor:
+def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int, channels: Tensor | None = None) -> Tensor:
     """All S*S grid points of every location in ``grid_sample`` units of the (H, W) feature map, laid out like
     the correlation channels, ready for :func:`sample_per_channel_unit`.
 
@@ -54,8 +54,9 @@ def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor
 
     Args:
         theta: (N, H, W, 2, 3) class-local -> image-local affine matrices.
+        channels: (M,) which channels to build (e.g. the pooled inner cells); None = all S*S.
     Returns:
-        (N, S*S, H, W, 2), channel ``q*S + p`` holds the point of class cell (p, q).
+        (N, S*S, H, W, 2) (or (N, M, H, W, 2)), channel ``q*S + p`` holds the point of class cell (p, q).
     """
     dtype, device = theta.dtype, theta.device
     half = s / 2.0
@@ -68,6 +69,8 @@ def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int) -> Tensor
     lin = torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device)
     xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> x_q
     yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> y_p
+    if channels is not None:
+        xq, yp = xq[:, channels], yp[:, channels]
     grid = torch.addcmul(offset, coef[..., 0].unsqueeze(1), xq)  # (N, S*S, H, W, 2)
     return grid.addcmul_(coef[..., 1].unsqueeze(1), yp)
 

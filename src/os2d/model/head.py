@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 
 from os2d.model.box_coder import encode, make_anchors
-from os2d.model.correlation import correlate
+from os2d.model.correlation import correlate, correlate_channels_last
 from os2d.model.grids import grid_corners, params_to_affine, stretch_to_aspect, unit_grid_in_channel_layout
+from os2d.model.int8_transform import Int8TransformNet
 from os2d.model.resample import pool_mask, sample_per_channel_unit
 from os2d.model.transform_net import TransformNet
 
@@ -129,19 +130,28 @@ def _head_chunk(
     k = kernels.shape[0]
     s = grid_size
     n = b * k
-    corr = correlate(features, kernels).reshape(n, s * s, h, w)  # channel = q*S + p
-    theta = params_to_affine(transform_net(corr), invert=invert_transform)  # (N, H, W, 2, 3)
+    # Only the pooled (inner) cells are resampled: the border cells have weight 0 (121 of 225 channels at S=15).
+    mask = pool_mask(s, pool_border, device=features.device, dtype=features.dtype)
+    cells = range(pool_border, s - pool_border)
+    inner = torch.tensor([q * s + p for q in cells for p in cells], device=features.device)  # (M,)
+    if isinstance(transform_net, Int8TransformNet):  # its input channels-last, the inner cells by a 2nd GEMM
+        params = transform_net.from_channels_last(correlate_channels_last(features, kernels).view(n, h, w, s * s))
+        corr_inner = correlate(features, kernels[:, inner]).view(n, len(inner), h, w)  # (N, M, H, W)
+    else:
+        corr = correlate(features, kernels).reshape(n, s * s, h, w)  # channel = q*S + p
+        params = transform_net(corr)
+        corr_inner = corr[:, inner]  # (N, M, H, W)
+    theta = params_to_affine(params, invert=invert_transform)  # (N, H, W, 2, 3)
     if aspect is not None:  # pair n = (image n // K, class view n % K)
         theta = stretch_to_aspect(theta, aspect.to(theta.device).repeat(b), aspect_power)
     # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
-    # Built directly in correlation-channel layout (N, S*S, H, W): point of cell (p, q) meets channel q*S + p.
-    grid = unit_grid_in_channel_layout(theta, s, h, w)  # (N, S*S, H, W, 2)
-    mask = pool_mask(s, pool_border, device=corr.device, dtype=corr.dtype)
-    scores = torch.einsum("nchw,c->nhw", sample_per_channel_unit(corr, grid), mask)
+    # Built directly in correlation-channel layout (N, M, H, W): point of cell (p, q) meets channel q*S + p.
+    grid = unit_grid_in_channel_layout(theta, s, h, w, inner)  # (N, M, H, W, 2)
+    scores = torch.einsum("nchw,c->nhw", sample_per_channel_unit(corr_inner, grid), mask[inner])
     scores_detached = None
     if with_detached_scores:
-        sampled = sample_per_channel_unit(corr, grid.detach())
-        scores_detached = torch.einsum("nchw,c->nhw", sampled, mask).view(b, k, h, w)
+        sampled = sample_per_channel_unit(corr_inner, grid.detach())
+        scores_detached = torch.einsum("nchw,c->nhw", sampled, mask[inner]).view(b, k, h, w)
 
     # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
     # min/max box over all S*S points.

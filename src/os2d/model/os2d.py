@@ -18,6 +18,7 @@ from os2d.model.backbone import build_backbone
 from os2d.model.backbone.fuse import DEFAULT_INFERENCE_PATH, FusedBackboneCache, InferencePath
 from os2d.model.correlation import class_kernels, resize_class_features
 from os2d.model.head import HeadOutput, os2d_head
+from os2d.model.int8_transform import HeadsPrecision, Int8TransformCache, int8_supported
 from os2d.model.transform_net import TransformNet
 
 
@@ -37,6 +38,7 @@ class Os2dModel(nn.Module):
         self.calibration: Calibration | None = None  # os2d.calibration, from the weights file (None: scores only)
         self.inference_path = DEFAULT_INFERENCE_PATH
         self.inference_cache = FusedBackboneCache()  # the folded copy; empty in copies and pickles
+        self.int8_cache = Int8TransformCache()  # TransformNet's int8 copy (heads_precision "int8"); same rules
 
     @property
     def inference_path(self) -> InferencePath:
@@ -100,19 +102,30 @@ class Os2dModel(nn.Module):
         return class_kernels(self.class_features(class_images))
 
     def heads(self, features: Tensor, kernels: Tensor, *, class_chunk: int | None = None,
-              with_detached_scores: bool = False, aspect: Tensor | None = None) -> HeadOutput:
+              with_detached_scores: bool = False, aspect: Tensor | None = None,
+              precision: HeadsPrecision | str = HeadsPrecision.FP32) -> HeadOutput:
         """Head outputs for precomputed input features (B, C, H, W) and class kernels (K, S*S, C).
 
         ``aspect``: (K,) aspect ratios (w / h) of the class views' images, used when the model's
         ``anchor_aspect_power`` is not 0 (None: square anchors).
+        ``precision``: ``"int8"`` runs TransformNet's convolutions in int8 (:mod:`os2d.model.int8_transform`)
+        where that applies (eval mode, no autograd, float32 on a CPU that supports it); float32 otherwise.
         """
         cfg = self.config
         return os2d_head(
-            features, kernels.to(features.dtype), self.transform_net,
+            features, kernels.to(features.dtype), self._transform_for(features, HeadsPrecision(precision)),
             invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size, pool_border=cfg.pool_border,
             stride=float(self.stride), anchor_size=cfg.anchor_size, class_chunk=class_chunk,
             with_detached_scores=with_detached_scores, aspect=aspect, aspect_power=cfg.anchor_aspect_power,
         )
+
+    def _transform_for(self, features: Tensor, precision: HeadsPrecision):
+        """The TransformNet to run: its int8 copy when ``precision`` asks for it and it applies."""
+        if (precision is HeadsPrecision.INT8 and not self.training and not torch.is_grad_enabled()
+                and features.device.type == "cpu" and features.dtype == torch.float32
+                and all(p.device.type == "cpu" for p in self.transform_net.parameters()) and int8_supported()):
+            return self.int8_cache.get(self.transform_net)
+        return self.transform_net
 
     def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None, *,
                 aspect: Tensor | None = None) -> HeadOutput:

@@ -103,6 +103,9 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--nms-iou", type=float, default=None, help="per-class NMS IoU threshold (default 0.3)")
     g.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotated class views")
     g.add_argument("--hflip", action="store_true", help="add horizontally flipped class views")
+    g.add_argument("--heads-precision", choices=("fp32", "int8"), default=None,
+                   help="TransformNet's arithmetic: fp32 (exact, the reference's) or int8 (faster on CPUs with "
+                        "8-bit dot products, falls back to fp32 elsewhere); default: the config's")
     if shortlist:
         g.add_argument("--shortlist", type=int, default=None, metavar="K",
                        help="run the full heads only for the K classes ranked best per image by a cheap "
@@ -170,6 +173,8 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["nms_iou_threshold"] = args.nms_iou
     if getattr(args, "shortlist", None) is not None:
         changes["shortlist_top_k"] = args.shortlist
+    if args.heads_precision is not None:
+        changes["heads_precision"] = args.heads_precision
     try:
         return InferenceConfig(**changes)
     except ValueError as e:

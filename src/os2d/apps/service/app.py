@@ -92,6 +92,7 @@ class ServiceSettings:
     torch_threads: int | None = None  # torch.set_num_threads, only when given
     max_batch: int = 16
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
+    heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -99,6 +100,8 @@ class ServiceSettings:
             raise ValueError("queue_size must be >= 1")
         if self.shortlist_top_k is not None and self.shortlist_top_k < 1:
             raise ValueError("shortlist_top_k must be >= 1 or None")
+        if self.heads_precision not in ("fp32", "int8"):
+            raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -266,7 +269,8 @@ class Service:
 
     def _new_detector(self, weights: str) -> Detector:
         return Detector.from_weights(weights, device=self.settings.device,
-                                     shortlist_top_k=self.settings.shortlist_top_k)
+                                     shortlist_top_k=self.settings.shortlist_top_k,
+                                     heads_precision=self.settings.heads_precision)
 
     def _startup_weights(self) -> str:
         """``settings.weights``, or the fine-tuned model made from them that the page switched to last (kept

@@ -1,0 +1,121 @@
+"""Heads in float32 vs int8 (``InferenceConfig.heads_precision``) on real photos, at default settings (issue 15).
+
+Per set, in one process: the exact heads (``fp32``) and the int8 TransformNet (``int8``,
+:mod:`os2d.model.int8_transform`) run the same ``os2d eval`` protocol at default settings (``image_size="auto"``).
+Printed per set and arm: the heads' seconds per class view and level (``Os2dModel.heads`` timed around every call),
+the speed-up over fp32, seconds per image, VOC mAP@0.5 and its difference to fp32, and the share of images whose
+top-10 detections agree with fp32's:
+
+- *same set*: the same 10 detections (one-to-one: same label, IoU >= 0.95), in any order;
+- *same order*: the same labels in the same order with IoU >= 0.95 at every rank (near-equal scores may swap).
+
+Rule fixed before the first measurement (``int8`` becomes the default only if it holds on every set):
+|mAP(int8) - mAP(fp32)| <= 0.5 points and *same set* >= 95% of images.
+
+Sets (``../shared/data``, see ``benchmarks/cascade_probe.py``): ``demo``, ``fl27-val`` (the 6 held-out brands,
+592 images), ``fl27-train`` (the 14 training brands, every 6th image), ``synth-val`` (``--synth-dir``).
+
+    python benchmarks/heads_precision.py --sets demo synth-val fl27-train fl27-val
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from os2d.config import InferenceConfig
+from os2d.detector import Detector
+from os2d.evaluation.detector_method import DetectorMethod
+from os2d.evaluation.harness import run_method
+from os2d.ops.boxes import box_iou
+from os2d.results import Detections
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cascade_probe import load_set  # noqa: E402
+
+ARMS = ("fp32", "int8")
+
+
+class HeadsTimer:
+    """Wraps ``model.heads`` and sums its wall time and the class views x levels it ran."""
+
+    def __init__(self, model) -> None:
+        self.model, self.inner = model, model.heads
+        self.seconds, self.views = 0.0, 0
+        model.heads = self
+
+    def __call__(self, features, kernels, **kw):
+        t0 = time.perf_counter()
+        out = self.inner(features, kernels, **kw)
+        self.seconds += time.perf_counter() - t0
+        self.views += kernels.shape[0]
+        return out
+
+
+def top_agreement(a: Detections, b: Detections, k: int = 10, iou: float = 0.95) -> tuple[bool, bool]:
+    """(same set, same order) of the top-``k`` detections of two runs on one image."""
+    n = min(k, len(a.scores))
+    if min(k, len(b.scores)) != n:
+        return False, False
+    if n == 0:
+        return True, True
+    la, lb = a.labels[:n], b.labels[:n]
+    ious = box_iou(a.boxes_xyxy[:n], b.boxes_xyxy[:n]) * (la.view(-1, 1) == lb.view(1, -1))
+    ordered = bool((ious.diagonal() >= iou).all())
+    free = torch.ones(n, dtype=torch.bool)
+    for i in range(n):  # greedy one-to-one matching (boxes this close are unambiguous)
+        cand = (ious[i] >= iou) & free
+        if not cand.any():
+            return False, ordered
+        free[int(cand.nonzero()[0])] = False
+    return True, ordered
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=["demo", "synth-val"])
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for set_name in args.sets:
+        dataset = load_set(set_name, args.synth_dir)
+        runs = {}
+        for arm in ARMS:
+            det = Detector.from_weights(args.weights, config=InferenceConfig(heads_precision=arm))
+            timer = HeadsTimer(det.model)
+            ev = run_method(DetectorMethod(det), dataset, config=det.config, progress=False,
+                            max_images=args.max_images)
+            runs[arm] = (ev, timer.seconds / max(timer.views, 1))
+            print(f"{set_name} {arm}: mAP {100 * ev.result.map:.2f}, heads {timer.seconds:.1f} s, "
+                  f"{ev.seconds_per_image:.2f} s/img", flush=True)
+        exact, exact_per_view = runs["fp32"]
+        for arm in ARMS:
+            ev, per_view = runs[arm]
+            agree = [top_agreement(a, b) for a, b in zip(exact.detections, ev.detections, strict=True)]
+            rows.append((set_name, len(ev.detections), arm, per_view, exact_per_view / per_view,
+                         ev.seconds_per_image, 100 * ev.result.map, 100 * (ev.result.map - exact.result.map),
+                         100 * statistics.mean(s for s, _ in agree), 100 * statistics.mean(o for _, o in agree)))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nheads: fp32 vs int8 TransformNet, image_size auto, {torch.get_num_threads()} threads")
+    print(f"{'set':<11}{'imgs':>5} {'arm':<6}{'heads s/view':>13}{'speed-up':>9}{'s/img':>7}{'mAP':>7}{'dmAP':>7}"
+          f"{'same set %':>11}{'same order %':>13}")
+    print("-" * 89)
+    for r in rows:
+        print(f"{r[0]:<11}{r[1]:>5} {r[2]:<6}{r[3]:>13.4f}{r[4]:>8.2f}x{r[5]:>7.2f}{r[6]:>7.2f}{r[7]:>+7.2f}"
+              f"{r[8]:>11.1f}{r[9]:>13.1f}")
+    print(f"peak RSS of the process: {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
