@@ -60,10 +60,14 @@ def test_int8_transform_net_is_close_to_float32():
 def test_int8_channels_last_entry_quantises_like_the_plain_one():
     q = Int8TransformNet(_trained_like_net())
     corr = _corr(1, 9, 11)
+    corr_cl = corr.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         a = q(corr)
+        a_cl = q(corr_cl)
         b = q.from_channels_last(corr.permute(0, 2, 3, 1).contiguous())
     torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a_cl, b)
+    torch.testing.assert_close(corr_cl, corr)  # the plain entry leaves its input alone
 
 
 @needs_int8

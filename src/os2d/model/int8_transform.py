@@ -19,6 +19,7 @@ tests never take this path.
 
 from __future__ import annotations
 
+import copy
 import functools
 from enum import Enum
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from os2d.model.backbone.fuse import fold_conv_bn
 from os2d.model.transform_net import TransformNet
 
 
@@ -38,10 +40,10 @@ class HeadsPrecision(str, Enum):
 
 
 def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Eval-mode BatchNorm folded into the convolution before it: (weight, bias)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    return conv.weight * scale.view(-1, 1, 1, 1), (bias - bn.running_mean) * scale + bn.bias
+    """Eval-mode BatchNorm folded into (a copy of) the convolution before it: (weight, bias)."""
+    folded = copy.deepcopy(conv)
+    fold_conv_bn(folded, bn)
+    return folded.weight.detach(), folded.bias.detach()
 
 
 def _quantize_unsigned(x: Tensor) -> tuple[Tensor, float]:
@@ -87,7 +89,7 @@ class Int8TransformNet:
             self.conv1 = _QuantConvReLU(*_fold_bn(conv1, bn1), padding=conv1.padding[0])
             w2, b2 = _fold_bn(conv2, bn2)
             self.conv2_weight = w2.contiguous(memory_format=torch.channels_last)
-            self.conv2_bias = b2.detach().clone()
+            self.conv2_bias = b2
             self.linear_weight = net.linear.weight.detach().clone()
             self.linear_bias = net.linear.bias.detach().clone()
         self.linear_padding = net.linear.padding
@@ -95,7 +97,7 @@ class Int8TransformNet:
 
     def __call__(self, corr: Tensor) -> Tensor:
         """(N, 225, H, W) correlation -> (N, P, H, W) transformation parameters (float32, contiguous)."""
-        return self.from_channels_last(corr.permute(0, 2, 3, 1).contiguous())
+        return self.from_channels_last(corr.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format))
 
     def from_channels_last(self, corr_hwc: Tensor) -> Tensor:
         """(N, H, W, 225) correlation (overwritten) -> (N, P, H, W) parameters.
