@@ -24,7 +24,6 @@ import argparse
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,25 +36,9 @@ from os2d.ops.boxes import box_iou
 from os2d.results import Detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from cascade_probe import TimedHeads, load_set  # noqa: E402
 
 ARMS = ("fp32", "int8")
-
-
-class HeadsTimer:
-    """Wraps ``model.heads`` and sums its wall time and the class views x levels it ran."""
-
-    def __init__(self, model) -> None:
-        self.model, self.inner = model, model.heads
-        self.seconds, self.views = 0.0, 0
-        model.heads = self
-
-    def __call__(self, features, kernels, **kw):
-        t0 = time.perf_counter()
-        out = self.inner(features, kernels, **kw)
-        self.seconds += time.perf_counter() - t0
-        self.views += kernels.shape[0]
-        return out
 
 
 def top_agreement(a: Detections, b: Detections, k: int = 10, iou: float = 0.95) -> tuple[bool, bool]:
@@ -93,7 +76,7 @@ def main() -> None:
         runs = {}
         for arm in ARMS:
             det = Detector.from_weights(args.weights, config=InferenceConfig(heads_precision=arm))
-            timer = HeadsTimer(det.model)
+            timer = TimedHeads(det.model, None)  # the model's own heads, timed
             ev = run_method(DetectorMethod(det), dataset, config=det.config, progress=False,
                             max_images=args.max_images)
             runs[arm] = (ev, timer.seconds / max(timer.views, 1))

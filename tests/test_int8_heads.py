@@ -85,7 +85,7 @@ def test_packaged_model_int8_heads_match_float32_on_a_real_photo(shared_data):
         feats = model.extract_features(img)
         exact = model.heads(feats, kernels)
         fast = model.heads(feats, kernels, precision="int8")
-    assert model.int8_cache._net is not None  # the int8 path ran
+    assert model.int8_cache.value is not None  # the int8 path ran
     diff = (fast.scores - exact.scores).abs()
     assert diff.mean() < 2e-3 and diff.max() < 0.1
     # the best location of each class and its box are the same
@@ -103,11 +103,11 @@ def test_int8_applies_only_at_cpu_inference(toy_model):
     with torch.no_grad():
         b = toy_model.heads(feats, kernels).scores
     torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
-    assert toy_model.int8_cache._net is None
+    assert toy_model.int8_cache.value is None
     toy_model.train()
     with torch.no_grad():
         toy_model.heads(feats, kernels, precision="int8")
-    assert toy_model.int8_cache._net is None
+    assert toy_model.int8_cache.value is None
     with pytest.raises(ValueError):
         toy_model.heads(feats, kernels, precision="fp16")
 
@@ -118,14 +118,14 @@ def test_int8_copy_follows_weight_changes_and_is_not_pickled(toy_model):
     kernels = toy_model.class_kernels([torch.rand(3, 64, 64)])
     with torch.no_grad():
         toy_model.heads(feats, kernels, precision=HeadsPrecision.INT8)
-        first = toy_model.int8_cache._net
+        first = toy_model.int8_cache.value
         toy_model.heads(feats, kernels, precision="int8")
-        assert toy_model.int8_cache._net is first  # reused
+        assert toy_model.int8_cache.value is first  # reused
         toy_model.transform_net.linear.bias.add_(0.1)  # in place: version counter moves
         toy_model.heads(feats, kernels, precision="int8")
-        assert toy_model.int8_cache._net is not first
-    assert pickle.loads(pickle.dumps(toy_model)).int8_cache._net is None
-    assert copy.deepcopy(toy_model).int8_cache._net is None
+        assert toy_model.int8_cache.value is not first
+    assert pickle.loads(pickle.dumps(toy_model)).int8_cache.value is None
+    assert copy.deepcopy(toy_model).int8_cache.value is None
 
 
 def test_pooled_cells_only_resampling_equals_all_cells(toy_model):

@@ -102,7 +102,38 @@ def optimized_copy(backbone: nn.Module) -> nn.Module:
         return fused
 
 
-class FusedBackboneCache:
+class WeightsDerivedCache:
+    """One object derived from a module's weights, rebuilt when any parameter or buffer of the module is replaced
+    (another storage), modified in place (its version counter moved) or changes dtype, or when ``extra`` differs.
+    Never part of a state dict; copies and pickles of the cache are empty and rebuild on use."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    @property
+    def value(self) -> Any:
+        """The cached object (None before the first lookup)."""
+        return self._value
+
+    def _lookup(self, module: nn.Module, build: Any, *extra: Any) -> Any:
+        tensors = (*module.parameters(), *module.buffers())
+        key = (*extra, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
+        if self._value is None or self._key != key:
+            self._value, self._key = build(), key
+        return self._value
+
+    def clear(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._value: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.clear()
+
+
+class FusedBackboneCache(WeightsDerivedCache):
     """The inference copy of one backbone, built on first use and reused until the backbone changes.
 
     Invalidation rule: :meth:`get` rebuilds the copy when the requested kind (traced or eager) differs from the
@@ -112,14 +143,10 @@ class FusedBackboneCache:
     state dict; copies and pickles of a cache are empty (a TorchScript module does not pickle) and rebuild on use.
     """
 
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._module: nn.Module | None = None
-
     @property
     def module(self) -> nn.Module | None:
         """The cached copy (None before the first :meth:`get`)."""
-        return self._module
+        return self._value
 
     def get(self, backbone: nn.Module, path: InferencePath) -> nn.Module:
         """The copy of ``backbone`` for ``path`` (FOLDED or FOLDED_JIT), rebuilt per the invalidation rule."""
@@ -128,17 +155,4 @@ class FusedBackboneCache:
         tensors = (*backbone.parameters(), *backbone.buffers())
         jit = (path is InferencePath.FOLDED_JIT and getattr(backbone, "jit_trace_safe", False)
                and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors))
-        key = (jit, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
-        if self._module is None or self._key != key:
-            self._module = optimized_copy(backbone) if jit else fused_copy(backbone)
-            self._key = key
-        return self._module
-
-    def clear(self) -> None:
-        self._key, self._module = None, None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.clear()
+        return self._lookup(backbone, lambda: optimized_copy(backbone) if jit else fused_copy(backbone), jit)
