@@ -130,6 +130,7 @@ class InferenceConfig:
     negative_mode: str = "drop"  # a beaten detection is dropped, or "demote"d (score 2 s - negative's score)
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
     heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
+    colour_rescore: float = 0.5  # scores x colour agreement with the class image ** this (os2d.inference.colour); 0 = off
 
     def __post_init__(self) -> None:
         if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
@@ -140,6 +141,8 @@ class InferenceConfig:
             raise ValueError(f"negative_iou must be in (0, 1], got {self.negative_iou}")
         if self.heads_precision not in ("fp32", "int8"):
             raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
+        if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
+            raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if self.negative_mode not in ("drop", "demote"):
             raise ValueError(f"negative_mode must be 'drop' or 'demote', got {self.negative_mode!r}")
         if self.score_threshold is not None and not math.isfinite(self.score_threshold):

@@ -13,6 +13,7 @@ from os2d.calibration import Calibration
 from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
+from os2d.inference.colour import rescore_detections
 from os2d.inference.detect import detect_levels
 from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
@@ -103,8 +104,8 @@ class Detector:
         if isinstance(images, (list, tuple)) and not images:
             raise ValueError(f"class {name!r}: no class image given")
         pictures = [load_image(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
-        kernels, view_names, aspect = self.encode_class_images(pictures, rotations=rotations,
-                                                               horizontal_flip=horizontal_flip)
+        kernels, view_names, aspect, colour = self.encode_class_images(pictures, rotations=rotations,
+                                                                       horizontal_flip=horizontal_flip)
         warnings = [w for pic in pictures for w in image_warnings(pic, self.model.config.class_image_size)]
         old = self._gallery
         if old.kernels is not None and old.num_views:
@@ -112,9 +113,10 @@ class Detector:
             warnings += duplicate_warnings(name, kernels[originals], old.kernels,
                                            [old.class_names[int(c)] for c in old.view_class])
         gallery = old.copy()
-        gallery.add(name, kernels, view_names, aspect)
+        gallery.add(name, kernels, view_names, aspect, colour)
         if negatives:
-            gallery.add_negative(name, *self._encode_negatives(name, negatives, rotations, horizontal_flip))
+            neg = self._encode_negatives(name, negatives, rotations, horizontal_flip)
+            gallery.add_negative(name, neg.kernels, neg.view_names, neg.aspect)
         self._gallery = gallery
         return warnings
 
@@ -128,7 +130,8 @@ class Detector:
             raise KeyError(f"no class named {name!r}: add the class before its negatives")
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         gallery = self._gallery.copy()
-        gallery.add_negative(name, *self._encode_negatives(name, items, rotations, horizontal_flip))
+        neg = self._encode_negatives(name, items, rotations, horizontal_flip)
+        gallery.add_negative(name, neg.kernels, neg.view_names, neg.aspect)  # negatives are not re-scored by colour
         self._gallery = gallery
 
     def _encode_negatives(self, name: str, images: Sequence[ImageSource], rotations: bool | None,
@@ -226,13 +229,20 @@ class Detector:
             if self.model.calibration is not None:
                 empty.confidence = torch.zeros(0)
             return empty
+        rescore = config.colour_rescore > 0
+        # re-scoring reorders: threshold and cap apply to the final scores
+        run = config.replace(score_threshold=None, max_detections=None) if rescore else config
         if g.negative_kernels is not None and g.negative_class.numel():
-            dets = self._detect_with_negatives(levels, size, config, g)
+            dets = self._detect_with_negatives(levels, size, run, g)
         else:
             desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
                     if config.shortlist_top_k is not None else None)
-            dets = detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, config,
+            dets = detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, run,
                                  class_desc=desc, view_aspect=g.view_aspect)
+        if rescore:
+            image = max(levels, key=lambda t: t.shape[-1] * t.shape[-2])  # (3, h, w) in [0, 1]
+            dets = rescore_detections(dets, image, g.view_colour, g.view_class, config.colour_rescore,
+                                      score_threshold=config.score_threshold, max_detections=config.max_detections)
         if self.model.calibration is not None:
             dets.confidence = self.model.calibration(dets.scores)
         return dets
@@ -251,3 +261,4 @@ class Detector:
                              class_desc=desc, view_aspect=views.view_aspect)
         return suppress_by_negatives(dets, views, config.negative_iou, config.max_detections,
                                      config.negative_mode)
+

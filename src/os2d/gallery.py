@@ -12,6 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from os2d.files import atomic_torch_save
+from os2d.inference.colour import NUM_BINS, class_colour
 from os2d.io import ImageSource, image_to_tensor, load_image, resize_to_area, validate_class_image
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class EncodedViews(NamedTuple):
     kernels: Tensor  # (V, S*S, C) float32 on the CPU
     view_names: list[str]  # (V,) "original", "rot90", ...
     aspect: Tensor  # (V,) float32 aspect ratio w / h of each view's image (anchors, ModelConfig.anchor_aspect_power)
+    colour: Tensor  # (V, 36) float32 colour histogram of each view's image (os2d.inference.colour)
 
 
 @torch.no_grad()
@@ -59,20 +61,22 @@ def encode_class_images(model: Os2dModel, images: Sequence[ImageSource], *, rota
 
     Returns:
         :class:`EncodedViews`: kernels (V, S*S, C) float32 on the CPU, V = len(images) * views per image; the
-        kind of each view ("original", "rot90", ...); the aspect ratio of each view.
+        kind of each view ("original", "rot90", ...); the aspect ratio and colour histogram of each view.
     """
     device = next(model.parameters()).device
     size = model.config.class_image_size
-    tensors, view_names, aspect = [], [], []
+    tensors, view_names, aspect, colour = [], [], [], []
     for src in images:
         img = load_image(src)
         validate_class_image(img)
         for view_name, view in class_views(img, rotations=rotations, horizontal_flip=horizontal_flip):
-            tensors.append(image_to_tensor(resize_to_area(view, size)).to(device))
+            pixels = image_to_tensor(resize_to_area(view, size))  # (3, h, w) in [0, 1]
+            tensors.append(pixels.to(device))
             view_names.append(view_name)
             aspect.append(view.width / view.height)
+            colour.append(class_colour(pixels))
     return EncodedViews(model.class_kernels(tensors).detach().cpu().float(), view_names,
-                        torch.tensor(aspect, dtype=torch.float32))
+                        torch.tensor(aspect, dtype=torch.float32), torch.stack(colour))
 
 
 @dataclass
@@ -93,6 +97,8 @@ class ClassGallery:
         view_aspect: (V,) float32 aspect ratio (w / h) of each view's class image (1 when unknown: galleries
             saved before it was kept); the anchors of models with ``anchor_aspect_power`` take it.
         negative_aspect: (N,) the same for the negative views.
+        view_colour: (V, 36) float32 colour histogram of each view's class image (:mod:`os2d.inference.colour`;
+            NaN rows when unknown: galleries saved before it was kept, whose scores it then leaves unchanged).
     """
 
     class_names: list[str] = field(default_factory=list)
@@ -105,10 +111,13 @@ class ClassGallery:
     negative_view_names: list[str] = field(default_factory=list)
     view_aspect: Tensor = field(default_factory=lambda: torch.zeros(0))
     negative_aspect: Tensor = field(default_factory=lambda: torch.zeros(0))
+    view_colour: Tensor = field(default_factory=lambda: torch.zeros(0, NUM_BINS))
 
-    def __post_init__(self) -> None:  # a gallery built without aspect ratios: square views
+    def __post_init__(self) -> None:  # a gallery built without aspect ratios / colours: square, colour unknown
         if self.view_aspect.numel() == 0 and self.view_class.numel():
             self.view_aspect = torch.ones(self.view_class.numel())
+        if self.view_colour.shape[0] == 0 and self.view_class.numel():
+            self.view_colour = _colour(None, self.view_class.numel())
         if self.negative_aspect.numel() == 0 and self.negative_class.numel():
             self.negative_aspect = torch.ones(self.negative_class.numel())
 
@@ -119,12 +128,14 @@ class ClassGallery:
     def num_views(self) -> int:
         return int(self.view_class.numel())
 
-    def add(self, name: str, kernels: Tensor, view_names: list[str], aspect: Tensor | None = None) -> None:
+    def add(self, name: str, kernels: Tensor, view_names: list[str], aspect: Tensor | None = None,
+            colour: Tensor | None = None) -> None:
         """Append views (V', S*S, C) to class ``name`` (created if new); ``aspect`` (V',) their aspect ratios
-        (None: 1, square)."""
+        (None: 1, square); ``colour`` (V', 36) their colour histograms (None: unknown)."""
         if kernels.shape[0] != len(view_names):
             raise ValueError("one view name per kernel expected")
         aspect = _aspect(aspect, kernels.shape[0])
+        colour = _colour(colour, kernels.shape[0])
         if name not in self.class_names:
             self.class_names.append(name)
         idx = self.class_names.index(name)
@@ -136,6 +147,7 @@ class ClassGallery:
         self.view_class = torch.cat([self.view_class, torch.full((kernels.shape[0],), idx, dtype=torch.long)])
         self.view_names += view_names
         self.view_aspect = torch.cat([self.view_aspect, aspect])
+        self.view_colour = torch.cat([self.view_colour, colour])
 
     def add_negative(self, name: str, kernels: Tensor, view_names: list[str], aspect: Tensor | None = None) -> None:
         """Append negative views (N', S*S, C) to class ``name`` (which must exist): pictures of what it is not."""
@@ -167,7 +179,7 @@ class ClassGallery:
             raise KeyError(f"no class named {name!r} in the gallery")
         idx = self.class_names.index(name)
         keep = self.view_class != idx
-        self.kernels, self.view_names, self.view_aspect = self._views_where(keep)
+        self.kernels, self.view_names, self.view_aspect, self.view_colour = self._views_where(keep)
         vc = self.view_class[keep]
         self.view_class = vc - (vc > idx).long()
         keep_neg = self.negative_class != idx
@@ -181,7 +193,7 @@ class ClassGallery:
         and :meth:`remove` replace tensors, never write into them)."""
         return ClassGallery(list(self.class_names), self.kernels, self.view_class, list(self.view_names),
                             self.model_id, self.negative_kernels, self.negative_class, list(self.negative_view_names),
-                            self.view_aspect, self.negative_aspect)
+                            self.view_aspect, self.negative_aspect, self.view_colour)
 
     def subset(self, names: Sequence[str]) -> ClassGallery:
         """The classes ``names`` (in that order, labels renumbered) with all their views and negatives."""
@@ -204,11 +216,12 @@ class ClassGallery:
         names = [v for v, k in zip(self.negative_view_names, keep.tolist(), strict=True) if k]
         return self.negative_kernels[keep], names, self.negative_aspect[keep]
 
-    def _views_where(self, keep: Tensor) -> tuple[Tensor, list[str], Tensor]:
-        """Kernels (V', S*S, C), names and aspect ratios of the views where the (V,) bool mask ``keep`` is True."""
+    def _views_where(self, keep: Tensor) -> tuple[Tensor, list[str], Tensor, Tensor]:
+        """Kernels (V', S*S, C), names, aspect ratios and colour histograms of the views where the (V,) bool mask
+        ``keep`` is True."""
         assert self.kernels is not None
         names = [v for v, k in zip(self.view_names, keep.tolist(), strict=True) if k]
-        return self.kernels[keep], names, self.view_aspect[keep]
+        return self.kernels[keep], names, self.view_aspect[keep], self.view_colour[keep]
 
     def to_payload(self) -> dict[str, Any]:
         """The gallery as a dict of tensors, strings and lists (``torch.load(weights_only=True)`` reads it)."""
@@ -219,6 +232,7 @@ class ClassGallery:
             "negative_kernels": self.negative_kernels if self.negative_kernels is not None else torch.zeros(0),
             "negative_class": self.negative_class, "negative_view_names": list(self.negative_view_names),
             "view_aspect": self.view_aspect, "negative_aspect": self.negative_aspect,
+            "view_colour": self.view_colour,
         }
 
     @classmethod
@@ -246,7 +260,8 @@ class ClassGallery:
                    list(payload.get("negative_view_names", [])),
                    _aspect(payload.get("view_aspect"), payload["view_class"].numel()),
                    _aspect(payload.get("negative_aspect") if "negative_class" in payload else None,
-                           negative_class.numel()))
+                           negative_class.numel()),
+                   _colour(payload.get("view_colour"), payload["view_class"].numel()))  # absent: unknown
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename): an interrupted save never leaves a broken gallery."""
@@ -283,6 +298,21 @@ def _aspect(aspect: Any, count: int) -> Tensor:
     if not bool(torch.isfinite(aspect).all()) or bool((aspect <= 0).any()):
         raise ValueError("aspect ratios must be finite and positive")
     return aspect
+
+
+def _colour(colour: Any, count: int) -> Tensor:
+    """(count, 36) float32 colour histograms: ``colour`` checked (non-negative where known, NaN rows = unknown),
+    or NaN rows when None."""
+    if colour is None:
+        return torch.full((count, NUM_BINS), float("nan"))
+    if not isinstance(colour, Tensor) or colour.shape != (count, NUM_BINS):
+        raise ValueError(f"expected {count} colour histograms of {NUM_BINS} bins, got "
+                         f"{tuple(getattr(colour, 'shape', ())) or colour}")
+    colour = colour.detach().cpu().float()
+    known = colour[~torch.isnan(colour).any(dim=-1)]
+    if not bool(torch.isfinite(known).all()) or bool((known < 0).any()):
+        raise ValueError("colour histograms must be finite and non-negative")
+    return colour
 
 
 def _payload_problem(payload: dict[str, Any]) -> str | None:

@@ -106,6 +106,9 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--heads-precision", choices=("fp32", "int8"), default=None,
                    help="TransformNet's arithmetic: fp32 (exact, the reference's) or int8 (faster on CPUs with "
                         "8-bit dot products, falls back to fp32 elsewhere); default: the config's")
+    g.add_argument("--colour-rescore", type=float, default=None, metavar="G",
+                   help="multiply each score by its box's colour agreement with the class image to the power G "
+                        "(separates look-alikes in other colours; default 0.5, 0 = off: the raw OS2D score)")
     if shortlist:
         g.add_argument("--shortlist", type=int, default=None, metavar="K",
                        help="run the full heads only for the K classes ranked best per image by a cheap "
@@ -175,6 +178,8 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["shortlist_top_k"] = args.shortlist
     if args.heads_precision is not None:
         changes["heads_precision"] = args.heads_precision
+    if args.colour_rescore is not None:
+        changes["colour_rescore"] = args.colour_rescore
     try:
         return InferenceConfig(**changes)
     except ValueError as e:

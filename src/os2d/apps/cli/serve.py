@@ -37,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             weights=args.weights, data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
             token=args.token or os.environ.get("OS2D_TOKEN") or None, max_upload_mb=args.max_upload_mb,
             max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
-            torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision)
+            torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision,
+            colour_rescore=args.colour_rescore)
     except ValueError as e:
         raise CliError(str(e)) from e
     check_writable_dir(settings.data_dir, "--data-dir")
@@ -70,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--heads-precision", choices=("fp32", "int8"), default="fp32",
                    help="TransformNet's arithmetic: fp32 (exact) or int8 (~2.5x faster heads on CPUs with 8-bit "
                         "dot products; README, Speed)")
+    p.add_argument("--colour-rescore", type=float, default=0.5, metavar="G",
+                   help="scores x colour agreement with the class image ** G (default 0.5; 0 = raw OS2D scores)")
     add_quiet(p)
     p.set_defaults(func=cmd_serve)
 

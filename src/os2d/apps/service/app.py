@@ -93,6 +93,7 @@ class ServiceSettings:
     max_batch: int = 16
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
     heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
+    colour_rescore: float = 0.5  # InferenceConfig.colour_rescore: 0 = raw OS2D scores
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -102,6 +103,8 @@ class ServiceSettings:
             raise ValueError("shortlist_top_k must be >= 1 or None")
         if self.heads_precision not in ("fp32", "int8"):
             raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
+        if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
+            raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -270,7 +273,8 @@ class Service:
     def _new_detector(self, weights: str) -> Detector:
         return Detector.from_weights(weights, device=self.settings.device,
                                      shortlist_top_k=self.settings.shortlist_top_k,
-                                     heads_precision=self.settings.heads_precision)
+                                     heads_precision=self.settings.heads_precision,
+                                     colour_rescore=self.settings.colour_rescore)
 
     def _startup_weights(self) -> str:
         """``settings.weights``, or the fine-tuned model made from them that the page switched to last (kept
@@ -335,7 +339,7 @@ class Service:
             if cached is not None and cached_ids.get(name) == ids and name in cached.class_names:
                 part = cached.subset([name])
                 assert part.kernels is not None
-                gallery.add(name, part.kernels, part.view_names, part.view_aspect)
+                gallery.add(name, part.kernels, part.view_names, part.view_aspect, part.view_colour)
                 if part.negative_kernels is not None:
                     gallery.add_negative(name, part.negative_kernels, part.negative_view_names, part.negative_aspect)
                 continue
@@ -343,14 +347,14 @@ class Service:
             images = self.store.images(name)
             for im in sorted(images, key=lambda im: im.negative):  # the class's pictures before its negatives
                 try:
-                    kernels = self.detector.encode_class_images(load_image(im.path))
+                    views = self.detector.encode_class_images(load_image(im.path))
                 except ImageError as e:
                     logger.warning("class %r: stored image %s unusable, skipped: %s", name, im.path, e)
                     continue
                 if not im.negative:
-                    gallery.add(name, *kernels)
+                    gallery.add(name, *views)
                 elif name in gallery.class_names:
-                    gallery.add_negative(name, *kernels)
+                    gallery.add_negative(name, views.kernels, views.view_names, views.aspect)
         self.detector.set_gallery(gallery)
         if encoded or cached is None or cached_ids != stored_ids:
             self._save_cache()
