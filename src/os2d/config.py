@@ -130,7 +130,7 @@ class InferenceConfig:
     negative_mode: str = "drop"  # a beaten detection is dropped, or "demote"d (score 2 s - negative's score)
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
     heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
-    colour_rescore: float = 0.5  # scores x colour agreement with the class image ** this (os2d.inference.colour); 0 = off
+    colour_rescore: float = 0.0  # > 0: scores x colour agreement with the class image ** this (os2d.inference.colour)
 
     def __post_init__(self) -> None:
         if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):

@@ -108,7 +108,7 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
                         "8-bit dot products, falls back to fp32 elsewhere); default: the config's")
     g.add_argument("--colour-rescore", type=float, default=None, metavar="G",
                    help="multiply each score by its box's colour agreement with the class image to the power G "
-                        "(separates look-alikes in other colours; default 0.5, 0 = off: the raw OS2D score)")
+                        "(for look-alikes that differ in colour; default 0 = off: the raw OS2D score)")
     if shortlist:
         g.add_argument("--shortlist", type=int, default=None, metavar="K",
                        help="run the full heads only for the K classes ranked best per image by a cheap "

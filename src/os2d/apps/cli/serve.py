@@ -71,8 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--heads-precision", choices=("fp32", "int8"), default="fp32",
                    help="TransformNet's arithmetic: fp32 (exact) or int8 (~2.5x faster heads on CPUs with 8-bit "
                         "dot products; README, Speed)")
-    p.add_argument("--colour-rescore", type=float, default=0.5, metavar="G",
-                   help="scores x colour agreement with the class image ** G (default 0.5; 0 = raw OS2D scores)")
+    p.add_argument("--colour-rescore", type=float, default=0.0, metavar="G",
+                   help="scores x colour agreement with the class image ** G (default 0: raw OS2D scores; README, "
+                        "Colour re-scoring)")
     add_quiet(p)
     p.set_defaults(func=cmd_serve)
 

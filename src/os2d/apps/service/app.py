@@ -93,7 +93,7 @@ class ServiceSettings:
     max_batch: int = 16
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
     heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
-    colour_rescore: float = 0.5  # InferenceConfig.colour_rescore: 0 = raw OS2D scores
+    colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
