@@ -62,8 +62,14 @@ def test_calibration_round_trip_and_checks():
     back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert back == cal and 0 < cal.threshold < 1 and cal.num_correct == int(hits.sum())
     assert float(cal(torch.tensor(cal.score_at(0.3)))) == pytest.approx(0.3, abs=1e-4)
+    assert cal.colour_rescore == 0 and cal.applies_to(0.0) and not cal.applies_to(0.5)
+    rescored = fit_calibration(scores, hits, colour_rescore=0.5)
+    assert Calibration.from_dict(rescored.to_dict()).colour_rescore == 0.5 and rescored.applies_to(0.5)
+    old = {k: v for k, v in cal.to_dict().items() if k != "colour_rescore"}  # written before it existed
+    assert Calibration.from_dict(old).colour_rescore == 0
     for bad, message in [({"kind": "isotonic"}, "not a 'platt'"), ({"kind": "platt", "a": 1}, "malformed"),
-                         ({"kind": "platt", "a": -1, "b": 0, "threshold": 0.5}, "a > 0")]:
+                         ({"kind": "platt", "a": -1, "b": 0, "threshold": 0.5}, "a > 0"),
+                         ({"kind": "platt", "a": 1, "b": 0, "threshold": 0.5, "colour_rescore": -1}, "colour_rescore")]:
         with pytest.raises(CalibrationError, match=message):
             Calibration.from_dict(bad)
 
@@ -108,6 +114,12 @@ def test_weights_carry_the_calibration_into_detections(calibrated_weights, tmp_p
     back = Detections.from_records(dets.to_records(), ["a"], dets.image_size)
     assert torch.allclose(back.confidence, dets.confidence, atol=1e-4)
     assert Detector.from_weights("efficientnet_lite0-imagenet").confidence_threshold is None
+    # fitted on raw scores: no confidence for colour re-scored ones (another kind of score)
+    rescoring = Detector.from_weights(str(calibrated_weights), image_size=None, colour_rescore=0.5)
+    assert rescoring.calibration is None and rescoring.confidence_threshold is None and rescoring.known_score is None
+    rescoring.add_class("a", obj)
+    assert rescoring.detect(scene_with(obj, [(40, 60)])).confidence is None
+    assert det.detect(scene_with(obj, [(40, 60)]), colour_rescore=0.5).confidence is None  # per-call override too
     # a malformed calibration entry is a clear weights error, not a traceback
     payload = read_weights_file(calibrated_weights) | {"calibration": {"kind": "platt", "a": "x"}}
     torch.save(payload, tmp_path / "bad.pt")
@@ -150,6 +162,18 @@ def test_cli_calibrate_and_check(tmp_path, capsys):
     assert cal.num_detections == n and row in text and "default threshold" in text and plot.stat().st_size > 1000
     assert main(["weights", "calibrate", str(out), "--weights-name", "default", "--check", str(ev)]) == 0
     assert row in capsys.readouterr().out
+    # colour re-scored evaluations: a calibration of that kind; never mixed with raw ones, nor checked against them
+    ev2 = tmp_path / "ev2"
+    assert main(["eval", "--boxes", str(root / "boxes.csv"), "--classes", str(root / "classes.csv"),
+                 "--image-size", "0", "--output-dir", str(ev2), "-q", "--no-plots", "--colour-rescore", "0.5"]) == 0
+    assert main(["weights", "calibrate", "default", "--from-eval", str(ev2), "--output", str(tmp_path / "c2.pt")]) == 0
+    assert load_model(str(tmp_path / "c2.pt")).calibration.colour_rescore == 0.5
+    capsys.readouterr()
+    assert main(["weights", "calibrate", "default", "--from-eval", str(ev), str(ev2), "--output",
+                 str(tmp_path / "c3.pt")]) == 2
+    assert "different --colour-rescore values" in capsys.readouterr().err
+    assert main(["weights", "calibrate", str(out), "--weights-name", "default", "--check", str(ev2)]) == 2
+    assert "fitted on scores with --colour-rescore 0.0" in capsys.readouterr().err
     # evaluations of other weights, and folders that are not evaluations, are refused
     assert main(["weights", "calibrate", "efficientnet_lite0-imagenet", "--from-eval", str(ev), "--output",
                  str(tmp_path / "x.pt")]) == 2

@@ -42,6 +42,8 @@ class Calibration:
         precision_target: the precision the threshold was chosen for.
         fitted_on: what it was fitted on (data sets, weights), for people.
         num_detections: detections in the fit; ``num_correct`` of them correct.
+        colour_rescore: the ``InferenceConfig.colour_rescore`` of the scores it was fitted on (0: raw OS2D scores);
+            the detector applies it only to scores of the same kind.
     """
 
     a: float
@@ -51,6 +53,7 @@ class Calibration:
     fitted_on: str = ""
     num_detections: int = 0
     num_correct: int = 0
+    colour_rescore: float = 0.0
 
     def __call__(self, scores: Tensor) -> Tensor:
         """Confidence in [0, 1] of raw scores (any shape)."""
@@ -77,12 +80,19 @@ class Calibration:
         try:
             out = cls(a=float(d["a"]), b=float(d["b"]), threshold=float(d["threshold"]),
                       precision_target=float(d.get("precision_target", 0.9)), fitted_on=str(d.get("fitted_on", "")),
-                      num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)))
+                      num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)),
+                      colour_rescore=float(d.get("colour_rescore", 0.0)))  # absent: fitted before it existed
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{source}: malformed calibration ({e})") from None
         if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
             raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
+        if not (math.isfinite(out.colour_rescore) and out.colour_rescore >= 0):
+            raise CalibrationError(f"{source}: calibration's colour_rescore must be a finite number >= 0")
         return out
+
+    def applies_to(self, colour_rescore: float) -> bool:
+        """Whether scores made with this ``InferenceConfig.colour_rescore`` are the kind it was fitted on."""
+        return math.isclose(self.colour_rescore, colour_rescore, rel_tol=0, abs_tol=1e-9)
 
 
 def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou: float = 0.5
@@ -182,15 +192,16 @@ def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: i
 
 
 def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: float = 0.9,
-                    fitted_on: str = "") -> Calibration:
-    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them."""
+                    fitted_on: str = "", colour_rescore: float = 0.0) -> Calibration:
+    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``:
+    the kind of the scores (``InferenceConfig.colour_rescore`` of the detections)."""
     a, b = fit_platt(scores, hits)
     if a <= 0:
         raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
     confidence = 1 / (1 + np.exp(-(a * scores + b)))
     return Calibration(a=a, b=b, threshold=round(precision_threshold(confidence, hits, precision_target), 4),
                        precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
-                       num_correct=int(hits.sum()))
+                       num_correct=int(hits.sum()), colour_rescore=float(colour_rescore))
 
 
 __all__ = ["Calibration", "CalibrationError", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",

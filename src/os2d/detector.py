@@ -58,6 +58,7 @@ class Detector:
         self.config = config or InferenceConfig()
         self._gallery = ClassGallery(model_id=model_fingerprint(model))
         self._shortlist_desc = ClassDescriptorCache()  # class descriptors of the gallery for shortlist_top_k
+        self._warned_calibration = False  # the calibration's score kind differs from the config's (logged once)
 
     @classmethod
     def from_weights(cls, weights: str | Path = "default", *, device: str | torch.device | None = "cpu",
@@ -164,18 +165,32 @@ class Detector:
     @property
     def calibration(self) -> Calibration | None:
         """The weights' calibration (:mod:`os2d.calibration`): ``Detections.confidence`` and the default
-        ``confidence_threshold``; None for weights without one."""
-        return self.model.calibration
+        ``confidence_threshold``. None for weights without one, and when it was fitted on scores of another
+        ``colour_rescore`` than this detector's (with a warning, once)."""
+        return self._calibration_for(self.config)
 
     @property
     def confidence_threshold(self) -> float | None:
         """The default confidence to show and count (precision >= 0.9 on the calibration data), or None."""
-        return None if self.model.calibration is None else self.model.calibration.threshold
+        cal = self.calibration
+        return None if cal is None else cal.threshold
 
     @property
     def known_score(self) -> float | None:
         """The raw score of :attr:`confidence_threshold` (a detection counts from it), or None."""
-        return None if self.model.calibration is None else self.model.calibration.threshold_score
+        cal = self.calibration
+        return None if cal is None else cal.threshold_score
+
+    def _calibration_for(self, config: InferenceConfig) -> Calibration | None:
+        cal = self.model.calibration
+        if cal is None or cal.applies_to(config.colour_rescore):
+            return cal
+        if not self._warned_calibration:
+            self._warned_calibration = True
+            logger.warning("the weights' calibration was fitted on scores with colour_rescore=%s, not %s: no "
+                           "confidence (fit one with os2d eval --colour-rescore ... and os2d weights calibrate)",
+                           cal.colour_rescore, config.colour_rescore)
+        return None
 
     def save_gallery(self, path: str | Path) -> None:
         self._gallery.save(path)
@@ -226,7 +241,7 @@ class Detector:
         g = self._gallery if gallery is None else gallery  # one snapshot for the whole image
         if g.kernels is None or g.num_views == 0:
             empty = Detections.empty(g.class_names, size)
-            if self.model.calibration is not None:
+            if self._calibration_for(config) is not None:
                 empty.confidence = torch.zeros(0)
             return empty
         rescore = config.colour_rescore > 0
@@ -243,8 +258,9 @@ class Detector:
             image = max(levels, key=lambda t: t.shape[-1] * t.shape[-2])  # (3, h, w) in [0, 1]
             dets = rescore_detections(dets, image, g.view_colour, g.view_class, config.colour_rescore,
                                       score_threshold=config.score_threshold, max_detections=config.max_detections)
-        if self.model.calibration is not None:
-            dets.confidence = self.model.calibration(dets.scores)
+        cal = self._calibration_for(config)
+        if cal is not None:
+            dets.confidence = cal(dets.scores)
         return dets
 
     def _detect_with_negatives(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig,

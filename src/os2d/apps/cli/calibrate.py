@@ -28,6 +28,16 @@ def _runs(folders: list[str], weights: str | None) -> list[Any]:
     return runs
 
 
+def _score_kind(runs: list[Any]) -> float:
+    """The ``colour_rescore`` all ``runs`` were evaluated with (0 for runs made before it existed); runs that
+    differ cannot be mixed."""
+    kinds = {float(((run.config or {}).get("inference") or {}).get("colour_rescore", 0.0)) for run in runs}
+    if len(kinds) > 1:
+        raise CliError(f"these evaluations used different --colour-rescore values ({', '.join(map(str, sorted(kinds)))}):"
+                       " their scores are not of one kind")
+    return kinds.pop() if kinds else 0.0
+
+
 def _labelled(run: Any) -> tuple[Any, Any]:
     from os2d.calibration import label_detections
 
@@ -78,13 +88,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = new_weights_file(args, " (or --check DIR ... to measure)")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.from_eval, args.weights)
+    colour_rescore = _score_kind(runs)
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     scores = np.concatenate([r[1] for r in rows])
     hits = np.concatenate([r[2] for r in rows])
     fitted_on = (f"weights {args.weights}; " + ", ".join(f"{name} ({len(s)} detections)" for name, s, _ in rows)
-                 + f"; IoU 0.5; precision target {args.precision}")
+                 + f"; IoU 0.5; precision target {args.precision}"
+                 + (f"; colour re-scoring {colour_rescore}" if colour_rescore else ""))
     try:
-        calibration = fit_calibration(scores, hits, precision_target=args.precision, fitted_on=fitted_on)
+        calibration = fit_calibration(scores, hits, precision_target=args.precision, fitted_on=fitted_on,
+                                      colour_rescore=colour_rescore)
     except CalibrationError as e:
         raise CliError(str(e)) from e
     model = load_model(args.weights)
@@ -110,6 +123,10 @@ def _check(args: argparse.Namespace) -> int:
         raise CliError(f"{args.weights} has no calibration: make one with os2d weights calibrate ... --output")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.check, args.weights_name or args.weights)
+    kind = _score_kind(runs)
+    if not calibration.applies_to(kind):
+        raise CliError(f"{args.weights}'s calibration was fitted on scores with --colour-rescore "
+                       f"{calibration.colour_rescore}, these evaluations used {kind}")
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     if args.plot:
         _plot(args.plot, rows, calibration, "held-out data")
