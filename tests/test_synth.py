@@ -238,3 +238,39 @@ def test_cli(inputs, tmp_path, capsys):
     assert main(["synth", "--class-images", str(tmp_path / "none"), "--backgrounds", str(bg), "--out",
                  str(tmp_path / "o2")]) == 2
     assert main(args[:6] + [str(tmp_path / "o3"), "--config-json", '{"facings": 3}']) == 2
+
+
+def test_variant_changes_one_band_and_keeps_the_outline():
+    from os2d.synth.appearance import variant
+
+    base = Image.new("RGBA", (40, 100), (200, 40, 40, 255))
+    base.putpixel((0, 0), (200, 40, 40, 0))  # a transparent corner: the outline
+    donor = Image.new("RGB", (10, 10), (20, 20, 220))
+    for seed in range(6):
+        out = np.asarray(variant(base, donor, np.random.default_rng(seed)))
+        changed = (out[..., :3] != np.asarray(base)[..., :3]).any(axis=(1, 2))  # per row
+        rows = np.flatnonzero(changed)
+        assert out[0, 0, 3] == 0 and (out[..., 3].ravel()[1:] == 255).all()
+        assert 20 <= len(rows) <= 40 and rows.max() - rows.min() + 1 == len(rows)  # one band of 20-40% of h
+        assert rows.min() >= 15 and rows.max() < 85
+
+
+def test_variant_classes_are_labelled_written_and_share_scenes(inputs, tmp_path):
+    cls, bg = inputs
+    out = tmp_path / "v"
+    config = SynthConfig(image_size=256, variant_prob=1.0, classes_per_image=(1, 1), lookalike_prob=0.0)
+    summary = generate_dataset(cls, bg, out, num_images=8, config=config, seed=5, preview=0, progress=False)
+    ds = read_simple_csv(out / "annotations.csv", out / "class_images.csv")
+    names = [c.name for c in ds.classes]
+    assert names == ["alpha", "beta", "gamma", "alpha-variant", "beta-variant", "gamma-variant"]
+    assert summary["classes"] == 6
+    for n in ("alpha", "gamma"):  # the variant's class image is its base with one band changed, same size
+        a, b = (np.asarray(Image.open(out / "class_images" / f"{m}.png").convert("RGB")) for m in (n, f"{n}-variant"))
+        assert a.shape == b.shape and (a != b).any() and (a == b).all(axis=(1, 2)).mean() > 0.5
+    # one class drawn per scene, its variant added in most: base and variant share images
+    together = sum(len({names[i].removesuffix("-variant") for i in im.labels}) < len(set(im.labels.tolist()))
+                   for im in ds.images)
+    assert together >= 3
+    assert SynthConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="variant_prob"):
+        SynthConfig(variant_prob=1.5)

@@ -43,6 +43,27 @@ def lookalike(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return out
 
 
+def variant(img: Image.Image, donor: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A labelled sibling of a product (another flavour or size of one package): a horizontal band of 20-40% of
+    its height, between 15% and 85% of it, replaced by the same band of ``donor`` (resized to the product; the
+    flavour picture / text of another product) or, half of the time, recoloured (hue rotated by 60-300 degrees).
+    RGBA in, RGBA out; the alpha channel (the package's outline) is kept."""
+    rgb, alpha = _split_alpha(img)
+    w, h = rgb.size
+    band = max(1, round(rng.uniform(0.2, 0.4) * h))
+    top = int(rng.integers(round(0.15 * h), max(round(0.15 * h) + 1, round(0.85 * h) - band + 1)))
+    box = (0, top, w, min(h, top + band))
+    if rng.random() < 0.5:
+        patch = donor.convert("RGB").resize((w, h), Image.BILINEAR).crop(box)
+    else:
+        patch = shift_hue(rgb.crop(box).convert("RGBA"), rng.uniform(60.0, 300.0)).convert("RGB")
+    out = rgb.copy()
+    out.paste(patch, box[:2])
+    out = out.convert("RGBA")
+    out.putalpha(alpha)
+    return out
+
+
 def blur(img: Image.Image, radius: float) -> Image.Image:
     """Gaussian blur (defocus) of any mode."""
     return img.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else img

@@ -17,7 +17,9 @@ class SynthConfig:
     A scene is a real background photo with either dense shelf rows (runs of facings of one product side by
     side, neighbours from other classes and unannotated look-alikes) or a scatter of objects that may overlap.
     Every pasted class image is annotated; look-alikes (colour-shifted class images, patches of other photos)
-    are not. An instance occluded (or cut by the image border) by more than ``difficult_occlusion`` of its
+    are not. With ``variant_prob`` > 0, classes also get *variant classes*: the same package with one band
+    changed (another product's band, or recoloured), labelled as a class of their own and placed in the same
+    scenes as their base class, the look-alikes a detector must tell apart. An instance occluded (or cut by the image border) by more than ``difficult_occlusion`` of its
     area, or smaller than ``min_box_px``, is marked difficult.
     """
 
@@ -31,6 +33,7 @@ class SynthConfig:
     object_size: tuple[float, float] = (0.08, 0.35)  # scatter: sqrt(object area) / sqrt(image area)
     classes_per_image: tuple[int, int] = (1, 4)  # annotated classes used in one scene
     lookalike_prob: float = 0.3  # share of products that are unannotated look-alikes
+    variant_prob: float = 0.0  # share of classes that get a labelled variant class (a band of the package changed)
     max_yaw_deg: float = 35.0
     max_pitch_deg: float = 20.0
     max_roll_deg: float = 20.0  # scatter; shelves use a fifth of it
@@ -61,7 +64,8 @@ class SynthConfig:
             raise ValueError("product_height and object_size are fractions (<= 1)")
         if min(self.shelf_rows[0], self.facings[0], self.scatter_objects[0], self.classes_per_image[0]) < 1:
             raise ValueError("shelf_rows, facings, scatter_objects and classes_per_image must be >= 1")
-        for name in ("shelf_prob", "lookalike_prob", "flip_prob", "blur_prob", "occluder_prob", "difficult_occlusion"):
+        for name in ("shelf_prob", "lookalike_prob", "variant_prob", "flip_prob", "blur_prob", "occluder_prob",
+                     "difficult_occlusion"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("max_yaw_deg", "max_pitch_deg", "max_roll_deg"):

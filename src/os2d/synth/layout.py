@@ -36,17 +36,21 @@ class ProductPicker:
     (a colour-shifted class image or a patch of a background photo); colour jitter and mirror flips."""
 
     def __init__(self, classes: Sequence[Sequence[ClassImage]], config: SynthConfig,
-                 patch_sources: Sequence[Image.Image] = ()) -> None:
+                 patch_sources: Sequence[Image.Image] = (), siblings: dict[int, int] | None = None) -> None:
         if not classes or any(len(c) == 0 for c in classes):
             raise ValueError("every class needs at least one class image")
         self.classes = classes
         self.config = config
         self.patch_sources = list(patch_sources)
+        self.siblings = siblings or {}  # class -> its variant class and back (SynthConfig.variant_prob)
 
     def active_classes(self, rng: np.random.Generator) -> list[int]:
         lo, hi = self.config.classes_per_image
         k = min(len(self.classes), int(rng.integers(lo, hi + 1)))
-        return sorted(int(i) for i in rng.choice(len(self.classes), size=k, replace=False))
+        active = {int(i) for i in rng.choice(len(self.classes), size=k, replace=False)}
+        if self.siblings:  # a class and its variant share most scenes (no draw without variants: same seeds)
+            active |= {self.siblings[c] for c in sorted(active) if c in self.siblings and rng.random() < 0.8}
+        return sorted(active)
 
     def pick(self, rng: np.random.Generator, active: Sequence[int], *, allow_lookalike: bool = True) -> Product:
         cfg = self.config

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from os2d.files import atomic_json_dump, atomic_write
+from os2d.synth.appearance import variant
 from os2d.synth.compose import Annotation, Scene
 from os2d.synth.config import SynthConfig
 from os2d.synth.layout import ProductPicker, add_occluders, scatter_scene, shelf_scene
@@ -57,9 +58,11 @@ def image_size(config: SynthConfig, rng: np.random.Generator) -> tuple[int, int]
 
 
 def generate_sample(classes: Sequence[Sequence[ClassImage]], backgrounds: Sequence[Path], config: SynthConfig,
-                    rng: np.random.Generator, patch_sources: Sequence[Image.Image] = ()) -> Sample:
-    """Compose one scene; retried (with further draws of ``rng``) until it has a non-difficult box."""
-    picker = ProductPicker(classes, config, patch_sources)
+                    rng: np.random.Generator, patch_sources: Sequence[Image.Image] = (),
+                    siblings: dict[int, int] | None = None) -> Sample:
+    """Compose one scene; retried (with further draws of ``rng``) until it has a non-difficult box.
+    ``siblings``: class <-> variant class pairs (:func:`add_variant_classes`), placed in the same scenes."""
+    picker = ProductPicker(classes, config, patch_sources, siblings)
     for _ in range(MAX_TRIES):
         w, h = image_size(config, rng)
         background = load_background(backgrounds[int(rng.integers(len(backgrounds)))], w, h, rng)
@@ -79,6 +82,30 @@ def generate_sample(classes: Sequence[Sequence[ClassImage]], backgrounds: Sequen
         if any(not a.difficult for a in annotations):
             return Sample(image, annotations)
     raise RuntimeError(f"no scene with a visible object in {MAX_TRIES} tries; check object_size/product_height")
+
+
+def add_variant_classes(classes: list[list[ClassImage]], names: list[str], config: SynthConfig,
+                        rng: np.random.Generator) -> dict[int, int]:
+    """Append a variant class (:func:`os2d.synth.appearance.variant` of its first class image, named
+    ``<name>-variant``) for each class with probability ``config.variant_prob``; the donor band comes from another
+    class. Returns the class <-> variant pairs (both directions). Changes ``classes`` and ``names`` in place."""
+    siblings: dict[int, int] = {}
+    n = len(classes)
+    if config.variant_prob <= 0 or n < 2:
+        return siblings
+    for c in range(n):
+        if rng.random() >= config.variant_prob:
+            continue
+        donor = int(rng.choice([d for d in range(n) if d != c]))
+        base = classes[c][0]
+        name = f"{base.name}-variant"
+        while name in names:
+            name += "_"
+        image = variant(base.image, classes[donor][0].image, rng)
+        classes.append([ClassImage(name, image, base.source, base.opaque_fraction)])
+        names.append(name)
+        siblings[c], siblings[len(classes) - 1] = len(classes) - 1, c
+    return siblings
 
 
 def _safe_name(name: str) -> str:
@@ -124,6 +151,9 @@ def generate_dataset(class_source: str | os.PathLike[str], background_dir: str |
         entries = [(n, p) for n, p in entries if n in set(names)]
     loaded = [load_class_image(n, p) for n, p in entries]
     classes = [[c for c in loaded if c.name == n] for n in names]
+    num_base = len(classes)
+    siblings = add_variant_classes(classes, names, config, np.random.default_rng([seed, 2**31 + 1]))
+    loaded += [cl[0] for cl in classes[num_base:]]  # the variants' class images (written below with the others)
     backgrounds = list_images(background_dir, "background photo")
 
     # class images exactly as pasted, and their CSV
@@ -152,7 +182,7 @@ def generate_dataset(class_source: str | os.PathLike[str], background_dir: str |
     per_class = dict.fromkeys(names, 0)
     for i in tqdm(range(num_images), desc="synth", unit="img", disable=not progress):
         rng = np.random.default_rng([seed, i])
-        sample = generate_sample(classes, backgrounds, config, rng, patch_sources)
+        sample = generate_sample(classes, backgrounds, config, rng, patch_sources, siblings)
         rel = f"images/{i:06d}.jpg"
         data = _jpeg_bytes(sample.image, int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
         _write_bytes(out / rel, data)
