@@ -188,6 +188,9 @@ def test_rescored_detections_are_sorted_thresholded_and_capped_on_the_new_score(
     full = rescore_detections(dets, small, views, view_class, 0.5)
     assert full.boxes_xyxy[0].tolist() == [0, 0, 40, 40]
     torch.testing.assert_close(full.scores, torch.tensor([0.5, 0.9e-3]))
+    negative = Detections(dets.boxes_xyxy, torch.tensor([-0.1, -0.2]), dets.labels, dets.corners_xy, ["red"], (80, 40))
+    torch.testing.assert_close(rescore_detections(negative, small, views, view_class, 0.5).scores,
+                               torch.tensor([-0.2, -100.0]))  # the blue box's -0.1 / 1e-3: demoted, not raised
     one = rescore_detections(dets, small, views, view_class, 0.5, max_detections=1)
     assert len(one) == 1 and one.boxes_xyxy[0].tolist() == full.boxes_xyxy[0].tolist()
     kept = rescore_detections(dets, small, views, view_class, 0.5, score_threshold=0.1)

@@ -2,7 +2,8 @@
 
 OS2D's score is a correlation of backbone features, which are trained for shape more than colour: a package in
 another colour (the neighbouring flavour, a hue-shifted look-alike) scores almost as high as the real one. This
-step multiplies each detection's score by ``sim ** gamma`` (``InferenceConfig.colour_rescore`` = gamma; 0 = off),
+step multiplies each detection's score by ``sim ** gamma`` (``InferenceConfig.colour_rescore`` = gamma; 0 = off;
+a negative score is divided by it, so that a poor colour match always demotes),
 where ``sim`` in [0, 1] is the Bhattacharyya coefficient of two colour histograms:
 
 - of the class image (each view, computed when the class is added; :attr:`ClassGallery.view_colour`), and
@@ -127,7 +128,8 @@ def rescore_detections(dets: Detections, image: Tensor, view_colour: Tensor, vie
     width, height = dets.image_size
     scale = (image.shape[-1] / width, image.shape[-2] / height)
     factors = rescore_factors(image, scale, dets.boxes_xyxy, dets.labels, view_colour, view_class, gamma)
-    scores = dets.scores * factors
+    # a factor < 1 demotes: negative scores (correlations can be) are divided by it, not multiplied
+    scores = torch.where(dets.scores >= 0, dets.scores * factors, dets.scores / factors)
     order = torch.argsort(scores, descending=True, stable=True)
     if score_threshold is not None:
         order = order[scores[order] >= score_threshold]
