@@ -281,6 +281,22 @@ def test_heads_precision_setting_reaches_the_detector(tmp_path: Path, obj: Image
     assert best["int8"]["box_xyxy"] == pytest.approx(best["fp32"]["box_xyxy"], abs=2.0)
 
 
+def test_colour_rescore_setting_reaches_the_detector(tmp_path: Path, obj: Image.Image, scene: Image.Image) -> None:
+    """``colour_rescore`` is the detector's config. The default weights' calibration was fitted on raw scores, so
+    the re-scored detections come without confidence and /ready without a threshold. The top box stays."""
+    with pytest.raises(ValueError, match="colour_rescore"):
+        ServiceSettings(data_dir=tmp_path, colour_rescore=-1)
+    best = {}
+    for g in (0.0, 0.5):
+        with make_client(tmp_path / str(g), colour_rescore=g) as c:
+            assert c.app.state.service.detector.config.colour_rescore == g
+            add_class(c, "cereal", obj)
+            best[g] = detect(c, scene, image_size=512).json()["detections"][0]
+            assert (c.get(f"{API}/ready").json()["confidence_threshold"] is None) == (g > 0)
+    assert "confidence" in best[0.0] and "confidence" not in best[0.5]
+    assert best[0.5]["box_xyxy"] == best[0.0]["box_xyxy"] and 0 < best[0.5]["score"] <= best[0.0]["score"]
+
+
 # ------------------------------------------------------------------------------- auth and errors
 
 
