@@ -254,6 +254,32 @@ class TimedHeads:
         del self.model.heads
 
 
+class CapturedHeads:
+    """Replaces ``model.heads``: runs the model's own heads and records the inputs of every call
+    (``calls``: features, kernels, aspect)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.inner, self.calls = model, model.heads, []
+        model.heads = self
+
+    def __call__(self, features, kernels, **kw):
+        self.calls.append((features, kernels, kw.get("aspect")))
+        return self.inner(features, kernels, **kw)
+
+    def restore(self) -> None:
+        del self.model.heads
+
+
+def print_report(title: str, header: str, lines: list[str]) -> None:
+    """A measurement table: title, header, rule, one line per row, then the process's peak resident memory."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n{title}")
+    print(header)
+    print("-" * len(header))
+    print("\n".join(lines))
+    print(f"peak RSS of the process: {peak:.0f} MiB")
+
+
 def same_top(a: Detections, b: Detections, k: int = 10) -> bool:
     n = min(k, len(a.scores))
     if min(k, len(b.scores)) != n:
@@ -304,16 +330,11 @@ def main() -> None:
             rows.append((set_name, len(ev.detections), label, per_view, exact_per_view / per_view, total,
                          ev.seconds_per_image, 100 * ev.result.map, 100 * (ev.result.map - exact.result.map),
                          100 * agree))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("\nheads: exact vs location cascade (peaks:dilation), image_size auto, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5} {'setting':<10}{'heads s/view':>13}{'speed-up':>9}{'heads s':>9}{'s/img':>7}"
-          f"{'mAP':>7}{'dmAP':>7}{'top10 same %':>13}")
-    print("-" * 91)
-    for r in rows:
-        print(f"{r[0]:<11}{r[1]:>5} {r[2]:<10}{r[3]:>13.4f}{r[4]:>8.2f}x{r[5]:>9.1f}{r[6]:>7.2f}{r[7]:>7.2f}"
-              f"{r[8]:>+7.2f}{r[9]:>13.1f}")
-    print(f"peak RSS of the process: {peak:.0f} MiB")
+    print_report(f"heads: exact vs location cascade (peaks:dilation), image_size auto, {torch.get_num_threads()} threads",
+                 f"{'set':<11}{'imgs':>5} {'setting':<10}{'heads s/view':>13}{'speed-up':>9}{'heads s':>9}"
+                 f"{'s/img':>7}{'mAP':>7}{'dmAP':>7}{'top10 same %':>13}",
+                 [f"{r[0]:<11}{r[1]:>5} {r[2]:<10}{r[3]:>13.4f}{r[4]:>8.2f}x{r[5]:>9.1f}{r[6]:>7.2f}{r[7]:>7.2f}"
+                  f"{r[8]:>+7.2f}{r[9]:>13.1f}" for r in rows])
 
 
 if __name__ == "__main__":

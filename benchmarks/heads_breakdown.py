@@ -11,9 +11,7 @@ precision; their sum is checked against the whole head timed the same way.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,17 +30,8 @@ from os2d.model.int8_transform import Int8TransformNet
 from os2d.model.resample import pool_mask, sample_per_channel_unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from cascade_probe import CapturedHeads, load_set  # noqa: E402
+from speed import median_time  # noqa: E402
 
 
 def main() -> None:
@@ -55,18 +44,11 @@ def main() -> None:
     torch.set_num_threads(1)
     det = Detector.from_weights("default", config=InferenceConfig())
     model = det.model.eval()
-    calls = []
-    inner = model.heads
-
-    def capture(features, kernels, **kw):
-        calls.append((features, kernels))
-        return inner(features, kernels, **kw)
-
-    model.heads = capture
+    cap = CapturedHeads(model)
     run_method(DetectorMethod(det), load_set(args.set, args.synth_dir), config=det.config, progress=False,
                max_images=args.max_images)
-    del model.heads
-    features, kernels = max(calls, key=lambda c: c[0].shape[-1] * c[0].shape[-2] * c[1].shape[0])
+    cap.restore()
+    features, kernels, _ = max(cap.calls, key=lambda c: c[0].shape[-1] * c[0].shape[-2] * c[1].shape[0])
     cfg = model.config
     b, _, h, w = features.shape
     k, s = kernels.shape[0], cfg.class_grid_size
@@ -97,14 +79,9 @@ def main() -> None:
         stage("int8", "inner cells (2nd GEMM)",
               lambda: correlate(features, kernels[:, inner_idx]).view(n, len(inner_idx), h, w))
 
-        def quantise():
-            r = corr_cl.view(n, h, w, s * s).clamp(min=0)
-            norm = torch.linalg.vector_norm(r, dim=-1, keepdim=True).add_(1e-6)
-            top = float((r.amax(dim=-1, keepdim=True) / norm).amax())
-            scale = top / 255.0 if top > 0 else 1.0
-            return r.mul_(norm.reciprocal_().mul_(1.0 / scale)).round_().to(torch.uint8), scale
-
-        q, scale = stage("int8", "ReLU + L2 norm + quantise", quantise)
+        # the library's quantisation (on a copy: it works in place)
+        q, scale = stage("int8", "ReLU + L2 norm + quantise",
+                         lambda: q8.quantize_input(corr_cl.view(n, h, w, s * s).clone()))
         z1 = stage("int8", "conv 7x7 in int8 (oneDNN)", lambda: q8.conv1.quantized(q.permute(0, 3, 1, 2), scale))
         z2 = stage("int8", "conv 5x5 128->64 (float32)",
                    lambda: F.conv2d(z1, q8.conv2_weight, q8.conv2_bias, padding=q8.conv2_padding).relu_())

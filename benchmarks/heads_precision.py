@@ -21,7 +21,6 @@ Sets (``../shared/data``, see ``benchmarks/cascade_probe.py``): ``demo``, ``fl27
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from os2d.ops.boxes import box_iou
 from os2d.results import Detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import TimedHeads, load_set  # noqa: E402
+from cascade_probe import TimedHeads, load_set, print_report  # noqa: E402
 
 ARMS = ("fp32", "int8")
 
@@ -89,15 +88,11 @@ def main() -> None:
             rows.append((set_name, len(ev.detections), arm, per_view, exact_per_view / per_view,
                          ev.seconds_per_image, 100 * ev.result.map, 100 * (ev.result.map - exact.result.map),
                          100 * statistics.mean(s for s, _ in agree), 100 * statistics.mean(o for _, o in agree)))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nheads: fp32 vs int8 TransformNet, image_size auto, {torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5} {'arm':<6}{'heads s/view':>13}{'speed-up':>9}{'s/img':>7}{'mAP':>7}{'dmAP':>7}"
-          f"{'same set %':>11}{'same order %':>13}")
-    print("-" * 89)
-    for r in rows:
-        print(f"{r[0]:<11}{r[1]:>5} {r[2]:<6}{r[3]:>13.4f}{r[4]:>8.2f}x{r[5]:>7.2f}{r[6]:>7.2f}{r[7]:>+7.2f}"
-              f"{r[8]:>11.1f}{r[9]:>13.1f}")
-    print(f"peak RSS of the process: {peak:.0f} MiB")
+    print_report(f"heads: fp32 vs int8 TransformNet, image_size auto, {torch.get_num_threads()} threads",
+                 f"{'set':<11}{'imgs':>5} {'arm':<6}{'heads s/view':>13}{'speed-up':>9}{'s/img':>7}{'mAP':>7}"
+                 f"{'dmAP':>7}{'same set %':>11}{'same order %':>13}",
+                 [f"{r[0]:<11}{r[1]:>5} {r[2]:<6}{r[3]:>13.4f}{r[4]:>8.2f}x{r[5]:>7.2f}{r[6]:>7.2f}{r[7]:>+7.2f}"
+                  f"{r[8]:>11.1f}{r[9]:>13.1f}" for r in rows])
 
 
 if __name__ == "__main__":

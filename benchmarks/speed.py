@@ -25,7 +25,7 @@ import time
 import torch
 
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -63,8 +63,8 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
     with torch.no_grad():
         feats = model.extract_features(image)
         kernels = model.class_kernels(class_images)
-        t_cls = _median_time(lambda: model.class_kernels(class_images[:1]), repeats)
-        _median_time(lambda: model.heads(feats, kernels, class_chunk=16), 1)
+        t_cls = median_time(lambda: model.class_kernels(class_images[:1]), repeats)
+        median_time(lambda: model.heads(feats, kernels, class_chunk=16), 1)
         # peak memory of inference as it runs (features + class kernels + heads), before the baseline copies
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         # heads with TransformNet in float32 (exact) and int8 (InferenceConfig.heads_precision), round-robin
@@ -92,8 +92,8 @@ def run_one(backbone: str, height: int, width: int, classes: int, repeats: int, 
                 F.grid_sample(corr[:, c : c + 1], grid[:, c].reshape(n, -1, 1, 2), mode="bilinear",
                               padding_mode="border", align_corners=True)
 
-        t_fast = _median_time(lambda: sample_per_channel_unit(corr, grid), repeats)
-        t_loop = _median_time(loop, repeats)
+        t_fast = median_time(lambda: sample_per_channel_unit(corr, grid), repeats)
+        t_loop = median_time(loop, repeats)
     return {
         "backbone": backbone, "variant": variant, "image": f"{height}x{width}", "fm": f"{h}x{w}",
         "classes": classes, "features_s": t_feat, "features_eager_s": t_feat_eager,

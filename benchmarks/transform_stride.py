@@ -44,7 +44,7 @@ from os2d.model.head import os2d_head
 from os2d.model.int8_transform import Int8TransformNet, _fold_bn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from cascade_probe import CapturedHeads, load_set  # noqa: E402
 
 VARIANTS = ("int8", "exact-even", "up-conv1", "half-kernels", "half-same")
 
@@ -106,18 +106,6 @@ def variants(net) -> dict[str, Callable[[Tensor], Tensor]]:
             "half-same": half_same}
 
 
-class Capture:
-    """Records the inputs of every ``model.heads`` call (features, kernels, aspect) and runs the exact heads."""
-
-    def __init__(self, model) -> None:
-        self.model, self.inner, self.calls = model, model.heads, []
-        model.heads = self
-
-    def __call__(self, features, kernels, **kw):
-        self.calls.append((features, kernels, kw.get("aspect")))
-        return self.inner(features, kernels, **kw)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=["demo", "fl27-train"])
@@ -129,7 +117,7 @@ def main() -> None:
     for name in args.sets:  # a new detector per set (its gallery holds that set's classes)
         det = Detector.from_weights(args.weights, config=InferenceConfig())
         model = det.model.eval()
-        cap = Capture(model)
+        cap = CapturedHeads(model)
         run_method(DetectorMethod(det), load_set(name, args.synth_dir), config=det.config, progress=False,
                    max_images=args.max_images)
         calls += cap.calls

@@ -60,14 +60,19 @@ def colour_histogram(image: Tensor) -> Tensor:
     return counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
 
 
+def _reduced(image: Tensor, side: int) -> Tensor:
+    """(3, H, W) -> the same image with its longer side at most ``side`` (antialiased bilinear), or itself."""
+    h, w = image.shape[-2:]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
 def class_colour(image: Tensor) -> Tensor:
     """(3, H, W) class image in [0, 1] -> (36,) its histogram (after an antialiased resize to at most 128 px)."""
-    h, w = image.shape[-2:]
-    scale = 128 / max(h, w)
-    if scale < 1:
-        image = F.interpolate(image[None], size=(max(1, round(h * scale)), max(1, round(w * scale))),
-                              mode="bilinear", antialias=True, align_corners=False)[0]
-    return colour_histogram(image)
+    return colour_histogram(_reduced(image, 128))
 
 
 def region_colours(image: Tensor, boxes_xyxy: Tensor) -> Tensor:
@@ -77,10 +82,7 @@ def region_colours(image: Tensor, boxes_xyxy: Tensor) -> Tensor:
     read from per-bin integral images (four lookups per box), so thousands of boxes cost about as much as one.
     Boxes are clipped to the image; a box with no pixel inside gets an all-zero histogram (similarity 0)."""
     _, h, w = image.shape
-    scale = min(1.0, REGION_IMAGE_SIDE / max(h, w))
-    if scale < 1:
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    image = _reduced(image, REGION_IMAGE_SIDE)
     small_h, small_w = image.shape[-2:]
     bins = pixel_bins(image.clamp(0, 1))  # (h, w)
     onehot = torch.zeros(NUM_BINS, small_h, small_w).scatter_(0, bins[None], 1.0)  # (36, h, w)

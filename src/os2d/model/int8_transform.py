@@ -99,19 +99,23 @@ class Int8TransformNet:
         return self.from_channels_last(corr.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format))
 
     def from_channels_last(self, corr_hwc: Tensor) -> Tensor:
-        """(N, H, W, 225) correlation (overwritten) -> (N, P, H, W) parameters.
+        """(N, H, W, 225) correlation (overwritten) -> (N, P, H, W) parameters."""
+        q, scale = self.quantize_input(corr_hwc)
+        y = self.conv1.quantized(q.permute(0, 3, 1, 2), scale)  # (N, 128, H, W) channels-last
+        y = F.conv2d(y, self.conv2_weight, self.conv2_bias, padding=self.conv2_padding).relu_()  # float32
+        return F.conv2d(y, self.linear_weight, self.linear_bias, padding=self.linear_padding).contiguous()
 
-        TransformNet's input ``ReLU(corr) / (||ReLU(corr)|| + 1e-6)`` is quantised with the scale ``max / 255``
-        in one multiply per location: ``q = round(ReLU(corr) * 255 / (max * (||.|| + 1e-6)))``.
-        """
+
+    @staticmethod
+    def quantize_input(corr_hwc: Tensor) -> tuple[Tensor, float]:
+        """(N, H, W, 225) correlation (overwritten) -> (uint8 (N, H, W, 225), scale): TransformNet's input
+        ``ReLU(corr) / (||ReLU(corr)|| + 1e-6)`` quantised with the scale ``max / 255`` in one multiply per
+        location: ``q = round(ReLU(corr) * 255 / (max * (||.|| + 1e-6)))``."""
         r = corr_hwc.clamp_(min=0)  # (N, H, W, C) in place
         norm = torch.linalg.vector_norm(r, dim=-1, keepdim=True).add_(1e-6)  # (N, H, W, 1)
         top = float((r.amax(dim=-1, keepdim=True) / norm).amax()) if r.numel() else 0.0
         scale = top / 255.0 if top > 0 else 1.0
-        q = r.mul_(norm.reciprocal_().mul_(1.0 / scale)).round_().to(torch.uint8)  # values in [0, 255]
-        y = self.conv1.quantized(q.permute(0, 3, 1, 2), scale)  # (N, 128, H, W) channels-last
-        y = F.conv2d(y, self.conv2_weight, self.conv2_bias, padding=self.conv2_padding).relu_()  # float32
-        return F.conv2d(y, self.linear_weight, self.linear_bias, padding=self.linear_padding).contiguous()
+        return r.mul_(norm.reciprocal_().mul_(1.0 / scale)).round_().to(torch.uint8), scale  # values in [0, 255]
 
 
 @functools.cache
