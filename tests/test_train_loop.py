@@ -180,6 +180,42 @@ def init_model_dataset(cfg: TrainConfig):
     return load_dataset(cfg.train_data)
 
 
+def test_bf16_autocast_on_cpu(dataset_spec: dict[str, object], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """amp: bf16 trains under CPU autocast where the CPU has native bf16: the same batch's loss is close to the
+    float32 one and the update is applied; elsewhere the run warns and trains in float32."""
+    from os2d.train import trainer as trainer_module
+
+    cfg = train_config_from_dict(tiny_config_dict(dataset_spec, tmp_path / "run", max_iter=1, checkpoint_every=0,
+                                                  freeze={"backbone": True, "backbone_train_last": 2}, amp="bf16"))
+    with torch_threads(1):
+        monkeypatch.setattr(trainer_module, "cpu_bf16_native", lambda: False)
+        with caplog.at_level(logging.WARNING, logger="os2d.train.trainer"):
+            fallback = Trainer(cfg, progress=False)
+        assert fallback.amp_dtype is None
+        assert "amp=bf16 needs a CPU with native bf16" in caplog.text
+        monkeypatch.undo()
+        if not trainer_module.cpu_bf16_native():
+            pytest.skip("this CPU has no native bf16")
+        trainer = Trainer(train_config_from_dict({**tiny_config_dict(dataset_spec, tmp_path / "run2", max_iter=1,
+                                                                     checkpoint_every=0, amp="bf16"),
+                                                  "freeze": {"backbone": True, "backbone_train_last": 2}}),
+                          progress=False)
+        assert trainer.amp_dtype == torch.bfloat16
+        batch = trainer.batches[1]
+        with torch.no_grad():
+            out32 = trainer.net(batch.images, batch.class_images)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out16 = trainer.net(batch.images, batch.class_images)
+        assert out16.scores.dtype == torch.bfloat16
+        torch.testing.assert_close(out16.scores.float(), out32.scores, atol=0.03, rtol=0.0)
+        before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        terms, grad_norm, _, applied = trainer._train_step(batch, 1)
+        assert applied and math.isfinite(terms["loss"]) and math.isfinite(grad_norm)
+        changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+        assert changed and all(v.dtype == before[k].dtype for k, v in trainer.model.state_dict().items())
+
+
 def test_non_finite_loss_skips_the_update(dataset_spec: dict[str, object], tmp_path: Path,
                                          caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = train_config_from_dict(tiny_config_dict(dataset_spec, tmp_path / "run", max_iter=2, checkpoint_every=0,

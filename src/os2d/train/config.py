@@ -152,7 +152,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    amp: str = "none"  # none | bf16 | fp16 autocast (CUDA only; fp32 on CPU)
+    amp: str = "none"  # none | bf16 | fp16 autocast: bf16 on CUDA or a CPU with native bf16, fp16 on CUDA only
     max_iter: int = 200_000
     eval_every: int = 5000  # iterations between evaluations (0 = only at the end)
     checkpoint_every: int = 5000  # iterations between checkpoints (0 = only at the end)

@@ -129,6 +129,17 @@ class KernelsAndHeads(nn.Module):
         return self.model(images, kernels, aspect=aspect)
 
 
+def cpu_bf16_native() -> bool:
+    """True when oneDNN runs bf16 convolutions and matrix products natively on this CPU (AVX512-BF16 or AMX).
+
+    Elsewhere bf16 is emulated and slower than float32, so ``amp: bf16`` trains in float32 there.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _float_output(out: HeadOutput) -> HeadOutput:
     """Head outputs in float32 (the objective's IoUs and hinge sums stay exact under autocast)."""
     def f(t: Tensor | None) -> Tensor | None:
@@ -246,10 +257,13 @@ class Trainer:
         amp = self.config.amp
         if amp == "none":
             return None
-        if self.device.type != "cuda":
-            logger.warning("amp=%s needs CUDA; training in float32 on %s", amp, self.device)
-            return None
-        return torch.bfloat16 if amp == "bf16" else torch.float16
+        if self.device.type == "cuda":
+            return torch.bfloat16 if amp == "bf16" else torch.float16
+        if amp == "bf16" and self.device.type == "cpu" and cpu_bf16_native():
+            return torch.bfloat16
+        why = "a CPU with native bf16 (AVX512-BF16 or AMX)" if amp == "bf16" and self.device.type == "cpu" else "CUDA"
+        logger.warning("amp=%s needs %s; training in float32 on %s", amp, why, self.device)
+        return None
 
     def _restore(self, path: Path) -> None:
         state = ckpt_io.load_training_checkpoint(path)
@@ -516,4 +530,4 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
         trainer.close()
 
 
-__all__ = ["KernelsAndHeads", "TrainSummary", "Trainer", "build_training_model", "train"]
+__all__ = ["KernelsAndHeads", "TrainSummary", "Trainer", "build_training_model", "cpu_bf16_native", "train"]
