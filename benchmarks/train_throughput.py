@@ -142,21 +142,36 @@ def recipe_setup(config_file: str, overrides: list[str], folder: Path) -> Setup:
     from os2d.train.config import load_train_config
     from os2d.train.trainer import Trainer
 
-    cfg = load_train_config(config_file, [*overrides, f"output_dir={folder / 'run'}", "amp=none"])
+    cfg = load_train_config(config_file, [*overrides, f"output_dir={folder / 'run'}", "amp=none",
+                                                   "transform_grad=dense"])
     trainer = Trainer(cfg, progress=False)
     trainer.net.train()
     return Setup(trainer.model, trainer.net, trainer.params, trainer.optimizer, trainer.objective,
                  lambda it: trainer.batches[it + 1], cfg.freeze.backbone_train_last, cfg.freeze.backbone)
 
 
-def measure(setup: Setup, iters: int, amps: tuple[str, ...] = ("none",)) -> dict[str, dict]:
-    """Median timings per autocast mode in ``amps`` on the same batches and weights; the first mode is the
-    reference of the gradient cosine and gives the update."""
+def measure(setup: Setup, iters: int, amps: tuple[str, ...] = ("none",),
+            transform_grads: tuple[str, ...] = ("dense",)) -> dict[str, dict]:
+    """Median timings per arm (autocast mode x TransformNet gradient, named ``amp/transform_grad``) on the same
+    batches and weights; the first arm is the reference of the gradient cosine and gives the update."""
     import contextlib
+    import itertools
 
+    from os2d.model.head import HeadOutput
     from os2d.train.trainer import _float_output
 
     dtypes = {"none": None, "bf16": torch.bfloat16}
+
+    def positives(batch):  # the Trainer's selector (transform_grad: positives)
+        def select(boxes):
+            b, k, h, w, _ = boxes.shape
+            probe = HeadOutput(boxes.new_zeros(b, k, h, w), boxes.float(), boxes.new_zeros(b, k, h, w, 4, 2), None,
+                               float(setup.model.stride), setup.model.config.anchor_size)
+            return setup.objective.transform_grad_locations(probe, batch).view(b, k, h, w)
+        return select
+
+    arms = {f"{a}/{g}": (dtypes[a], g) for a, g in itertools.product(amps, transform_grads)}
+    amps = tuple(arms)
     times: dict[str, dict[str, list[float]]] = {a: {k: [] for k in ("step", "fwd", "cpu", "cos")} for a in amps}
     data_times, frozen_times = [], []
     for it in range(iters + 1):
@@ -169,10 +184,11 @@ def measure(setup: Setup, iters: int, amps: tuple[str, ...] = ("none",)) -> dict
         for amp in amps:
             t1, c1 = time.perf_counter(), time.process_time()
             setup.optimizer.zero_grad(set_to_none=False)
-            autocast = (torch.autocast("cpu", dtype=dtypes[amp]) if dtypes[amp] is not None
-                        else contextlib.nullcontext())
+            dtype, transform_grad = arms[amp]
+            autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with autocast:
-                out = setup.net(batch.images, batch.class_images)
+                out = setup.net(batch.images, batch.class_images,
+                                positives(batch) if transform_grad == "positives" else None)
             terms = setup.objective(_float_output(out), batch)
             t2 = time.perf_counter()
             terms["loss"].backward()
@@ -223,6 +239,8 @@ def main() -> None:
                     help="with --freeze-backbone: keep the last N backbone blocks trainable (freeze.backbone_train_last)")
     ap.add_argument("--amp", nargs="+", default=["none"], choices=["none", "bf16"],
                     help="autocast modes to time on the same batches (CPU bf16 needs native bf16 to pay off)")
+    ap.add_argument("--transform-grad", nargs="+", default=["dense"], choices=["dense", "positives"],
+                    help="TransformNet's backward at every location or only where the loss reaches it")
     ap.add_argument("--weights", default=None, help="start from these weights (e.g. default; one backbone only)")
     ap.add_argument("--train-config", default=None,
                     help="time a real run instead: this training config (its data, model, freezing, loss)")
@@ -239,17 +257,18 @@ def main() -> None:
                                           args.classes, args.freeze_backbone, args.train_last, args.weights))
                       for b in args.backbones]
         for name, setup in setups:
-            rows += [(name, amp, res) for amp, res in measure(setup, args.iters, tuple(args.amp)).items()]
+            rows += [(name, amp, res) for amp, res in measure(setup, args.iters, tuple(args.amp),
+                                                              tuple(args.transform_grad)).items()]
     r0, s0 = rows[0][2], setups[0][1]
     frozen = ((f", backbone frozen but its last {s0.train_last} blocks" if s0.train_last else ", backbone frozen")
               if s0.frozen_backbone else "")
     print(f"\ntraining iteration, batch {r0['batch_size']} patches, {r0['classes']} classes, "
           f"{torch.get_num_threads()} threads{frozen}, median of {args.iters}")
-    print(f"{'model':<20} {'amp':<5} {'s/iter':>7} {'vs none':>7} {'fwd+loss s':>10} {'CPU s/iter':>10} "
+    print(f"{'model':<20} {'amp/TransformNet grad':<21} {'s/iter':>7} {'vs 1st':>7} {'fwd+loss s':>10} {'CPU s/iter':>10} "
           f"{'patches/s':>9} {'data s':>7} {'frozen trunk s':>14} {'grad cos':>8}")
     for name, amp, r in rows:
         base = next(x for b, a, x in rows if b == name)
-        print(f"{name:<20} {amp:<5} {r['step_s']:>7.2f} {base['step_s'] / r['step_s']:>6.2f}x "
+        print(f"{name:<20} {amp:<21} {r['step_s']:>7.2f} {base['step_s'] / r['step_s']:>6.2f}x "
               f"{r['forward_s']:>10.2f} {r['cpu_s']:>10.1f} {r['batch_size'] / r['step_s']:>9.3f} {r['data_s']:>7.2f} "
               f"{r['frozen_s']:>14.2f} {r['grad_cos']:>8.4f}")
 

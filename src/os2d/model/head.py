@@ -6,6 +6,7 @@ N = B*K image-class pairs. Batched over classes (no per-class Python loop), chun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,7 @@ def os2d_head(
     with_detached_scores: bool = False,
     aspect: Tensor | None = None,
     aspect_power: float = 0.0,
+    transform_grad_at: Callable[[Tensor], Tensor] | None = None,
 ) -> HeadOutput:
     """Apply the OS2D head of K class views to B input feature maps.
 
@@ -77,18 +79,25 @@ def os2d_head(
         with_detached_scores: also compute scores with the grids detached (negatives in training).
         aspect: (K,) aspect ratio (w / h) of each class view's image; with ``aspect_power`` > 0 the anchor grid
             takes that shape (:func:`os2d.model.grids.stretch_to_aspect`). None = square anchors.
+        transform_grad_at: training only. Given the (B, K, H, W, 4) boxes of a TransformNet pass without autograd,
+            returns the (B, K, H, W) bool locations where its output needs a gradient (where the loss uses
+            ``scores`` rather than ``scores_transform_detached``: the positives); TransformNet runs with
+            autograd only there (:meth:`TransformNet.forward_at`). Every output value is unchanged; elsewhere
+            ``scores`` gets gradients through the correlation only. Needs all classes in one chunk.
     """
     k = kernels.shape[0]
     if aspect is not None and aspect.shape != (k,):
         raise ValueError(f"aspect must have shape ({k},), got {tuple(aspect.shape)}")
     if aspect is None or aspect_power == 0:
         aspect, aspect_power = None, 0.0
+    if transform_grad_at is not None and class_chunk is not None and 0 < class_chunk < k:
+        raise ValueError("transform_grad_at needs all classes in one chunk (class_chunk None)")
     if k == 0:
         parts = [_empty(features, grid_size)]
     elif class_chunk is None or class_chunk <= 0 or class_chunk >= k:
         # one call, no Python loop over classes: also keeps K dynamic for ONNX export
         parts = [_head_chunk(features, kernels, transform_net, invert_transform, grid_size, pool_border,
-                             stride, anchor_size, with_detached_scores, aspect, aspect_power)]
+                             stride, anchor_size, with_detached_scores, aspect, aspect_power, transform_grad_at)]
     else:
         parts = [
             _head_chunk(features, kernels[i : i + class_chunk], transform_net, invert_transform, grid_size,
@@ -125,6 +134,7 @@ def _head_chunk(
     with_detached_scores: bool,
     aspect: Tensor | None = None,
     aspect_power: float = 0.0,
+    transform_grad_at: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     b, _, h, w = features.shape
     k = kernels.shape[0]
@@ -139,11 +149,13 @@ def _head_chunk(
         corr_inner = correlate(features, kernels[:, inner]).view(n, len(inner), h, w)  # (N, M, H, W)
     else:
         corr = correlate(features, kernels).reshape(n, s * s, h, w)  # channel = q*S + p
-        params = transform_net(corr)
+        if transform_grad_at is None:
+            params = transform_net(corr)
+        else:
+            params = _params_with_sparse_grad(transform_net, corr, transform_grad_at, b, k, invert_transform,
+                                              anchor_size, stride, aspect, aspect_power)
         corr_inner = corr[:, inner]  # (N, M, H, W)
-    theta = params_to_affine(params, invert=invert_transform)  # (N, H, W, 2, 3)
-    if aspect is not None:  # pair n = (image n // K, class view n % K)
-        theta = stretch_to_aspect(theta, aspect.to(theta.device).repeat(b), aspect_power)
+    theta = _theta(params, invert_transform, aspect, aspect_power, b)  # (N, H, W, 2, 3)
     # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
     # Built directly in correlation-channel layout (N, M, H, W): point of cell (p, q) meets channel q*S + p.
     grid = unit_grid_in_channel_layout(theta, s, h, w, inner)  # (N, M, H, W, 2)
@@ -163,3 +175,32 @@ def _head_chunk(
         corners.detach().view(b, k, h, w, 4, 2),
         scores_detached,
     )
+
+
+def _theta(params: Tensor, invert: bool, aspect: Tensor | None, aspect_power: float, b: int) -> Tensor:
+    """(N, P, H, W) TransformNet outputs -> (N, H, W, 2, 3) affine matrices, stretched to the class aspect."""
+    theta = params_to_affine(params, invert=invert)
+    if aspect is not None:  # pair n = (image n // K, class view n % K)
+        theta = stretch_to_aspect(theta, aspect.to(theta.device).repeat(b), aspect_power)
+    return theta
+
+
+def _params_with_sparse_grad(transform_net: TransformNet, corr: Tensor, select: Callable[[Tensor], Tensor],
+                             b: int, k: int, invert: bool, anchor_size: float, stride: float,
+                             aspect: Tensor | None, aspect_power: float) -> Tensor:
+    """TransformNet's (N, P, H, W) output, with autograd only at the locations ``select`` picks from the boxes
+    of a pass without it (see ``transform_grad_at`` of :func:`os2d_head`)."""
+    n, _, h, w = corr.shape
+    with torch.no_grad():
+        params = transform_net(corr)
+        corners = grid_corners(_theta(params, invert, aspect, aspect_power, b), box_size=anchor_size, stride=stride)
+        boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1).view(b, k, h, w, 4)
+    where = select(boxes).reshape(n, h, w).nonzero()  # (P, 3) = (pair, y, x)
+    trainable = [p for p in transform_net.parameters() if p.requires_grad]
+    if not torch.is_grad_enabled() or not (trainable or corr.requires_grad):
+        return params
+    if len(where) == 0:  # no gradient for TransformNet; a zero one keeps DistributedDataParallel's buckets full
+        return params + sum(p.sum() for p in trainable) * 0.0 if trainable else params
+    values = transform_net.forward_at(corr, where).to(params.dtype)  # (P, num_params), with autograd
+    channels_last = params.permute(0, 2, 3, 1).index_put((where[:, 0], where[:, 1], where[:, 2]), values)
+    return channels_last.permute(0, 3, 1, 2)

@@ -6,7 +6,7 @@ The model maps tensors to raw head outputs; image loading, pyramids, decoding an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,13 +103,16 @@ class Os2dModel(nn.Module):
 
     def heads(self, features: Tensor, kernels: Tensor, *, class_chunk: int | None = None,
               with_detached_scores: bool = False, aspect: Tensor | None = None,
-              precision: HeadsPrecision | str = HeadsPrecision.FP32) -> HeadOutput:
+              precision: HeadsPrecision | str = HeadsPrecision.FP32,
+              transform_grad_at: Callable[[Tensor], Tensor] | None = None) -> HeadOutput:
         """Head outputs for precomputed input features (B, C, H, W) and class kernels (K, S*S, C).
 
         ``aspect``: (K,) aspect ratios (w / h) of the class views' images, used when the model's
         ``anchor_aspect_power`` is not 0 (None: square anchors).
         ``precision``: ``"int8"`` runs TransformNet's convolutions in int8 (:mod:`os2d.model.int8_transform`)
         where that applies (eval mode, no autograd, float32 on a CPU that supports it); float32 otherwise.
+        ``transform_grad_at``: training only, TransformNet's gradient only where this picks (see
+        :func:`os2d.model.head.os2d_head`).
         """
         cfg = self.config
         return os2d_head(
@@ -117,6 +120,7 @@ class Os2dModel(nn.Module):
             invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size, pool_border=cfg.pool_border,
             stride=float(self.stride), anchor_size=cfg.anchor_size, class_chunk=class_chunk,
             with_detached_scores=with_detached_scores, aspect=aspect, aspect_power=cfg.anchor_aspect_power,
+            transform_grad_at=transform_grad_at,
         )
 
     def _transform_for(self, features: Tensor, precision: HeadsPrecision):
@@ -128,10 +132,11 @@ class Os2dModel(nn.Module):
         return self.transform_net
 
     def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None, *,
-                aspect: Tensor | None = None) -> HeadOutput:
+                aspect: Tensor | None = None, transform_grad_at: Callable[[Tensor], Tensor] | None = None
+                ) -> HeadOutput:
         """(B, 3, H, W) images in [0, 1] and (K, S*S, C) kernels -> head outputs at the images' resolution."""
         return self.heads(self.extract_features(images), kernels, class_chunk=class_chunk,
-                          with_detached_scores=self.training, aspect=aspect)
+                          with_detached_scores=self.training, aspect=aspect, transform_grad_at=transform_grad_at)
 
 
 def build_os2d(config: ModelConfig | None = None, *, pretrained_backbone: bool = False) -> Os2dModel:

@@ -8,6 +8,8 @@ Module names (``conv.0``, ``conv.1``, ``conv.3``, ``conv.4``, ``linear``) match 
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from os2d.model.correlation import l2_normalize
@@ -56,3 +58,40 @@ class TransformNet(nn.Module):
     def forward(self, corr: Tensor) -> Tensor:
         x = l2_normalize(corr.relu(), dim=1, eps=1e-6)
         return self.linear(self.conv(x))
+
+    def forward_at(self, corr: Tensor, where: Tensor) -> Tensor:
+        """``forward(corr)[n, :, y, x]`` for the P locations ``where`` (P, 3) = (n, y, x) only -> (P, num_params).
+
+        Per pair n, the layers run without padding on the rectangle around its locations plus the 7-cell
+        receptive-field halo; activations that fall outside the (H, W) map are zeroed after each layer, which is
+        what the dense layers' zero padding sees, so the result equals the dense one up to summation order.
+        Costs (rows + 14)(cols + 14) positions per pair instead of H*W: training computes TransformNet's
+        gradient only where the loss can reach it (:func:`os2d.model.head.os2d_head`'s ``transform_grad_at``).
+        Needs BatchNorm in eval mode (its statistics would otherwise depend on which cells are computed).
+        """
+        if any(m.training for m in self.modules() if isinstance(m, nn.BatchNorm2d)):
+            raise RuntimeError("TransformNet.forward_at needs BatchNorm in eval mode (frozen_bn_transform)")
+        n_maps, _, h, w = corr.shape
+        out = corr.new_empty(len(where), self.num_params)
+        layers = [(self.conv[0], self.conv[1]), (self.conv[3], self.conv[4]), (self.linear, None)]
+        halo = sum(conv.kernel_size[0] // 2 for conv, _ in layers)  # 7: the receptive-field radius
+        for n in where[:, 0].unique().tolist():
+            sel = (where[:, 0] == n).nonzero().squeeze(1)
+            ys, xs = where[sel, 1], where[sel, 2]
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            # input rows y0 - halo .. y1 + halo (zeros outside the map, like the dense padding)
+            top, left = y0 - halo, x0 - halo
+            crop = corr[n, :, max(top, 0):min(y1 + halo, h), max(left, 0):min(x1 + halo, w)]
+            crop = F.pad(crop, (max(-left, 0), max(x1 + halo - w, 0), max(-top, 0), max(y1 + halo - h, 0)))
+            x = l2_normalize(crop[None].relu(), dim=1, eps=1e-6)
+            for conv, bn in layers:
+                x = F.conv2d(x, conv.weight, conv.bias)  # valid: the window shrinks by the kernel radius
+                top, left = top + conv.kernel_size[0] // 2, left + conv.kernel_size[1] // 2
+                if bn is not None:
+                    x = bn(x).relu()
+                    rows = torch.arange(top, top + x.shape[-2], device=x.device)
+                    cols = torch.arange(left, left + x.shape[-1], device=x.device)
+                    inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+                    x = x * inside.to(x.dtype)  # the next layer's zero padding
+            out[sel] = x[0, :, ys - y0, xs - x0].t().to(out.dtype)
+        return out

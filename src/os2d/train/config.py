@@ -34,6 +34,7 @@ from os2d.train.sampler import SamplerConfig
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("none", "multistep", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
+TRANSFORM_GRAD_MODES = ("dense", "positives")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the spellings of TrainConfig.device
 DATASET_SECTIONS = ("train_data", "val_data")
 
@@ -152,6 +153,9 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # TransformNet's backward: "dense" at every location, or "positives": only where the loss reaches it
+    # (os2d_head's transform_grad_at; the same gradient, less work; needs frozen TransformNet BatchNorm)
+    transform_grad: str = "dense"
     amp: str = "none"  # none | bf16 | fp16 autocast: bf16 on CUDA or a CPU with native bf16, fp16 on CUDA only
     max_iter: int = 200_000
     eval_every: int = 5000  # iterations between evaluations (0 = only at the end)
@@ -169,6 +173,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.transform_grad not in TRANSFORM_GRAD_MODES:
+            raise ValueError(f"transform_grad must be one of {TRANSFORM_GRAD_MODES}, got {self.transform_grad!r}")
+        if self.transform_grad == "positives" and not (self.model.frozen_bn_transform or self.freeze.transform_net):
+            raise ValueError("transform_grad: positives needs model.frozen_bn_transform (BatchNorm statistics of "
+                             "a TransformNet in train mode depend on every location)")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N (or mps, xpu[:N]), got {self.device!r}")
         for name in ("max_iter", "eval_every", "checkpoint_every", "keep_checkpoints", "num_workers"):

@@ -221,6 +221,20 @@ class Os2dObjective(nn.Module):
 
     # ---------------------------------------------------------------------------------------- losses
 
+    def transform_grad_locations(self, out: HeadOutput, batch: TrainBatch) -> Tensor:
+        """(B, K, A) bool: where the objective back-propagates into the TransformNet's output (the scores or
+        boxes it uses with the transform attached): recognition positives; localisation positives when
+        ``loc_weight`` > 0; negatives too with ``train_transform_on_negs``. Only ``out.boxes_xyxy`` (and the
+        anchor layout) is read, so a pass without autograd can decide where one with it is needed."""
+        cfg = self.config
+        t = self.targets(out, batch)
+        mask = t.rec == POSITIVE
+        if cfg.loc_weight > 0:
+            mask |= t.loc == POSITIVE
+        if cfg.train_transform_on_negs:
+            mask |= t.rec == NEGATIVE
+        return mask
+
     def per_anchor_losses(self, out: HeadOutput, batch: TrainBatch) -> tuple[Tensor, Tensor, Tensor]:
         """Unnormalised per-anchor losses for hard patch mining (reference: no RLL weighting).
 

@@ -26,7 +26,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,10 +123,11 @@ class KernelsAndHeads(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, class_images: list[Tensor]) -> HeadOutput:
+    def forward(self, images: Tensor, class_images: list[Tensor],
+                transform_grad_at: Callable[[Tensor], Tensor] | None = None) -> HeadOutput:
         kernels = self.model.class_kernels(class_images)  # (K, S*S, C)
         aspect = torch.tensor([im.shape[-1] / im.shape[-2] for im in class_images])  # (K,) w / h
-        return self.model(images, kernels, aspect=aspect)
+        return self.model(images, kernels, aspect=aspect, transform_grad_at=transform_grad_at)
 
 
 def cpu_bf16_native() -> bool:
@@ -397,7 +398,7 @@ class Trainer:
         autocast = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
         with autocast:
-            out = self.net(batch.images, batch.class_images)
+            out = self.net(batch.images, batch.class_images, self._transform_grad_at(batch))
         terms_t = self.objective(_float_output(out), batch)
         loss = terms_t["loss"]
         terms = {k: float(v.detach()) for k, v in terms_t.items()}
@@ -426,6 +427,22 @@ class Trainer:
             return terms, grad_norm, lr, False
         self.optimizer.step()
         return terms, grad_norm, lr, True
+
+    def _transform_grad_at(self, batch: TrainBatch) -> Callable[[Tensor], Tensor] | None:
+        """With ``transform_grad: positives``, the head's selector of where TransformNet needs autograd."""
+        if self.config.transform_grad == "dense":
+            return None
+        model, objective = self.model, self.objective
+
+        def select(boxes: Tensor) -> Tensor:  # (B, K, H, W, 4) -> (B, K, H, W) bool
+            b, k, h, w, _ = boxes.shape
+            probe = HeadOutput(scores=boxes.new_zeros(b, k, h, w), boxes_xyxy=boxes.float(),
+                               corners_xy=boxes.new_zeros(b, k, h, w, 4, 2),
+                               scores_transform_detached=None, stride=float(model.stride),
+                               anchor_size=model.config.anchor_size)
+            return objective.transform_grad_locations(probe, batch).view(b, k, h, w)
+
+        return select
 
     # ------------------------------------------------------------------------------------------ mining
 
