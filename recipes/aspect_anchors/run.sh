@@ -46,22 +46,7 @@ done
 # 4. the rule's evaluations (the 14 training brands only: the held-out brands' boxes in these images are not scored)
 TRAIN_BRANDS=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
 if [ ! -f "$RUNS/fl27-train6/annotations.csv" ]; then  # the model card's tuning set: every 6th image (98)
-    python - "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6" <<'PY'
-import csv, sys
-from pathlib import Path
-from os2d.data.spec import FL27_TRAIN_BRANDS, DatasetSpec, load_dataset
-src, out = Path(sys.argv[1]), Path(sys.argv[2])
-ds = load_dataset(DatasetSpec(format="simple_csv", annotations=str(src / "annotations.csv"),
-                              classes=str(src / "class_images.csv"), class_names=FL27_TRAIN_BRANDS,
-                              exclude_class_sources=True))
-keep = {im.image_id for im in ds.images[::6]}
-rows = [r for r in csv.DictReader(open(src / "annotations.csv")) if r["image"] in keep]
-out.mkdir(parents=True, exist_ok=True)
-with open(out / "annotations.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=["image", "class", "x1", "y1", "x2", "y2"])
-    w.writeheader()
-    w.writerows({k: r[k] for k in w.fieldnames} for r in rows)
-PY
+    python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
 fi
 [ -f "$RUNS/synth-grocery-eval/annotations.csv" ] || os2d synth \
     --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
