@@ -100,13 +100,19 @@ def test_positives_mode_gives_the_dense_gradient(dataset_spec: dict[str, object]
     assert positives_seen > 0  # the transform's gradient was exercised
 
 
-def test_positives_mode_trains_and_needs_frozen_transform_bn(dataset_spec: dict[str, object], tmp_path: Path) -> None:
+def test_positives_mode_trains_auto_picks_it_and_it_needs_frozen_transform_bn(dataset_spec: dict[str, object], tmp_path: Path) -> None:
     base = tiny_config_dict(dataset_spec, tmp_path / "run", max_iter=2, checkpoint_every=0,
                             transform_grad="positives", freeze={"backbone": True})
     with pytest.raises((ConfigError, ValueError), match="frozen_bn_transform"):
         train_config_from_dict({**base, "model": {**base["model"], "frozen_bn_transform": False}})
     with pytest.raises((ConfigError, ValueError), match="transform_grad must be one of"):
         train_config_from_dict({**base, "transform_grad": "sparse"})
+    auto = {**base, "transform_grad": "auto"}
+    assert train_config_from_dict(auto).resolved_transform_grad() == "positives"  # V2: frozen TransformNet BN
+    assert train_config_from_dict({**auto, "model": {**base["model"], "frozen_bn_transform": False}}
+                                  ).resolved_transform_grad() == "dense"  # V1: batch statistics
+    assert train_config_from_dict({**auto, "loss": {"train_transform_on_negs": True}}
+                                  ).resolved_transform_grad() == "dense"  # every location needs it
     cfg = train_config_from_dict(base)
     with torch_threads(1):
         trainer = Trainer(cfg, progress=False)

@@ -34,7 +34,7 @@ from os2d.train.sampler import SamplerConfig
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("none", "multistep", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
-TRANSFORM_GRAD_MODES = ("dense", "positives")
+TRANSFORM_GRAD_MODES = ("auto", "dense", "positives")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the spellings of TrainConfig.device
 DATASET_SECTIONS = ("train_data", "val_data")
 
@@ -154,8 +154,9 @@ class TrainConfig:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # TransformNet's backward: "dense" at every location, or "positives": only where the loss reaches it
-    # (os2d_head's transform_grad_at; the same gradient, less work; needs frozen TransformNet BatchNorm)
-    transform_grad: str = "dense"
+    # (os2d_head's transform_grad_at; the same gradient, less work; needs frozen TransformNet BatchNorm);
+    # "auto": positives where that holds and the negatives are scored with the transform detached, else dense
+    transform_grad: str = "auto"
     amp: str = "none"  # none | bf16 | fp16 autocast: bf16 on CUDA or a CPU with native bf16, fp16 on CUDA only
     max_iter: int = 200_000
     eval_every: int = 5000  # iterations between evaluations (0 = only at the end)
@@ -187,6 +188,13 @@ class TrainConfig:
             raise ValueError("log_every must be positive")
         if self.freeze.backbone and self.freeze.transform_net:
             raise ValueError("freeze.backbone and freeze.transform_net are both set: nothing would train")
+
+    def resolved_transform_grad(self) -> str:
+        """``transform_grad`` with ``auto`` decided: ``positives`` when it is exact and saves work, else ``dense``."""
+        if self.transform_grad != "auto":
+            return self.transform_grad
+        exact = self.model.frozen_bn_transform or self.freeze.transform_net
+        return "positives" if exact and not self.loss.train_transform_on_negs else "dense"
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with top-level fields changed (validated)."""

@@ -250,9 +250,10 @@ class Trainer:
         else:
             self.log = None
         barrier(ctx)
-        logger.info("training %s %s on %s: %d images, %d classes, %d trainable tensors, from step %d",
-                    cfg.model.backbone, cfg.model.variant, self.device, self.sampler.num_images,
-                    self.sampler.num_classes, len(self.params), self.step)
+        logger.info("training %s %s on %s: %d images, %d classes, %d trainable tensors, from step %d; amp %s, "
+                    "TransformNet gradient %s", cfg.model.backbone, cfg.model.variant, self.device,
+                    self.sampler.num_images, self.sampler.num_classes, len(self.params), self.step,
+                    self.amp_dtype or "off", cfg.resolved_transform_grad())
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.config.amp
@@ -430,7 +431,7 @@ class Trainer:
 
     def _transform_grad_at(self, batch: TrainBatch) -> Callable[[Tensor], Tensor] | None:
         """With ``transform_grad: positives``, the head's selector of where TransformNet needs autograd."""
-        if self.config.transform_grad == "dense":
+        if self.config.resolved_transform_grad() == "dense":
             return None
         model, objective = self.model, self.objective
 
