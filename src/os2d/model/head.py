@@ -168,13 +168,18 @@ def _head_chunk(
     # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
     # min/max box over all S*S points.
     corners = grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
-    boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)  # (N, H, W, 4)
+    boxes = _boxes(corners)  # (N, H, W, 4)
     return (
         scores.view(b, k, h, w),
         boxes.view(b, k, h, w, 4),
         corners.detach().view(b, k, h, w, 4, 2),
         scores_detached,
     )
+
+
+def _boxes(corners: Tensor) -> Tensor:
+    """(..., 4, 2) corners of a parallelogram -> (..., 4) its axis-aligned xyxy box."""
+    return torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)
 
 
 def _theta(params: Tensor, invert: bool, aspect: Tensor | None, aspect_power: float, b: int) -> Tensor:
@@ -193,12 +198,11 @@ def _params_with_sparse_grad(transform_net: TransformNet, corr: Tensor, select: 
     n, _, h, w = corr.shape
     with torch.no_grad():
         params = transform_net(corr)
-        corners = grid_corners(_theta(params, invert, aspect, aspect_power, b), box_size=anchor_size, stride=stride)
-        boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1).view(b, k, h, w, 4)
-    where = select(boxes).reshape(n, h, w).nonzero()  # (P, 3) = (pair, y, x)
     trainable = [p for p in transform_net.parameters() if p.requires_grad]
     if not torch.is_grad_enabled() or not (trainable or corr.requires_grad):
         return params
+    corners = grid_corners(_theta(params, invert, aspect, aspect_power, b), box_size=anchor_size, stride=stride)
+    where = select(_boxes(corners).view(b, k, h, w, 4)).reshape(n, h, w).nonzero()  # (P, 3) = (pair, y, x)
     if len(where) == 0:  # no gradient for TransformNet; a zero one keeps DistributedDataParallel's buckets full
         return params + sum(p.sum() for p in trainable) * 0.0 if trainable else params
     values = transform_net.forward_at(corr, where).to(params.dtype)  # (P, num_params), with autograd
