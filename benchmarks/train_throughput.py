@@ -157,18 +157,9 @@ def measure(setup: Setup, iters: int, amps: tuple[str, ...] = ("none",),
     import contextlib
     import itertools
 
-    from os2d.model.head import HeadOutput
-    from os2d.train.trainer import _float_output
+    from os2d.train.trainer import _float_output, transform_grad_selector
 
     dtypes = {"none": None, "bf16": torch.bfloat16}
-
-    def positives(batch):  # the Trainer's selector (transform_grad: positives)
-        def select(boxes):
-            b, k, h, w, _ = boxes.shape
-            probe = HeadOutput(boxes.new_zeros(b, k, h, w), boxes.float(), boxes.new_zeros(b, k, h, w, 4, 2), None,
-                               float(setup.model.stride), setup.model.config.anchor_size)
-            return setup.objective.transform_grad_locations(probe, batch).view(b, k, h, w)
-        return select
 
     arms = {f"{a}/{g}": (dtypes[a], g) for a, g in itertools.product(amps, transform_grads)}
     amps = tuple(arms)
@@ -188,7 +179,8 @@ def measure(setup: Setup, iters: int, amps: tuple[str, ...] = ("none",),
             autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
             with autocast:
                 out = setup.net(batch.images, batch.class_images,
-                                positives(batch) if transform_grad == "positives" else None)
+                                transform_grad_selector(setup.model, setup.objective, batch)
+                                if transform_grad == "positives" else None)
             terms = setup.objective(_float_output(out), batch)
             t2 = time.perf_counter()
             terms["loss"].backward()

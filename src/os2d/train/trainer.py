@@ -130,6 +130,20 @@ class KernelsAndHeads(nn.Module):
         return self.model(images, kernels, aspect=aspect, transform_grad_at=transform_grad_at)
 
 
+def transform_grad_selector(model: Os2dModel, objective: Os2dObjective, batch: TrainBatch
+                            ) -> Callable[[Tensor], Tensor]:
+    """The ``transform_grad_at`` of :func:`os2d.model.head.os2d_head` for one batch: from the boxes of the pass
+    without autograd, the locations where ``objective`` back-propagates into TransformNet's output."""
+    def select(boxes: Tensor) -> Tensor:  # (B, K, H, W, 4) -> (B, K, H, W) bool
+        b, k, h, w, _ = boxes.shape
+        probe = HeadOutput(scores=boxes.new_zeros(b, k, h, w), boxes_xyxy=boxes.float(),
+                           corners_xy=boxes.new_zeros(b, k, h, w, 4, 2), scores_transform_detached=None,
+                           stride=float(model.stride), anchor_size=model.config.anchor_size)
+        return objective.transform_grad_locations(probe, batch).view(b, k, h, w)
+
+    return select
+
+
 def cpu_bf16_native() -> bool:
     """True when oneDNN runs bf16 convolutions and matrix products natively on this CPU (AVX512-BF16 or AMX).
 
@@ -430,20 +444,10 @@ class Trainer:
         return terms, grad_norm, lr, True
 
     def _transform_grad_at(self, batch: TrainBatch) -> Callable[[Tensor], Tensor] | None:
-        """With ``transform_grad: positives``, the head's selector of where TransformNet needs autograd."""
+        """With ``transform_grad`` resolved to positives, the head's selector of where TransformNet needs autograd."""
         if self.config.resolved_transform_grad() == "dense":
             return None
-        model, objective = self.model, self.objective
-
-        def select(boxes: Tensor) -> Tensor:  # (B, K, H, W, 4) -> (B, K, H, W) bool
-            b, k, h, w, _ = boxes.shape
-            probe = HeadOutput(scores=boxes.new_zeros(b, k, h, w), boxes_xyxy=boxes.float(),
-                               corners_xy=boxes.new_zeros(b, k, h, w, 4, 2),
-                               scores_transform_detached=None, stride=float(model.stride),
-                               anchor_size=model.config.anchor_size)
-            return objective.transform_grad_locations(probe, batch).view(b, k, h, w)
-
-        return select
+        return transform_grad_selector(self.model, self.objective, batch)
 
     # ------------------------------------------------------------------------------------------ mining
 
@@ -548,4 +552,4 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
         trainer.close()
 
 
-__all__ = ["KernelsAndHeads", "TrainSummary", "Trainer", "build_training_model", "cpu_bf16_native", "train"]
+__all__ = ["KernelsAndHeads", "TrainSummary", "Trainer", "build_training_model", "cpu_bf16_native", "train", "transform_grad_selector"]
