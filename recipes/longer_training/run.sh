@@ -16,6 +16,9 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 OUT="$RUNS/longer-training"
 
+# 0. the starting point: stage 2, the shipped default until this recipe replaced it (commit 85e26b3)
+mkdir -p "$OUT"
+[ -f "$OUT/stage2.pt" ] || git show 85e26b3:src/os2d/assets/os2d_lite0_v2.pt > "$OUT/stage2.pt"
 # 1. class images of the 81 Grocery Store products, and 600 shelves with variant classes on Grocery Store TRAIN photos
 mkdir -p "$OUT/synth"
 [ -f "$OUT/synth/classes.csv" ] || python recipes/grocery_classes.py "$DATA" "$OUT/synth/classes.csv"
@@ -31,7 +34,7 @@ if [ ! -f "$OUT/run/final.pt" ]; then
         os2d train --resume "$OUT/run"
     else
         os2d train --config recipes/longer_training/train.yaml "train_data.annotations=$OUT/data/train_boxes.csv" \
-            "train_data.classes=$OUT/data/train_classes.csv" "output_dir=$OUT/run"
+            "train_data.classes=$OUT/data/train_classes.csv" "init.weights=$OUT/stage2.pt" "output_dir=$OUT/run"
     fi
 fi
 # 4. the rule's evaluations (tuning sets only)
@@ -50,3 +53,7 @@ fi
 [ -f "$OUT/synth-val/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
     --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
     --weights "$OUT/run/final.pt" --output-dir "$OUT/synth-val" --no-plots --quiet
+# 5. it passed the rule (42.5 >= 36.3 and 81.7 >= 80.0), so it ships: calibrated on the same two tuning evaluations
+#    (as stage 2's calibration was), written as float16 into the package
+os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6" "$OUT/synth-val" \
+    --output src/os2d/assets/os2d_lite0_v2.pt --force --plot "$OUT/calibration.png"
