@@ -68,19 +68,25 @@ def main() -> None:
                     for d, im in zip(raw, pictures, strict=True)]
             colour_seconds = (time.perf_counter() - t0) / len(images)
             r5, r7 = (evaluate_detections(dets, images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))
-            rows.append((set_name, len(images), gamma, 100 * r5.map, 100 * r5.recall, 100 * r7.map,
+            rows.append((set_name, len(images), f"{gamma:.2f}", 100 * r5.map, 100 * r5.recall, 100 * r7.map,
                          seconds / len(images), colour_seconds))
             print(f"{set_name} gamma {gamma}: mAP@0.5 {100 * r5.map:.2f}", flush=True)
-    print(f"\ncolour re-scoring, image_size auto, {torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5}{'gamma':>7}{'mAP@0.5':>9}{'d':>7}{'recall':>8}{'mAP@0.7':>9}{'s/img':>7}"
-          f"{'colour s/img':>13}")
-    print("-" * 76)
-    base = {}
+    print_rescore_table(f"colour re-scoring, image_size auto, {torch.get_num_threads()} threads", rows, "gamma",
+                        "colour s/img")
+
+
+def print_rescore_table(title: str, rows: list[tuple], arm_name: str, extra_name: str) -> None:
+    """Rows (set, images, arm, mAP@0.5, recall, mAP@0.7, s/img, extra s/img); the delta column is against the
+    set's first row (the raw score)."""
+    print(f"\n{title}")
+    print(f"{'set':<11}{'imgs':>5} {arm_name:<14}{'mAP@0.5':>9}{'d':>7}{'recall':>8}{'mAP@0.7':>9}{'s/img':>7}"
+          f"{extra_name:>14}")
+    print("-" * 84)
+    base: dict[str, float] = {}
     for r in rows:
         base.setdefault(r[0], r[3])
-        print(f"{r[0]:<11}{r[1]:>5}{r[2]:>7.2f}{r[3]:>9.2f}{r[3] - base[r[0]]:>+7.2f}{r[4]:>8.1f}{r[5]:>9.2f}"
-              f"{r[6]:>7.2f}{r[7]:>13.4f}")
-
+        print(f"{r[0]:<11}{r[1]:>5} {r[2]:<14}{r[3]:>9.2f}{r[3] - base[r[0]]:>+7.2f}{r[4]:>8.1f}{r[5]:>9.2f}"
+              f"{r[6]:>7.2f}{r[7]:>14.4f}")
 
 if __name__ == "__main__":
     main()

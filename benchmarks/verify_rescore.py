@@ -35,6 +35,7 @@ from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.evaluation.harness import _class_names, _load_class_images
 from os2d.evaluation.metrics import evaluate_detections
+from os2d.inference.colour import apply_score_factors
 from os2d.inference.pyramid import prepare_levels
 from os2d.io import image_to_tensor, load_image
 from os2d.model.correlation import resize_class_features
@@ -43,6 +44,7 @@ from os2d.results import Detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_probe import load_set  # noqa: E402
+from colour_rescore import print_rescore_table  # noqa: E402
 
 
 def crop_grid(corners: torch.Tensor, out_h: int, out_w: int, width: int, height: int) -> torch.Tensor:
@@ -96,12 +98,9 @@ def agreement(det: Detector, image: torch.Tensor, dets: Detections, crop: str, t
 
 
 def rescored(dets: Detections, v: torch.Tensor, gamma: float, max_detections: int = 100) -> Detections:
+    """Scores times ``max(v, 0.01) ** gamma`` (unlooked-at detections unchanged), re-sorted and capped."""
     factors = v.nan_to_num(1.0).clamp(min=0.01) ** gamma
-    scores = torch.where(dets.scores >= 0, dets.scores * factors, dets.scores / factors)
-    order = torch.argsort(scores, descending=True, stable=True)[:max_detections]
-    out = dets.filter(order)
-    out.scores = scores[order]
-    return out
+    return apply_score_factors(dets, factors, max_detections=max_detections)
 
 
 def main() -> None:
@@ -140,19 +139,12 @@ def main() -> None:
                 dets = [rescored(d, v, gamma) for d, v in zip(raw, agree, strict=True)]
                 r5, r7 = (evaluate_detections(dets, images, len(names), iou, False, class_names=names)
                           for iou in (0.5, 0.7))
-                rows.append((set_name, len(images), crop if gamma else "raw", gamma, 100 * r5.map, 100 * r5.recall,
-                             100 * r7.map, seconds / len(images), verify_s if gamma else 0.0))
+                arm = f"{crop} {gamma:.2f}" if gamma else "raw"
+                rows.append((set_name, len(images), arm, 100 * r5.map, 100 * r5.recall, 100 * r7.map,
+                             seconds / len(images), verify_s if gamma else 0.0))
                 print(f"{set_name} {crop} gamma {gamma}: mAP@0.5 {100 * r5.map:.2f}", flush=True)
-    print(f"\nsecond look at the top {args.top} detections, image_size auto, {torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5} {'crop':<8}{'gamma':>6}{'mAP@0.5':>9}{'d':>7}{'recall':>8}{'mAP@0.7':>9}"
-          f"{'s/img':>7}{'look s/img':>11}")
-    print("-" * 82)
-    base = {}
-    for r in rows:
-        base.setdefault(r[0], r[4])
-        print(f"{r[0]:<11}{r[1]:>5} {r[2]:<8}{r[3]:>6.2f}{r[4]:>9.2f}{r[4] - base[r[0]]:>+7.2f}{r[5]:>8.1f}"
-              f"{r[6]:>9.2f}{r[7]:>7.2f}{r[8]:>11.3f}")
-
+    print_rescore_table(f"second look at the top {args.top} detections, image_size auto, "
+                        f"{torch.get_num_threads()} threads", rows, "crop gamma", "look s/img")
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,7 @@ done
 
 # 8. the shipped file (stage 2): inference-only, float16 (4.8 MB)
 os2d weights compact "$RUNS/default-model/stage2/final.pt" -o src/os2d/assets/os2d_lite0_v2.pt --force
-# 8b. stage 3 (6000 steps, ~66 min with bf16 + positives-only TransformNet gradient), its rule and calibration
+# 8b. stage 3 (6000 steps, ~66-71 min with bf16 + positives-only TransformNet gradient), its rule and calibration
 #     (passed its rule; not shipped yet, see the model card). Its run.sh starts from stage 2 as committed in 85e26b3 (equal to step 8's file when the
 #     steps above reproduce it); edit its step 0 to start from this run's file instead.
 bash recipes/longer_training/run.sh

@@ -130,6 +130,13 @@ def rescore_detections(dets: Detections, image: Tensor, view_colour: Tensor, vie
     width, height = dets.image_size
     scale = (image.shape[-1] / width, image.shape[-2] / height)
     factors = rescore_factors(image, scale, dets.boxes_xyxy, dets.labels, view_colour, view_class, gamma)
+    return apply_score_factors(dets, factors, score_threshold=score_threshold, max_detections=max_detections)
+
+
+def apply_score_factors(dets: Detections, factors: Tensor, *, score_threshold: float | None = None,
+                        max_detections: int | None = None) -> Detections:
+    """Detections with every score times its (N,) positive factor, re-sorted by the new score, then
+    ``score_threshold`` and ``max_detections`` applied (a capped result is a prefix of an uncapped one)."""
     # a factor < 1 demotes: negative scores (correlations can be) are divided by it, not multiplied
     scores = torch.where(dets.scores >= 0, dets.scores * factors, dets.scores / factors)
     order = torch.argsort(scores, descending=True, stable=True)
