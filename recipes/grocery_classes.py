@@ -14,14 +14,14 @@ from pathlib import Path
 def main() -> None:
     if len(sys.argv) != 3:
         sys.exit("usage: python recipes/grocery_classes.py DATA_DIR OUT.csv")
-    data, out = Path(sys.argv[1]), Path(sys.argv[2])
+    data, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])  # absolute: the CSV may live anywhere
     with open(data / "grocerystore" / "class_images.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["name", "path"])
-        w.writerows([r["class"], f"{data}/grocerystore/{r['class_image']}"] for r in rows)
+        w.writerows([r["class"], str(data / "grocerystore" / r["class_image"])] for r in rows)
 
 
 if __name__ == "__main__":
