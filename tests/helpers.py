@@ -21,6 +21,17 @@ def textured_object(size: tuple[int, int] = (96, 128), seed: int = 0) -> Image.I
     return img
 
 
+def ring_object(size: tuple[int, int] = (96, 128)) -> Image.Image:
+    """A picture unlike :func:`textured_object` in layout and colours (white rings on blue): a distinct class.
+    Two textured objects differ only in their colours, so the model and the shortlist take them for look-alikes."""
+    w, h = size
+    img = Image.new("RGB", size, (30, 60, 200))
+    d = ImageDraw.Draw(img)
+    for r in range(min(w, h) * 5 // 8, 0, -max(2, min(w, h) // 8)):
+        d.ellipse([w // 2 - r, h // 2 - r, w // 2 + r, h // 2 + r], outline=(255, 255, 255), width=max(1, w // 24))
+    return img
+
+
 def scene_with(obj: Image.Image, positions: list[tuple[int, int]], size: tuple[int, int] = (480, 352),
                seed: int = 1) -> Image.Image:
     """A grey noisy background with ``obj`` pasted at the given top-left positions."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the shipped default model (os2d-lite0-v2) was made, step by step, on a 2-core CPU (~3 h in all).
+# How the shipped default model (os2d-lite0-v2) was made, step by step, on a 2-core CPU (~4 h in all).
 # Run from the repository root with ../shared/data present:  bash recipes/default_model/run.sh
 set -euo pipefail
 DATA=${DATA:-../shared/data}
@@ -44,11 +44,12 @@ for stage in run stage2; do
         --output-dir "$RUNS/default-model/$stage/synth-val" --quiet --no-plots
 done
 
-# 8. the shipped file (stage 2): inference-only, float16 (4.8 MB)
+# 8. stage 2's file (the default until stage 3): inference-only, float16 (4.8 MB)
 os2d weights compact "$RUNS/default-model/stage2/final.pt" -o src/os2d/assets/os2d_lite0_v2.pt --force
-# 8b. stage 3 (6000 steps, ~66-71 min with bf16 + positives-only TransformNet gradient), its rule and calibration
-#     (passed its rule; not shipped yet, see the model card). Its run.sh starts from stage 2 as committed in 85e26b3 (equal to step 8's file when the
-#     steps above reproduce it); edit its step 0 to start from this run's file instead.
+# 8b. stage 3 (6000 steps, ~71 min with bf16 + positives-only TransformNet gradient), its rule, calibration and
+#     the shipped file. Its run.sh starts from stage 2 as committed in 85e26b3 (equal to step 8's file when the
+#     steps above reproduce it); edit its step 0 to start from this run's file instead. The packaged detector and
+#     CoAE heads of the baselines are trained on the shipped trunk: recipes/detector_retrieval, then recipes/coae.
 bash recipes/longer_training/run.sh
 
 # 9. the model card's numbers
