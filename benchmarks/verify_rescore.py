@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
@@ -37,9 +36,9 @@ from os2d.evaluation.harness import _class_names, _load_class_images
 from os2d.evaluation.metrics import evaluate_detections
 from os2d.inference.colour import apply_score_factors
 from os2d.inference.pyramid import prepare_levels
+from os2d.inference.verify import agreement as verify_agreement
+from os2d.inference.verify import box_corners
 from os2d.io import image_to_tensor, load_image
-from os2d.model.correlation import resize_class_features
-from os2d.model.resample import pool_mask
 from os2d.results import Detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,53 +46,16 @@ from cascade_probe import load_set  # noqa: E402
 from colour_rescore import print_rescore_table  # noqa: E402
 
 
-def crop_grid(corners: torch.Tensor, out_h: int, out_w: int, width: int, height: int) -> torch.Tensor:
-    """(N, 4, 2) corners (top-left, top-right, bottom-left, bottom-right, original pixels) -> (N, h, w, 2)
-    ``grid_sample`` coordinates (align_corners=False) of an out_h x out_w crop spanning the parallelogram."""
-    tl, tr, bl = corners[:, 0], corners[:, 1], corners[:, 2]  # (N, 2)
-    u = (torch.arange(out_w, dtype=corners.dtype) + 0.5) / out_w  # (w,) in (0, 1)
-    v = (torch.arange(out_h, dtype=corners.dtype) + 0.5) / out_h
-    pts = (tl[:, None, None] + u[None, None, :, None] * (tr - tl)[:, None, None]
-           + v[None, :, None, None] * (bl - tl)[:, None, None])  # (N, h, w, 2) pixels
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=corners.dtype)
-    return pts * scale - 1.0
-
-
-def box_corners(boxes: torch.Tensor) -> torch.Tensor:
-    """(N, 4) xyxy -> (N, 4, 2) corners in the order of ``Detections.corners_xy``."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([torch.stack([x1, y1], -1), torch.stack([x2, y1], -1), torch.stack([x1, y2], -1),
-                        torch.stack([x2, y2], -1)], dim=1)
-
-
 @torch.no_grad()
 def agreement(det: Detector, image: torch.Tensor, dets: Detections, crop: str, top: int) -> torch.Tensor:
-    """(N,) agreement of each detection's crop with its class (NaN beyond the ``top`` first)."""
-    model, gallery = det.model, det.gallery
-    cfg = model.config
-    s, side = cfg.class_grid_size, cfg.class_image_size
-    mask = pool_mask(s, cfg.pool_border)  # (S*S,) in kernel order (symmetric, so the order does not matter)
-    inner = mask > 0
+    """(N,) agreement of each detection's crop with its class (NaN beyond the ``top`` first), by the library's
+    :func:`os2d.inference.verify.agreement` on the original photo."""
+    g = det.gallery
     out = torch.full((len(dets),), math.nan)
     n = min(top, len(dets))
-    width, height = dets.image_size
     corners = dets.corners_xy[:n] if crop == "aligned" else box_corners(dets.boxes_xyxy[:n])
-    labels = dets.labels[:n]
-    for c in labels.unique().tolist():
-        idx = (labels == c).nonzero().squeeze(1)
-        views = (gallery.view_class == c).nonzero().squeeze(1)
-        aspect = float(gallery.view_aspect[views[0]])
-        w = max(16, round(side * math.sqrt(aspect)))
-        h = max(16, round(side / math.sqrt(aspect)))
-        grid = crop_grid(corners[idx].float(), h, w, width, height)
-        crops = F.grid_sample(image[None].expand(len(idx), -1, -1, -1), grid, mode="bilinear",
-                              padding_mode="border", align_corners=False)  # (n, 3, h, w)
-        feats = model.extract_features(crops, align_to_anchors=False)
-        grids = torch.stack([resize_class_features(f, s) for f in feats])  # (n, C, S, S)
-        cells = grids.permute(0, 3, 2, 1).reshape(len(idx), s * s, -1)  # kernel layout (n, S*S, C)
-        kernels = gallery.kernels[views]  # (V, S*S, C)
-        cos = torch.einsum("nkc,vkc->nvk", cells, kernels)[..., inner].mean(-1)  # (n, V)
-        out[idx] = cos.max(dim=1).values
+    out[:n] = verify_agreement(det.model, image, corners.float(), dets.labels[:n], g.kernels, g.view_class,
+                               g.view_aspect)
     return out
 
 

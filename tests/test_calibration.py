@@ -171,9 +171,9 @@ def test_cli_calibrate_and_check(tmp_path, capsys):
     capsys.readouterr()
     assert main(["weights", "calibrate", "default", "--from-eval", str(ev), str(ev2), "--output",
                  str(tmp_path / "c3.pt")]) == 2
-    assert "different --colour-rescore values" in capsys.readouterr().err
+    assert "re-scored differently (raw, colour 0.5)" in capsys.readouterr().err
     assert main(["weights", "calibrate", str(out), "--weights-name", "default", "--check", str(ev2)]) == 2
-    assert "fitted on scores with --colour-rescore 0.0" in capsys.readouterr().err
+    assert "fitted on raw scores, these evaluations have colour 0.5 scores" in capsys.readouterr().err
     # evaluations of other weights, and folders that are not evaluations, are refused
     assert main(["weights", "calibrate", "efficientnet_lite0-imagenet", "--from-eval", str(ev), "--output",
                  str(tmp_path / "x.pt")]) == 2

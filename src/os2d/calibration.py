@@ -44,6 +44,7 @@ class Calibration:
         num_detections: detections in the fit; ``num_correct`` of them correct.
         colour_rescore: the ``InferenceConfig.colour_rescore`` of the scores it was fitted on (0: raw OS2D scores);
             the detector applies it only to scores of the same kind.
+        verify_rescore: the ``InferenceConfig.verify_rescore`` of those scores (0: no second look), likewise.
     """
 
     a: float
@@ -54,6 +55,7 @@ class Calibration:
     num_detections: int = 0
     num_correct: int = 0
     colour_rescore: float = 0.0
+    verify_rescore: float = 0.0
 
     def __call__(self, scores: Tensor) -> Tensor:
         """Confidence in [0, 1] of raw scores (any shape)."""
@@ -81,18 +83,28 @@ class Calibration:
             out = cls(a=float(d["a"]), b=float(d["b"]), threshold=float(d["threshold"]),
                       precision_target=float(d.get("precision_target", 0.9)), fitted_on=str(d.get("fitted_on", "")),
                       num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)),
-                      colour_rescore=float(d.get("colour_rescore", 0.0)))  # absent: fitted before it existed
+                      colour_rescore=float(d.get("colour_rescore", 0.0)),  # absent: fitted before it existed
+                      verify_rescore=float(d.get("verify_rescore", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{source}: malformed calibration ({e})") from None
         if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
             raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
-        if not (math.isfinite(out.colour_rescore) and out.colour_rescore >= 0):
-            raise CalibrationError(f"{source}: calibration's colour_rescore must be a finite number >= 0")
+        for name in ("colour_rescore", "verify_rescore"):
+            value = getattr(out, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise CalibrationError(f"{source}: calibration's {name} must be a finite number >= 0")
         return out
 
-    def applies_to(self, colour_rescore: float) -> bool:
-        """Whether scores made with this ``InferenceConfig.colour_rescore`` are the kind it was fitted on."""
-        return math.isclose(self.colour_rescore, colour_rescore, rel_tol=0, abs_tol=1e-9)
+    def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0) -> bool:
+        """Whether scores made with this ``InferenceConfig.colour_rescore`` and ``verify_rescore`` are the kind it
+        was fitted on."""
+        return (math.isclose(self.colour_rescore, colour_rescore, rel_tol=0, abs_tol=1e-9)
+                and math.isclose(self.verify_rescore, verify_rescore, rel_tol=0, abs_tol=1e-9))
+
+    @property
+    def score_kind(self) -> str:
+        """The re-scoring of the scores it was fitted on, for people (e.g. "raw", "verify 2")."""
+        return score_kind_name(self.colour_rescore, self.verify_rescore)
 
 
 def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou: float = 0.5
@@ -191,18 +203,25 @@ def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: i
                      for b in reliability(confidence, hits, bins) if b["count"]))
 
 
+def score_kind_name(colour_rescore: float, verify_rescore: float) -> str:
+    """"raw", or the re-scorings that made the scores ("colour 0.5", "verify 2", "colour 0.5 + verify 2")."""
+    parts = [f"{n} {g:g}" for n, g in (("colour", colour_rescore), ("verify", verify_rescore)) if g]
+    return " + ".join(parts) or "raw"
+
+
 def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: float = 0.9,
-                    fitted_on: str = "", colour_rescore: float = 0.0) -> Calibration:
-    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``:
-    the kind of the scores (``InferenceConfig.colour_rescore`` of the detections)."""
+                    fitted_on: str = "", colour_rescore: float = 0.0, verify_rescore: float = 0.0) -> Calibration:
+    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``
+    and ``verify_rescore``: the kind of the scores (those fields of the detections' ``InferenceConfig``)."""
     a, b = fit_platt(scores, hits)
     if a <= 0:
         raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
     confidence = 1 / (1 + np.exp(-(a * scores + b)))
     return Calibration(a=a, b=b, threshold=round(precision_threshold(confidence, hits, precision_target), 4),
                        precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
-                       num_correct=int(hits.sum()), colour_rescore=float(colour_rescore))
+                       num_correct=int(hits.sum()), colour_rescore=float(colour_rescore),
+                       verify_rescore=float(verify_rescore))
 
 
 __all__ = ["Calibration", "CalibrationError", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
-           "label_detections", "precision_threshold", "reliability"]
+           "label_detections", "precision_threshold", "reliability", "score_kind_name"]

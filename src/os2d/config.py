@@ -131,6 +131,9 @@ class InferenceConfig:
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
     heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
     colour_rescore: float = 0.0  # > 0: scores x colour agreement with the class image ** this (os2d.inference.colour)
+    verify_rescore: float = 0.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
+    verify_crop: str = "aligned"  # the second look's crop: the head's "aligned" parallelogram or the "box"
+    verify_top: int = 100  # detections the second look re-scores (the others are dropped)
 
     def __post_init__(self) -> None:
         if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
@@ -143,6 +146,12 @@ class InferenceConfig:
             raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
         if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
+        if not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):
+            raise ValueError(f"verify_rescore must be a finite number >= 0 (0: off), got {self.verify_rescore}")
+        if self.verify_crop not in ("aligned", "box"):
+            raise ValueError(f"verify_crop must be 'aligned' or 'box', got {self.verify_crop!r}")
+        if self.verify_top < 1:
+            raise ValueError(f"verify_top must be >= 1, got {self.verify_top}")
         if self.negative_mode not in ("drop", "demote"):
             raise ValueError(f"negative_mode must be 'drop' or 'demote', got {self.negative_mode!r}")
         if self.score_threshold is not None and not math.isfinite(self.score_threshold):

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from os2d.calibration import Calibration
+from os2d.calibration import Calibration, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
@@ -18,6 +18,7 @@ from os2d.inference.detect import detect_levels
 from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import ClassDescriptorCache
+from os2d.inference.verify import verify_detections
 from os2d.io import ImageSource, load_image
 from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
@@ -183,13 +184,13 @@ class Detector:
 
     def _calibration_for(self, config: InferenceConfig) -> Calibration | None:
         cal = self.model.calibration
-        if cal is None or cal.applies_to(config.colour_rescore):
+        if cal is None or cal.applies_to(config.colour_rescore, config.verify_rescore):
             return cal
         if not self._warned_calibration:
             self._warned_calibration = True
-            logger.warning("the weights' calibration was fitted on scores with colour_rescore=%s, not %s: no "
-                           "confidence (fit one with os2d eval --colour-rescore ... and os2d weights calibrate)",
-                           cal.colour_rescore, config.colour_rescore)
+            logger.warning("the weights' calibration was fitted on %s scores, not %s: no confidence (fit one with "
+                           "os2d eval --colour-rescore/--verify-rescore ... and os2d weights calibrate)",
+                           cal.score_kind, score_kind_name(config.colour_rescore, config.verify_rescore))
         return None
 
     def save_gallery(self, path: str | Path) -> None:
@@ -244,9 +245,14 @@ class Detector:
             if self._calibration_for(config) is not None:
                 empty.confidence = torch.zeros(0)
             return empty
-        rescore = config.colour_rescore > 0
+        colour, verify = config.colour_rescore > 0, config.verify_rescore > 0
         # re-scoring reorders: threshold and cap apply to the final scores
-        run = config.replace(score_threshold=None, max_detections=None) if rescore else config
+        if colour:
+            run = config.replace(score_threshold=None, max_detections=None)
+        elif verify:  # the second look keeps the verify_top best
+            run = config.replace(score_threshold=None, max_detections=config.verify_top)
+        else:
+            run = config
         if g.negative_kernels is not None and g.negative_class.numel():
             dets = self._detect_with_negatives(levels, size, run, g)
         else:
@@ -254,10 +260,15 @@ class Detector:
                     if config.shortlist_top_k is not None else None)
             dets = detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, run,
                                  class_desc=desc, view_aspect=g.view_aspect)
-        if rescore:
-            image = max(levels, key=lambda t: t.shape[-1] * t.shape[-2])  # (3, h, w) in [0, 1]
+        image = max(levels, key=lambda t: t.shape[-1] * t.shape[-2])  # (3, h, w) in [0, 1]: the largest level
+        if colour:
             dets = rescore_detections(dets, image, g.view_colour, g.view_class, config.colour_rescore,
-                                      score_threshold=config.score_threshold, max_detections=config.max_detections)
+                                      score_threshold=None if verify else config.score_threshold,
+                                      max_detections=config.verify_top if verify else config.max_detections)
+        if verify:
+            dets = verify_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
+                                     config.verify_rescore, crop=config.verify_crop, top=config.verify_top,
+                                     score_threshold=config.score_threshold, max_detections=config.max_detections)
         cal = self._calibration_for(config)
         if cal is not None:
             dets.confidence = cal(dets.scores)

@@ -28,14 +28,20 @@ def _runs(folders: list[str], weights: str | None) -> list[Any]:
     return runs
 
 
-def _score_kind(runs: list[Any]) -> float:
-    """The ``colour_rescore`` all ``runs`` were evaluated with (0 for runs made before it existed); runs that
-    differ cannot be mixed."""
-    kinds = {float(((run.config or {}).get("inference") or {}).get("colour_rescore", 0.0)) for run in runs}
+def _score_kind(runs: list[Any]) -> tuple[float, float]:
+    """The ``(colour_rescore, verify_rescore)`` all ``runs`` were evaluated with (0 for runs made before they
+    existed); runs that differ cannot be mixed."""
+    from os2d.calibration import score_kind_name
+
+    def kind(run: Any) -> tuple[float, float]:
+        inference = (run.config or {}).get("inference") or {}
+        return float(inference.get("colour_rescore", 0.0)), float(inference.get("verify_rescore", 0.0))
+
+    kinds = {kind(run) for run in runs}
     if len(kinds) > 1:
-        raise CliError(f"these evaluations used different --colour-rescore values ({', '.join(map(str, sorted(kinds)))}):"
+        raise CliError(f"these evaluations re-scored differently ({', '.join(score_kind_name(*k) for k in sorted(kinds))}):"
                        " their scores are not of one kind")
-    return kinds.pop() if kinds else 0.0
+    return kinds.pop() if kinds else (0.0, 0.0)
 
 
 def _labelled(run: Any) -> tuple[Any, Any]:
@@ -88,16 +94,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = new_weights_file(args, " (or --check DIR ... to measure)")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.from_eval, args.weights)
-    colour_rescore = _score_kind(runs)
+    colour_rescore, verify_rescore = _score_kind(runs)
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     scores = np.concatenate([r[1] for r in rows])
     hits = np.concatenate([r[2] for r in rows])
     fitted_on = (f"weights {args.weights}; " + ", ".join(f"{name} ({len(s)} detections)" for name, s, _ in rows)
                  + f"; IoU 0.5; precision target {args.precision}"
-                 + (f"; colour re-scoring {colour_rescore}" if colour_rescore else ""))
+                 + (f"; colour re-scoring {colour_rescore}" if colour_rescore else "")
+                 + (f"; second look {verify_rescore}" if verify_rescore else ""))
     try:
         calibration = fit_calibration(scores, hits, precision_target=args.precision, fitted_on=fitted_on,
-                                      colour_rescore=colour_rescore)
+                                      colour_rescore=colour_rescore, verify_rescore=verify_rescore)
     except CalibrationError as e:
         raise CliError(str(e)) from e
     model = load_model(args.weights)
@@ -123,10 +130,12 @@ def _check(args: argparse.Namespace) -> int:
         raise CliError(f"{args.weights} has no calibration: make one with os2d weights calibrate ... --output")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.check, args.weights_name or args.weights)
+    from os2d.calibration import score_kind_name
+
     kind = _score_kind(runs)
-    if not calibration.applies_to(kind):
-        raise CliError(f"{args.weights}'s calibration was fitted on scores with --colour-rescore "
-                       f"{calibration.colour_rescore}, these evaluations used {kind}")
+    if not calibration.applies_to(*kind):
+        raise CliError(f"{args.weights}'s calibration was fitted on {calibration.score_kind} scores, these "
+                       f"evaluations have {score_kind_name(*kind)} scores (--colour-rescore, --verify-rescore)")
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     if args.plot:
         _plot(args.plot, rows, calibration, "held-out data")

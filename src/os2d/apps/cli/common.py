@@ -109,6 +109,9 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--colour-rescore", type=float, default=None, metavar="G",
                    help="multiply each score by its box's colour agreement with the class image to the power G "
                         "(for look-alikes that differ in colour; default 0 = off: the raw OS2D score)")
+    g.add_argument("--verify-rescore", type=float, default=None, metavar="G",
+                   help="second look: re-score the best detections by their crop's agreement with the class at the "
+                        "class image's size, to the power G (0 = off; default: the config's, README 'Second look')")
     if shortlist:
         g.add_argument("--shortlist", type=int, default=None, metavar="K",
                        help="run the full heads only for the K classes ranked best per image by a cheap "
@@ -180,6 +183,8 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["heads_precision"] = args.heads_precision
     if args.colour_rescore is not None:
         changes["colour_rescore"] = args.colour_rescore
+    if args.verify_rescore is not None:
+        changes["verify_rescore"] = args.verify_rescore
     try:
         return InferenceConfig(**changes)
     except ValueError as e:

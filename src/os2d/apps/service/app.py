@@ -94,6 +94,7 @@ class ServiceSettings:
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
     heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
     colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
+    verify_rescore: float | None = None  # InferenceConfig.verify_rescore (the second look); None: the library's default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -105,6 +106,8 @@ class ServiceSettings:
             raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
         if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
+        if self.verify_rescore is not None and not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):
+            raise ValueError(f"verify_rescore must be a finite number >= 0 (0: off), got {self.verify_rescore}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -274,7 +277,9 @@ class Service:
         return Detector.from_weights(weights, device=self.settings.device,
                                      shortlist_top_k=self.settings.shortlist_top_k,
                                      heads_precision=self.settings.heads_precision,
-                                     colour_rescore=self.settings.colour_rescore)
+                                     colour_rescore=self.settings.colour_rescore,
+                                     **({} if self.settings.verify_rescore is None
+                                        else {"verify_rescore": self.settings.verify_rescore}))
 
     def _startup_weights(self) -> str:
         """``settings.weights``, or the fine-tuned model made from them that the page switched to last (kept

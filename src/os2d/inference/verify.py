@@ -1,0 +1,116 @@
+"""Second look: re-score the best detections by comparing their crops with the class at the class image's size.
+
+The heads score a location on the stride-16 feature map of a pyramid level, where a detection covers ~15 x 15
+cells of a photo that was resized for the whole image. This step takes each of an image's ``verify_top`` best
+detections, resamples the photo inside it to the class image's size (area ``class_image_size``^2, the class
+image's aspect ratio) and encodes that crop exactly like a class image (backbone, S x S grid, L2-normal cells).
+Its agreement ``v`` with the class is the mean over the pooled inner cells of the cell-wise cosine with the class
+grid (the OS2D score at the identity alignment, now between two class-sized images; best over the class's views).
+The new score is ``score * max(v, 0.01) ** gamma`` (``InferenceConfig.verify_rescore`` = gamma; a negative score
+is divided), re-sorted; detections beyond the ``verify_top`` looked at are dropped (their raw scores are not
+comparable with the re-scored ones).
+
+Crops (``InferenceConfig.verify_crop``):
+    aligned  the parallelogram of the alignment the head estimated (``Detections.corners_xy``), warped into the
+             class image's frame, so rotations and shears are undone before the cell-wise comparison;
+    box      the detection's axis-aligned box.
+
+Chosen by a rule written before the measurement (README, "Second look"): ``aligned`` with gamma 2.
+
+Shape glossary: N detections, n of one class, V views, S the class grid side, C channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from os2d.inference.colour import apply_score_factors
+from os2d.model.correlation import resize_class_features
+from os2d.model.resample import pool_mask
+from os2d.results import Detections
+
+VERIFY_CROPS = ("aligned", "box")
+MIN_AGREEMENT = 0.01  # agreements below this (and negative ones) count as this: a factor, never 0
+CROP_CHUNK = 16  # crops per backbone call: 1.45x faster than 87 at once on a 2-core CPU (cache-resident)
+
+
+def box_corners(boxes: Tensor) -> Tensor:
+    """(N, 4) xyxy -> (N, 4, 2) corners in the order of ``Detections.corners_xy`` (tl, tr, bl, br)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([torch.stack([x1, y1], -1), torch.stack([x2, y1], -1), torch.stack([x1, y2], -1),
+                        torch.stack([x2, y2], -1)], dim=1)
+
+
+def crop_grid(corners: Tensor, out_h: int, out_w: int, width: int, height: int) -> Tensor:
+    """(N, 4, 2) corners (pixels of a ``width`` x ``height`` image) -> (N, out_h, out_w, 2) ``grid_sample``
+    coordinates (align_corners=False) of a crop spanning the parallelogram tl, tr, bl."""
+    tl, tr, bl = corners[:, 0], corners[:, 1], corners[:, 2]  # (N, 2)
+    u = (torch.arange(out_w, dtype=corners.dtype) + 0.5) / out_w  # (w,) in (0, 1)
+    v = (torch.arange(out_h, dtype=corners.dtype) + 0.5) / out_h
+    pts = (tl[:, None, None] + u[None, None, :, None] * (tr - tl)[:, None, None]
+           + v[None, :, None, None] * (bl - tl)[:, None, None])  # (N, h, w, 2) pixels
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=corners.dtype)
+    return pts * scale - 1.0
+
+
+@torch.no_grad()
+def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
+              view_aspect: Tensor) -> Tensor:
+    """(N,) agreement in [-1, 1] of each detection's crop with its class.
+
+    Args:
+        model: the :class:`~os2d.model.Os2dModel` that encoded ``kernels``.
+        image: (3, H, W) RGB in [0, 1]; ``corners`` (N, 4, 2) in its pixels.
+        labels: (N,) class index of each detection.
+        kernels: (V, S*S, C) the gallery's normalised class grids; ``view_class`` (V,), ``view_aspect`` (V,).
+    """
+    cfg = model.config
+    s, side = cfg.class_grid_size, cfg.class_image_size
+    inner = pool_mask(s, cfg.pool_border) > 0  # (S*S,) symmetric: kernel order does not matter
+    out = torch.full((labels.shape[0],), -1.0)
+    height, width = image.shape[-2:]
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().squeeze(1)  # (n,)
+        views = (view_class == c).nonzero().squeeze(1)
+        if views.numel() == 0:
+            continue
+        aspect = float(view_aspect[views[0]]) if view_aspect.numel() else 1.0  # the first (original) view's
+        w, h = max(16, round(side * math.sqrt(aspect))), max(16, round(side / math.sqrt(aspect)))
+        grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
+        crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
+                              padding_mode="border", align_corners=False)  # (n, 3, h, w)
+        grids = torch.cat([torch.stack([resize_class_features(f, s) for f in
+                                        model.extract_features(crops[i : i + CROP_CHUNK], align_to_anchors=False)])
+                           for i in range(0, len(idx), CROP_CHUNK)])  # (n, C, S, S)
+        cells = grids.permute(0, 3, 2, 1).reshape(len(idx), s * s, -1)  # kernel layout (n, S*S, C)
+        cos = torch.einsum("nkc,vkc->nvk", cells, kernels[views].to(cells.dtype))[..., inner].mean(-1)  # (n, V)
+        out[idx] = cos.amax(dim=1).float()
+    return out
+
+
+def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, view_class: Tensor,
+                      view_aspect: Tensor, gamma: float, *, crop: str = "aligned", top: int = 100,
+                      score_threshold: float | None = None, max_detections: int | None = None) -> Detections:
+    """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
+    then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
+    photo or a resized copy of it."""
+    if crop not in VERIFY_CROPS:
+        raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
+    order = torch.argsort(dets.scores, descending=True, stable=True)[:top]
+    kept = dets.filter(order)
+    if len(kept) == 0 or gamma == 0:
+        return apply_score_factors(kept, torch.ones(len(kept)), score_threshold=score_threshold,
+                                   max_detections=max_detections)
+    width, height = dets.image_size
+    scale = torch.tensor([image.shape[-1] / width, image.shape[-2] / height])
+    corners = kept.corners_xy if crop == "aligned" else box_corners(kept.boxes_xyxy)
+    v = agreement(model, image, corners.float() * scale, kept.labels, kernels, view_class, view_aspect)
+    factors = v.clamp(min=MIN_AGREEMENT) ** gamma
+    return apply_score_factors(kept, factors, score_threshold=score_threshold, max_detections=max_detections)
+
+
+__all__ = ["MIN_AGREEMENT", "VERIFY_CROPS", "agreement", "box_corners", "crop_grid", "verify_detections"]

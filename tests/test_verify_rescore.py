@@ -1,0 +1,126 @@
+"""Second look (os2d.inference.verify): crops, agreement with the class, re-scoring in the detector, config, CLI and
+the calibration's score kind."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+import torch
+from helpers import ring_object, scene_with, textured_object
+
+from os2d.apps.cli.common import CliError, add_inference_args, inference_config
+from os2d.calibration import Calibration, score_kind_name
+from os2d.config import InferenceConfig
+from os2d.detector import Detector
+from os2d.inference.verify import agreement, box_corners, crop_grid, verify_detections
+from os2d.io import image_to_tensor
+from os2d.results import Detections
+
+
+def test_crop_grid_spans_the_parallelogram():
+    """The crop of a box is that box resampled; an aligned parallelogram turned by 90 degrees gives the box's
+    content turned by 90 degrees."""
+    image = torch.arange(3 * 8 * 12, dtype=torch.float32).view(3, 8, 12)
+    box = torch.tensor([[4.0, 2.0, 8.0, 6.0]])  # 4 x 4 px at x 4..8, y 2..6
+    grid = crop_grid(box_corners(box), 4, 4, 12, 8)  # one sample per pixel centre
+    crop = torch.nn.functional.grid_sample(image[None], grid, align_corners=False)[0]
+    torch.testing.assert_close(crop, image[:, 2:6, 4:8])
+    tl, tr, bl, br = box_corners(box)[0]
+    turned = torch.stack([tr, br, tl, bl])[None]  # the top edge runs down the box's right side
+    crop = torch.nn.functional.grid_sample(image[None], crop_grid(turned, 4, 4, 12, 8), align_corners=False)[0]
+    torch.testing.assert_close(crop, torch.rot90(image[:, 2:6, 4:8], k=1, dims=(1, 2)))
+
+
+@pytest.fixture(scope="module")
+def detector(toy_model_module) -> Detector:
+    det = Detector(toy_model_module, InferenceConfig(image_size=None, max_detections=None))
+    det.add_class("obj", textured_object(seed=3))
+    return det
+
+
+@pytest.fixture(scope="module")
+def toy_model_module():
+    from conftest import make_toy_model
+
+    return make_toy_model()
+
+
+def test_agreement_is_high_on_the_class_and_lower_elsewhere(detector):
+    obj = textured_object(seed=3)  # 96 x 128
+    scene = scene_with(obj, [(40, 60)], size=(320, 240))
+    image = image_to_tensor(scene)
+    g = detector.gallery
+    boxes = torch.tensor([[40.0, 60, 136, 188], [180.0, 20, 276, 148]])  # the object, then background
+    v = agreement(detector.model, image, box_corners(boxes), torch.tensor([0, 0]), g.kernels, g.view_class,
+                  g.view_aspect)
+    assert v.shape == (2,) and float(v[0]) > 0.9 and float(v[0]) > float(v[1]) + 0.1, v
+
+
+def test_verify_rescores_sorts_caps_and_drops_beyond_top(detector):
+    image = image_to_tensor(scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240)))
+    boxes = torch.tensor([[180.0, 20, 276, 148], [40.0, 60, 136, 188], [0.0, 0, 50, 50]])
+    dets = Detections(boxes, torch.tensor([0.6, 0.5, -0.1]), torch.tensor([0, 0, 0]), box_corners(boxes), ["obj"],
+                      (320, 240))
+    g = detector.gallery
+    v = agreement(detector.model, image, box_corners(boxes), dets.labels, g.kernels, g.view_class, g.view_aspect)
+    out = verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box")
+    assert out.boxes_xyxy[0].tolist() == boxes[1].tolist()  # the object overtakes the background box
+    factors = v.clamp(min=0.01) ** 2
+    expected = torch.where(dets.scores >= 0, dets.scores * factors, dets.scores / factors)
+    torch.testing.assert_close(out.scores, expected.sort(descending=True).values)
+    two = verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                            top=2)  # the third (lowest raw score) is not looked at: dropped
+    assert len(two) == 2 and out.scores[:2].tolist() == two.scores.tolist()
+    one = verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                            max_detections=1)
+    assert len(one) == 1 and one.scores.tolist() == out.scores[:1].tolist()
+    half = image[:, ::2, ::2]  # a half-size copy of the photo: corners are scaled to it
+    small = verify_detections(detector.model, dets, half, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box")
+    assert small.boxes_xyxy[0].tolist() == boxes[1].tolist()
+    with pytest.raises(ValueError, match="verify crop"):
+        verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="disc")
+
+
+def test_detector_second_look_keeps_boxes_and_rescores_them(detector):
+    scene = scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240))
+    scene.paste(ring_object(), (200, 60))
+    raw = detector.detect(scene, max_detections=20)
+    looked = detector.detect(scene, max_detections=20, verify_rescore=2.0)
+    assert len(looked) == len(raw) > 0 and bool((looked.scores[:-1] >= looked.scores[1:]).all())
+    for box, s in zip(looked.boxes_xyxy, looked.scores, strict=True):  # the same boxes, scores times v^2 <= 1
+        same = (raw.boxes_xyxy - box).abs().amax(dim=1) < 1e-4
+        assert int(same.sum()) == 1
+        r = float(raw.scores[same][0])
+        assert abs(float(s)) <= abs(r) + 1e-6 if r >= 0 else float(s) <= r + 1e-6
+    cut = float(looked.scores[len(looked) // 2])
+    kept = detector.detect(scene, max_detections=20, verify_rescore=2.0, score_threshold=cut)
+    assert len(kept) == int((looked.scores >= cut).sum())  # the threshold applies to the new score
+
+
+def test_calibration_applies_to_its_own_score_kind_only():
+    cal = Calibration(a=10.0, b=-5.0, threshold=0.5, verify_rescore=2.0)
+    assert cal.applies_to(0.0, 2.0) and not cal.applies_to(0.0, 0.0) and not cal.applies_to(0.5, 2.0)
+    assert cal.score_kind == "verify 2" and score_kind_name(0.5, 2.0) == "colour 0.5 + verify 2"
+    back = Calibration.from_dict(cal.to_dict())
+    assert back == cal
+    old = cal.to_dict()
+    del old["verify_rescore"]  # fitted before the second look existed: raw scores
+    assert Calibration.from_dict(old).verify_rescore == 0.0
+
+
+def test_config_and_cli_options():
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="verify_rescore"):
+            InferenceConfig(verify_rescore=bad)
+    with pytest.raises(ValueError, match="verify_crop"):
+        InferenceConfig(verify_crop="disc")
+    with pytest.raises(ValueError, match="verify_top"):
+        InferenceConfig(verify_top=0)
+    p = argparse.ArgumentParser()
+    add_inference_args(p, image_size_help="")
+    assert inference_config(p.parse_args(["--verify-rescore", "0"])).verify_rescore == 0
+    assert inference_config(p.parse_args([])).verify_rescore == InferenceConfig().verify_rescore
+    with pytest.raises(CliError, match="verify_rescore"):
+        inference_config(p.parse_args(["--verify-rescore", "-2"]))
