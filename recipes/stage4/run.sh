@@ -15,7 +15,7 @@ set -euo pipefail
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 OUT="$RUNS/stage4"
-STAGE3_COMMIT=${STAGE3_COMMIT:-HEAD}  # the commit that shipped stage 3 (see the model card)
+STAGE3_COMMIT=${STAGE3_COMMIT:-8d0fd8a}  # the commit that shipped stage 3
 
 mkdir -p "$OUT/synth"
 [ -f "$OUT/stage3.pt" ] || git show "$STAGE3_COMMIT:src/os2d/assets/os2d_lite0_v2.pt" > "$OUT/stage3.pt"
