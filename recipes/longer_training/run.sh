@@ -12,6 +12,7 @@
 # finished step is skipped). RUNS may be wiped on a new machine: every step rebuilds from ../shared/data.
 #   bash recipes/longer_training/run.sh          # ~60 min of training on an idle 2-core CPU with bf16
 set -euo pipefail
+source recipes/variant_stage.sh
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 OUT="$RUNS/longer-training"
@@ -19,40 +20,10 @@ OUT="$RUNS/longer-training"
 # 0. the starting point: stage 2, the shipped default until this recipe replaced it (commit 85e26b3)
 mkdir -p "$OUT"
 [ -f "$OUT/stage2.pt" ] || git show 85e26b3:src/os2d/assets/os2d_lite0_v2.pt > "$OUT/stage2.pt"
-# 1. class images of the 81 Grocery Store products, and 600 shelves with variant classes on Grocery Store TRAIN photos
-mkdir -p "$OUT/synth"
-[ -f "$OUT/synth/classes.csv" ] || python recipes/grocery_classes.py "$DATA" "$OUT/synth/classes.csv"
-[ -f "$OUT/synth/out/annotations.csv" ] || os2d synth --class-images "$OUT/synth/classes.csv" \
-    --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$OUT/synth/out" --num-images 600 --seed 0 \
-    --config-json '{"variant_prob": 0.5}' --overwrite --quiet
-# 2. training CSVs: FL27 boxes of the 14 training brands + the shelves
-[ -f "$OUT/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
-    --fl27 "$DATA/flickrlogos27-dev" --synth "$OUT/synth/out" --out "$OUT/data"
-# 3. training (resumes when interrupted)
-if [ ! -f "$OUT/run/final.pt" ]; then
-    if ls "$OUT"/run/checkpoints/step_*.pt >/dev/null 2>&1; then
-        os2d train --resume "$OUT/run"
-    else
-        os2d train --config recipes/longer_training/train.yaml "train_data.annotations=$OUT/data/train_boxes.csv" \
-            "train_data.classes=$OUT/data/train_classes.csv" "init.weights=$OUT/stage2.pt" "output_dir=$OUT/run"
-    fi
-fi
+# 1-3. 600 shelves with variant classes (seed 0) + FL27 training-brand boxes, then training (resumes when interrupted)
+variant_stage_train "$OUT" 0 recipes/longer_training/train.yaml "$OUT/stage2.pt"
 # 4. the rule's evaluations (tuning sets only)
-TRAIN_BRANDS=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
-if [ ! -f "$RUNS/fl27-train6/annotations.csv" ]; then
-    python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
-fi
-[ -f "$RUNS/synth-grocery-eval/annotations.csv" ] || os2d synth \
-    --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
-    --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$RUNS/synth-grocery-eval" \
-    --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite --quiet
-[ -f "$OUT/fl27-train6/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
-    --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
-    --class-names $TRAIN_BRANDS --exclude-class-sources --weights "$OUT/run/final.pt" \
-    --output-dir "$OUT/fl27-train6" --no-plots --quiet
-[ -f "$OUT/synth-val/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
-    --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
-    --weights "$OUT/run/final.pt" --output-dir "$OUT/synth-val" --no-plots --quiet
+tuning_evals "$OUT"
 # 5. it passed the rule (42.5 >= 36.3 and 81.7 >= 80.0), so it ships: calibrated on the same two tuning evaluations
 #    (as stage 2's calibration was), written as float16 into the package
 os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6" "$OUT/synth-val" \

@@ -12,44 +12,18 @@
 # from ../shared/data and git.
 #   bash recipes/stage4/run.sh
 set -euo pipefail
+source recipes/variant_stage.sh
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 OUT="$RUNS/stage4"
 STAGE3_COMMIT=${STAGE3_COMMIT:-8d0fd8a}  # the commit that shipped stage 3
 
-mkdir -p "$OUT/synth"
+mkdir -p "$OUT"
 [ -f "$OUT/stage3.pt" ] || git show "$STAGE3_COMMIT:src/os2d/assets/os2d_lite0_v2.pt" > "$OUT/stage3.pt"
-# 1. 600 new shelves with variant classes on Grocery Store TRAIN photos (seed 1; stage 3 used seed 0)
-[ -f "$OUT/synth/classes.csv" ] || python recipes/grocery_classes.py "$DATA" "$OUT/synth/classes.csv"
-[ -f "$OUT/synth/out/annotations.csv" ] || os2d synth --class-images "$OUT/synth/classes.csv" \
-    --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$OUT/synth/out" --num-images 600 --seed 1 \
-    --config-json '{"variant_prob": 0.5}' --overwrite --quiet
-# 2. training CSVs: FL27 boxes of the 14 training brands + the shelves
-[ -f "$OUT/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
-    --fl27 "$DATA/flickrlogos27-dev" --synth "$OUT/synth/out" --out "$OUT/data"
-# 3. training (resumes when interrupted)
-if [ ! -f "$OUT/run/final.pt" ]; then
-    if ls "$OUT"/run/checkpoints/step_*.pt >/dev/null 2>&1; then
-        os2d train --resume "$OUT/run"
-    else
-        os2d train --config recipes/stage4/train.yaml "train_data.annotations=$OUT/data/train_boxes.csv" \
-            "train_data.classes=$OUT/data/train_classes.csv" "init.weights=$OUT/stage3.pt" "output_dir=$OUT/run"
-    fi
-fi
+# 1-3. 600 new shelves with variant classes (seed 1; stage 3 used seed 0) + FL27 training-brand boxes, then training (resumes when interrupted)
+variant_stage_train "$OUT" 1 recipes/stage4/train.yaml "$OUT/stage3.pt"
 # 4. the rule's evaluations (tuning sets only)
-TRAIN_BRANDS=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
-[ -f "$RUNS/fl27-train6/annotations.csv" ] || python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
-[ -f "$RUNS/synth-grocery-eval/annotations.csv" ] || os2d synth \
-    --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
-    --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$RUNS/synth-grocery-eval" \
-    --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite --quiet
-[ -f "$OUT/fl27-train6/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
-    --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
-    --class-names $TRAIN_BRANDS --exclude-class-sources --weights "$OUT/run/final.pt" \
-    --output-dir "$OUT/fl27-train6" --no-plots --quiet
-[ -f "$OUT/synth-val/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
-    --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
-    --weights "$OUT/run/final.pt" --output-dir "$OUT/synth-val" --no-plots --quiet
+tuning_evals "$OUT"
 python - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]

@@ -1,0 +1,44 @@
+# Shared steps of the default model's later stages (recipes/longer_training, recipes/stage4): sourced, not run.
+# Needs DATA (../shared/data) and RUNS set by the caller; every step is skipped when its output exists.
+
+# variant_stage_train OUT SEED CONFIG INIT: 600 variant shelves (os2d synth --seed SEED, variant_prob 0.5) on Grocery
+# Store TRAIN photos + FL27 boxes of the 14 training brands, then `os2d train --config CONFIG` from INIT into OUT/run
+# (resumes from its last checkpoint when interrupted).
+variant_stage_train() {
+    local out=$1 seed=$2 config=$3 init=$4
+    mkdir -p "$out/synth"
+    [ -f "$out/synth/classes.csv" ] || python recipes/grocery_classes.py "$DATA" "$out/synth/classes.csv"
+    [ -f "$out/synth/out/annotations.csv" ] || os2d synth --class-images "$out/synth/classes.csv" \
+        --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$out/synth/out" --num-images 600 \
+        --seed "$seed" --config-json '{"variant_prob": 0.5}' --overwrite --quiet
+    [ -f "$out/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
+        --fl27 "$DATA/flickrlogos27-dev" --synth "$out/synth/out" --out "$out/data"
+    [ -f "$out/run/final.pt" ] && return 0
+    if ls "$out"/run/checkpoints/step_*.pt >/dev/null 2>&1; then
+        os2d train --resume "$out/run"
+    else
+        os2d train --config "$config" "train_data.annotations=$out/data/train_boxes.csv" \
+            "train_data.classes=$out/data/train_classes.csv" "init.weights=$init" "output_dir=$out/run"
+    fi
+}
+
+# tuning_evals OUT: OUT/run/final.pt at default settings on the two tuning sets of the stages' rules, the FL27
+# training-brand tuning set (every 6th image) and 40 synthetic val shelves, into OUT/fl27-train6 and OUT/synth-val.
+tuning_evals() {
+    local out=$1 brands
+    brands=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
+    [ -f "$RUNS/fl27-train6/annotations.csv" ] || \
+        python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
+    [ -f "$RUNS/synth-grocery-eval/annotations.csv" ] || os2d synth \
+        --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
+        --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$RUNS/synth-grocery-eval" \
+        --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite --quiet
+    # shellcheck disable=SC2086  # one argument per brand
+    [ -f "$out/fl27-train6/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
+        --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
+        --class-names $brands --exclude-class-sources --weights "$out/run/final.pt" \
+        --output-dir "$out/fl27-train6" --no-plots --quiet
+    [ -f "$out/synth-val/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
+        --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
+        --weights "$out/run/final.pt" --output-dir "$out/synth-val" --no-plots --quiet
+}
