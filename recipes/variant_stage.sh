@@ -8,9 +8,12 @@ variant_stage_train() {
     local out=$1 seed=$2 config=$3 init=$4
     mkdir -p "$out/synth"
     [ -f "$out/synth/classes.csv" ] || python recipes/grocery_classes.py "$DATA" "$out/synth/classes.csv"
-    [ -f "$out/synth/out/annotations.csv" ] || os2d synth --class-images "$out/synth/classes.csv" \
-        --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$out/synth/out" --num-images 600 \
-        --seed "$seed" --config-json '{"variant_prob": 0.5}' --overwrite --quiet
+    if [ ! -f "$out/synth/out/annotations.csv" ]; then
+        rm -rf "$out/synth/out"  # an interrupted synth leaves a partial folder that os2d synth refuses to touch
+        os2d synth --class-images "$out/synth/classes.csv" \
+            --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$out/synth/out" --num-images 600 \
+            --seed "$seed" --config-json '{"variant_prob": 0.5}' --overwrite --quiet
+    fi
     [ -f "$out/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
         --fl27 "$DATA/flickrlogos27-dev" --synth "$out/synth/out" --out "$out/data"
     [ -f "$out/run/final.pt" ] && return 0
