@@ -48,7 +48,7 @@ def main() -> None:
     rows = []
     for set_name in args.sets:
         dataset = load_set(set_name, args.synth_dir)
-        config = InferenceConfig(colour_rescore=0.0, max_detections=None)
+        config = InferenceConfig(colour_rescore=0.0, verify_rescore=0.0, max_detections=None)  # raw scores
         det = Detector.from_weights(args.weights, config=config)
         names = _class_names(dataset)
         for name, imgs in zip(names, _load_class_images(dataset), strict=True):

@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    det = Detector.from_weights("default", config=InferenceConfig())
+    det = Detector.from_weights("default", config=InferenceConfig(verify_rescore=0.0))  # the heads alone
     model = det.model.eval()
     cap = CapturedHeads(model)
     run_method(DetectorMethod(det), load_set(args.set, args.synth_dir), config=det.config, progress=False,

@@ -115,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     calls = []
     for name in args.sets:  # a new detector per set (its gallery holds that set's classes)
-        det = Detector.from_weights(args.weights, config=InferenceConfig())
+        det = Detector.from_weights(args.weights, config=InferenceConfig(verify_rescore=0.0))  # the heads alone
         model = det.model.eval()
         cap = CapturedHeads(model)
         run_method(DetectorMethod(det), load_set(name, args.synth_dir), config=det.config, progress=False,

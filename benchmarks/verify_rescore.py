@@ -78,7 +78,7 @@ def main() -> None:
     rows = []
     for set_name in args.sets:
         dataset = load_set(set_name, args.synth_dir)
-        config = InferenceConfig(max_detections=args.top)
+        config = InferenceConfig(max_detections=args.top, verify_rescore=0.0)  # raw: re-scored here
         det = Detector.from_weights(args.weights, config=config)
         names = _class_names(dataset)
         for name, imgs in zip(names, _load_class_images(dataset), strict=True):

@@ -27,6 +27,7 @@ variant_stage_train() {
 
 # tuning_evals OUT: OUT/run/final.pt at default settings on the two tuning sets of the stages' rules, the FL27
 # training-brand tuning set (every 6th image) and 40 synthetic val shelves, into OUT/fl27-train6 and OUT/synth-val.
+# The rules compare the model's own scores, so the second look stays off (--verify-rescore 0) as when they were set.
 tuning_evals() {
     local out=$1 brands
     brands=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
@@ -40,8 +41,24 @@ tuning_evals() {
     [ -f "$out/fl27-train6/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
         --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
         --class-names $brands --exclude-class-sources --weights "$out/run/final.pt" \
-        --output-dir "$out/fl27-train6" --no-plots --quiet
+        --verify-rescore 0 --output-dir "$out/fl27-train6" --no-plots --quiet
     [ -f "$out/synth-val/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
         --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
-        --weights "$out/run/final.pt" --output-dir "$out/synth-val" --no-plots --quiet
+        --weights "$out/run/final.pt" --verify-rescore 0 --output-dir "$out/synth-val" --no-plots --quiet
+}
+
+# second_look_evals OUT: OUT/run/final.pt on the same two tuning sets with the second look (--verify-rescore 2, the
+# default's score kind since 2026-12-05), into OUT/fl27-train6-verify and OUT/synth-val-verify: what a shipped model's
+# calibration is fitted on (os2d weights calibrate ... --from-eval OUT/fl27-train6-verify OUT/synth-val-verify).
+second_look_evals() {
+    local out=$1 brands
+    brands=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
+    # shellcheck disable=SC2086  # one argument per brand
+    [ -f "$out/fl27-train6-verify/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
+        --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
+        --class-names $brands --exclude-class-sources --weights "$out/run/final.pt" \
+        --verify-rescore 2 --output-dir "$out/fl27-train6-verify" --no-plots --quiet
+    [ -f "$out/synth-val-verify/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
+        --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
+        --weights "$out/run/final.pt" --verify-rescore 2 --output-dir "$out/synth-val-verify" --no-plots --quiet
 }

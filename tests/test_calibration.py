@@ -19,7 +19,9 @@ from os2d.calibration import (
     label_detections,
     precision_threshold,
     reliability,
+    score_kind_name,
 )
+from os2d.config import InferenceConfig
 from os2d.data.records import ImageRecord
 from os2d.results import Detections
 
@@ -92,7 +94,9 @@ def calibrated_weights(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("w") / "calibrated.pt"
     model = load_model("default")
-    model.calibration = Calibration(a=10.0, b=-6.0, threshold=0.5, fitted_on="test")
+    # fitted on the scores the default settings give (the second look's)
+    model.calibration = Calibration(a=10.0, b=-6.0, threshold=0.5, fitted_on="test",
+                                    verify_rescore=InferenceConfig().verify_rescore)
     save_checkpoint(path, model, half=True)
     return path
 
@@ -114,7 +118,8 @@ def test_weights_carry_the_calibration_into_detections(calibrated_weights, tmp_p
     back = Detections.from_records(dets.to_records(), ["a"], dets.image_size)
     assert torch.allclose(back.confidence, dets.confidence, atol=1e-4)
     assert Detector.from_weights("efficientnet_lite0-imagenet").confidence_threshold is None
-    # fitted on raw scores: no confidence for colour re-scored ones (another kind of score)
+    # fitted on the default kind of score: no confidence for colour re-scored ones (another kind) or raw ones
+    assert det.detect(scene_with(obj, [(40, 60)]), verify_rescore=0.0).confidence is None
     rescoring = Detector.from_weights(str(calibrated_weights), image_size=None, colour_rescore=0.5)
     assert rescoring.calibration is None and rescoring.confidence_threshold is None and rescoring.known_score is None
     rescoring.add_class("a", obj)
@@ -171,9 +176,11 @@ def test_cli_calibrate_and_check(tmp_path, capsys):
     capsys.readouterr()
     assert main(["weights", "calibrate", "default", "--from-eval", str(ev), str(ev2), "--output",
                  str(tmp_path / "c3.pt")]) == 2
-    assert "re-scored differently (raw, colour 0.5)" in capsys.readouterr().err
+    default_kind = score_kind_name(0.0, InferenceConfig().verify_rescore)  # the second look's, by default
+    both = score_kind_name(0.5, InferenceConfig().verify_rescore)
+    assert f"re-scored differently ({default_kind}, {both})" in capsys.readouterr().err
     assert main(["weights", "calibrate", str(out), "--weights-name", "default", "--check", str(ev2)]) == 2
-    assert "fitted on raw scores, these evaluations have colour 0.5 scores" in capsys.readouterr().err
+    assert f"fitted on {default_kind} scores, these evaluations have {both} scores" in capsys.readouterr().err
     # evaluations of other weights, and folders that are not evaluations, are refused
     assert main(["weights", "calibrate", "efficientnet_lite0-imagenet", "--from-eval", str(ev), "--output",
                  str(tmp_path / "x.pt")]) == 2

@@ -139,7 +139,8 @@ def test_cli_report_and_planogram(tmp_path, capsys):
     (tmp_path / "plan.csv").write_text("class,row,facings\na,1,2\nb,1,1\nb,2,1\na,2,1\n")
     out, report = tmp_path / "d.json", tmp_path / "shelf.csv"
     args = ["detect", str(tmp_path / "shelf.png"), "--class", f"a={tmp_path / 'a.png'}", "--class",
-            f"b={tmp_path / 'b.png'}", "-o", str(out), "--image-size", "0", "--max-detections", "5"]
+            f"b={tmp_path / 'b.png'}", "-o", str(out), "--image-size", "0", "--max-detections", "5",
+            "--verify-rescore", "0"]  # raw scores: the threshold below was read off them
     assert main(args + ["-q"]) == 0
     threshold = 0.6
     assert main(args + ["--score-threshold", str(threshold), "--report", str(report), "--planogram",

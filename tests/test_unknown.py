@@ -48,7 +48,7 @@ def test_cli_unknown_lists_the_product_missing_from_the_gallery(tmp_path):
     scene.save(tmp_path / "s.png")
     out = tmp_path / "d.json"
     assert main(["detect", str(tmp_path / "s.png"), "--class", f"a={tmp_path / 'a.png'}", "-o", str(out), "-q",
-                 "--unknown", "0.74", "--colour-rescore", "0"]) == 0
+                 "--unknown", "0.74", "--colour-rescore", "0", "--verify-rescore", "0"]) == 0
     record = json.loads(out.read_text())["images"][0]
     known = [d for d in record["detections"] if d["score"] >= 0.74]
     assert known and all(abs((d["box_xyxy"][0] + d["box_xyxy"][2]) / 2 - 88) < 30 for d in known)

@@ -86,7 +86,8 @@ def test_verify_rescores_sorts_caps_and_drops_beyond_top(detector):
 def test_detector_second_look_keeps_boxes_and_rescores_them(detector):
     scene = scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240))
     scene.paste(ring_object(), (200, 60))
-    raw = detector.detect(scene, max_detections=20)
+    raw = detector.detect(scene, max_detections=20, verify_rescore=0.0)
+    assert InferenceConfig().verify_rescore == 2.0  # the default: the rule's arm (README, "Second look")
     looked = detector.detect(scene, max_detections=20, verify_rescore=2.0)
     assert len(looked) == len(raw) > 0 and bool((looked.scores[:-1] >= looked.scores[1:]).all())
     for box, s in zip(looked.boxes_xyxy, looked.scores, strict=True):  # the same boxes, scores times v^2 <= 1

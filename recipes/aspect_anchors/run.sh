@@ -56,7 +56,8 @@ for power in 1 0; do
     out="$RUNS/aspect-anchors/power$power"
     os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" --image-dir "$DATA/flickrlogos27-dev" \
         --classes "$DATA/flickrlogos27-dev/class_images.csv" --class-names $TRAIN_BRANDS --exclude-class-sources \
-        --weights "$out/final.pt" --output-dir "$out/fl27-train6" --no-plots --quiet
+        --weights "$out/final.pt" --verify-rescore 0 --output-dir "$out/fl27-train6" --no-plots --quiet
     os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" --classes "$RUNS/synth-grocery-eval/class_images.csv" \
-        --image-dir "$RUNS/synth-grocery-eval" --weights "$out/final.pt" --output-dir "$out/synth-val" --no-plots --quiet
+        --image-dir "$RUNS/synth-grocery-eval" --weights "$out/final.pt" --verify-rescore 0 --output-dir "$out/synth-val" \
+        --no-plots --quiet
 done

@@ -41,7 +41,7 @@ os2d synth --class-images "$DATA/grocerystore/dataset/iconic-images-and-descript
 for stage in run stage2; do
     os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" --classes "$RUNS/synth-grocery-eval/class_images.csv" \
         --image-dir "$RUNS/synth-grocery-eval" --weights "$RUNS/default-model/$stage/final.pt" \
-        --output-dir "$RUNS/default-model/$stage/synth-val" --quiet --no-plots
+        --verify-rescore 0 --output-dir "$RUNS/default-model/$stage/synth-val" --quiet --no-plots
 done
 
 # 8. stage 2's file (the default until stage 3): inference-only, float16 (4.8 MB)

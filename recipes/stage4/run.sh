@@ -34,5 +34,6 @@ print(f"stage 4: FL27 tuning {a:.1f} (rule >= 43.5), synthetic val {b:.1f} (rule
 PY
 # 5. if it passed: calibrate on the two tuning evaluations and write the candidate (the packaged detector and CoAE
 #    heads then need retraining on its trunk before it ships: recipes/longer_training/run.sh step 6)
-#    os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6" "$OUT/synth-val" \
+#    second_look_evals "$OUT"   # the default's score kind (the second look)
+#    os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6-verify" "$OUT/synth-val-verify" \
 #        --output "$OUT/os2d_lite0_v2_stage4.pt" --force --plot "$OUT/calibration.png"

@@ -141,6 +141,11 @@ def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou
     return np.asarray(scores, np.float64), np.asarray(hits, bool)
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without overflow (second-look scores of bad matches reach -1e3 and below)."""
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
 def fit_platt(scores: np.ndarray, hits: np.ndarray, *, steps: int = 100) -> tuple[float, float]:
     """(a, b) of ``P(correct) = sigmoid(a * score + b)`` by Newton's method on the log loss (Platt's smoothed
     targets keep it finite when the classes separate)."""
@@ -151,7 +156,7 @@ def fit_platt(scores: np.ndarray, hits: np.ndarray, *, steps: int = 100) -> tupl
     x = np.stack([scores, np.ones_like(scores)], axis=1)
     w = np.array([1.0, 0.0])
     for _ in range(steps):
-        p = 1 / (1 + np.exp(-(x @ w)))
+        p = _sigmoid(x @ w)
         grad = x.T @ (p - y)
         hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -216,7 +221,7 @@ def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: f
     a, b = fit_platt(scores, hits)
     if a <= 0:
         raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
-    confidence = 1 / (1 + np.exp(-(a * scores + b)))
+    confidence = _sigmoid(a * scores + b)
     return Calibration(a=a, b=b, threshold=round(precision_threshold(confidence, hits, precision_target), 4),
                        precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
                        num_correct=int(hits.sum()), colour_rescore=float(colour_rescore),

@@ -131,9 +131,12 @@ class InferenceConfig:
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
     heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
     colour_rescore: float = 0.0  # > 0: scores x colour agreement with the class image ** this (os2d.inference.colour)
-    verify_rescore: float = 0.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
+    verify_rescore: float = 2.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
     verify_crop: str = "aligned"  # the second look's crop: the head's "aligned" parallelogram or the "box"
     verify_top: int = 100  # detections the second look re-scores (the others are dropped)
+    refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
+    refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"
+    refine_check: bool = True  # keep a new box only where the second look's agreement with the class is higher
 
     def __post_init__(self) -> None:
         if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
@@ -152,6 +155,10 @@ class InferenceConfig:
             raise ValueError(f"verify_crop must be 'aligned' or 'box', got {self.verify_crop!r}")
         if self.verify_top < 1:
             raise ValueError(f"verify_top must be >= 1, got {self.verify_top}")
+        if self.refine_top < 0:
+            raise ValueError(f"refine_top must be >= 0 (0: off), got {self.refine_top}")
+        if self.refine_crop not in ("aspect", "squeeze"):
+            raise ValueError(f"refine_crop must be 'aspect' or 'squeeze', got {self.refine_crop!r}")
         if self.negative_mode not in ("drop", "demote"):
             raise ValueError(f"negative_mode must be 'drop' or 'demote', got {self.negative_mode!r}")
         if self.score_threshold is not None and not math.isfinite(self.score_threshold):

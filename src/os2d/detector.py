@@ -13,10 +13,11 @@ from os2d.calibration import Calibration, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
-from os2d.inference.colour import rescore_detections
+from os2d.inference.colour import apply_score_factors, rescore_detections
 from os2d.inference.detect import detect_levels
 from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
+from os2d.inference.refine import refine_detections
 from os2d.inference.shortlist import ClassDescriptorCache
 from os2d.inference.verify import verify_detections
 from os2d.io import ImageSource, load_image
@@ -245,12 +246,13 @@ class Detector:
             if self._calibration_for(config) is not None:
                 empty.confidence = torch.zeros(0)
             return empty
-        colour, verify = config.colour_rescore > 0, config.verify_rescore > 0
-        # re-scoring reorders: threshold and cap apply to the final scores
+        colour, verify, refine = config.colour_rescore > 0, config.verify_rescore > 0, config.refine_top > 0
+        # re-scoring reorders and re-localising merges boxes: threshold and cap apply to the final detections
         if colour:
             run = config.replace(score_threshold=None, max_detections=None)
-        elif verify:  # the second look keeps the verify_top best
-            run = config.replace(score_threshold=None, max_detections=config.verify_top)
+        elif verify or refine:  # the second look keeps the verify_top best
+            run = config.replace(score_threshold=None,
+                                 max_detections=config.verify_top if verify else config.max_detections)
         else:
             run = config
         if g.negative_kernels is not None and g.negative_class.numel():
@@ -265,6 +267,13 @@ class Detector:
             dets = rescore_detections(dets, image, g.view_colour, g.view_class, config.colour_rescore,
                                       score_threshold=None if verify else config.score_threshold,
                                       max_detections=config.verify_top if verify else config.max_detections)
+        if refine:
+            dets = refine_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
+                                     top=config.refine_top, nms_iou=config.nms_iou_threshold,
+                                     crop=config.refine_crop, check=config.refine_check)
+            if not verify:
+                dets = apply_score_factors(dets, torch.ones(len(dets)), score_threshold=config.score_threshold,
+                                           max_detections=config.max_detections)
         if verify:
             dets = verify_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
                                      config.verify_rescore, crop=config.verify_crop, top=config.verify_top,

@@ -112,6 +112,11 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--verify-rescore", type=float, default=None, metavar="G",
                    help="second look: re-score the best detections by their crop's agreement with the class at the "
                         "class image's size, to the power G (0 = off; default: the config's, README 'Second look')")
+    g.add_argument("--refine-top", type=int, default=None, metavar="K",
+                   help="re-localise the K best detections per image by the heads on zoomed crops at the class's "
+                        "own scale and shape (0 = off; default: the config's, README 'Zoomed re-localisation')")
+    g.add_argument("--refine-crop", choices=("aspect", "squeeze"), default=None,
+                   help="the zoomed crop of --refine-top (default: the config's)")
     if shortlist:
         g.add_argument("--shortlist", type=int, default=None, metavar="K",
                        help="run the full heads only for the K classes ranked best per image by a cheap "
@@ -185,6 +190,10 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["colour_rescore"] = args.colour_rescore
     if args.verify_rescore is not None:
         changes["verify_rescore"] = args.verify_rescore
+    if args.refine_top is not None:
+        changes["refine_top"] = args.refine_top
+    if args.refine_crop is not None:
+        changes["refine_crop"] = args.refine_crop
     try:
         return InferenceConfig(**changes)
     except ValueError as e:

@@ -38,7 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             token=args.token or os.environ.get("OS2D_TOKEN") or None, max_upload_mb=args.max_upload_mb,
             max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
             torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision,
-            colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore)
+            colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore,
+            refine_top=args.refine_top)
     except ValueError as e:
         raise CliError(str(e)) from e
     check_writable_dir(settings.data_dir, "--data-dir")
@@ -77,6 +78,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--verify-rescore", type=float, default=None, metavar="G",
                    help="second look at the best detections, its exponent G (0 = off; default: the library's; "
                         "README, Second look)")
+    p.add_argument("--refine-top", type=int, default=None, metavar="K",
+                   help="re-localise the K best detections per image on zoomed crops (0 = off; default: the "
+                        "library's; README, Zoomed re-localisation)")
     add_quiet(p)
     p.set_defaults(func=cmd_serve)
 

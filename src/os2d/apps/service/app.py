@@ -95,6 +95,7 @@ class ServiceSettings:
     heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
     colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
     verify_rescore: float | None = None  # InferenceConfig.verify_rescore (the second look); None: the library's default
+    refine_top: int | None = None  # InferenceConfig.refine_top (zoomed re-localisation); None: the library's default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -108,6 +109,8 @@ class ServiceSettings:
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if self.verify_rescore is not None and not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):
             raise ValueError(f"verify_rescore must be a finite number >= 0 (0: off), got {self.verify_rescore}")
+        if self.refine_top is not None and self.refine_top < 0:
+            raise ValueError(f"refine_top must be >= 0 (0: off), got {self.refine_top}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -278,8 +281,8 @@ class Service:
                                      shortlist_top_k=self.settings.shortlist_top_k,
                                      heads_precision=self.settings.heads_precision,
                                      colour_rescore=self.settings.colour_rescore,
-                                     **({} if self.settings.verify_rescore is None
-                                        else {"verify_rescore": self.settings.verify_rescore}))
+                                     **{k: v for k, v in (("verify_rescore", self.settings.verify_rescore),
+                                                          ("refine_top", self.settings.refine_top)) if v is not None})
 
     def _startup_weights(self) -> str:
         """``settings.weights``, or the fine-tuned model made from them that the page switched to last (kept

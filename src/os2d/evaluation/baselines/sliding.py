@@ -97,8 +97,10 @@ def identity_model(model: Os2dModel) -> Os2dModel:
 
 def sliding_square(model: Os2dModel, config: InferenceConfig, *, name: str = "sliding-square") -> DetectorMethod:
     """Paper's "sliding window, square" baseline on ``model``'s feature extractor: the detector on
-    :func:`identity_model`."""
-    return DetectorMethod.from_model(identity_model(model), config, name=name)
+    :func:`identity_model`, without the detector's second looks (``verify_rescore``, ``refine_top``), which are
+    os2d's additions, not the baseline's."""
+    plain = config.replace(verify_rescore=0.0, refine_top=0)
+    return DetectorMethod.from_model(identity_model(model), plain, name=name)
 
 
 class SlidingWindowAR:

@@ -1,0 +1,73 @@
+"""Seconds per image of the default settings against the earlier defaults, in one process (issue 14's time bar).
+
+Arms (``InferenceConfig`` changes): ``single-1024`` (the default before automatic scale: one level at sqrt(w*h)
+= 1024, raw scores), ``auto`` (automatic scale, raw scores), ``default`` (automatic scale and the second look) and
+any ``--verify-top`` variants of it. Every image runs every arm in turn (round-robin, so the machine's slow phases
+hit all arms alike) after one warm-up image; the table gives the mean seconds per image, the ratio to
+``single-1024`` and, on the same images, mAP@0.5 and recall.
+
+    python benchmarks/default_time.py --set fl27-val --every 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from os2d.detector import Detector
+from os2d.evaluation.harness import _class_names, _load_class_images
+from os2d.evaluation.metrics import evaluate_detections
+from os2d.io import load_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cascade_probe import load_set  # noqa: E402
+
+ARMS: dict[str, dict] = {
+    "single-1024": {"image_size": 1024, "verify_rescore": 0.0},
+    "auto": {"verify_rescore": 0.0},
+    "default": {},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", default="fl27-val", help="fl27-val | fl27-train | demo | synth-val")
+    ap.add_argument("--every", type=int, default=10, help="every Nth image of the set")
+    ap.add_argument("--verify-top", type=int, nargs="*", default=[], help="also the default with these verify_top")
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
+    args = ap.parse_args()
+    arms = dict(ARMS) | {f"default, verify_top {k}": {"verify_top": k} for k in args.verify_top}
+    dataset = load_set(args.set, args.synth_dir)
+    det = Detector.from_weights(args.weights)
+    names = _class_names(dataset)
+    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
+        det.add_class(name, list(imgs))
+    images = dataset.images[:: args.every]
+    warm = load_image(images[0].path)
+    for changes in arms.values():
+        det.detect(warm, **changes)
+    seconds = {a: 0.0 for a in arms}
+    dets: dict[str, list] = {a: [] for a in arms}
+    for rec in images:
+        pil = load_image(rec.path)
+        for arm, changes in arms.items():
+            t0 = time.perf_counter()
+            dets[arm].append(det.detect(pil, **changes))
+            seconds[arm] += time.perf_counter() - t0
+    base = seconds["single-1024"] / len(images)
+    print(f"{args.set}, every {args.every}th image ({len(images)}), {torch.get_num_threads()} threads, one process")
+    print("| arm | s / image | vs single-1024 | mAP@0.5 | recall |")
+    print("|---|---:|---:|---:|---:|")
+    for arm in arms:
+        r = evaluate_detections(dets[arm], images, len(names), 0.5, False, class_names=names)
+        s = seconds[arm] / len(images)
+        print(f"| {arm} | {s:.2f} | {s / base:.2f}x | {100 * r.map:.1f} | {100 * r.recall:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
