@@ -214,7 +214,7 @@ def test_the_parser_imports_no_torch():
 
 
 def test_serve_passes_the_shortlist_and_precision_to_the_service(tmp_path, monkeypatch):
-    """`os2d serve --shortlist K --heads-precision int8 --colour-rescore 0.5` reach ServiceSettings (uvicorn and the app are stubbed: no server starts)."""
+    """`os2d serve --shortlist K --heads-precision int8 --colour-rescore 0.5 --verify-rescore 0 --refine-top 4` reach ServiceSettings (uvicorn and the app are stubbed: no server starts)."""
     pytest.importorskip("uvicorn")
     import uvicorn
 
@@ -224,8 +224,10 @@ def test_serve_passes_the_shortlist_and_precision_to_the_service(tmp_path, monke
     monkeypatch.setattr(service_app, "create_app", lambda settings: seen.setdefault("settings", settings))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.setdefault("run", kw))
     assert main(["serve", "--data-dir", str(tmp_path / "data"), "--shortlist", "3", "-q", "--port", "8123",
-                 "--heads-precision", "int8", "--colour-rescore", "0.5"]) == 0
+                 "--heads-precision", "int8", "--colour-rescore", "0.5", "--verify-rescore", "0",
+                 "--refine-top", "4"]) == 0
     assert seen["settings"].shortlist_top_k == 3
+    assert (seen["settings"].verify_rescore, seen["settings"].refine_top) == (0.0, 4)
     assert seen["settings"].heads_precision == "int8"
     assert seen["settings"].colour_rescore == 0.5
     assert seen["run"]["port"] == 8123

@@ -22,6 +22,7 @@ from helpers import png, ring_object, scene_with, textured_object  # noqa: E402
 
 from os2d.apps.service.app import ServiceSettings, create_app  # noqa: E402
 from os2d.apps.service.store import GalleryStore  # noqa: E402
+from os2d.config import InferenceConfig  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -295,6 +296,18 @@ def test_colour_rescore_setting_reaches_the_detector(tmp_path: Path, obj: Image.
             assert (c.get(f"{API}/ready").json()["confidence_threshold"] is None) == (g > 0)
     assert "confidence" in best[0.0] and "confidence" not in best[0.5]
     assert best[0.5]["box_xyxy"] == best[0.0]["box_xyxy"] and 0 < best[0.5]["score"] <= best[0.0]["score"]
+
+
+def test_second_look_and_refine_settings_reach_the_detector(tmp_path: Path, obj: Image.Image) -> None:
+    """``verify_rescore`` and ``refine_top``: None keeps the library's defaults, a value reaches the detector."""
+    with pytest.raises(ValueError, match="refine_top"):
+        ServiceSettings(data_dir=tmp_path, refine_top=-1)
+    with make_client(tmp_path / "default") as c:
+        cfg = c.app.state.service.detector.config
+        assert (cfg.verify_rescore, cfg.refine_top) == (InferenceConfig().verify_rescore, InferenceConfig().refine_top)
+    with make_client(tmp_path / "set", verify_rescore=0.0, refine_top=5) as c:
+        cfg = c.app.state.service.detector.config
+        assert (cfg.verify_rescore, cfg.refine_top) == (0.0, 5)
 
 
 # ------------------------------------------------------------------------------- auth and errors
