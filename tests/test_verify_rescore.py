@@ -14,6 +14,7 @@ from os2d.apps.cli.common import CliError, add_inference_args, inference_config
 from os2d.calibration import Calibration, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
+from os2d.inference.colour import apply_score_factors
 from os2d.inference.verify import agreement, box_corners, crop_grid, verify_detections
 from os2d.io import image_to_tensor
 from os2d.results import Detections
@@ -125,3 +126,34 @@ def test_config_and_cli_options():
     assert inference_config(p.parse_args([])).verify_rescore == InferenceConfig().verify_rescore
     with pytest.raises(CliError, match="verify_rescore"):
         inference_config(p.parse_args(["--verify-rescore", "-2"]))
+
+
+def test_looks_stop_early_with_a_cap_or_threshold_and_give_the_same_result(detector, monkeypatch):
+    """A look never raises a score, so with a small cap or a threshold the looks stop once no further detection can
+    enter the result; that result equals the one of looking at every detection."""
+    import os2d.inference.verify as verify
+
+    scene = scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240))
+    scene.paste(ring_object(), (200, 60))
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=gen) * torch.tensor([220.0, 110.0])  # 60 boxes of the class's size
+    boxes = torch.cat([xy, xy + torch.tensor([96.0, 128.0])], dim=1)
+    raw = Detections(boxes, torch.rand(60, generator=gen) - 0.2, torch.zeros(60, dtype=torch.long),
+                     box_corners(boxes), ["obj"], (320, 240))
+    g, image = detector.gallery, image_to_tensor(scene)
+    looked = []
+    real = verify.agreement
+    monkeypatch.setattr(verify, "agreement", lambda *a, **k: looked.append(len(a[3])) or real(*a, **k))
+
+    def run(**kw) -> Detections:
+        looked.clear()
+        return verify_detections(detector.model, raw, image, g.kernels, g.view_class, g.view_aspect, 2.0, **kw)
+
+    full = run()
+    assert sum(looked) == len(raw)
+    for kw in ({"max_detections": 3}, {"score_threshold": float(full.scores[5])},
+               {"max_detections": 2, "score_threshold": float(full.scores[1])}):
+        expected = apply_score_factors(full, torch.ones(len(full)), **kw)
+        out = run(**kw)
+        assert out.scores.tolist() == expected.scores.tolist() and out.boxes_xyxy.tolist() == expected.boxes_xyxy.tolist()
+        assert sum(looked) < len(raw), (kw, looked)

@@ -97,7 +97,12 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                       score_threshold: float | None = None, max_detections: int | None = None) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
-    photo or a resized copy of it."""
+    photo or a resized copy of it.
+
+    A look never raises a score (the factor is at most 1; negative scores are divided by it), so detections are
+    looked at in order of their score, CROP_CHUNK at a time, and the looks stop as soon as the next score is below
+    ``score_threshold`` or below the ``max_detections``-th best new score so far: those could not be in the
+    result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     order = torch.argsort(dets.scores, descending=True, stable=True)[:top]
@@ -107,10 +112,32 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                                    max_detections=max_detections)
     width, height = dets.image_size
     scale = torch.tensor([image.shape[-1] / width, image.shape[-2] / height])
-    corners = kept.corners_xy if crop == "aligned" else box_corners(kept.boxes_xyxy)
-    v = agreement(model, image, corners.float() * scale, kept.labels, kernels, view_class, view_aspect)
-    factors = v.clamp(min=MIN_AGREEMENT) ** gamma
-    return apply_score_factors(kept, factors, score_threshold=score_threshold, max_detections=max_detections)
+    corners = (kept.corners_xy if crop == "aligned" else box_corners(kept.boxes_xyxy)).float() * scale
+    n = len(kept)
+    prunable = score_threshold is not None or (max_detections is not None and max_detections < n)
+    step = CROP_CHUNK if prunable else n
+    factors = torch.ones(n)
+    done = 0
+    while done < n:
+        if done and prunable and kept.scores[done] < _bound(kept.scores[:done], factors[:done], score_threshold,
+                                                            max_detections):
+            break
+        end = min(n, done + step)
+        v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect)
+        factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
+        done = end
+    looked = kept.filter(torch.arange(done))
+    return apply_score_factors(looked, factors[:done], score_threshold=score_threshold,
+                               max_detections=max_detections)
+
+
+def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_detections: int | None) -> float:
+    """The score a detection not yet looked at must reach to possibly be in the result."""
+    bound = -math.inf if score_threshold is None else score_threshold
+    if max_detections and len(scores) >= max_detections:
+        new = torch.where(scores >= 0, scores * factors, scores / factors)
+        bound = max(bound, float(new.topk(max_detections).values[-1]))
+    return bound
 
 
 __all__ = ["MIN_AGREEMENT", "VERIFY_CROPS", "agreement", "box_corners", "crop_grid", "verify_detections"]
