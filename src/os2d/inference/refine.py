@@ -7,8 +7,11 @@ step takes each of an image's ``refine_top`` best detections and crops a context
 times the object) from the photo, resampled so that the object, with its class image's aspect ratio and the
 detection's area, is exactly anchor-sized. The heads of that class then run on the crop, and the detection takes
 the box and alignment of the crop's best location whose box overlaps the detection's by IoU >= ``min_iou`` (so
-it cannot jump to a neighbouring facing); its score is unchanged. Overlapping results are merged by the
-detections' per-class NMS.
+it cannot jump to a neighbouring facing), but only if the second look's agreement with the class
+(:func:`os2d.inference.verify.agreement`) is higher there than at its old alignment (``check``); its score is
+unchanged. Overlapping results are merged by the detections' per-class NMS. Off by default
+(``InferenceConfig.refine_top`` = 0): it failed its rule on the tuning sets twice (README, "Zoomed
+re-localisation").
 
 Crops (``InferenceConfig.refine_crop``):
     aspect   isotropic: the object keeps its shape, and the crop's anchor grid takes the class image's aspect
