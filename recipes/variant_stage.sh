@@ -29,7 +29,20 @@ variant_stage_train() {
 # training-brand tuning set (every 6th image) and 40 synthetic val shelves, into OUT/fl27-train6 and OUT/synth-val.
 # The rules compare the model's own scores, so the second look stays off (--verify-rescore 0) as when they were set.
 tuning_evals() {
-    local out=$1 brands
+    _tuning_pair "$1" "" 0
+}
+
+# second_look_evals OUT: OUT/run/final.pt on the same two tuning sets with the second look (--verify-rescore 2, the
+# default's score kind since 2026-12-05), into OUT/fl27-train6-verify and OUT/synth-val-verify: what a shipped model's
+# calibration is fitted on (os2d weights calibrate ... --from-eval OUT/fl27-train6-verify OUT/synth-val-verify).
+second_look_evals() {
+    _tuning_pair "$1" -verify 2
+}
+
+# _tuning_pair OUT SUFFIX G: the two tuning sets (made when missing), evaluated with --verify-rescore G into
+# OUT/fl27-train6SUFFIX and OUT/synth-valSUFFIX (each skipped when done).
+_tuning_pair() {
+    local out=$1 suffix=$2 gamma=$3 brands
     brands=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
     [ -f "$RUNS/fl27-train6/annotations.csv" ] || \
         python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
@@ -38,27 +51,11 @@ tuning_evals() {
         --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$RUNS/synth-grocery-eval" \
         --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite --quiet
     # shellcheck disable=SC2086  # one argument per brand
-    [ -f "$out/fl27-train6/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
+    [ -f "$out/fl27-train6$suffix/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
         --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
         --class-names $brands --exclude-class-sources --weights "$out/run/final.pt" \
-        --verify-rescore 0 --output-dir "$out/fl27-train6" --no-plots --quiet
-    [ -f "$out/synth-val/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
+        --verify-rescore "$gamma" --output-dir "$out/fl27-train6$suffix" --no-plots --quiet
+    [ -f "$out/synth-val$suffix/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
         --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
-        --weights "$out/run/final.pt" --verify-rescore 0 --output-dir "$out/synth-val" --no-plots --quiet
-}
-
-# second_look_evals OUT: OUT/run/final.pt on the same two tuning sets with the second look (--verify-rescore 2, the
-# default's score kind since 2026-12-05), into OUT/fl27-train6-verify and OUT/synth-val-verify: what a shipped model's
-# calibration is fitted on (os2d weights calibrate ... --from-eval OUT/fl27-train6-verify OUT/synth-val-verify).
-second_look_evals() {
-    local out=$1 brands
-    brands=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
-    # shellcheck disable=SC2086  # one argument per brand
-    [ -f "$out/fl27-train6-verify/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
-        --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \
-        --class-names $brands --exclude-class-sources --weights "$out/run/final.pt" \
-        --verify-rescore 2 --output-dir "$out/fl27-train6-verify" --no-plots --quiet
-    [ -f "$out/synth-val-verify/metrics.json" ] || os2d eval --boxes "$RUNS/synth-grocery-eval/annotations.csv" \
-        --classes "$RUNS/synth-grocery-eval/class_images.csv" --image-dir "$RUNS/synth-grocery-eval" \
-        --weights "$out/run/final.pt" --verify-rescore 2 --output-dir "$out/synth-val-verify" --no-plots --quiet
+        --weights "$out/run/final.pt" --verify-rescore "$gamma" --output-dir "$out/synth-val$suffix" --no-plots --quiet
 }

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from os2d.inference.verify import CROP_CHUNK, agreement, box_corners, crop_grid
+from os2d.inference.verify import CROP_CHUNK, agreement, box_corners, class_views, crop_grid
 from os2d.model.head import os2d_head
 from os2d.ops import batched_nms, box_iou
 from os2d.results import Detections
@@ -73,10 +73,9 @@ def relocalise(model, image: Tensor, boxes: Tensor, labels: Tensor, kernels: Ten
     new_corners = torch.full((boxes.shape[0], 4, 2), math.nan)
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
-        views = (view_class == c).nonzero().squeeze(1)
+        views, aspect = class_views(c, view_class, view_aspect)
         if views.numel() == 0:
             continue
-        aspect = float(view_aspect[views[0]]) if view_aspect.numel() else 1.0  # the first (original) view's
         if view_aspect.numel():  # views of that shape only (not the 90-degree rotations of a non-square class)
             views = views[(view_aspect[views].float() / aspect - 1).abs() < 1e-3]
         n = len(idx)

@@ -57,6 +57,14 @@ def crop_grid(corners: Tensor, out_h: int, out_w: int, width: int, height: int) 
     return pts * scale - 1.0
 
 
+def class_views(c: int, view_class: Tensor, view_aspect: Tensor) -> tuple[Tensor, float]:
+    """The (v,) view indices of class ``c`` and the aspect ratio (w / h) of its first (original) view's image
+    (1.0 without aspect ratios or views)."""
+    views = (view_class == c).nonzero().squeeze(1)
+    aspect = float(view_aspect[views[0]]) if view_aspect.numel() and views.numel() else 1.0
+    return views, aspect
+
+
 @torch.no_grad()
 def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
               view_aspect: Tensor) -> Tensor:
@@ -75,10 +83,9 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
     height, width = image.shape[-2:]
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
-        views = (view_class == c).nonzero().squeeze(1)
+        views, aspect = class_views(c, view_class, view_aspect)
         if views.numel() == 0:
             continue
-        aspect = float(view_aspect[views[0]]) if view_aspect.numel() else 1.0  # the first (original) view's
         w, h = max(16, round(side * math.sqrt(aspect))), max(16, round(side / math.sqrt(aspect)))
         grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
         crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
@@ -140,4 +147,5 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["MIN_AGREEMENT", "VERIFY_CROPS", "agreement", "box_corners", "crop_grid", "verify_detections"]
+__all__ = ["MIN_AGREEMENT", "VERIFY_CROPS", "agreement", "box_corners", "class_views", "crop_grid",
+           "verify_detections"]

@@ -109,18 +109,23 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--colour-rescore", type=float, default=None, metavar="G",
                    help="multiply each score by its box's colour agreement with the class image to the power G "
                         "(for look-alikes that differ in colour; default 0 = off: the raw OS2D score)")
-    g.add_argument("--verify-rescore", type=float, default=None, metavar="G",
-                   help="second look: re-score the best detections by their crop's agreement with the class at the "
-                        "class image's size, to the power G (0 = off; default: the config's, README 'Second look')")
-    g.add_argument("--refine-top", type=int, default=None, metavar="K",
-                   help="re-localise the K best detections per image by the heads on zoomed crops at the class's "
-                        "own scale and shape (0 = off; default: the config's, README 'Zoomed re-localisation')")
+    add_second_look_args(g)
     g.add_argument("--refine-crop", choices=("aspect", "squeeze"), default=None,
                    help="the zoomed crop of --refine-top (default: the config's)")
     if shortlist:
         g.add_argument("--shortlist", type=int, default=None, metavar="K",
                        help="run the full heads only for the K classes ranked best per image by a cheap "
                             "pooled-feature match (for large galleries; default: all classes)")
+
+
+def add_second_look_args(g: Any) -> None:
+    """``--verify-rescore G`` and ``--refine-top K`` (None: the library's defaults), for detect, eval and serve."""
+    g.add_argument("--verify-rescore", type=float, default=None, metavar="G",
+                   help="second look: re-score the best detections by their crop's agreement with the class at the "
+                        "class image's size, to the power G (0 = off; default: the library's, README 'Second look')")
+    g.add_argument("--refine-top", type=int, default=None, metavar="K",
+                   help="re-localise the K best detections per image by the heads on zoomed crops at the class's "
+                        "own scale and shape (0 = off; default: the library's, README 'Zoomed re-localisation')")
 
 
 def device_from_args(device: str) -> Any:
@@ -388,7 +393,7 @@ def check_writable_dir(path: str | Path | None, flag: str) -> None:
 
 __all__ = [
     "CliError", "DeprecatedAlias", "add_class_args", "add_inference_args", "add_model_args", "add_output_dir",
-    "add_output_file", "add_quiet", "check_writable_dir", "check_writable_file", "classes_from_args", "new_weights_file",
+    "add_output_file", "add_quiet", "add_second_look_args", "check_writable_dir", "check_writable_file", "classes_from_args", "new_weights_file",
     "device_from_args",
     "inference_config", "parse_class_arg", "parse_image_size", "read_classes_csv", "read_image_list", "register_classes", "warn",
 ]

@@ -8,7 +8,14 @@ import socket
 import sys
 from pathlib import Path
 
-from os2d.apps.cli.common import CliError, add_model_args, add_quiet, check_writable_dir, device_from_args
+from os2d.apps.cli.common import (
+    CliError,
+    add_model_args,
+    add_quiet,
+    add_second_look_args,
+    check_writable_dir,
+    device_from_args,
+)
 
 
 def check_listen(host: str, port: int) -> None:
@@ -75,12 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--colour-rescore", type=float, default=0.0, metavar="G",
                    help="scores x colour agreement with the class image ** G (default 0: raw OS2D scores; README, "
                         "Colour re-scoring)")
-    p.add_argument("--verify-rescore", type=float, default=None, metavar="G",
-                   help="second look at the best detections, its exponent G (0 = off; default: the library's; "
-                        "README, Second look)")
-    p.add_argument("--refine-top", type=int, default=None, metavar="K",
-                   help="re-localise the K best detections per image on zoomed crops (0 = off; default: the "
-                        "library's; README, Zoomed re-localisation)")
+    add_second_look_args(p)
     add_quiet(p)
     p.set_defaults(func=cmd_serve)
 
