@@ -282,6 +282,16 @@ def test_heads_precision_setting_reaches_the_detector(tmp_path: Path, obj: Image
     assert best["int8"]["box_xyxy"] == pytest.approx(best["fp32"]["box_xyxy"], abs=2.0)
 
 
+def test_trunk_precision_setting_reaches_the_detector(tmp_path: Path) -> None:
+    """``trunk_precision`` is validated and, when given, the detector's config (None keeps the library default)."""
+    with pytest.raises(ValueError, match="trunk_precision"):
+        ServiceSettings(data_dir=tmp_path, trunk_precision="fp16")
+    for precision in (None, "bf16"):
+        with make_client(tmp_path / str(precision), trunk_precision=precision) as c:
+            expected = precision or InferenceConfig().trunk_precision
+            assert c.app.state.service.detector.config.trunk_precision == expected
+
+
 def test_colour_rescore_setting_reaches_the_detector(tmp_path: Path, obj: Image.Image, scene: Image.Image) -> None:
     """``colour_rescore`` is the detector's config. The default weights' calibration was fitted on raw scores, so
     the re-scored detections come without confidence and /ready without a threshold. The top box stays."""

@@ -38,7 +38,7 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     """
     h, w = level_image.shape[-2:]
     if features is None:
-        features = model.extract_features(level_image[None])
+        features = model.extract_features(level_image[None], precision=config.trunk_precision)
     out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect,
                       precision=config.heads_precision)
     v = kernels.shape[0]

@@ -38,7 +38,7 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     if config.image_size == AUTO:
         return _detect_auto(model, levels[0], original_size, kernels, view_class, class_names, config,
                             class_desc=class_desc, view_aspect=view_aspect)
-    feats = [model.extract_features(lv[None]) for lv in levels]
+    feats = [model.extract_features(lv[None], precision=config.trunk_precision) for lv in levels]
     kernels, view_class, view_aspect = _shortlisted(model, feats, kernels, view_class, len(class_names), config,
                                                     class_desc, view_aspect)
     kernels = kernels.to(device)
@@ -67,7 +67,7 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
     (times each of ``config.scales``) its :class:`~os2d.inference.autoscale.ScalePlan` gives it."""
     auto = config.auto_scale
     probe = resize_to_side(source, auto.probe_size)
-    probe_feats = model.extract_features(probe[None])
+    probe_feats = model.extract_features(probe[None], precision=config.trunk_precision)
     kernels, view_class, view_aspect = _shortlisted(model, [probe_feats], kernels, view_class, len(class_names),
                                                     config, class_desc, view_aspect)
     kernels = kernels.to(probe.device)

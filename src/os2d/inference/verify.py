@@ -67,7 +67,7 @@ def class_views(c: int, view_class: Tensor, view_aspect: Tensor) -> tuple[Tensor
 
 @torch.no_grad()
 def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
-              view_aspect: Tensor) -> Tensor:
+              view_aspect: Tensor, *, precision: str = "fp32") -> Tensor:
     """(N,) agreement in [-1, 1] of each detection's crop with its class.
 
     Args:
@@ -75,6 +75,7 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
         image: (3, H, W) RGB in [0, 1]; ``corners`` (N, 4, 2) in its pixels.
         labels: (N,) class index of each detection.
         kernels: (V, S*S, C) the gallery's normalised class grids; ``view_class`` (V,), ``view_aspect`` (V,).
+        precision: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``).
     """
     cfg = model.config
     s, side = cfg.class_grid_size, cfg.class_image_size
@@ -91,7 +92,8 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
         crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
                               padding_mode="border", align_corners=False)  # (n, 3, h, w)
         grids = torch.cat([torch.stack([resize_class_features(f, s) for f in
-                                        model.extract_features(crops[i : i + CROP_CHUNK], align_to_anchors=False)])
+                                        model.extract_features(crops[i : i + CROP_CHUNK], align_to_anchors=False,
+                                                               precision=precision)])
                            for i in range(0, len(idx), CROP_CHUNK)])  # (n, C, S, S)
         cells = grids.permute(0, 3, 2, 1).reshape(len(idx), s * s, -1)  # kernel layout (n, S*S, C)
         cos = torch.einsum("nkc,vkc->nvk", cells, kernels[views].to(cells.dtype))[..., inner].mean(-1)  # (n, V)
@@ -101,7 +103,8 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
 
 def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, view_class: Tensor,
                       view_aspect: Tensor, gamma: float, *, crop: str = "aligned", top: int = 100,
-                      score_threshold: float | None = None, max_detections: int | None = None) -> Detections:
+                      score_threshold: float | None = None, max_detections: int | None = None,
+                      precision: str = "fp32") -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -109,7 +112,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     A look never raises a score (the factor is at most 1; negative scores are divided by it), so detections are
     looked at in order of their score, CROP_CHUNK at a time, and the looks stop as soon as the next score is below
     ``score_threshold`` or below the ``max_detections``-th best new score so far: those could not be in the
-    result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper."""
+    result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper.
+    ``precision``: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     order = torch.argsort(dets.scores, descending=True, stable=True)[:top]
@@ -130,7 +134,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                                                             max_detections):
             break
         end = min(n, done + step)
-        v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect)
+        v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
+                      precision=precision)
         factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
         done = end
     looked = kept.filter(torch.arange(done))

@@ -20,6 +20,7 @@ from os2d.model.correlation import class_kernels, resize_class_features
 from os2d.model.head import HeadOutput, os2d_head
 from os2d.model.int8_transform import HeadsPrecision, Int8TransformCache, int8_supported
 from os2d.model.transform_net import TransformNet
+from os2d.model.trunk_precision import TrunkPrecision, bf16_applies
 
 
 class Os2dModel(nn.Module):
@@ -58,25 +59,40 @@ class Os2dModel(nn.Module):
     def feature_channels(self) -> int:
         return int(self.backbone.out_channels)
 
-    def extract_features(self, images: Tensor, *, align_to_anchors: bool = True) -> Tensor:
+    def extract_features(self, images: Tensor, *, align_to_anchors: bool = True,
+                         precision: TrunkPrecision | str = TrunkPrecision.FP32) -> Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, C, h, w) with h = ceil(H/16) (ceil((H + pad)/16) for backbones
-        with an ``anchor_pad``, which pad input images so that feature centres meet the anchor centres)."""
+        with an ``anchor_pad``, which pad input images so that feature centres meet the anchor centres).
+
+        ``precision``: ``"bf16"`` runs the backbone under bfloat16 autocast where that applies (inference on a
+        device with bf16 dot products, :mod:`os2d.model.trunk_precision`) and returns float32 features."""
         x = self.backbone.normalize(images)
         pad = int(getattr(self.backbone, "anchor_pad", 0))
         if pad and align_to_anchors:
             h, w = x.shape[-2:]
             s = self.stride
             x = F.pad(x, (pad, (-(w + pad)) % s, pad, (-(h + pad)) % s))  # zero = mid-grey after normalize
-        return self._feature_net()(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        x = x.contiguous(memory_format=torch.channels_last)
+        if TrunkPrecision(precision) is TrunkPrecision.BF16 and x.dtype == torch.float32 and self._inferring() \
+                and bf16_applies(x.device):
+            net = self._feature_net(traced=False)  # a traced, frozen graph would not autocast
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return net(x).float().contiguous()
+        return self._feature_net()(x).contiguous()
 
-    def _feature_net(self) -> nn.Module:
-        """The backbone, or in inference (eval mode, no autograd) the copy that ``inference_path`` names."""
-        if (self.inference_path is InferencePath.PLAIN or self.training or torch.is_grad_enabled()
-                or not hasattr(self.backbone, "conv_bn_pairs")
-                or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export()):
+    def _inferring(self) -> bool:
+        """Inference proper: eval mode, no autograd, no tracing, compiling or export."""
+        return not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting()
+                    or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+    def _feature_net(self, *, traced: bool = True) -> nn.Module:
+        """The backbone, or in inference (eval mode, no autograd) the copy that ``inference_path`` names
+        (the eager folded copy instead of the traced one when ``traced`` is False)."""
+        if (self.inference_path is InferencePath.PLAIN or not hasattr(self.backbone, "conv_bn_pairs")
+                or not self._inferring()):
             return self.backbone
-        return self.inference_cache.get(self.backbone, self.inference_path)
+        path = self.inference_path if traced else InferencePath.FOLDED
+        return self.inference_cache.get(self.backbone, path)
 
     def class_feature(self, class_image: Tensor) -> Tensor:
         """One class image (1, 3, h, w) in [0, 1], already resized to area ~240^2 -> (C, S, S) normalised grid.

@@ -21,6 +21,8 @@ from typing import Any
 
 from os2d.errors import Os2dError
 
+TRUNK_PRECISION_HELP = ("the backbone's arithmetic: fp32 (exact, the reference's) or bf16 (faster on GPUs and on CPUs "
+                        "with AVX512-BF16/AMX; float32 elsewhere; README, Speed); default: the config's")
 
 class CliError(Os2dError):
     """A user error: printed as ``os2d: error: ...`` with exit code 2, never as a traceback."""
@@ -106,6 +108,7 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--heads-precision", choices=("fp32", "int8"), default=None,
                    help="TransformNet's arithmetic: fp32 (exact, the reference's) or int8 (faster on CPUs with "
                         "8-bit dot products, falls back to fp32 elsewhere); default: the config's")
+    g.add_argument("--trunk-precision", choices=("fp32", "bf16"), default=None, help=TRUNK_PRECISION_HELP)
     g.add_argument("--colour-rescore", type=float, default=None, metavar="G",
                    help="multiply each score by its box's colour agreement with the class image to the power G "
                         "(for look-alikes that differ in colour; default 0 = off: the raw OS2D score)")
@@ -191,6 +194,8 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["shortlist_top_k"] = args.shortlist
     if args.heads_precision is not None:
         changes["heads_precision"] = args.heads_precision
+    if args.trunk_precision is not None:
+        changes["trunk_precision"] = args.trunk_precision
     if args.colour_rescore is not None:
         changes["colour_rescore"] = args.colour_rescore
     if args.verify_rescore is not None:
