@@ -2,7 +2,9 @@
 
 Arms (``InferenceConfig`` changes): ``single-1024`` (the default before automatic scale: one level at sqrt(w*h)
 = 1024, raw scores), ``auto`` (automatic scale, raw scores), ``default`` (automatic scale and the second look) and
-any ``--verify-top`` variants of it. Every image runs every arm in turn (round-robin, so the machine's slow phases
+any ``--verify-top`` variants of it; ``--fast-arms`` adds the default with the second look's crops in bf16
+(``verify_precision="bf16"``), with the whole backbone in bf16 (``trunk_precision`` too) and with that and int8
+heads (``heads_precision="int8"``). Every image runs every arm in turn (round-robin, so the machine's slow phases
 hit all arms alike) after one warm-up image; the table gives the mean seconds per image, the ratio to
 ``single-1024`` and, on the same images, mAP@0.5 and recall.
 
@@ -38,10 +40,15 @@ def main() -> None:
     ap.add_argument("--set", default="fl27-val", help="fl27-val | fl27-train | demo | synth-val")
     ap.add_argument("--every", type=int, default=10, help="every Nth image of the set")
     ap.add_argument("--verify-top", type=int, nargs="*", default=[], help="also the default with these verify_top")
+    ap.add_argument("--fast-arms", action="store_true", help="also the default with bf16 crops / backbone (+ int8 heads)")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
     args = ap.parse_args()
     arms = dict(ARMS) | {f"default, verify_top {k}": {"verify_top": k} for k in args.verify_top}
+    if args.fast_arms:
+        bf16 = {"trunk_precision": "bf16", "verify_precision": "bf16"}
+        arms |= {"default, bf16 crops": {"verify_precision": "bf16"}, "default, bf16 backbone": bf16,
+                 "default, bf16 backbone + int8 heads": bf16 | {"heads_precision": "int8"}}
     dataset = load_set(args.set, args.synth_dir)
     det = Detector.from_weights(args.weights)
     names = _class_names(dataset)

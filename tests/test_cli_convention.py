@@ -225,9 +225,9 @@ def test_serve_passes_the_shortlist_and_precision_to_the_service(tmp_path, monke
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.setdefault("run", kw))
     assert main(["serve", "--data-dir", str(tmp_path / "data"), "--shortlist", "3", "-q", "--port", "8123",
                  "--heads-precision", "int8", "--colour-rescore", "0.5", "--verify-rescore", "0",
-                 "--refine-top", "4", "--trunk-precision", "bf16"]) == 0
+                 "--refine-top", "4", "--trunk-precision", "bf16", "--verify-precision", "bf16"]) == 0
     assert seen["settings"].shortlist_top_k == 3
-    assert seen["settings"].trunk_precision == "bf16"
+    assert (seen["settings"].trunk_precision, seen["settings"].verify_precision) == ("bf16", "bf16")
     assert (seen["settings"].verify_rescore, seen["settings"].refine_top) == (0.0, 4)
     assert seen["settings"].heads_precision == "int8"
     assert seen["settings"].colour_rescore == 0.5

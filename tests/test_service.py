@@ -283,13 +283,17 @@ def test_heads_precision_setting_reaches_the_detector(tmp_path: Path, obj: Image
 
 
 def test_trunk_precision_setting_reaches_the_detector(tmp_path: Path) -> None:
-    """``trunk_precision`` is validated and, when given, the detector's config (None keeps the library default)."""
+    """``trunk_precision`` / ``verify_precision`` are validated and, when given, the detector's config (None keeps
+    the library default)."""
     with pytest.raises(ValueError, match="trunk_precision"):
         ServiceSettings(data_dir=tmp_path, trunk_precision="fp16")
+    with pytest.raises(ValueError, match="verify_precision"):
+        ServiceSettings(data_dir=tmp_path, verify_precision="int8")
     for precision in (None, "bf16"):
-        with make_client(tmp_path / str(precision), trunk_precision=precision) as c:
-            expected = precision or InferenceConfig().trunk_precision
-            assert c.app.state.service.detector.config.trunk_precision == expected
+        with make_client(tmp_path / str(precision), trunk_precision=precision, verify_precision=precision) as c:
+            config = c.app.state.service.detector.config
+            assert config.trunk_precision == (precision or InferenceConfig().trunk_precision)
+            assert config.verify_precision == (precision or InferenceConfig().verify_precision)
 
 
 def test_colour_rescore_setting_reaches_the_detector(tmp_path: Path, obj: Image.Image, scene: Image.Image) -> None:

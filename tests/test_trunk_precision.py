@@ -66,22 +66,28 @@ def test_config_and_cli_take_the_trunk_precision():
 
     with pytest.raises(ValueError, match="trunk_precision"):
         InferenceConfig(trunk_precision="int8")
+    with pytest.raises(ValueError, match="verify_precision"):
+        InferenceConfig(verify_precision="fp16")
     p = argparse.ArgumentParser()
     add_inference_args(p, image_size_help="")
     assert inference_config(p.parse_args([])).trunk_precision == InferenceConfig().trunk_precision
     assert inference_config(p.parse_args(["--trunk-precision", "bf16"])).trunk_precision == "bf16"
+    both = inference_config(p.parse_args(["--verify-precision", "bf16"]))
+    assert (both.trunk_precision, both.verify_precision) == (InferenceConfig().trunk_precision, "bf16")
     with pytest.raises(SystemExit):
         p.parse_args(["--trunk-precision", "fp16"])
 
 
 def test_detect_with_bf16_trunk_finds_the_same_objects(monkeypatch):
-    """End to end with the packaged model (automatic scale, the second look): every backbone call of a detection
-    gets the precision, and on a clear scene the bf16 trunk finds the same two objects as the exact one."""
+    """End to end with the packaged model (automatic scale, the second look): the photo's backbone calls get
+    ``trunk_precision``, the second look's crops ``verify_precision``; on a clear scene the bf16 trunk finds the
+    same two objects as the exact one."""
     calls = []
     inner = os2d_module.Os2dModel.extract_features
 
     def spy(self, images, **kw):
-        calls.append(str(TrunkPrecision(kw.get("precision", "fp32")).value))
+        kind = "crop" if kw.get("align_to_anchors") is False else "photo"
+        calls.append((kind, TrunkPrecision(kw.get("precision", "fp32")).value))
         return inner(self, images, **kw)
 
     monkeypatch.setattr(os2d_module.Os2dModel, "extract_features", spy)
@@ -91,10 +97,12 @@ def test_detect_with_bf16_trunk_finds_the_same_objects(monkeypatch):
     det.add_class("obj", obj)
     calls.clear()
     exact = det.detect(scene)
-    assert set(calls) == {"fp32"}
-    calls.clear()
-    fast = det.detect(scene, trunk_precision="bf16")
-    assert set(calls) == {"bf16"} and len(calls) >= 2  # the probe / levels and the second look's crops
+    assert set(calls) == {("photo", "fp32"), ("crop", "fp32")}  # the probe / levels and the second look's crops
+    for trunk, crops in (("bf16", "fp32"), ("fp32", "bf16")):
+        calls.clear()
+        det.detect(scene, trunk_precision=trunk, verify_precision=crops)
+        assert set(calls) == {("photo", trunk), ("crop", crops)}
+    fast = det.detect(scene, trunk_precision="bf16", verify_precision="bf16")
     from os2d.ops.boxes import box_iou
 
     assert float(box_iou(fast.boxes_xyxy[:2], exact.boxes_xyxy[:2]).max(1).values.min()) > 0.7

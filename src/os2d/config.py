@@ -130,7 +130,8 @@ class InferenceConfig:
     negative_mode: str = "drop"  # a beaten detection is dropped, or "demote"d (score 2 s - negative's score)
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
     heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
-    trunk_precision: str = "fp32"  # "bf16": the backbone in bfloat16 where the device has bf16 dot products
+    trunk_precision: str = "fp32"  # "bf16": the photo's backbone in bfloat16 where the device has bf16 dot products
+    verify_precision: str = "fp32"  # "bf16": the second look's crops through the backbone in bfloat16 (likewise)
     colour_rescore: float = 0.0  # > 0: scores x colour agreement with the class image ** this (os2d.inference.colour)
     verify_rescore: float = 2.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
     verify_crop: str = "aligned"  # the second look's crop: the head's "aligned" parallelogram or the "box"
@@ -150,6 +151,8 @@ class InferenceConfig:
             raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
         if self.trunk_precision not in ("fp32", "bf16"):
             raise ValueError(f"trunk_precision must be 'fp32' or 'bf16', got {self.trunk_precision!r}")
+        if self.verify_precision not in ("fp32", "bf16"):
+            raise ValueError(f"verify_precision must be 'fp32' or 'bf16', got {self.verify_precision!r}")
         if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):

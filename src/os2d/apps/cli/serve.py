@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from os2d.apps.cli.common import (
-    TRUNK_PRECISION_HELP,
     CliError,
     add_model_args,
+    add_precision_args,
     add_quiet,
     add_second_look_args,
     check_writable_dir,
@@ -47,7 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
             torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision,
             colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore,
-            refine_top=args.refine_top, trunk_precision=args.trunk_precision)
+            refine_top=args.refine_top, trunk_precision=args.trunk_precision,
+            verify_precision=args.verify_precision)
     except ValueError as e:
         raise CliError(str(e)) from e
     check_writable_dir(settings.data_dir, "--data-dir")
@@ -80,8 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--heads-precision", choices=("fp32", "int8"), default="fp32",
                    help="TransformNet's arithmetic: fp32 (exact) or int8 (~2.5x faster heads on CPUs with 8-bit "
                         "dot products; README, Speed)")
-    p.add_argument("--trunk-precision", choices=("fp32", "bf16"), default=None,
-                   help=TRUNK_PRECISION_HELP)
+    add_precision_args(p)
     p.add_argument("--colour-rescore", type=float, default=0.0, metavar="G",
                    help="scores x colour agreement with the class image ** G (default 0: raw OS2D scores; README, "
                         "Colour re-scoring)")

@@ -93,7 +93,8 @@ class ServiceSettings:
     max_batch: int = 16
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
     heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
-    trunk_precision: str | None = None  # InferenceConfig.trunk_precision: "bf16" backbone; None: the library's default
+    trunk_precision: str | None = None  # InferenceConfig.trunk_precision: "bf16" photo backbone; None: library default
+    verify_precision: str | None = None  # InferenceConfig.verify_precision: "bf16" second-look crops; None: likewise
     colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
     verify_rescore: float | None = None  # InferenceConfig.verify_rescore (the second look); None: the library's default
     refine_top: int | None = None  # InferenceConfig.refine_top (zoomed re-localisation); None: the library's default
@@ -106,8 +107,9 @@ class ServiceSettings:
             raise ValueError("shortlist_top_k must be >= 1 or None")
         if self.heads_precision not in ("fp32", "int8"):
             raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
-        if self.trunk_precision not in (None, "fp32", "bf16"):
-            raise ValueError(f"trunk_precision must be 'fp32' or 'bf16', got {self.trunk_precision!r}")
+        for key in ("trunk_precision", "verify_precision"):
+            if getattr(self, key) not in (None, "fp32", "bf16"):
+                raise ValueError(f"{key} must be 'fp32' or 'bf16', got {getattr(self, key)!r}")
         if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if self.verify_rescore is not None and not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):
@@ -286,7 +288,8 @@ class Service:
                                      colour_rescore=self.settings.colour_rescore,
                                      **{k: v for k, v in (("verify_rescore", self.settings.verify_rescore),
                                                           ("refine_top", self.settings.refine_top),
-                                                          ("trunk_precision", self.settings.trunk_precision))
+                                                          ("trunk_precision", self.settings.trunk_precision),
+                                                          ("verify_precision", self.settings.verify_precision))
                                         if v is not None})
 
     def _startup_weights(self) -> str:
