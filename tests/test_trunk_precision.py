@@ -43,6 +43,13 @@ def test_bf16_features_are_float32_and_close(backbone):
             fast = model.extract_features(x, precision="bf16", **kw)
             assert fast.dtype == torch.float32 and fast.shape == exact.shape
             assert 0 < _rel(fast, exact) < 0.1, _rel(fast, exact)  # bf16 round-off: different, but close
+    cached = model.inference_cache.module
+    with torch.no_grad():  # alternating precisions reuses both copies (a traced graph is not rebuilt per call)
+        model.extract_features(x, precision="bf16")
+        model.extract_features(x)
+    assert model.inference_cache.module is cached
+    if backbone == "resnet50":
+        assert isinstance(cached, torch.jit.ScriptModule) and model.eager_cache.module is not None
 
 
 def test_bf16_falls_back_to_the_exact_trunk(monkeypatch):

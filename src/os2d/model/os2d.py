@@ -39,6 +39,7 @@ class Os2dModel(nn.Module):
         self.calibration: Calibration | None = None  # os2d.calibration, from the weights file (None: scores only)
         self.inference_path = DEFAULT_INFERENCE_PATH
         self.inference_cache = FusedBackboneCache()  # the folded copy; empty in copies and pickles
+        self.eager_cache = FusedBackboneCache()  # an eager folded copy for bf16 beside a traced inference_cache
         self.int8_cache = Int8TransformCache()  # TransformNet's int8 copy (heads_precision "int8"); same rules
 
     @property
@@ -86,13 +87,16 @@ class Os2dModel(nn.Module):
                     or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
     def _feature_net(self, *, traced: bool = True) -> nn.Module:
-        """The backbone, or in inference (eval mode, no autograd) the copy that ``inference_path`` names
-        (the eager folded copy instead of the traced one when ``traced`` is False)."""
+        """The backbone, or in inference (eval mode, no autograd) the copy that ``inference_path`` names; with
+        ``traced`` False an eager folded copy where that copy is a TorchScript graph (kept beside it, so that
+        float32 and bf16 calls do not rebuild each other's copy)."""
         if (self.inference_path is InferencePath.PLAIN or not hasattr(self.backbone, "conv_bn_pairs")
                 or not self._inferring()):
             return self.backbone
-        path = self.inference_path if traced else InferencePath.FOLDED
-        return self.inference_cache.get(self.backbone, path)
+        net = self.inference_cache.get(self.backbone, self.inference_path)
+        if not traced and isinstance(net, torch.jit.ScriptModule):
+            net = self.eager_cache.get(self.backbone, InferencePath.FOLDED)
+        return net
 
     def class_feature(self, class_image: Tensor) -> Tensor:
         """One class image (1, 3, h, w) in [0, 1], already resized to area ~240^2 -> (C, S, S) normalised grid.
