@@ -4,9 +4,9 @@ settings, on real photos.
 Per set, in one process, every image runs every arm in turn (round-robin, after a warm-up image): the default
 settings as they are (``fp32``: automatic scale, the second look); ``bf16``: the backbone under bfloat16 autocast
 (:mod:`os2d.model.trunk_precision`) on the photo's levels and the probe (``trunk_precision``) and on the second
-look's crops (``verify_precision``); ``bf16-crops``: on the crops only. Printed per set and arm: seconds per image and the ratio to fp32, VOC mAP@0.5
-and mAP@0.7 with their differences to fp32, and the share of images whose top-10 detections agree with fp32's
-(*same set* / *same order*, as in ``benchmarks/heads_precision.py``).
+look's crops (``verify_precision``); ``bf16-crops``: on the crops only. Printed per set and arm: seconds per
+image and the ratio to fp32, VOC mAP@0.5 and mAP@0.7 with their differences to fp32, and the share of images
+whose top-10 detections agree with fp32's (*same set* / *same order*, as in ``benchmarks/heads_precision.py``).
 
 Rule, written 2026-12-05 before the first measurement of bf16 detections: ``bf16`` becomes the default (float32
 where the device lacks bf16 dot products) only if on both tuning sets (``fl27-train``: every 6th image of the 14
@@ -94,10 +94,10 @@ def main() -> None:
                     help="the 40 synthetic val shelves (recipes/variant_stage.sh makes them)")
     args = ap.parse_args()
     if not bf16_applies(torch.device("cpu")):
-        raise SystemExit("this CPU has no native bf16 dot products (AVX512-BF16 / AMX): both arms would be float32")
+        raise SystemExit("this CPU has no native bf16 dot products (AVX512-BF16 / AMX): every arm would be float32")
     rows = [row for s in args.sets for row in run_set(args.weights, s, args.synth_dir, args.max_images,
                                                          ["fp32", *args.arms])]
-    print(f"trunk fp32 vs bf16 at default settings, {torch.get_num_threads()} threads, one process, round-robin")
+    print(f"backbone fp32 vs bf16 at default settings, {torch.get_num_threads()} threads, one process, round-robin")
     print("| set | images | arm | s / image | speed-up | mAP@0.5 | Δ | mAP@0.7 | Δ | same top-10 set | same order |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
