@@ -89,13 +89,15 @@ def test_detector_second_look_keeps_boxes_and_rescores_them(detector):
     scene.paste(ring_object(), (200, 60))
     raw = detector.detect(scene, max_detections=20, verify_rescore=0.0)
     assert InferenceConfig().verify_rescore == 2.0  # the default: the rule's arm (README, "Second look")
-    looked = detector.detect(scene, max_detections=20, verify_rescore=2.0)
+    looked = detector.detect(scene, max_detections=20, verify_rescore=2.0, reshape_top=0)  # no shape search
     assert len(looked) == len(raw) > 0 and bool((looked.scores[:-1] >= looked.scores[1:]).all())
     for box, s in zip(looked.boxes_xyxy, looked.scores, strict=True):  # the same boxes, scores times v^2 <= 1
         same = (raw.boxes_xyxy - box).abs().amax(dim=1) < 1e-4
         assert int(same.sum()) == 1
         r = float(raw.scores[same][0])
         assert abs(float(s)) <= abs(r) + 1e-6 if r >= 0 else float(s) <= r + 1e-6
+    shaped = detector.detect(scene, max_detections=20, verify_rescore=2.0)  # the default: may change boxes, not scores
+    assert InferenceConfig().reshape_top > 0 and shaped.scores.tolist() == looked.scores.tolist()
     cut = float(looked.scores[len(looked) // 2])
     kept = detector.detect(scene, max_detections=20, verify_rescore=2.0, score_threshold=cut)
     assert len(kept) == int((looked.scores >= cut).sum())  # the threshold applies to the new score

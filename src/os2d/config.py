@@ -136,6 +136,7 @@ class InferenceConfig:
     verify_rescore: float = 2.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
     verify_crop: str = "aligned"  # the second look's crop: the head's "aligned" parallelogram or the "box"
     verify_top: int = 100  # detections the second look re-scores (the others are dropped)
+    reshape_top: int = 10  # > 0: the second look's shape search on its reshape_top best (os2d.inference.verify)
     refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
     refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"
     refine_check: bool = True  # keep a new box only where the second look's agreement with the class is higher
@@ -161,6 +162,8 @@ class InferenceConfig:
             raise ValueError(f"verify_crop must be 'aligned' or 'box', got {self.verify_crop!r}")
         if self.verify_top < 1:
             raise ValueError(f"verify_top must be >= 1, got {self.verify_top}")
+        if self.reshape_top < 0:
+            raise ValueError(f"reshape_top must be >= 0 (0: off), got {self.reshape_top}")
         if self.refine_top < 0:
             raise ValueError(f"refine_top must be >= 0 (0: off), got {self.refine_top}")
         if self.refine_crop not in ("aspect", "squeeze"):

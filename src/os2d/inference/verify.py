@@ -17,6 +17,12 @@ Crops (``InferenceConfig.verify_crop``):
 
 Chosen by a rule written before the measurement (README, "Second look"): ``aligned`` with gamma 2.
 
+Shape search (``InferenceConfig.reshape_top`` = K > 0): the heads barely stretch the square anchor, so wide or tall
+objects get squarish parallelograms. Each of the K best looked-at detections whose parallelogram's aspect ratio
+differs from its class image's by more than ``RESHAPE_MIN_RATIO`` is looked at again stretched toward the class's
+aspect ratio (centre and area kept; ``RESHAPE_BETAS``: aspect^(1 - beta) * class aspect^beta) and takes the shape
+whose crop agrees best with the class; its score stays the one of its own shape.
+
 Shape glossary: N detections, n of one class, V views, S the class grid side, C channels.
 """
 
@@ -36,6 +42,8 @@ from os2d.results import Detections
 VERIFY_CROPS = ("aligned", "box")
 MIN_AGREEMENT = 0.01  # agreements below this (and negative ones) count as this: a factor, never 0
 CROP_CHUNK = 16  # crops per backbone call: 1.45x faster than 87 at once on a 2-core CPU (cache-resident)
+RESHAPE_BETAS = (0.5, 1.0)  # shape search: how far toward the class's aspect ratio each candidate goes
+RESHAPE_MIN_RATIO = 1.1  # shape search: parallelograms within this factor of the class's aspect ratio are kept
 
 
 def box_corners(boxes: Tensor) -> Tensor:
@@ -101,10 +109,53 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
     return out
 
 
+def stretched_corners(corners: Tensor, aspect: Tensor) -> Tensor:
+    """(N, 4, 2) parallelograms (tl, tr, bl, br) -> the same with centre and area kept and the ratio of the sides
+    |tr - tl| / |bl - tl| set to ``aspect`` (N,)."""
+    tl, tr, bl = corners[:, 0], corners[:, 1], corners[:, 2]
+    u, v = tr - tl, bl - tl  # (N, 2) the class's x and y axes
+    k = (aspect / (u.norm(dim=1) / v.norm(dim=1).clamp(min=1e-6)).clamp(min=1e-6)).sqrt()[:, None]  # (N, 1)
+    u, v = u * k, v / k
+    centre = corners.mean(dim=1)  # (N, 2)
+    tl = centre - (u + v) / 2
+    return torch.stack([tl, tl + u, tl + v, tl + u + v], dim=1)
+
+
+def reshape_candidates(corners: Tensor, class_aspect: Tensor) -> tuple[Tensor, Tensor]:
+    """Shape-search candidates for (N, 4, 2) parallelograms with (N,) class aspect ratios (w / h): the (M, 4, 2)
+    stretched parallelograms and the (M,) index of the detection each belongs to (none where the shape is already
+    within ``RESHAPE_MIN_RATIO`` of the class's)."""
+    tl, tr, bl = corners[:, 0], corners[:, 1], corners[:, 2]
+    own = (tr - tl).norm(dim=1) / (bl - tl).norm(dim=1).clamp(min=1e-6)  # (N,)
+    off = (class_aspect / own.clamp(min=1e-6)).log().abs() > math.log(RESHAPE_MIN_RATIO)
+    idx = off.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return corners.new_zeros(0, 4, 2), idx
+    cands = [stretched_corners(corners[idx], own[idx] ** (1 - b) * class_aspect[idx] ** b) for b in RESHAPE_BETAS]
+    return torch.cat(cands), idx.repeat(len(RESHAPE_BETAS))
+
+
+def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v: Tensor, kernels: Tensor,
+                   view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32") -> Tensor:
+    """Shape search: (N, 4, 2) corners (pixels of ``image``) with each replaced by its stretched candidate whose
+    crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape."""
+    class_aspect = torch.tensor([class_views(c, view_class, view_aspect)[1] for c in labels.tolist()])
+    cands, owner = reshape_candidates(corners.float(), class_aspect)
+    if owner.numel() == 0:
+        return corners
+    v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision)
+    best_v, out = own_v.clone().float(), corners.clone()
+    for m in range(len(owner)):  # a handful: K detections x len(RESHAPE_BETAS)
+        i = int(owner[m])
+        if v[m] > best_v[i]:
+            best_v[i], out[i] = v[m], cands[m].to(out.dtype)
+    return out
+
+
 def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, view_class: Tensor,
                       view_aspect: Tensor, gamma: float, *, crop: str = "aligned", top: int = 100,
                       score_threshold: float | None = None, max_detections: int | None = None,
-                      precision: str = "fp32") -> Detections:
+                      precision: str = "fp32", reshape_top: int = 0) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -113,7 +164,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     looked at in order of their score, CROP_CHUNK at a time, and the looks stop as soon as the next score is below
     ``score_threshold`` or below the ``max_detections``-th best new score so far: those could not be in the
     result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper.
-    ``precision``: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``)."""
+    ``precision``: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``). ``reshape_top`` = K > 0:
+    the shape search (module docstring) on the K best re-scored detections; it needs ``crop="aligned"``."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     order = torch.argsort(dets.scores, descending=True, stable=True)[:top]
@@ -127,7 +179,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     n = len(kept)
     prunable = score_threshold is not None or (max_detections is not None and max_detections < n)
     step = CROP_CHUNK if prunable else n
-    factors = torch.ones(n)
+    factors, agreements = torch.ones(n), torch.full((n,), -1.0)
     done = 0
     while done < n:
         if done and prunable and kept.scores[done] < _bound(kept.scores[:done], factors[:done], score_threshold,
@@ -137,8 +189,23 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
                       precision=precision)
         factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
+        agreements[done:end] = v
         done = end
     looked = kept.filter(torch.arange(done))
+    if reshape_top > 0 and crop == "aligned":
+        new = torch.where(looked.scores >= 0, looked.scores * factors[:done], looked.scores / factors[:done])
+        best = torch.argsort(new, descending=True, stable=True)[:reshape_top]  # (K,)
+        shaped = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
+                                view_class, view_aspect, precision=precision) / scale  # (K, 4, 2) original pixels
+        out_corners = looked.corners_xy.clone()
+        out_corners[best] = shaped.to(out_corners.dtype)
+        bound = torch.tensor([width, height], dtype=out_corners.dtype)
+        out_boxes = torch.cat([out_corners.amin(dim=1).clamp(min=0), torch.minimum(out_corners.amax(dim=1), bound)],
+                              dim=1)
+        changed = torch.zeros(done, dtype=torch.bool)
+        changed[best] = (shaped != corners[best] / scale).any(dim=2).any(dim=1)
+        looked.corners_xy = out_corners
+        looked.boxes_xyxy = torch.where(changed[:, None], out_boxes.to(looked.boxes_xyxy.dtype), looked.boxes_xyxy)
     return apply_score_factors(looked, factors[:done], score_threshold=score_threshold,
                                max_detections=max_detections)
 
@@ -152,5 +219,6 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["MIN_AGREEMENT", "VERIFY_CROPS", "agreement", "box_corners", "class_views", "crop_grid",
+__all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "VERIFY_CROPS", "agreement", "box_corners",
+           "class_views", "crop_grid", "reshape_candidates", "reshape_looked", "stretched_corners",
            "verify_detections"]

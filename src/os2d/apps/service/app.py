@@ -98,6 +98,7 @@ class ServiceSettings:
     colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
     verify_rescore: float | None = None  # InferenceConfig.verify_rescore (the second look); None: the library's default
     refine_top: int | None = None  # InferenceConfig.refine_top (zoomed re-localisation); None: the library's default
+    reshape_top: int | None = None  # InferenceConfig.reshape_top (the second look's shape search); None: likewise
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -114,8 +115,9 @@ class ServiceSettings:
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if self.verify_rescore is not None and not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):
             raise ValueError(f"verify_rescore must be a finite number >= 0 (0: off), got {self.verify_rescore}")
-        if self.refine_top is not None and self.refine_top < 0:
-            raise ValueError(f"refine_top must be >= 0 (0: off), got {self.refine_top}")
+        for key in ("refine_top", "reshape_top"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0 (0: off), got {getattr(self, key)}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -288,6 +290,7 @@ class Service:
                                      colour_rescore=self.settings.colour_rescore,
                                      **{k: v for k, v in (("verify_rescore", self.settings.verify_rescore),
                                                           ("refine_top", self.settings.refine_top),
+                                                          ("reshape_top", self.settings.reshape_top),
                                                           ("trunk_precision", self.settings.trunk_precision),
                                                           ("verify_precision", self.settings.verify_precision))
                                         if v is not None})

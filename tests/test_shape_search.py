@@ -1,0 +1,117 @@
+"""The second look's shape search (``InferenceConfig.reshape_top``, os2d.inference.verify): stretched
+parallelograms, candidates, the box it picks on a wide object, and its options."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+from helpers import scene_with, textured_object
+
+from os2d.apps.cli.common import CliError, add_inference_args, inference_config
+from os2d.apps.service.app import ServiceSettings
+from os2d.config import InferenceConfig
+from os2d.detector import Detector
+from os2d.inference.verify import (
+    RESHAPE_BETAS,
+    agreement,
+    box_corners,
+    reshape_candidates,
+    stretched_corners,
+    verify_detections,
+)
+from os2d.io import image_to_tensor
+from os2d.ops import box_iou
+from os2d.results import Detections
+
+
+def _sides(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (c[:, 1] - c[:, 0]).norm(dim=1), (c[:, 2] - c[:, 0]).norm(dim=1)
+
+
+def test_stretched_corners_keep_centre_area_and_take_the_ratio():
+    turned = torch.tensor([[[10.0, 0], [10, 10], [0, 0], [0, 10]]])  # a 10 x 10 square turned by 90 degrees
+    box = box_corners(torch.tensor([[0.0, 0, 40, 10]]))  # 4:1
+    corners = torch.cat([turned, box])
+    out = stretched_corners(corners, torch.tensor([2.5, 1.0]))
+    w, h = _sides(out)
+    torch.testing.assert_close(w / h, torch.tensor([2.5, 1.0]))
+    torch.testing.assert_close(w * h, torch.tensor([100.0, 400.0]))
+    torch.testing.assert_close(out.mean(dim=1), corners.mean(dim=1))
+    torch.testing.assert_close(out[1], box_corners(torch.tensor([[10.0, -5, 30, 15]]))[0])  # 20 x 20, same centre
+    # the turned square's own x axis (down the picture) is the one that grows
+    d = out[0, 1] - out[0, 0]
+    assert abs(float(d[0])) < 1e-5 and float(d[1]) > 10
+    # opposite sides stay parallel and equal: still a parallelogram
+    torch.testing.assert_close(out[:, 3] - out[:, 2], out[:, 1] - out[:, 0])
+
+
+def test_candidates_only_where_the_shape_is_off():
+    corners = box_corners(torch.tensor([[0.0, 0, 20, 20], [0, 0, 52, 20], [0, 0, 20, 80]]))  # 1:1, 2.6:1, 1:4
+    cands, owner = reshape_candidates(corners, torch.tensor([2.5, 2.5, 0.25]))
+    assert owner.tolist() == [0] * len(RESHAPE_BETAS)  # the others are within 10% of their class's ratio
+    w, h = _sides(cands)
+    ratios = (w / h).tolist()
+    expected = [2.5 ** b for b in RESHAPE_BETAS]
+    assert ratios == pytest.approx(expected, rel=1e-5)
+    empty, none = reshape_candidates(corners[1:], torch.tensor([2.5, 0.25]))
+    assert empty.shape == (0, 4, 2) and none.numel() == 0
+
+
+@pytest.fixture(scope="module")
+def wide() -> tuple[Detector, torch.Tensor]:
+    from conftest import make_toy_model
+
+    obj = textured_object(size=(192, 64), seed=5)  # 3:1
+    det = Detector(make_toy_model(), InferenceConfig(image_size=None, max_detections=None))
+    det.add_class("wide", obj)
+    return det, image_to_tensor(scene_with(obj, [(60, 90)], size=(320, 240)))
+
+
+def test_a_square_box_on_a_wide_object_takes_its_shape(wide):
+    det, image = wide
+    g = det.gallery
+    truth = torch.tensor([[60.0, 90, 252, 154]])
+    square = torch.tensor([[100.0, 66, 212, 178]])  # the object's centre, its area, 1:1
+    dets = Detections(square, torch.tensor([0.5]), torch.tensor([0]), box_corners(square), ["wide"], (320, 240))
+    plain = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0)
+    shaped = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, reshape_top=1)
+    assert plain.boxes_xyxy.tolist() == square.tolist()
+    assert float(box_iou(shaped.boxes_xyxy, truth)) > 0.8 > float(box_iou(square, truth))
+    w, h = _sides(shaped.corners_xy)
+    assert float(w / h) > 2.0
+    assert shaped.scores.tolist() == plain.scores.tolist()  # the score stays the one of the box it came with
+    v = agreement(det.model, image, torch.cat([box_corners(square), shaped.corners_xy]), torch.tensor([0, 0]),
+                  g.kernels, g.view_class, g.view_aspect)
+    assert float(v[1]) > float(v[0])
+
+
+def test_a_box_of_the_right_shape_is_left_alone_and_boxes_stay_in_the_image(wide):
+    det, image = wide
+    g = det.gallery
+    boxes = torch.tensor([[60.0, 90, 252, 154], [0.0, 0, 100, 100]])  # the object; a square at the corner
+    dets = Detections(boxes, torch.tensor([0.5, 0.4]), torch.tensor([0, 0]), box_corners(boxes), ["wide"], (320, 240))
+    out = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, reshape_top=2)
+    first = out.boxes_xyxy[out.scores.argmax()]
+    assert first.tolist() == boxes[0].tolist()  # within 10% of the class's ratio: no candidates
+    assert float(out.boxes_xyxy.min()) >= 0 and bool((out.boxes_xyxy[:, 2] <= 320).all())
+    assert bool((out.boxes_xyxy[:, 3] <= 240).all())
+
+
+def test_detector_and_options(wide):
+    det, _ = wide
+    scene = scene_with(textured_object(size=(192, 64), seed=5), [(60, 90)], size=(320, 240))
+    plain = det.detect(scene, max_detections=5, reshape_top=0)
+    shaped = det.detect(scene, max_detections=5, reshape_top=5)
+    assert len(plain) == len(shaped) and shaped.scores.tolist() == plain.scores.tolist()
+    with pytest.raises(ValueError, match="reshape_top"):
+        InferenceConfig(reshape_top=-1)
+    with pytest.raises(ValueError, match="reshape_top"):
+        ServiceSettings(reshape_top=-1)
+    p = argparse.ArgumentParser()
+    add_inference_args(p, image_size_help="")
+    assert inference_config(p.parse_args(["--reshape-top", "7"])).reshape_top == 7
+    assert inference_config(p.parse_args([])).reshape_top == InferenceConfig().reshape_top
+    with pytest.raises(CliError, match="reshape_top"):
+        inference_config(p.parse_args(["--reshape-top", "-1"]))
