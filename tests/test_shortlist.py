@@ -146,8 +146,8 @@ def test_k_below_classes_gives_the_full_run_detections_of_the_shortlisted_classe
     assert len(chosen) == k
     # all views of a chosen class (4 rotations; c1 has 8 views from two class images) and nothing else
     assert views.tolist() == [v for v, c in enumerate(g.view_class.tolist()) if c in chosen.tolist()]
-    full = det.detect(scene)
-    short = det.detect(scene, shortlist_top_k=k)
+    full = det.detect(scene, reshape_top=0)  # the shape search's best 10 depend on the classes run: boxes without it
+    short = det.detect(scene, shortlist_top_k=k, reshape_top=0)
     assert set(short.labels.tolist()) <= set(chosen.tolist())
     keep = torch.isin(full.labels, chosen)
     expected = full.filter(keep)
