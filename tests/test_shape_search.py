@@ -3,14 +3,10 @@ parallelograms, candidates, the box it picks on a wide object, and its options."
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 from helpers import scene_with, textured_object
 
-from os2d.apps.cli.common import CliError, add_inference_args, inference_config
-from os2d.apps.service.app import ServiceSettings
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.verify import (
@@ -99,19 +95,10 @@ def test_a_box_of_the_right_shape_is_left_alone_and_boxes_stay_in_the_image(wide
     assert bool((out.boxes_xyxy[:, 3] <= 240).all())
 
 
-def test_detector_and_options(wide):
+def test_detector_keeps_the_scores(wide):
     det, _ = wide
     scene = scene_with(textured_object(size=(192, 64), seed=5), [(60, 90)], size=(320, 240))
     plain = det.detect(scene, max_detections=5, reshape_top=0)
     shaped = det.detect(scene, max_detections=5, reshape_top=5)
     assert len(plain) == len(shaped) and shaped.scores.tolist() == plain.scores.tolist()
-    with pytest.raises(ValueError, match="reshape_top"):
-        InferenceConfig(reshape_top=-1)
-    with pytest.raises(ValueError, match="reshape_top"):
-        ServiceSettings(reshape_top=-1)
-    p = argparse.ArgumentParser()
-    add_inference_args(p, image_size_help="")
-    assert inference_config(p.parse_args(["--reshape-top", "7"])).reshape_top == 7
-    assert inference_config(p.parse_args([])).reshape_top == InferenceConfig().reshape_top
-    with pytest.raises(CliError, match="reshape_top"):
-        inference_config(p.parse_args(["--reshape-top", "-1"]))
+    # its options: test_verify_rescore.test_config_and_cli_options

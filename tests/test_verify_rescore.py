@@ -11,6 +11,7 @@ import torch
 from helpers import ring_object, scene_with, textured_object
 
 from os2d.apps.cli.common import CliError, add_inference_args, inference_config
+from os2d.apps.service.app import ServiceSettings
 from os2d.calibration import Calibration, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
@@ -122,12 +123,20 @@ def test_config_and_cli_options():
         InferenceConfig(verify_crop="disc")
     with pytest.raises(ValueError, match="verify_top"):
         InferenceConfig(verify_top=0)
+    with pytest.raises(ValueError, match="reshape_top"):
+        InferenceConfig(reshape_top=-1)
+    with pytest.raises(ValueError, match="reshape_top"):
+        ServiceSettings(reshape_top=-1)
     p = argparse.ArgumentParser()
     add_inference_args(p, image_size_help="")
     assert inference_config(p.parse_args(["--verify-rescore", "0"])).verify_rescore == 0
     assert inference_config(p.parse_args([])).verify_rescore == InferenceConfig().verify_rescore
     with pytest.raises(CliError, match="verify_rescore"):
         inference_config(p.parse_args(["--verify-rescore", "-2"]))
+    assert inference_config(p.parse_args(["--reshape-top", "7"])).reshape_top == 7
+    assert inference_config(p.parse_args([])).reshape_top == InferenceConfig().reshape_top
+    with pytest.raises(CliError, match="reshape_top"):
+        inference_config(p.parse_args(["--reshape-top", "-1"]))
 
 
 def test_looks_stop_early_with_a_cap_or_threshold_and_give_the_same_result(detector, monkeypatch):

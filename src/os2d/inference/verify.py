@@ -136,20 +136,22 @@ def reshape_candidates(corners: Tensor, class_aspect: Tensor) -> tuple[Tensor, T
 
 
 def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v: Tensor, kernels: Tensor,
-                   view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32") -> Tensor:
+                   view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32") -> tuple[Tensor, Tensor]:
     """Shape search: (N, 4, 2) corners (pixels of ``image``) with each replaced by its stretched candidate whose
-    crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape."""
+    crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape; and the (N,)
+    mask of the replaced ones."""
     class_aspect = torch.tensor([class_views(c, view_class, view_aspect)[1] for c in labels.tolist()])
     cands, owner = reshape_candidates(corners.float(), class_aspect)
+    out, moved = corners.clone(), torch.zeros(len(corners), dtype=torch.bool)
     if owner.numel() == 0:
-        return corners
+        return out, moved
     v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision)
-    best_v, out = own_v.clone().float(), corners.clone()
+    best_v = own_v.clone().float()
     for m in range(len(owner)):  # a handful: K detections x len(RESHAPE_BETAS)
         i = int(owner[m])
         if v[m] > best_v[i]:
-            best_v[i], out[i] = v[m], cands[m].to(out.dtype)
-    return out
+            best_v[i], out[i], moved[i] = v[m], cands[m].to(out.dtype), True
+    return out, moved
 
 
 def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, view_class: Tensor,
@@ -195,17 +197,13 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     if reshape_top > 0 and crop == "aligned":
         new = torch.where(looked.scores >= 0, looked.scores * factors[:done], looked.scores / factors[:done])
         best = torch.argsort(new, descending=True, stable=True)[:reshape_top]  # (K,)
-        shaped = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
-                                view_class, view_aspect, precision=precision) / scale  # (K, 4, 2) original pixels
-        out_corners = looked.corners_xy.clone()
-        out_corners[best] = shaped.to(out_corners.dtype)
-        bound = torch.tensor([width, height], dtype=out_corners.dtype)
-        out_boxes = torch.cat([out_corners.amin(dim=1).clamp(min=0), torch.minimum(out_corners.amax(dim=1), bound)],
-                              dim=1)
-        changed = torch.zeros(done, dtype=torch.bool)
-        changed[best] = (shaped != corners[best] / scale).any(dim=2).any(dim=1)
-        looked.corners_xy = out_corners
-        looked.boxes_xyxy = torch.where(changed[:, None], out_boxes.to(looked.boxes_xyxy.dtype), looked.boxes_xyxy)
+        shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
+                                       view_class, view_aspect, precision=precision)
+        idx, new = best[moved], (shaped[moved] / scale).to(looked.corners_xy.dtype)  # (m, 4, 2) original pixels
+        bound = torch.tensor([width, height], dtype=new.dtype)
+        looked.corners_xy[idx] = new  # looked is a copy (filter): nothing outside is written
+        looked.boxes_xyxy[idx] = torch.cat([new.amin(dim=1).clamp(min=0), torch.minimum(new.amax(dim=1), bound)],
+                                           dim=1).to(looked.boxes_xyxy.dtype)
     return apply_score_factors(looked, factors[:done], score_threshold=score_threshold,
                                max_detections=max_detections)
 
