@@ -19,13 +19,17 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import torch
+from os2d.runtime import tune_allocator
 
-from os2d.detector import Detector
-from os2d.evaluation.harness import _class_names, _load_class_images
-from os2d.io import load_image
-from os2d.model.os2d import Os2dModel
-from os2d.model.trunk_precision import bf16_applies
+tune_allocator()  # as the command line does, before torch is imported: OS2D_ALLOCATOR picks (os2d.runtime)
+
+import torch  # noqa: E402
+
+from os2d.detector import Detector  # noqa: E402
+from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
+from os2d.io import load_image  # noqa: E402
+from os2d.model.os2d import Os2dModel  # noqa: E402
+from os2d.model.trunk_precision import bf16_applies  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_probe import load_set  # noqa: E402

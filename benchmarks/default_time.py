@@ -14,16 +14,21 @@ hit all arms alike) after one warm-up image; the table gives the mean seconds pe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import torch
+from os2d.runtime import tune_allocator
 
-from os2d.detector import Detector
-from os2d.evaluation.harness import _class_names, _load_class_images
-from os2d.evaluation.metrics import evaluate_detections
-from os2d.io import load_image
+tune_allocator()  # as the command line does, before torch is imported: OS2D_ALLOCATOR picks (os2d.runtime)
+
+import torch  # noqa: E402
+
+from os2d.detector import Detector  # noqa: E402
+from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
+from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
+from os2d.io import load_image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_probe import load_set  # noqa: E402
@@ -67,7 +72,9 @@ def main() -> None:
             dets[arm].append(det.detect(pil, **changes))
             seconds[arm] += time.perf_counter() - t0
     base = seconds["single-1024"] / len(images)
-    print(f"{args.set}, every {args.every}th image ({len(images)}), {torch.get_num_threads()} threads, one process")
+    applied = ", ".join(tune_allocator()) or "none"
+    print(f"{args.set}, every {args.every}th image ({len(images)}), {torch.get_num_threads()} threads, one process, "
+          f"OS2D_ALLOCATOR={os.environ.get('OS2D_ALLOCATOR') or 'heap+thp'} (applied: {applied})")
     print("| arm | s / image | vs single-1024 | mAP@0.5 | recall |")
     print("|---|---:|---:|---:|---:|")
     for arm in arms:

@@ -85,6 +85,34 @@ def test_verify_rescores_sorts_caps_and_drops_beyond_top(detector):
         verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="disc")
 
 
+def test_rest_floor_keeps_the_unlooked_at_the_lowest_factor(detector):
+    """``rest="floor"`` (benchmarks/verify_top.py): the detections beyond ``top`` are kept, their raw score times the
+    lowest factor of the looked-at ones; the looked-at ones get exactly their own factor."""
+    image = image_to_tensor(scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240)))
+    boxes = torch.tensor([[180.0, 20, 276, 148], [40.0, 60, 136, 188], [0.0, 0, 50, 50], [200.0, 100, 300, 200]])
+    dets = Detections(boxes, torch.tensor([0.6, 0.5, 0.2, -0.1]), torch.tensor([0, 0, 0, 0]), box_corners(boxes),
+                      ["obj"], (320, 240))
+    g = detector.gallery
+    v = agreement(detector.model, image, box_corners(boxes[:2]), dets.labels[:2], g.kernels, g.view_class,
+                  g.view_aspect)
+    factors = v.clamp(min=0.01) ** 2
+    floor = float(factors.min())
+    expected = torch.tensor([0.6 * float(factors[0]), 0.5 * float(factors[1]), 0.2 * floor, -0.1 / floor])
+    out = verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                            top=2, rest="floor")
+    assert len(out) == 4
+    torch.testing.assert_close(out.scores, expected.sort(descending=True).values)
+    dropped = verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                                top=2)
+    assert len(dropped) == 2
+    torch.testing.assert_close(dropped.scores, out.scores[:2])  # the two looked-at ones stay on top here
+    capped = verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                               top=2, rest="floor", max_detections=3)
+    assert capped.scores.tolist() == out.scores[:3].tolist()
+    with pytest.raises(ValueError, match="verify rest"):
+        verify_detections(detector.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, rest="keep")
+
+
 def test_detector_second_look_keeps_boxes_and_rescores_them(detector):
     scene = scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240))
     scene.paste(ring_object(), (200, 60))

@@ -23,6 +23,7 @@ from os2d.inference.verify import verify_detections
 from os2d.io import ImageSource, load_image
 from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
+from os2d.runtime import tune_allocator
 from os2d.weights import load_model, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Detector:
 
     def __init__(self, model: Os2dModel, config: InferenceConfig | None = None, *,
                  device: str | torch.device | None = "cpu") -> None:
+        tune_allocator()  # process-wide, once: large tensors reuse heap memory (os2d.runtime; same results)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = config or InferenceConfig()

@@ -26,6 +26,7 @@ from os2d.apps.cli import (
 )
 from os2d.apps.cli import eval as eval_cmd
 from os2d.errors import Os2dError
+from os2d.runtime import tune_allocator
 
 # User input that is not an Os2dError: a path the user gave that is missing, unreadable or a folder ...
 USER_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        tune_allocator()  # before a command imports torch: faster, same results (os2d.runtime)
         return int(args.func(args))
     except (Os2dError, *USER_PATH_ERRORS) as e:
         print(f"os2d: error: {e}", file=sys.stderr)
