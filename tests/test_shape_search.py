@@ -81,6 +81,10 @@ def test_a_square_box_on_a_wide_object_takes_its_shape(wide):
     v = agreement(det.model, image, torch.cat([box_corners(square), shaped.corners_xy]), torch.tensor([0, 0]),
                   g.kernels, g.view_class, g.view_aspect)
     assert float(v[1]) > float(v[0])
+    boxed = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                              reshape_top=1)  # box crops: the box is searched (here the same square)
+    torch.testing.assert_close(boxed.boxes_xyxy, shaped.boxes_xyxy)
+    torch.testing.assert_close(boxed.corners_xy, box_corners(boxed.boxes_xyxy))
 
 
 def test_a_box_of_the_right_shape_is_left_alone_and_boxes_stay_in_the_image(wide):

@@ -168,7 +168,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     ``score_threshold`` or below the ``max_detections``-th best new score so far: those could not be in the
     result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper.
     ``precision``: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``). ``reshape_top`` = K > 0:
-    the shape search (module docstring) on the K best re-scored detections; it needs ``crop="aligned"``."""
+    the shape search (module docstring) on the K best re-scored detections, on the shape that was looked at
+    (with ``crop="box"``: the box; a moved detection's corners become its new box's)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if rest not in VERIFY_REST:
@@ -200,7 +201,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         looked, factors[done:] = kept, factors[:done].min()  # the unlooked: the image's lowest factor
     else:
         looked, factors = kept.filter(torch.arange(done)), factors[:done]
-    if reshape_top > 0 and crop == "aligned":
+    if reshape_top > 0:
         new = torch.where(looked.scores[:done] >= 0, looked.scores[:done] * factors[:done],
                           looked.scores[:done] / factors[:done])
         best = torch.argsort(new, descending=True, stable=True)[:reshape_top]  # (K,)
