@@ -33,8 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from os2d.runtime import tune_allocator
+
+tune_allocator()  # as `os2d train` does, before torch is imported: OS2D_ALLOCATOR picks (os2d.runtime)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def generated_dataset(folder: Path, classes: int, images: int = 4):

@@ -1,10 +1,10 @@
 """Process-wide memory settings that make CPU inference faster without changing a single number.
 
 A detection at default settings allocates tensors of 50-250 MB per backbone layer (a photo upscaled to sqrt(w*h) =
-1536 has 768 x 768 x 96 activations after the first block). glibc serves every allocation above its mmap threshold
+1536 has 768 x 768 x 96 activations in its first blocks). glibc serves every allocation above its mmap threshold
 (128 kB, growing to at most 32 MB) with a fresh ``mmap``, and returns it to the kernel on ``free``. Each new block is
 then page-faulted in and zeroed by the kernel, 4 kB at a time: on this project's 2-core VM that was half of the
-backbone's time on such a level (0.56 s of which 0.30 s page faults; ``benchmarks/allocator.py``).
+backbone's time on such a level (0.56 s, 0.25 s with the settings below; ``benchmarks/allocator.py``).
 
 Two remedies, both on by default in the ``os2d`` command line and service, and by :class:`~os2d.detector.Detector`:
 
