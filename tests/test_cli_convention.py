@@ -232,3 +232,22 @@ def test_serve_passes_the_shortlist_and_precision_to_the_service(tmp_path, monke
     assert seen["settings"].heads_precision == "int8"
     assert seen["settings"].colour_rescore == 0.5
     assert seen["run"]["port"] == 8123
+
+
+def test_serve_fast_sets_every_precision_unless_given(tmp_path, monkeypatch):
+    """`os2d serve --fast` reaches ServiceSettings as int8 heads and bf16 trunk and crops; an explicit option wins;
+    without either the service keeps fp32 heads."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    import os2d.apps.service.app as service_app
+
+    seen: list = []
+    monkeypatch.setattr(service_app, "create_app", lambda settings: seen.append(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    base = ["serve", "--data-dir", str(tmp_path / "data"), "-q", "--port", "8123"]
+    assert main([*base, "--fast"]) == 0
+    assert main([*base, "--fast", "--heads-precision", "fp32"]) == 0
+    assert main(base) == 0
+    got = [(s.heads_precision, s.trunk_precision, s.verify_precision) for s in seen]
+    assert got == [("int8", "bf16", "bf16"), ("fp32", "bf16", "bf16"), ("fp32", None, None)]

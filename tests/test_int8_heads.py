@@ -166,5 +166,9 @@ def test_heads_precision_option_and_config_checks():
     assert inference_config(p.parse_args([])).heads_precision == InferenceConfig().heads_precision
     with pytest.raises(SystemExit):
         p.parse_args(["--heads-precision", "fp16"])
+    fast = inference_config(p.parse_args(["--fast"]))  # the approximations together (README, Speed)
+    assert (fast.heads_precision, fast.trunk_precision, fast.verify_precision) == ("int8", "bf16", "bf16")
+    mixed = inference_config(p.parse_args(["--fast", "--heads-precision", "fp32", "--verify-precision", "fp32"]))
+    assert (mixed.heads_precision, mixed.trunk_precision, mixed.verify_precision) == ("fp32", "bf16", "fp32")
     with pytest.raises(ValueError, match="heads_precision"):
         InferenceConfig(heads_precision="bf16")

@@ -169,7 +169,9 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper.
     ``precision``: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``). ``reshape_top`` = K > 0:
     the shape search (module docstring) on the K best re-scored detections, on the shape that was looked at
-    (with ``crop="box"``: the box; a moved detection's corners become its new box's)."""
+    (with ``crop="box"``: the box; a moved detection's corners become its new box's). ``rest``: the detections
+    beyond ``top`` are dropped (``"drop"``, the default) or kept with their raw score times the lowest factor of the
+    looked-at ones (``"floor"``; measured in ``benchmarks/verify_top.py``, not adopted)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if rest not in VERIFY_REST:

@@ -133,8 +133,22 @@ def add_second_look_args(g: Any) -> None:
                         "own scale and shape (0 = off; default: the library's, README 'Zoomed re-localisation')")
 
 
+# --fast: the value each precision option takes unless it is given explicitly (README, Speed)
+FAST_PRECISIONS = {"heads_precision": "int8", "trunk_precision": "bf16", "verify_precision": "bf16"}
+
+
+def apply_fast(args: argparse.Namespace) -> None:
+    """With ``--fast``, every precision option of :data:`FAST_PRECISIONS` that was not given takes its fast value
+    (in place)."""
+    if getattr(args, "fast", False):
+        for key, value in FAST_PRECISIONS.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+
+
 def add_precision_args(g: Any) -> None:
-    """``--trunk-precision`` and ``--verify-precision`` (None: the library's defaults), for detect, eval and serve."""
+    """``--trunk-precision``, ``--verify-precision`` (None: the library's defaults) and ``--fast``, for detect, eval
+    and serve."""
     bf16 = "bf16 where the device has bf16 dot products (GPUs; CPUs with AVX512-BF16 or AMX), float32 elsewhere"
     g.add_argument("--trunk-precision", choices=("fp32", "bf16"), default=None,
                    help=f"the photo's backbone: fp32 (exact, the reference's) or {bf16}; default: the library's "
@@ -143,6 +157,11 @@ def add_precision_args(g: Any) -> None:
     g.add_argument("--verify-precision", choices=("fp32", "bf16"), default=None,
                    help=f"the second look's crops through the backbone: fp32 or {bf16}; default: the library's "
                         "(README, Speed: 1.1x faster here, the same mAP)")
+    g.add_argument("--fast", action="store_true",
+                   help="the approximations together: --heads-precision int8 --trunk-precision bf16 "
+                        "--verify-precision bf16, each where the hardware has it (a precision option given "
+                        "explicitly wins). README, Speed: 1.8x faster at default settings on this project's CPU, "
+                        "-1.0 mAP@0.5 on 60 held-out logo photos")
 
 
 def device_from_args(device: str) -> Any:
@@ -189,6 +208,7 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
     """
     from os2d.config import InferenceConfig
 
+    apply_fast(args)
     changes: dict[str, Any] = {"rotations": args.rotations, "horizontal_flip": args.hflip}
     if image_size is not _FROM_ARGS:
         changes["image_size"] = image_size
