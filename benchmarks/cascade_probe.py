@@ -226,6 +226,31 @@ def load_set(name: str, synth_dir: Path):
     raise SystemExit(f"unknown set {name!r}")
 
 
+
+def raw_second_look_inputs(set_name: str, synth_dir: Path, weights: str, raw_config: InferenceConfig, *,
+                           every: int = 1, max_images: int | None = None):
+    """For the second-look benchmarks: the set's class names, its images (every ``every``-th, at most
+    ``max_images``), the detector (``raw_config``, the set's classes registered) and a generator that yields, per
+    image, its raw detections and the level the :class:`~os2d.detector.Detector` hands to the second look (the
+    largest)."""
+    from os2d.evaluation.harness import _class_names, _load_class_images
+    from os2d.inference.pyramid import prepare_levels
+    from os2d.io import load_image
+
+    dataset = load_set(set_name, synth_dir)
+    det = Detector.from_weights(weights, config=raw_config)
+    names = _class_names(dataset)
+    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
+        det.add_class(name, list(imgs))
+    images = dataset.images[::every][:max_images]
+
+    def raw_detections():
+        for rec in images:
+            levels = prepare_levels(load_image(rec.path), raw_config)
+            yield det.detect_pyramid(levels, rec.size()), max(levels, key=lambda t: t.shape[-1] * t.shape[-2])
+
+    return names, images, det, raw_detections()
+
 class TimedHeads:
     """Replaces ``model.heads`` (the exact heads, or the cascade) and sums its wall time and the class views x
     levels it ran."""

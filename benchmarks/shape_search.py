@@ -25,15 +25,11 @@ from pathlib import Path
 import torch
 
 from os2d.config import InferenceConfig
-from os2d.detector import Detector
-from os2d.evaluation.harness import _class_names, _load_class_images
 from os2d.evaluation.metrics import evaluate_detections
-from os2d.inference.pyramid import prepare_levels
 from os2d.inference.verify import verify_detections
-from os2d.io import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from cascade_probe import raw_second_look_inputs  # noqa: E402
 
 
 def main() -> None:
@@ -48,21 +44,13 @@ def main() -> None:
     base = InferenceConfig()
     rows = []
     for set_name in args.sets:
-        dataset = load_set(set_name, args.synth_dir)
         raw_config = base.replace(max_detections=base.verify_top, verify_rescore=0.0)
-        det = Detector.from_weights(args.weights, config=raw_config)
-        names = _class_names(dataset)
-        for name, imgs in zip(names, _load_class_images(dataset), strict=True):
-            det.add_class(name, list(imgs))
-        images = dataset.images[:: args.every][: args.max_images]
+        names, images, det, raws = raw_second_look_inputs(set_name, args.synth_dir, args.weights, raw_config,
+                                                           every=args.every, max_images=args.max_images)
         g = det.gallery
         arms: dict[int, list] = {0: [], args.top: []}
         seconds = {0: 0.0, args.top: 0.0}
-        for rec in images:
-            pil = load_image(rec.path)
-            levels = prepare_levels(pil, raw_config)
-            raw = det.detect_pyramid(levels, rec.size())
-            image = max(levels, key=lambda t: t.shape[-1] * t.shape[-2])  # as the Detector: the largest level
+        for raw, image in raws:
             for k in arms:
                 t0 = time.perf_counter()
                 arms[k].append(verify_detections(det.model, raw, image, g.kernels, g.view_class, g.view_aspect,
