@@ -69,7 +69,7 @@ def main() -> None:
                 dets[(k, rest)].append(verify_detections(
                     det.model, raw, image, g.kernels, g.view_class, g.view_aspect, base.verify_rescore,
                     crop=base.verify_crop, top=k, max_detections=base.max_detections, reshape_top=base.reshape_top,
-                    rest=rest))
+                    rest=rest, size=base.verify_size))
                 seconds[(k, rest)] += time.perf_counter() - t0
         for arm, d in dets.items():
             r5, r7 = (evaluate_detections(d, images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))

@@ -15,6 +15,7 @@ from os2d.inference.verify import (
     box_corners,
     reshape_candidates,
     stretched_corners,
+    top_per_scope,
     verify_detections,
 )
 from os2d.io import image_to_tensor
@@ -106,3 +107,38 @@ def test_detector_keeps_the_scores(wide):
     shaped = det.detect(scene, max_detections=5, reshape_top=5)
     assert len(plain) == len(shaped) and shaped.scores.tolist() == plain.scores.tolist()
     # its options: test_verify_rescore.test_config_and_cli_options
+
+
+def test_top_per_scope_takes_the_k_best_of_the_image_or_of_each_class():
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    labels = torch.tensor([0, 0, 0, 1, 2, 1])
+    assert top_per_scope(scores, labels, 2, "image").tolist() == [0, 1]
+    assert top_per_scope(scores, labels, 2, "class").tolist() == [0, 1, 3, 4, 5]  # best first, 2 of each class
+    assert top_per_scope(scores.flip(0), labels.flip(0), 1, "class").tolist() == [5, 2, 1]
+
+
+def test_class_scope_gives_a_class_the_same_boxes_whatever_else_is_run(wide):
+    """Per class, the search on one class's detections does not change when another class's better detections are
+    added; over the image it does (the other class takes the K places)."""
+    det, image = wide
+    g = det.gallery
+    square = torch.tensor([[100.0, 66, 212, 178]])  # the wide object's centre and area, 1:1
+    alone = Detections(square, torch.tensor([0.5]), torch.tensor([0]), box_corners(square), ["wide", "other"],
+                       (320, 240))
+    other = torch.tensor([[0.0, 0, 60, 60], [250.0, 170, 310, 230]])
+    both = Detections(torch.cat([square, other]), torch.tensor([0.5, 100.0, 90.0]), torch.tensor([0, 1, 1]),
+                      box_corners(torch.cat([square, other])), ["wide", "other"], (320, 240))
+    view_class = torch.cat([g.view_class, torch.tensor([1])])  # "other": the same kernels, square
+    kernels, aspect = torch.cat([g.kernels, g.kernels]), torch.cat([g.view_aspect, torch.tensor([1.0])])
+
+    def wide_box(dets, scope):
+        out = verify_detections(det.model, dets, image, kernels, view_class, aspect, 2.0, reshape_top=1,
+                                reshape_scope=scope)
+        return out.boxes_xyxy[out.labels == 0][0].tolist()
+
+    assert wide_box(both, "class") == wide_box(alone, "class") == wide_box(alone, "image") != square[0].tolist()
+    assert wide_box(both, "image") == square[0].tolist()  # the image's 1 best is the other class's
+    with pytest.raises(ValueError, match="reshape scope"):
+        verify_detections(det.model, alone, image, kernels, view_class, aspect, 2.0, reshape_scope="row")
+    with pytest.raises(ValueError, match="reshape_scope"):
+        InferenceConfig(reshape_scope="row")

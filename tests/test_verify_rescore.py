@@ -196,3 +196,36 @@ def test_looks_stop_early_with_a_cap_or_threshold_and_give_the_same_result(detec
         out = run(**kw)
         assert out.scores.tolist() == expected.scores.tolist() and out.boxes_xyxy.tolist() == expected.boxes_xyxy.tolist()
         assert sum(looked) < len(raw), (kw, looked)
+
+
+def test_verify_size_sets_the_crop_side_and_none_is_the_class_size(detector, monkeypatch):
+    """``verify_size`` = S resamples each looked-at detection to area S^2 with the class image's aspect ratio
+    (96 x 128 here: 3:4); None is ``class_image_size``, bit-identical to giving it explicitly."""
+    scene = scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240))
+    image, g = image_to_tensor(scene), detector.gallery
+    boxes = torch.tensor([[40.0, 60, 136, 188], [180.0, 20, 276, 148]])
+    shapes = []
+    real = detector.model.extract_features
+    monkeypatch.setattr(detector.model, "extract_features",
+                        lambda crops, **k: shapes.append(tuple(crops.shape[-2:])) or real(crops, **k))
+
+    def look(size):
+        shapes.clear()
+        return agreement(detector.model, image, box_corners(boxes), torch.tensor([0, 0]), g.kernels, g.view_class,
+                         g.view_aspect, size=size)
+
+    side = detector.model.config.class_image_size
+    same = look(None)
+    assert shapes == [(round(side / math.sqrt(0.75)), round(side * math.sqrt(0.75)))]
+    assert look(side).tolist() == same.tolist()
+    small = look(96)
+    assert shapes == [(round(96 / math.sqrt(0.75)), round(96 * math.sqrt(0.75)))]  # (111, 83)
+    assert float(small[0]) > float(small[1])  # still prefers the object to the background
+    with pytest.raises(ValueError, match="verify_size"):
+        InferenceConfig(verify_size=8)
+    with pytest.raises(ValueError, match="verify_size"):
+        ServiceSettings(verify_size=8)
+    p = argparse.ArgumentParser()
+    add_inference_args(p, image_size_help="")
+    assert inference_config(p.parse_args(["--verify-size", "128"])).verify_size == 128
+    assert inference_config(p.parse_args([])).verify_size == InferenceConfig().verify_size

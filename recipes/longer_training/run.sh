@@ -26,7 +26,8 @@ variant_stage_train "$OUT" 0 recipes/longer_training/train.yaml "$OUT/stage2.pt"
 tuning_evals "$OUT"
 # 5. it passed the rule (42.5 >= 36.3 and 81.7 >= 80.0), so it ships: calibrated on the same two tuning sets, written
 #    as float16 into the package. It shipped calibrated on raw scores (the default then); since the second look became
-#    the default (2026-12-05) the calibration is fitted on second-look scores of the same sets:
+#    the default (2026-12-05) the calibration is fitted on second-look scores of the same sets (again when the second
+#    look's crops became 160^2, the default verify_size; the evaluations take the default):
 second_look_evals "$OUT"
 os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6-verify" "$OUT/synth-val-verify" \
     --output src/os2d/assets/os2d_lite0_v2.pt --force --plot "$OUT/calibration.png"

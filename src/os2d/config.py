@@ -136,7 +136,9 @@ class InferenceConfig:
     verify_rescore: float = 2.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
     verify_crop: str = "aligned"  # the second look's crop: the head's "aligned" parallelogram or the "box"
     verify_top: int = 100  # detections the second look re-scores (the others are dropped)
+    verify_size: int | None = 160  # the second look's crops at area verify_size^2 (None: class_image_size)
     reshape_top: int = 10  # > 0: the second look's shape search on its reshape_top best (os2d.inference.verify)
+    reshape_scope: str = "image"  # the reshape_top best of the "image" or of each "class"
     refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
     refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"
     refine_check: bool = True  # keep a new box only where the second look's agreement with the class is higher
@@ -162,8 +164,13 @@ class InferenceConfig:
             raise ValueError(f"verify_crop must be 'aligned' or 'box', got {self.verify_crop!r}")
         if self.verify_top < 1:
             raise ValueError(f"verify_top must be >= 1, got {self.verify_top}")
+        if self.verify_size is not None and self.verify_size < 16:
+            raise ValueError(f"verify_size must be at least 16 pixels (or None: class_image_size), got "
+                             f"{self.verify_size}")
         if self.reshape_top < 0:
             raise ValueError(f"reshape_top must be >= 0 (0: off), got {self.reshape_top}")
+        if self.reshape_scope not in ("image", "class"):
+            raise ValueError(f"reshape_scope must be 'image' or 'class', got {self.reshape_scope!r}")
         if self.refine_top < 0:
             raise ValueError(f"refine_top must be >= 0 (0: off), got {self.refine_top}")
         if self.refine_crop not in ("aspect", "squeeze"):

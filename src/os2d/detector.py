@@ -280,7 +280,8 @@ class Detector:
             dets = verify_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
                                      config.verify_rescore, crop=config.verify_crop, top=config.verify_top,
                                      score_threshold=config.score_threshold, max_detections=config.max_detections,
-                                     precision=config.verify_precision, reshape_top=config.reshape_top)
+                                     precision=config.verify_precision, reshape_top=config.reshape_top,
+                                     size=config.verify_size, reshape_scope=config.reshape_scope)
         cal = self._calibration_for(config)
         if cal is not None:
             dets.confidence = cal(dets.scores)

@@ -2,8 +2,10 @@
 
 The heads score a location on the stride-16 feature map of a pyramid level, where a detection covers ~15 x 15
 cells of a photo that was resized for the whole image. This step takes each of an image's ``verify_top`` best
-detections, resamples the photo inside it to the class image's size (area ``class_image_size``^2, the class
-image's aspect ratio) and encodes that crop exactly like a class image (backbone, S x S grid, L2-normal cells).
+detections, resamples the photo inside it to area ``verify_size``^2 (``InferenceConfig.verify_size``, 160; None:
+``class_image_size``^2 = 240^2) with the class image's aspect ratio and encodes that crop exactly like a class image
+(backbone, S x S grid, L2-normal cells). The class grids are the gallery's, encoded at ``class_image_size``: both
+are pooled to the same S x S grid.
 Its agreement ``v`` with the class is the mean over the pooled inner cells of the cell-wise cosine with the class
 grid (the OS2D score at the identity alignment, now between two class-sized images; best over the class's views).
 The new score is ``score * max(v, 0.01) ** gamma`` (``InferenceConfig.verify_rescore`` = gamma; a negative score
@@ -15,7 +17,8 @@ Crops (``InferenceConfig.verify_crop``):
              class image's frame, so rotations and shears are undone before the cell-wise comparison;
     box      the detection's axis-aligned box.
 
-Chosen by a rule written before the measurement (README, "Second look"): ``aligned`` with gamma 2.
+Chosen by rules written before the measurement (README, "Second look"): ``aligned`` with gamma 2; crops of 160^2
+(2.25x fewer pixels than 240^2, the same mAP on the tuning sets).
 
 Shape search (``InferenceConfig.reshape_top`` = K > 0): the heads barely stretch the square anchor, so wide or tall
 objects get squarish parallelograms. Each of the K best looked-at detections whose parallelogram's aspect ratio
@@ -40,6 +43,7 @@ from os2d.model.resample import pool_mask
 from os2d.results import Detections
 
 VERIFY_CROPS = ("aligned", "box")
+RESHAPE_SCOPES = ("image", "class")  # shape search on the K best of the image, or of each class
 VERIFY_REST = ("drop", "floor")  # the detections beyond the top looked at: dropped, or kept at the lowest factor
 MIN_AGREEMENT = 0.01  # agreements below this (and negative ones) count as this: a factor, never 0
 CROP_CHUNK = 16  # crops per backbone call: 1.45x faster than 87 at once on a 2-core CPU (cache-resident)
@@ -76,7 +80,7 @@ def class_views(c: int, view_class: Tensor, view_aspect: Tensor) -> tuple[Tensor
 
 @torch.no_grad()
 def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
-              view_aspect: Tensor, *, precision: str = "fp32") -> Tensor:
+              view_aspect: Tensor, *, precision: str = "fp32", size: int | None = None) -> Tensor:
     """(N,) agreement in [-1, 1] of each detection's crop with its class.
 
     Args:
@@ -85,9 +89,11 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
         labels: (N,) class index of each detection.
         kernels: (V, S*S, C) the gallery's normalised class grids; ``view_class`` (V,), ``view_aspect`` (V,).
         precision: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``).
+        size: the crops' side: area ``size``^2 with the class image's aspect ratio (None: ``class_image_size``,
+            the size the class grids were encoded at; ``InferenceConfig.verify_size``).
     """
     cfg = model.config
-    s, side = cfg.class_grid_size, cfg.class_image_size
+    s, side = cfg.class_grid_size, size or cfg.class_image_size
     inner = pool_mask(s, cfg.pool_border) > 0  # (S*S,) symmetric: kernel order does not matter
     out = torch.full((labels.shape[0],), -1.0)
     height, width = image.shape[-2:]
@@ -137,7 +143,8 @@ def reshape_candidates(corners: Tensor, class_aspect: Tensor) -> tuple[Tensor, T
 
 
 def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v: Tensor, kernels: Tensor,
-                   view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32") -> tuple[Tensor, Tensor]:
+                   view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32",
+                   size: int | None = None) -> tuple[Tensor, Tensor]:
     """Shape search: (N, 4, 2) corners (pixels of ``image``) with each replaced by its stretched candidate whose
     crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape; and the (N,)
     mask of the replaced ones."""
@@ -146,7 +153,8 @@ def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v:
     out, moved = corners.clone(), torch.zeros(len(corners), dtype=torch.bool)
     if owner.numel() == 0:
         return out, moved
-    v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision)
+    v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision,
+                  size=size)
     best_v = own_v.clone().float()
     for m in range(len(owner)):  # a handful: K detections x len(RESHAPE_BETAS)
         i = int(owner[m])
@@ -158,7 +166,8 @@ def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v:
 def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, view_class: Tensor,
                       view_aspect: Tensor, gamma: float, *, crop: str = "aligned", top: int = 100,
                       score_threshold: float | None = None, max_detections: int | None = None,
-                      precision: str = "fp32", reshape_top: int = 0, rest: str = "drop") -> Detections:
+                      precision: str = "fp32", reshape_top: int = 0, rest: str = "drop",
+                      size: int | None = None, reshape_scope: str = "image") -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -169,11 +178,16 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper.
     ``precision``: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``). ``reshape_top`` = K > 0:
     the shape search (module docstring) on the K best re-scored detections, on the shape that was looked at
-    (with ``crop="box"``: the box; a moved detection's corners become its new box's). ``rest``: the detections
+    (with ``crop="box"``: the box; a moved detection's corners become its new box's), the K best of the image
+    (``reshape_scope="image"``) or of each class (``"class"``: a class's boxes then do not depend on the other classes
+    run). ``rest``: the detections
     beyond ``top`` are dropped (``"drop"``, the default) or kept with their raw score times the lowest factor of the
-    looked-at ones (``"floor"``; measured in ``benchmarks/verify_top.py``, not adopted)."""
+    looked-at ones (``"floor"``; measured in ``benchmarks/verify_top.py``, not adopted). ``size``: the crops' side
+    (:func:`agreement`; ``InferenceConfig.verify_size``)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
+    if reshape_scope not in RESHAPE_SCOPES:
+        raise ValueError(f"reshape scope must be one of {RESHAPE_SCOPES}, got {reshape_scope!r}")
     if rest not in VERIFY_REST:
         raise ValueError(f"verify rest must be one of {VERIFY_REST}, got {rest!r}")
     order = torch.argsort(dets.scores, descending=True, stable=True)
@@ -195,7 +209,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
             break
         end = min(n, done + step)
         v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
-                      precision=precision)
+                      precision=precision, size=size)
         factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
         agreements[done:end] = v
         done = end
@@ -206,15 +220,29 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     if reshape_top > 0:
         new = torch.where(looked.scores[:done] >= 0, looked.scores[:done] * factors[:done],
                           looked.scores[:done] / factors[:done])
-        best = torch.argsort(new, descending=True, stable=True)[:reshape_top]  # (K,)
+        best = top_per_scope(new, looked.labels[:done], reshape_top, reshape_scope)  # (K,) or (<= K per class,)
         shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
-                                       view_class, view_aspect, precision=precision)
+                                       view_class, view_aspect, precision=precision, size=size)
         idx, new = best[moved], (shaped[moved] / scale).to(looked.corners_xy.dtype)  # (m, 4, 2) original pixels
         bound = torch.tensor([width, height], dtype=new.dtype)
         looked.corners_xy[idx] = new  # looked is a copy (filter): nothing outside is written
         looked.boxes_xyxy[idx] = torch.cat([new.amin(dim=1).clamp(min=0), torch.minimum(new.amax(dim=1), bound)],
                                            dim=1).to(looked.boxes_xyxy.dtype)
     return apply_score_factors(looked, factors, score_threshold=score_threshold, max_detections=max_detections)
+
+
+def top_per_scope(scores: Tensor, labels: Tensor, k: int, scope: str) -> Tensor:
+    """Indices of the ``k`` best of (N,) ``scores``, best first: over all (``scope="image"``) or of each class
+    (``"class"``: the ``k`` best of every label, in the order of their scores)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    if scope == "image":
+        return order[:k]
+    ranked = labels[order]
+    rank = torch.zeros_like(order)
+    for c in ranked.unique():
+        mask = ranked == c
+        rank[mask] = torch.arange(int(mask.sum()))
+    return order[rank < k]
 
 
 def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_detections: int | None) -> float:
@@ -226,6 +254,6 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "VERIFY_CROPS", "VERIFY_REST", "agreement", "box_corners",
+__all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "top_per_scope", "VERIFY_CROPS", "VERIFY_REST", "agreement", "box_corners",
            "class_views", "crop_grid", "reshape_candidates", "reshape_looked", "stretched_corners",
            "verify_detections"]

@@ -124,6 +124,9 @@ def add_second_look_args(g: Any) -> None:
     g.add_argument("--verify-rescore", type=float, default=None, metavar="G",
                    help="second look: re-score the best detections by their crop's agreement with the class at the "
                         "class image's size, to the power G (0 = off; default: the library's, README 'Second look')")
+    g.add_argument("--verify-size", type=int, default=None, metavar="S",
+                   help="the second look's crops at area S^2 pixels with the class image's aspect ratio (default: "
+                        "the library's, README 'Second look')")
     g.add_argument("--reshape-top", type=int, default=None, metavar="K",
                    help="shape search: the second look's K best detections also try their box stretched toward the "
                         "class image's aspect ratio and keep the shape that agrees best (0 = off; default: the "
@@ -237,6 +240,8 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["verify_rescore"] = args.verify_rescore
     if args.reshape_top is not None:
         changes["reshape_top"] = args.reshape_top
+    if args.verify_size is not None:
+        changes["verify_size"] = args.verify_size
     if args.refine_top is not None:
         changes["refine_top"] = args.refine_top
     if args.refine_crop is not None:

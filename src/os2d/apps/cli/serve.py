@@ -49,7 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
             torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision or "fp32",
             colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore,
-            refine_top=args.refine_top, reshape_top=args.reshape_top, trunk_precision=args.trunk_precision,
+            refine_top=args.refine_top, reshape_top=args.reshape_top, verify_size=args.verify_size,
+            trunk_precision=args.trunk_precision,
             verify_precision=args.verify_precision)
     except ValueError as e:
         raise CliError(str(e)) from e
