@@ -4,7 +4,7 @@
    and ``Os2dModel.heads`` timed around every call: seconds per image for the photo's backbone (probe and levels),
    the second look's crops through the backbone, the heads and the rest.
 2. The backbone alone, float32 vs bf16 (``precision="bf16"``, where the CPU has bf16 dot products), median of 5 after
-   a warm-up, in one process: one 1024x1365 photo and one batch of 16 crops of 240x240, and the relative error of the
+   a warm-up, in one process: one 1024x1365 photo and one batch of 16 crops of the second look's size (160x160), and the relative error of the
    bf16 crop features.
 
     python benchmarks/default_breakdown.py --set fl27-val --every 30
@@ -25,6 +25,7 @@ tune_allocator()  # as the command line does, before torch is imported: OS2D_ALL
 
 import torch  # noqa: E402
 
+from os2d.config import InferenceConfig  # noqa: E402
 from os2d.detector import Detector  # noqa: E402
 from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.io import load_image  # noqa: E402
@@ -107,13 +108,14 @@ def main() -> None:
         return
     model = det.model.eval()
     torch.manual_seed(0)
-    crops, photo = torch.rand(16, 3, 240, 240), torch.rand(1, 3, 1024, 1365)
+    side = InferenceConfig().verify_size or model.config.class_image_size  # the second look's crops
+    crops, photo = torch.rand(16, 3, side, side), torch.rand(1, 3, 1024, 1365)
     with torch.no_grad():
         exact = model.extract_features(crops, align_to_anchors=False)
         fast = model.extract_features(crops, align_to_anchors=False, precision="bf16")
     print("| backbone input | fp32 s | bf16 s | speed-up |")
     print("|---|---:|---:|---:|")
-    for name, x in (("photo 1024x1365", photo), ("16 crops 240x240", crops)):
+    for name, x in (("photo 1024x1365", photo), (f"16 crops {side}x{side}", crops)):
         t = backbone_times(model, x)
         print(f"| {name} | {t['fp32']:.3f} | {t['bf16']:.3f} | {t['fp32'] / t['bf16']:.2f}x |")
     print(f"relative error of the bf16 crop features: {float((fast - exact).norm() / exact.norm()):.3f}")
