@@ -180,9 +180,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     the shape search (module docstring) on the K best re-scored detections, on the shape that was looked at
     (with ``crop="box"``: the box; a moved detection's corners become its new box's), the K best of the image
     (``reshape_scope="image"``) or of each class (``"class"``: a class's boxes then do not depend on the other classes
-    run). ``rest``: the detections
-    beyond ``top`` are dropped (``"drop"``, the default) or kept with their raw score times the lowest factor of the
-    looked-at ones (``"floor"``; measured in ``benchmarks/verify_top.py``, not adopted). ``size``: the crops' side
+    run). ``rest``: the detections beyond ``top`` are dropped (``"drop"``, the default) or kept with their raw score
+    times the lowest factor of the looked-at ones (``"floor"``; measured in ``benchmarks/verify_top.py``, not adopted). ``size``: the crops' side
     (:func:`agreement`; ``InferenceConfig.verify_size``)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
