@@ -25,17 +25,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 from os2d.config import InferenceConfig
-from os2d.evaluation.metrics import evaluate_detections
 from os2d.inference.verify import verify_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import raw_second_look_inputs  # noqa: E402
+from second_look_arms import add_set_args, print_table, run_arms  # noqa: E402
 
 
 def parse_arm(text: str) -> tuple[int, str]:
@@ -46,46 +42,22 @@ def parse_arm(text: str) -> tuple[int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["synth-val", "fl27-train"])
-    ap.add_argument("--weights", default="default")
+    add_set_args(ap)
     ap.add_argument("--arms", nargs="+", type=parse_arm, default=[(0, "image"), (10, "image")],
                     help="K:scope (image | class), the first is the baseline the added time is measured against "
                          "(default: 0:image 10:image, no search and the default)")
-    ap.add_argument("--max-images", type=int, default=None)
-    ap.add_argument("--every", type=int, default=1, help="every n-th image of the set")
-    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
     args = ap.parse_args()
     base = InferenceConfig()
-    rows = []
-    for set_name in args.sets:
-        raw_config = base.replace(max_detections=base.verify_top, verify_rescore=0.0)
-        names, images, det, raws = raw_second_look_inputs(set_name, args.synth_dir, args.weights, raw_config,
-                                                           every=args.every, max_images=args.max_images)
+
+    def look(det, raw, image, arm, _):
+        k, scope = arm
         g = det.gallery
-        arms: dict[tuple[int, str], list] = {arm: [] for arm in args.arms}
-        seconds = dict.fromkeys(args.arms, 0.0)
-        for raw, image in raws:
-            for k, scope in arms:
-                t0 = time.perf_counter()
-                arms[(k, scope)].append(verify_detections(
-                    det.model, raw, image, g.kernels, g.view_class, g.view_aspect, base.verify_rescore,
-                    crop=base.verify_crop, top=base.verify_top, max_detections=base.max_detections, reshape_top=k,
-                    reshape_scope=scope, size=base.verify_size))
-                seconds[(k, scope)] += time.perf_counter() - t0
-        baseline = args.arms[0]
-        for k, dets in arms.items():
-            r5, r7 = (evaluate_detections(dets, images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))
-            rows.append((set_name, len(images), k, 100 * r5.map, 100 * r5.recall, 100 * r7.map, 100 * r7.recall,
-                         (seconds[k] - seconds[baseline]) / len(images)))
-            print(f"{set_name} reshape {k}: mAP@0.5 {100 * r5.map:.2f} mAP@0.7 {100 * r7.map:.2f}", flush=True)
-    print(f"\nshape search at the second look, default settings, {torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5}{'K':>4} {'scope':<6}{'mAP@0.5':>9}{'d':>7}{'recall':>8}{'mAP@0.7':>9}{'d':>7}{'rec@0.7':>9}"
-          f"{'added s/img':>13}")
-    print("-" * 89)
-    first: dict[str, tuple[float, float]] = {}
-    for s, n, k, m5, r5, m7, r7, sec in rows:
-        b5, b7 = first.setdefault(s, (m5, m7))
-        print(f"{s:<11}{n:>5}{k[0]:>4} {k[1]:<6}{m5:>9.2f}{m5 - b5:>+7.2f}{r5:>8.1f}{m7:>9.2f}{m7 - b7:>+7.2f}{r7:>9.1f}{sec:>13.3f}")
+        return verify_detections(det.model, raw, image, g.kernels, g.view_class, g.view_aspect, base.verify_rescore,
+                                 crop=base.verify_crop, top=base.verify_top, max_detections=base.max_detections,
+                                 reshape_top=k, reshape_scope=scope, size=base.verify_size)
+
+    rows = run_arms(args, args.arms, look, raw_cap=base.verify_top)
+    print_table("shape search at the second look", rows, "K scope", lambda a: f"{a[0]} {a[1]}", added=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -32,11 +31,11 @@ import torch
 
 from os2d.config import InferenceConfig
 from os2d.evaluation.harness import _load_class_images
-from os2d.evaluation.metrics import evaluate_detections
 from os2d.inference.verify import verify_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set, raw_second_look_inputs  # noqa: E402
+from cascade_probe import load_set  # noqa: E402
+from second_look_arms import add_set_args, print_table, run_arms  # noqa: E402
 
 
 def parse_arm(text: str) -> tuple[int, str]:
@@ -58,59 +57,37 @@ def class_size(model, side: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["synth-val", "fl27-train"])
-    ap.add_argument("--weights", default="default")
+    add_set_args(ap)
     ap.add_argument("--arms", nargs="+", type=parse_arm,
                     default=[(240, "own"), (192, "own"), (192, "shared"), (160, "own"), (160, "shared")],
                     help="side:kernels, the first is the baseline (default: 240:own 192:own 192:shared 160:own "
                          "160:shared)")
-    ap.add_argument("--max-images", type=int, default=None)
-    ap.add_argument("--every", type=int, default=1, help="every n-th image of the set")
     ap.add_argument("--raw-cap", type=int, default=100, help="raw detections kept per image (the default's cap)")
-    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
     args = ap.parse_args()
     base = InferenceConfig()
-    rows = []
-    for set_name in args.sets:
-        raw_config = base.replace(max_detections=args.raw_cap, verify_rescore=0.0)
-        names, images, det, raws = raw_second_look_inputs(set_name, args.synth_dir, args.weights, raw_config,
-                                                           every=args.every, max_images=args.max_images)
-        g, model = det.gallery, det.model
-        kernels = {}
-        for side, kind in args.arms:  # the class grids each arm compares with, in the gallery's view order
-            if kind == "shared" or side == model.config.class_image_size:
-                kernels[(side, kind)] = g.kernels
-                continue
+
+    def arm_kernels(det, set_name: str) -> dict:
+        """The class grids each arm compares with, in the gallery's view order (the class images read once)."""
+        model, g = det.model, det.gallery
+        own = [arm for arm in args.arms if arm[1] != "shared" and arm[0] != model.config.class_image_size]
+        class_images = _load_class_images(load_set(set_name, args.synth_dir)) if own else []
+        kernels = dict.fromkeys(args.arms, g.kernels)
+        for side, kind in own:
             with class_size(model, side):
-                encoded = [det.encode_class_images(list(imgs)).kernels
-                           for imgs in _load_class_images(load_set(set_name, args.synth_dir))]
-            kernels[(side, kind)] = torch.cat(encoded)
+                kernels[(side, kind)] = torch.cat([det.encode_class_images(list(imgs)).kernels
+                                                   for imgs in class_images])
             assert kernels[(side, kind)].shape == g.kernels.shape
-        dets: dict[tuple[int, str], list] = {arm: [] for arm in args.arms}
-        seconds = dict.fromkeys(args.arms, 0.0)
-        for raw, image in raws:
-            for side, kind in args.arms:
-                t0 = time.perf_counter()
-                with class_size(model, side):
-                    dets[(side, kind)].append(verify_detections(
-                        model, raw, image, kernels[(side, kind)], g.view_class, g.view_aspect, base.verify_rescore,
-                        crop=base.verify_crop, top=base.verify_top, max_detections=base.max_detections,
-                        reshape_top=base.reshape_top))
-                seconds[(side, kind)] += time.perf_counter() - t0
-        for arm, d in dets.items():
-            r5, r7 = (evaluate_detections(d, images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))
-            rows.append((set_name, len(images), arm, 100 * r5.map, 100 * r5.recall, 100 * r7.map,
-                         seconds[arm] / len(images)))
-            print(f"{set_name} {arm}: mAP@0.5 {100 * r5.map:.2f} mAP@0.7 {100 * r7.map:.2f}", flush=True)
-    print(f"\nthe second look at crop side s, default settings, {torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5}{'side':>6} {'kernels':<8}{'mAP@0.5':>9}{'d':>7}{'recall':>8}{'mAP@0.7':>9}{'d':>7}"
-          f"{'look s/img':>12}")
-    print("-" * 82)
-    first: dict[str, tuple[float, float]] = {}
-    for s, n, (side, kind), m5, r5, m7, sec in rows:
-        b5, b7 = first.setdefault(s, (m5, m7))
-        print(f"{s:<11}{n:>5}{side:>6} {kind:<8}{m5:>9.2f}{m5 - b5:>+7.2f}{r5:>8.1f}{m7:>9.2f}{m7 - b7:>+7.2f}"
-              f"{sec:>12.3f}")
+        return kernels
+
+    def look(det, raw, image, arm, kernels):
+        g = det.gallery
+        with class_size(det.model, arm[0]):
+            return verify_detections(det.model, raw, image, kernels[arm], g.view_class, g.view_aspect,
+                                     base.verify_rescore, crop=base.verify_crop, top=base.verify_top,
+                                     max_detections=base.max_detections, reshape_top=base.reshape_top)
+
+    rows = run_arms(args, args.arms, look, raw_cap=args.raw_cap, prepare=arm_kernels)
+    print_table("the second look at crop side s", rows, "side kernels", lambda a: f"{a[0]} {a[1]}")
 
 
 if __name__ == "__main__":

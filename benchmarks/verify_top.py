@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 from os2d.config import InferenceConfig
-from os2d.evaluation.metrics import evaluate_detections
 from os2d.inference.verify import verify_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import raw_second_look_inputs  # noqa: E402
+from second_look_arms import add_set_args, print_table, run_arms  # noqa: E402
 
 
 def parse_arm(text: str) -> tuple[int, str]:
@@ -44,46 +40,23 @@ def parse_arm(text: str) -> tuple[int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", nargs="+", default=["synth-val", "fl27-train"])
-    ap.add_argument("--weights", default="default")
+    add_set_args(ap)
     ap.add_argument("--arms", nargs="+", type=parse_arm, default=[(100, "drop"), (40, "floor"), (25, "floor"),
                                                                    (15, "floor")],
                     help="K:rest, the first is the baseline (default: 100:drop 40:floor 25:floor 15:floor)")
-    ap.add_argument("--max-images", type=int, default=None)
-    ap.add_argument("--every", type=int, default=1, help="every n-th image of the set")
     ap.add_argument("--raw-cap", type=int, default=100, help="raw detections kept per image (the default's cap)")
-    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
     args = ap.parse_args()
     base = InferenceConfig()
-    rows = []
-    for set_name in args.sets:
-        raw_config = base.replace(max_detections=args.raw_cap, verify_rescore=0.0)
-        names, images, det, raws = raw_second_look_inputs(set_name, args.synth_dir, args.weights, raw_config,
-                                                           every=args.every, max_images=args.max_images)
+
+    def look(det, raw, image, arm, _):
+        k, rest = arm
         g = det.gallery
-        dets: dict[tuple[int, str], list] = {arm: [] for arm in args.arms}
-        seconds = dict.fromkeys(args.arms, 0.0)
-        for raw, image in raws:
-            for k, rest in args.arms:
-                t0 = time.perf_counter()
-                dets[(k, rest)].append(verify_detections(
-                    det.model, raw, image, g.kernels, g.view_class, g.view_aspect, base.verify_rescore,
-                    crop=base.verify_crop, top=k, max_detections=base.max_detections, reshape_top=base.reshape_top,
-                    rest=rest, size=base.verify_size))
-                seconds[(k, rest)] += time.perf_counter() - t0
-        for arm, d in dets.items():
-            r5, r7 = (evaluate_detections(d, images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))
-            rows.append((set_name, len(images), arm, 100 * r5.map, 100 * r5.recall, 100 * r7.map,
-                         seconds[arm] / len(images)))
-            print(f"{set_name} {arm}: mAP@0.5 {100 * r5.map:.2f} mAP@0.7 {100 * r7.map:.2f}", flush=True)
-    print(f"\nthe second look on the K best, default settings, {torch.get_num_threads()} threads")
-    print(f"{'set':<11}{'imgs':>5}{'K':>5} {'rest':<6}{'mAP@0.5':>9}{'d':>7}{'recall':>8}{'mAP@0.7':>9}{'d':>7}"
-          f"{'look s/img':>12}")
-    print("-" * 80)
-    first: dict[str, tuple[float, float]] = {}
-    for s, n, (k, rest), m5, r5, m7, sec in rows:
-        b5, b7 = first.setdefault(s, (m5, m7))
-        print(f"{s:<11}{n:>5}{k:>5} {rest:<6}{m5:>9.2f}{m5 - b5:>+7.2f}{r5:>8.1f}{m7:>9.2f}{m7 - b7:>+7.2f}{sec:>12.3f}")
+        return verify_detections(det.model, raw, image, g.kernels, g.view_class, g.view_aspect, base.verify_rescore,
+                                 crop=base.verify_crop, top=k, max_detections=base.max_detections,
+                                 reshape_top=base.reshape_top, rest=rest, size=base.verify_size)
+
+    rows = run_arms(args, args.arms, look, raw_cap=args.raw_cap)
+    print_table("the second look on the K best", rows, "K rest", lambda a: f"{a[0]} {a[1]}")
 
 
 if __name__ == "__main__":
