@@ -11,7 +11,14 @@ from helpers import scene_with, textured_object
 
 from os2d.config import AUTO, AutoScaleConfig, InferenceConfig
 from os2d.detector import Detector
-from os2d.inference.autoscale import kernel_grids, ladder, plan_levels, probe_scores, resize_to_side
+from os2d.inference.autoscale import (
+    kernel_grids,
+    ladder,
+    plan_levels,
+    probe_scores,
+    resize_to_side,
+    template_shapes,
+)
 from os2d.inference.pyramid import pyramid_sizes
 from os2d.model.correlation import class_kernels
 from os2d.results import image_record
@@ -54,6 +61,30 @@ def test_probe_scores_peak_at_the_template_of_the_object_size():
     assert int(scores[0].argmax()) == 2
 
 
+def test_template_shapes_keep_the_area_and_take_the_aspect_ratio_to_the_power():
+    aspect = torch.tensor([1.0, 4.0, 0.25, 9.0])
+    assert template_shapes(10, aspect, 0.0) == [(10, 10)] * 4
+    assert template_shapes(10, aspect, 1.0) == [(10, 10), (5, 20), (20, 5), (5, 20)]  # 9:1 clamped to 4:1
+    assert template_shapes(10, aspect, 0.5) == [(10, 10), (7, 14), (14, 7), (7, 14)]
+    assert template_shapes(2, torch.tensor([4.0]), 2.0) == [(1, 8)]  # at least one cell
+
+
+def test_aspect_templates_find_the_size_of_a_wide_object_that_square_ones_misjudge():
+    torch.manual_seed(0)
+    grid = torch.nn.functional.normalize(torch.randn(1, 16, 15, 15), dim=1)
+    feats = torch.nn.functional.normalize(torch.randn(1, 16, 40, 60), dim=1) * 0.2
+    obj = torch.nn.functional.interpolate(grid, size=(5, 20), mode="bilinear", align_corners=True)
+    feats[:, :, 15:20, 20:40] = obj  # a 4:1 object of sqrt-area 10 cells
+    kernels, aspect, cells = class_kernels(grid), torch.tensor([4.0]), (5, 7, 10, 14, 20)
+    shaped = probe_scores(feats, kernels, cells, aspect=aspect, aspect_power=1.0)
+    assert cells[int(shaped[0].argmax())] == 10
+    assert shaped[0].max() > 0.9
+    square = probe_scores(feats, kernels, cells)
+    assert square[0].max() < shaped[0].max() - 0.2
+    # power 0 (the default) is the square templates, bit for bit
+    assert torch.equal(probe_scores(feats, kernels, cells, aspect=aspect, aspect_power=0.0), square)
+
+
 def test_resize_to_side_keeps_aspect():
     out = resize_to_side(torch.rand(3, 300, 400), 692.8)
     assert out.shape == (3, int(300 * 692.8 / math.sqrt(120000)), int(400 * 692.8 / math.sqrt(120000)))
@@ -72,6 +103,8 @@ def test_config_checks():
         InferenceConfig(image_size="big")
     with pytest.raises(ValueError, match="auto_scale"):
         AutoScaleConfig(level_step=1.0)
+    with pytest.raises(ValueError, match="template_aspect_power"):
+        AutoScaleConfig(template_aspect_power=-1.0)
     assert InferenceConfig(auto_scale={"probe_size": 512}).auto_scale.probe_size == 512  # from JSON / YAML
 
 

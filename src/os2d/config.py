@@ -94,14 +94,17 @@ class AutoScaleConfig:
     max_size: int = 2048
     max_levels: int = 2  # heads run on at most this many levels per image
     weak_margin: float = 0.1  # views whose probe score is this far below the best view's go to the main level
+    template_aspect_power: float = 0.0  # templates take the class image's aspect ratio^p (area kept); 0: square
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:
             raise ValueError("auto_scale: probe_size >= 64 and positive template sizes needed")
         if not 64 <= self.min_size <= self.max_size:
             raise ValueError("auto_scale: 64 <= min_size <= max_size needed")
-        if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0):
-            raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0 needed")
+        if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0
+                and self.template_aspect_power >= 0):
+            raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0, "
+                             "template_aspect_power >= 0 needed")
         object.__setattr__(self, "template_cells", tuple(int(c) for c in self.template_cells))
 
 

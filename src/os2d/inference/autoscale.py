@@ -5,7 +5,8 @@ class image at area ``class_image_size^2`` = 240^2 px) and find objects of about
 ``image_size`` finds objects of one size only. Here a cheap probe picks the size for each photo and class view.
 
 Probe: the photo at sqrt(w*h) = ``probe_size``, its backbone features L2-normalised per location. Each view's
-class grid is resampled to square templates of ``template_cells`` sides and slid over the probe (score = mean
+class grid is resampled to templates of ``template_cells`` sides (square, or with the class image's aspect ratio
+to the power ``template_aspect_power``, area kept) and slid over the probe (score = mean
 cosine of the template cells with the cells under them: one convolution per view and size). The template with
 the best peak, s* cells, estimates the objects' size in probe cells; the photo fills the class grid at
 ``image_size = probe_size * S / s* * ratio``, rounded to the ladder ``probe_size * level_step^k`` within
@@ -61,25 +62,41 @@ def kernel_grids(kernels: Tensor) -> Tensor:
     return kernels.reshape(v, s, s, c).permute(0, 3, 2, 1)  # [v, x, y, c] -> [v, c, y, x]
 
 
+def template_shapes(side: int, aspect: Tensor, power: float) -> list[tuple[int, int]]:
+    """(V,) aspect ratios w / h -> (th, tw) cells of each view's template of sqrt-area ``side``: the aspect ratio
+    (clamped to 1/4..4) to the power ``power``, area kept (square at ``power`` 0)."""
+    stretch = aspect.float().clamp(0.25, 4.0).pow(power / 2).tolist()
+    return [(max(1, round(side / k)), max(1, round(side * k))) for k in stretch]
+
+
 @torch.no_grad()
-def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...]) -> Tensor:
+def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...], *, aspect: Tensor | None = None,
+                 aspect_power: float = 0.0) -> Tensor:
     """Best template score of every class view and template size on the probe.
 
     Args:
         features: (1, C, H, W) probe features (normalised here).
         kernels: (V, S*S, C) class kernels.
-        cells: template sides to try, in probe cells.
+        cells: template sides to try, in probe cells (the square root of the template's area).
+        aspect: (V,) aspect ratios w / h of the views' class images; with ``aspect_power`` p != 0 a template of
+            side s is s * r^(p/2) cells wide and s * r^(-p/2) tall (rounded; r clamped to 1/4..4). None or p = 0:
+            square templates.
     Returns:
         (V, len(cells)) best mean cosine of each template over the probe (templates may hang over the border by
         half their size; the missing cells count as 0).
     """
     feats = l2_normalize(features.float(), dim=1)
     grids = kernel_grids(kernels.to(device=feats.device, dtype=torch.float32))  # (V, C, S, S)
-    out = torch.empty(grids.shape[0], len(cells))
+    v = grids.shape[0]
+    out = torch.empty(v, len(cells))
     for j, s in enumerate(cells):
-        t = l2_normalize(F.interpolate(grids, size=(s, s), mode="bilinear", align_corners=True), dim=1)
-        score = F.conv2d(feats, t, padding=s // 2) / (s * s)  # (1, V, H', W')
-        out[:, j] = score.flatten(2).amax(dim=2)[0].cpu()
+        shapes = [(s, s)] * v if aspect is None or aspect_power == 0 else template_shapes(s, aspect, aspect_power)
+        for th, tw in sorted(set(shapes)):
+            views = [i for i, shape in enumerate(shapes) if shape == (th, tw)]
+            group = grids if len(views) == v else grids[views]
+            t = l2_normalize(F.interpolate(group, size=(th, tw), mode="bilinear", align_corners=True), dim=1)
+            score = F.conv2d(feats, t, padding=(th // 2, tw // 2)) / (th * tw)  # (1, V', H', W')
+            out[views, j] = score.flatten(2).amax(dim=2)[0].cpu()
     return out
 
 
@@ -122,4 +139,4 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side"]
+__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "template_shapes"]

@@ -71,8 +71,9 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
     kernels, view_class, view_aspect = _shortlisted(model, [probe_feats], kernels, view_class, len(class_names),
                                                     config, class_desc, view_aspect)
     kernels = kernels.to(probe.device)
-    plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells), auto,
-                       model.config.class_grid_size)
+    aspect = None if view_aspect is None else view_aspect.cpu()
+    plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells, aspect=aspect,
+                                    aspect_power=auto.template_aspect_power), auto, model.config.class_grid_size)
     cands, used = [], {}
     for level in plan.levels():
         views = torch.tensor(plan.views_at(level), dtype=torch.long)
