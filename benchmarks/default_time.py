@@ -2,7 +2,9 @@
 
 Arms (``InferenceConfig`` changes): ``single-1024`` (the default before automatic scale: one level at sqrt(w*h)
 = 1024, raw scores), ``auto`` (automatic scale, raw scores), ``default`` (automatic scale and the second look),
-``default-crops-240`` (the same with the second look's crops at 240^2, the default before ``verify_size`` 160) and
+``default-crops-240`` (the same with the second look's crops at 240^2, the default before ``verify_size`` 160),
+``default-no-rivals`` (the same without comparing the crops with the other classes, the default before
+``verify_rivals`` 4) and
 any ``--verify-top`` variants of it; ``--fast-arms`` adds the default with the second look's crops in bf16
 (``verify_precision="bf16"``), with the whole backbone in bf16 (``trunk_precision`` too) and with that and int8
 heads (``heads_precision="int8"``). Every image runs every arm in turn (round-robin, so the machine's slow phases
@@ -39,6 +41,7 @@ ARMS: dict[str, dict] = {
     "auto": {"verify_rescore": 0.0},
     "default": {},
     "default-crops-240": {"verify_size": None},  # the default before the second look's crops became 160^2
+    "default-no-rivals": {"verify_rivals": 0.0},  # the default before the second look compared the other classes
 }
 
 

@@ -46,6 +46,19 @@ def test_platt_recovers_the_generating_curve_and_is_calibrated():
         fit_platt(scores, np.ones_like(hits))
 
 
+def test_platt_converges_on_small_scores_with_far_negative_outliers():
+    """Second-look scores sit near 0 and a negative score divided by a tiny factor can reach -1e6: plain Newton from
+    (1, 0) diverged on such data (a ~ 1e15). Clipped to [-1, 1], standardised and damped, the fit recovers the curve."""
+    rng = np.random.default_rng(1)
+    scores = rng.exponential(0.02, 20_000)
+    hits = rng.uniform(size=len(scores)) < 1 / (1 + np.exp(-(60.0 * scores - 5.0)))
+    a, b = fit_platt(scores, hits)
+    assert a == pytest.approx(60.0, rel=0.1) and b == pytest.approx(-5.0, rel=0.1)
+    outliers = np.concatenate([scores, [-1.5e6, -400.0, -50.0]])
+    a2, b2 = fit_platt(outliers, np.concatenate([hits, [False, False, False]]))
+    assert a2 == pytest.approx(a, rel=0.02) and b2 == pytest.approx(b, rel=0.02)
+
+
 def test_precision_threshold_is_the_lowest_that_reaches_the_target():
     conf = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5])
     hits = np.array([True, True, True, False, True, False])
@@ -96,7 +109,8 @@ def calibrated_weights(tmp_path_factory):
     model = load_model("default")
     # fitted on the scores the default settings give (the second look's)
     model.calibration = Calibration(a=10.0, b=-6.0, threshold=0.5, fitted_on="test",
-                                    verify_rescore=InferenceConfig().verify_rescore)
+                                    verify_rescore=InferenceConfig().verify_rescore,
+                                    verify_rivals=InferenceConfig().verify_rivals)
     save_checkpoint(path, model, half=True)
     return path
 
@@ -176,8 +190,9 @@ def test_cli_calibrate_and_check(tmp_path, capsys):
     capsys.readouterr()
     assert main(["weights", "calibrate", "default", "--from-eval", str(ev), str(ev2), "--output",
                  str(tmp_path / "c3.pt")]) == 2
-    default_kind = score_kind_name(0.0, InferenceConfig().verify_rescore)  # the second look's, by default
-    both = score_kind_name(0.5, InferenceConfig().verify_rescore)
+    cfg = InferenceConfig()
+    default_kind = score_kind_name(0.0, cfg.verify_rescore, cfg.verify_rivals)  # the second look's, by default
+    both = score_kind_name(0.5, cfg.verify_rescore, cfg.verify_rivals)
     assert f"re-scored differently ({default_kind}, {both})" in capsys.readouterr().err
     assert main(["weights", "calibrate", str(out), "--weights-name", "default", "--check", str(ev2)]) == 2
     assert f"fitted on {default_kind} scores, these evaluations have {both} scores" in capsys.readouterr().err

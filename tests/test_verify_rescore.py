@@ -136,6 +136,11 @@ def test_calibration_applies_to_its_own_score_kind_only():
     cal = Calibration(a=10.0, b=-5.0, threshold=0.5, verify_rescore=2.0)
     assert cal.applies_to(0.0, 2.0) and not cal.applies_to(0.0, 0.0) and not cal.applies_to(0.5, 2.0)
     assert cal.score_kind == "verify 2" and score_kind_name(0.5, 2.0) == "colour 0.5 + verify 2"
+    rivals = Calibration(a=1.0, b=0.0, threshold=0.5, verify_rescore=2.0, verify_rivals=4.0)
+    assert rivals.applies_to(0.0, 2.0, 4.0) and not rivals.applies_to(0.0, 2.0) and not cal.applies_to(0.0, 2.0, 4.0)
+    assert rivals.score_kind == "verify 2 + rivals 4" and Calibration.from_dict(rivals.to_dict()) == rivals
+    assert cal.applies_to(0.0, 0.0, 0.0) is False and Calibration(a=1.0, b=0.0, threshold=0.5).applies_to(0.0, 0.0, 4.0)
+    assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_rivals=4.0).verify_rivals == 0  # no second look: none
     back = Calibration.from_dict(cal.to_dict())
     assert back == cal
     old = cal.to_dict()
@@ -165,6 +170,12 @@ def test_config_and_cli_options():
     assert inference_config(p.parse_args([])).reshape_top == InferenceConfig().reshape_top
     with pytest.raises(CliError, match="reshape_top"):
         inference_config(p.parse_args(["--reshape-top", "-1"]))
+    assert inference_config(p.parse_args(["--verify-rivals", "2"])).verify_rivals == 2
+    assert inference_config(p.parse_args([])).verify_rivals == InferenceConfig().verify_rivals
+    with pytest.raises(CliError, match="verify_rivals"):
+        inference_config(p.parse_args(["--verify-rivals", "-1"]))
+    with pytest.raises(ValueError, match="verify_rivals"):
+        ServiceSettings(verify_rivals=math.nan)
 
 
 def test_looks_stop_early_with_a_cap_or_threshold_and_give_the_same_result(detector, monkeypatch):
@@ -229,3 +240,35 @@ def test_verify_size_sets_the_crop_side_and_none_is_the_class_size(detector, mon
     add_inference_args(p, image_size_help="")
     assert inference_config(p.parse_args(["--verify-size", "128"])).verify_size == 128
     assert inference_config(p.parse_args([])).verify_size == InferenceConfig().verify_size
+
+
+def test_rivals_push_down_a_crop_that_looks_more_like_another_class(toy_model_module):
+    """``verify_rivals`` = delta: the factor times (v / max(v, r))^delta, r the crop's best agreement with another
+    class. The right class's detection keeps its factor; the wrong one on the same object goes down."""
+    a, b = textured_object(seed=3), textured_object(seed=11)  # both 96 x 128
+    det = Detector(toy_model_module, InferenceConfig(image_size=None, max_detections=None))
+    det.add_class("a", a)
+    det.add_class("b", b)
+    g = det.gallery
+    image = image_to_tensor(scene_with(b, [(40, 60)], size=(320, 240)))
+    boxes = torch.tensor([[40.0, 60, 136, 188], [40.0, 60, 136, 188]])  # the b object, labelled b then a
+    labels = torch.tensor([1, 0])
+    dets = Detections(boxes, torch.tensor([0.5, 0.6]), labels, box_corners(boxes), ["a", "b"], (320, 240))
+    rivals = torch.full((2,), -1.0)
+    v = agreement(det.model, image, box_corners(boxes), labels, g.kernels, g.view_class, g.view_aspect,
+                  rivals=rivals)
+    # each detection's rival is the other class: the same crop compared with the other class grid
+    torch.testing.assert_close(rivals, v.flip(0), atol=1e-5, rtol=1e-5)
+    assert float(v[0]) > float(v[1]) + 0.1  # the crop of b agrees more with b
+    plain = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box")
+    with_rivals = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, crop="box",
+                                    rival_power=4.0)
+    own = v.clamp(min=0.01)
+    factors = own**2 * (own / torch.maximum(own, rivals)) ** 4
+    expected = (dets.scores * factors).sort(descending=True)
+    torch.testing.assert_close(with_rivals.scores, expected.values)
+    assert with_rivals.labels.tolist() == labels[expected.indices].tolist() == [1, 0]  # b first now
+    assert float(with_rivals.scores[0]) == pytest.approx(float(plain.scores[plain.labels == 1][0]))  # unchanged
+    assert float(with_rivals.scores[1]) < float(plain.scores[plain.labels == 0][0])  # the look-alike goes down
+    with pytest.raises(ValueError, match="verify_rivals"):
+        InferenceConfig(verify_rivals=-1.0)

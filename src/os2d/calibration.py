@@ -45,6 +45,7 @@ class Calibration:
         colour_rescore: the ``InferenceConfig.colour_rescore`` of the scores it was fitted on (0: raw OS2D scores);
             the detector applies it only to scores of the same kind.
         verify_rescore: the ``InferenceConfig.verify_rescore`` of those scores (0: no second look), likewise.
+        verify_rivals: the ``InferenceConfig.verify_rivals`` of those scores (0 without a second look), likewise.
     """
 
     a: float
@@ -56,6 +57,11 @@ class Calibration:
     num_correct: int = 0
     colour_rescore: float = 0.0
     verify_rescore: float = 0.0
+    verify_rivals: float = 0.0
+
+    def __post_init__(self) -> None:  # the rivals act only within the second look
+        if not self.verify_rescore:
+            object.__setattr__(self, "verify_rivals", 0.0)
 
     def __call__(self, scores: Tensor) -> Tensor:
         """Confidence in [0, 1] of raw scores (any shape)."""
@@ -84,27 +90,29 @@ class Calibration:
                       precision_target=float(d.get("precision_target", 0.9)), fitted_on=str(d.get("fitted_on", "")),
                       num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)),
                       colour_rescore=float(d.get("colour_rescore", 0.0)),  # absent: fitted before it existed
-                      verify_rescore=float(d.get("verify_rescore", 0.0)))
+                      verify_rescore=float(d.get("verify_rescore", 0.0)),
+                      verify_rivals=float(d.get("verify_rivals", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{source}: malformed calibration ({e})") from None
         if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
             raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
-        for name in ("colour_rescore", "verify_rescore"):
+        for name in ("colour_rescore", "verify_rescore", "verify_rivals"):
             value = getattr(out, name)
             if not (math.isfinite(value) and value >= 0):
                 raise CalibrationError(f"{source}: calibration's {name} must be a finite number >= 0")
         return out
 
-    def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0) -> bool:
-        """Whether scores made with this ``InferenceConfig.colour_rescore`` and ``verify_rescore`` are the kind it
-        was fitted on."""
-        return (math.isclose(self.colour_rescore, colour_rescore, rel_tol=0, abs_tol=1e-9)
-                and math.isclose(self.verify_rescore, verify_rescore, rel_tol=0, abs_tol=1e-9))
+    def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0, verify_rivals: float = 0.0) -> bool:
+        """Whether scores made with this ``InferenceConfig.colour_rescore``, ``verify_rescore`` and ``verify_rivals``
+        are the kind it was fitted on (the rivals count only with a second look)."""
+        rivals = verify_rivals if verify_rescore else 0.0
+        return all(math.isclose(mine, theirs, rel_tol=0, abs_tol=1e-9) for mine, theirs in (
+            (self.colour_rescore, colour_rescore), (self.verify_rescore, verify_rescore), (self.verify_rivals, rivals)))
 
     @property
     def score_kind(self) -> str:
         """The re-scoring of the scores it was fitted on, for people (e.g. "raw", "verify 2")."""
-        return score_kind_name(self.colour_rescore, self.verify_rescore)
+        return score_kind_name(self.colour_rescore, self.verify_rescore, self.verify_rivals)
 
 
 def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou: float = 0.5
@@ -148,22 +156,36 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def fit_platt(scores: np.ndarray, hits: np.ndarray, *, steps: int = 100) -> tuple[float, float]:
     """(a, b) of ``P(correct) = sigmoid(a * score + b)`` by Newton's method on the log loss (Platt's smoothed
-    targets keep it finite when the classes separate)."""
+    targets keep it finite when the classes separate). The scores are clipped to [-1, 1], the range of the raw
+    cosine scores: the second look divides a negative score by its factor, which can leave a few far below -1
+    (their confidence is ~0 either way, and they would dominate the fit). Then they are standardised and every step
+    is halved until the loss goes down, so it converges whatever their spread (re-scored ones can be all near 0)."""
+    scores = np.clip(np.asarray(scores, dtype=np.float64), -1.0, 1.0)
     n_pos, n_neg = int(hits.sum()), int((~hits).sum())
     if n_pos == 0 or n_neg == 0:
         raise CalibrationError(f"cannot calibrate: {n_pos} correct and {n_neg} wrong detections (need both)")
     y = np.where(hits, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    x = np.stack([scores, np.ones_like(scores)], axis=1)
-    w = np.array([1.0, 0.0])
+    mu, sigma = float(np.mean(scores)), float(np.std(scores)) or 1.0
+    x = np.stack([(scores - mu) / sigma, np.ones_like(scores)], axis=1)
+
+    def loss(w: np.ndarray) -> float:
+        z = x @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z))
+
+    w = np.zeros(2)
+    current = loss(w)
     for _ in range(steps):
         p = _sigmoid(x @ w)
         grad = x.T @ (p - y)
         hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w = w - step
-        if np.abs(step).max() < 1e-10:
+        t = 1.0
+        while t > 1e-6 and loss(w - t * step) > current:
+            t /= 2
+        w, previous, current = w - t * step, current, loss(w - t * step)
+        if np.abs(t * step).max() < 1e-10 or previous - current < 1e-12 * max(1.0, abs(current)):
             break
-    return float(w[0]), float(w[1])
+    return float(w[0] / sigma), float(w[1] - w[0] * mu / sigma)
 
 
 def precision_threshold(confidence: np.ndarray, hits: np.ndarray, target: float = 0.9) -> float:
@@ -208,16 +230,20 @@ def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: i
                      for b in reliability(confidence, hits, bins) if b["count"]))
 
 
-def score_kind_name(colour_rescore: float, verify_rescore: float) -> str:
-    """"raw", or the re-scorings that made the scores ("colour 0.5", "verify 2", "colour 0.5 + verify 2")."""
-    parts = [f"{n} {g:g}" for n, g in (("colour", colour_rescore), ("verify", verify_rescore)) if g]
+def score_kind_name(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0) -> str:
+    """"raw", or the re-scorings that made the scores ("colour 0.5", "verify 2", "colour 0.5 + verify 2",
+    "verify 2 + rivals 4"; the rivals count only with a second look)."""
+    rivals = verify_rivals if verify_rescore else 0.0
+    parts = [f"{n} {g:g}" for n, g in (("colour", colour_rescore), ("verify", verify_rescore), ("rivals", rivals)) if g]
     return " + ".join(parts) or "raw"
 
 
 def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: float = 0.9,
-                    fitted_on: str = "", colour_rescore: float = 0.0, verify_rescore: float = 0.0) -> Calibration:
-    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``
-    and ``verify_rescore``: the kind of the scores (those fields of the detections' ``InferenceConfig``)."""
+                    fitted_on: str = "", colour_rescore: float = 0.0, verify_rescore: float = 0.0,
+                    verify_rivals: float = 0.0) -> Calibration:
+    """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``,
+    ``verify_rescore`` and ``verify_rivals``: the kind of the scores (those fields of the detections'
+    ``InferenceConfig``)."""
     a, b = fit_platt(scores, hits)
     if a <= 0:
         raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
@@ -225,7 +251,7 @@ def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: f
     return Calibration(a=a, b=b, threshold=round(precision_threshold(confidence, hits, precision_target), 4),
                        precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
                        num_correct=int(hits.sum()), colour_rescore=float(colour_rescore),
-                       verify_rescore=float(verify_rescore))
+                       verify_rescore=float(verify_rescore), verify_rivals=float(verify_rivals))
 
 
 __all__ = ["Calibration", "CalibrationError", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",

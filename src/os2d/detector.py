@@ -187,13 +187,14 @@ class Detector:
 
     def _calibration_for(self, config: InferenceConfig) -> Calibration | None:
         cal = self.model.calibration
-        if cal is None or cal.applies_to(config.colour_rescore, config.verify_rescore):
+        if cal is None or cal.applies_to(config.colour_rescore, config.verify_rescore, config.verify_rivals):
             return cal
         if not self._warned_calibration:
             self._warned_calibration = True
             logger.warning("the weights' calibration was fitted on %s scores, not %s: no confidence (fit one with "
                            "os2d eval --colour-rescore/--verify-rescore ... and os2d weights calibrate)",
-                           cal.score_kind, score_kind_name(config.colour_rescore, config.verify_rescore))
+                           cal.score_kind, score_kind_name(config.colour_rescore, config.verify_rescore,
+                                                           config.verify_rivals))
         return None
 
     def save_gallery(self, path: str | Path) -> None:
@@ -281,7 +282,8 @@ class Detector:
                                      config.verify_rescore, crop=config.verify_crop, top=config.verify_top,
                                      score_threshold=config.score_threshold, max_detections=config.max_detections,
                                      precision=config.verify_precision, reshape_top=config.reshape_top,
-                                     size=config.verify_size, reshape_scope=config.reshape_scope)
+                                     size=config.verify_size, reshape_scope=config.reshape_scope,
+                                     rival_power=config.verify_rivals)
         cal = self._calibration_for(config)
         if cal is not None:
             dets.confidence = cal(dets.scores)

@@ -127,6 +127,10 @@ def add_second_look_args(g: Any) -> None:
     g.add_argument("--verify-size", type=int, default=None, metavar="S",
                    help="the second look's crops at area S^2 pixels with the class image's aspect ratio (default: "
                         "the library's, README 'Second look')")
+    g.add_argument("--verify-rivals", type=float, default=None, metavar="D",
+                   help="the second look also compares each crop with the other classes and multiplies the score by "
+                        "(agreement / best agreement of any class)^D: look-alikes of another class go down (0 = off; "
+                        "default: the library's, README 'Second look')")
     g.add_argument("--reshape-top", type=int, default=None, metavar="K",
                    help="shape search: the second look's K best detections also try their box stretched toward the "
                         "class image's aspect ratio and keep the shape that agrees best (0 = off; default: the "
@@ -242,6 +246,8 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["reshape_top"] = args.reshape_top
     if args.verify_size is not None:
         changes["verify_size"] = args.verify_size
+    if args.verify_rivals is not None:
+        changes["verify_rivals"] = args.verify_rivals
     if args.refine_top is not None:
         changes["refine_top"] = args.refine_top
     if args.refine_crop is not None:

@@ -50,6 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision or "fp32",
             colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore,
             refine_top=args.refine_top, reshape_top=args.reshape_top, verify_size=args.verify_size,
+            verify_rivals=args.verify_rivals,
             trunk_precision=args.trunk_precision,
             verify_precision=args.verify_precision)
     except ValueError as e:

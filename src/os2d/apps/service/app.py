@@ -100,6 +100,7 @@ class ServiceSettings:
     refine_top: int | None = None  # InferenceConfig.refine_top (zoomed re-localisation); None: the library's default
     reshape_top: int | None = None  # InferenceConfig.reshape_top (the second look's shape search); None: likewise
     verify_size: int | None = None  # InferenceConfig.verify_size (the second look's crop side); None: likewise
+    verify_rivals: float | None = None  # InferenceConfig.verify_rivals (look-alikes of other classes); None: likewise
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -121,6 +122,8 @@ class ServiceSettings:
                 raise ValueError(f"{key} must be >= 0 (0: off), got {getattr(self, key)}")
         if self.verify_size is not None and self.verify_size < 16:
             raise ValueError(f"verify_size must be at least 16 pixels, got {self.verify_size}")
+        if self.verify_rivals is not None and not (math.isfinite(self.verify_rivals) and self.verify_rivals >= 0):
+            raise ValueError(f"verify_rivals must be a finite number >= 0 (0: off), got {self.verify_rivals}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
@@ -295,6 +298,7 @@ class Service:
                                                           ("refine_top", self.settings.refine_top),
                                                           ("reshape_top", self.settings.reshape_top),
                                                           ("verify_size", self.settings.verify_size),
+                                                          ("verify_rivals", self.settings.verify_rivals),
                                                           ("trunk_precision", self.settings.trunk_precision),
                                                           ("verify_precision", self.settings.verify_precision))
                                         if v is not None})
