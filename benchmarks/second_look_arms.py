@@ -35,6 +35,17 @@ class ArmRow:
     seconds: float
 
 
+def arm_parser(default_kind: str) -> Callable[[str], tuple[int, str]]:
+    """The ``--arms`` type of a benchmark whose arms are ``N:kind``: ``"160:own"`` -> (160, "own"), ``"160"`` ->
+    (160, ``default_kind``)."""
+
+    def parse(text: str) -> tuple[int, str]:
+        n, _, kind = text.partition(":")
+        return int(n), kind or default_kind
+
+    return parse
+
+
 def add_set_args(ap: argparse.ArgumentParser) -> None:
     """The options every second-look benchmark takes: sets, weights, which images."""
     ap.add_argument("--sets", nargs="+", default=["synth-val", "fl27-train"])

@@ -31,19 +31,13 @@ from os2d.config import InferenceConfig
 from os2d.inference.verify import verify_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from second_look_arms import add_set_args, print_table, run_arms  # noqa: E402
-
-
-def parse_arm(text: str) -> tuple[int, str]:
-    """``"4:class"`` -> (4, "class"); ``"10"`` -> (10, "image")."""
-    k, _, scope = text.partition(":")
-    return int(k), scope or "image"
+from second_look_arms import add_set_args, arm_parser, print_table, run_arms  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_set_args(ap)
-    ap.add_argument("--arms", nargs="+", type=parse_arm, default=[(0, "image"), (10, "image")],
+    ap.add_argument("--arms", nargs="+", type=arm_parser("image"), default=[(0, "image"), (10, "image")],
                     help="K:scope (image | class), the first is the baseline the added time is measured against "
                          "(default: 0:image 10:image, no search and the default)")
     args = ap.parse_args()

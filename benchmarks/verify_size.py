@@ -35,13 +35,7 @@ from os2d.inference.verify import verify_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_probe import load_set  # noqa: E402
-from second_look_arms import add_set_args, print_table, run_arms  # noqa: E402
-
-
-def parse_arm(text: str) -> tuple[int, str]:
-    """``"160:own"`` -> (160, "own")."""
-    side, _, kind = text.partition(":")
-    return int(side), kind or "own"
+from second_look_arms import add_set_args, arm_parser, print_table, run_arms  # noqa: E402
 
 
 @contextmanager
@@ -58,7 +52,7 @@ def class_size(model, side: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_set_args(ap)
-    ap.add_argument("--arms", nargs="+", type=parse_arm,
+    ap.add_argument("--arms", nargs="+", type=arm_parser("own"),
                     default=[(240, "own"), (192, "own"), (192, "shared"), (160, "own"), (160, "shared")],
                     help="side:kernels, the first is the baseline (default: 240:own 192:own 192:shared 160:own "
                          "160:shared)")

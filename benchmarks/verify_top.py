@@ -29,19 +29,13 @@ from os2d.config import InferenceConfig
 from os2d.inference.verify import verify_detections
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from second_look_arms import add_set_args, print_table, run_arms  # noqa: E402
-
-
-def parse_arm(text: str) -> tuple[int, str]:
-    """``"25:floor"`` -> (25, "floor")."""
-    k, _, rest = text.partition(":")
-    return int(k), rest or "floor"
+from second_look_arms import add_set_args, arm_parser, print_table, run_arms  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_set_args(ap)
-    ap.add_argument("--arms", nargs="+", type=parse_arm, default=[(100, "drop"), (40, "floor"), (25, "floor"),
+    ap.add_argument("--arms", nargs="+", type=arm_parser("floor"), default=[(100, "drop"), (40, "floor"), (25, "floor"),
                                                                    (15, "floor")],
                     help="K:rest, the first is the baseline (default: 100:drop 40:floor 25:floor 15:floor)")
     ap.add_argument("--raw-cap", type=int, default=100, help="raw detections kept per image (the default's cap)")

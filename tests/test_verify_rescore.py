@@ -12,7 +12,7 @@ from helpers import ring_object, scene_with, textured_object
 
 from os2d.apps.cli.common import CliError, add_inference_args, inference_config
 from os2d.apps.service.app import ServiceSettings
-from os2d.calibration import Calibration, score_kind_name
+from os2d.calibration import Calibration, score_kind, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.colour import apply_score_factors
@@ -141,6 +141,7 @@ def test_calibration_applies_to_its_own_score_kind_only():
     assert rivals.score_kind == "verify 2 + rivals 4" and Calibration.from_dict(rivals.to_dict()) == rivals
     assert cal.applies_to(0.0, 0.0, 0.0) is False and Calibration(a=1.0, b=0.0, threshold=0.5).applies_to(0.0, 0.0, 4.0)
     assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_rivals=4.0).verify_rivals == 0  # no second look: none
+    assert score_kind(0, 0, 4) == (0.0, 0.0, 0.0) and score_kind(0.5, 2, 4) == (0.5, 2.0, 4.0)
     back = Calibration.from_dict(cal.to_dict())
     assert back == cal
     old = cal.to_dict()

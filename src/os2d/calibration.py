@@ -60,8 +60,7 @@ class Calibration:
     verify_rivals: float = 0.0
 
     def __post_init__(self) -> None:  # the rivals act only within the second look
-        if not self.verify_rescore:
-            object.__setattr__(self, "verify_rivals", 0.0)
+        object.__setattr__(self, "verify_rivals", score_kind(0.0, self.verify_rescore, self.verify_rivals)[2])
 
     def __call__(self, scores: Tensor) -> Tensor:
         """Confidence in [0, 1] of raw scores (any shape)."""
@@ -105,9 +104,9 @@ class Calibration:
     def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0, verify_rivals: float = 0.0) -> bool:
         """Whether scores made with this ``InferenceConfig.colour_rescore``, ``verify_rescore`` and ``verify_rivals``
         are the kind it was fitted on (the rivals count only with a second look)."""
-        rivals = verify_rivals if verify_rescore else 0.0
-        return all(math.isclose(mine, theirs, rel_tol=0, abs_tol=1e-9) for mine, theirs in (
-            (self.colour_rescore, colour_rescore), (self.verify_rescore, verify_rescore), (self.verify_rivals, rivals)))
+        mine = (self.colour_rescore, self.verify_rescore, self.verify_rivals)
+        theirs = score_kind(colour_rescore, verify_rescore, verify_rivals)
+        return all(math.isclose(a, b, rel_tol=0, abs_tol=1e-9) for a, b in zip(mine, theirs, strict=True))
 
     @property
     def score_kind(self) -> str:
@@ -230,11 +229,17 @@ def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: i
                      for b in reliability(confidence, hits, bins) if b["count"]))
 
 
+def score_kind(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0) -> tuple[float, float, float]:
+    """The kind of scores that ``InferenceConfig``'s re-scoring settings make: ``(colour_rescore, verify_rescore,
+    verify_rivals)`` as floats, the rivals 0 without a second look (they act only within it)."""
+    return float(colour_rescore), float(verify_rescore), float(verify_rivals) if verify_rescore else 0.0
+
+
 def score_kind_name(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0) -> str:
     """"raw", or the re-scorings that made the scores ("colour 0.5", "verify 2", "colour 0.5 + verify 2",
     "verify 2 + rivals 4"; the rivals count only with a second look)."""
-    rivals = verify_rivals if verify_rescore else 0.0
-    parts = [f"{n} {g:g}" for n, g in (("colour", colour_rescore), ("verify", verify_rescore), ("rivals", rivals)) if g]
+    kind = score_kind(colour_rescore, verify_rescore, verify_rivals)
+    parts = [f"{n} {g:g}" for n, g in zip(("colour", "verify", "rivals"), kind, strict=True) if g]
     return " + ".join(parts) or "raw"
 
 
@@ -255,4 +260,4 @@ def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: f
 
 
 __all__ = ["Calibration", "CalibrationError", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
-           "label_detections", "precision_threshold", "reliability", "score_kind_name"]
+           "label_detections", "precision_threshold", "reliability", "score_kind", "score_kind_name"]

@@ -31,13 +31,11 @@ def _runs(folders: list[str], weights: str | None) -> list[Any]:
 def _score_kind(runs: list[Any]) -> tuple[float, float, float]:
     """The ``(colour_rescore, verify_rescore, verify_rivals)`` all ``runs`` were evaluated with (0 for runs made before
     they existed; the rivals count only with a second look); runs that differ cannot be mixed."""
-    from os2d.calibration import score_kind_name
+    from os2d.calibration import score_kind, score_kind_name
 
     def kind(run: Any) -> tuple[float, float, float]:
         inference = (run.config or {}).get("inference") or {}
-        verify = float(inference.get("verify_rescore", 0.0))
-        return (float(inference.get("colour_rescore", 0.0)), verify,
-                float(inference.get("verify_rivals", 0.0)) if verify else 0.0)
+        return score_kind(*(inference.get(k, 0.0) for k in ("colour_rescore", "verify_rescore", "verify_rivals")))
 
     kinds = {kind(run) for run in runs}
     if len(kinds) > 1:
