@@ -16,12 +16,20 @@ variant_stage_train() {
     fi
     [ -f "$out/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
         --fl27 "$DATA/flickrlogos27-dev" --synth "$out/synth/out" --out "$out/data"
-    [ -f "$out/run/final.pt" ] && return 0
-    if ls "$out"/run/checkpoints/step_*.pt >/dev/null 2>&1; then
-        os2d train --resume "$out/run"
+    train_or_resume "$out/run" "$config" "train_data.annotations=$out/data/train_boxes.csv" \
+        "train_data.classes=$out/data/train_classes.csv" "init.weights=$init"
+}
+
+# train_or_resume RUN CONFIG [OVERRIDE...]: `os2d train --config CONFIG OVERRIDE... output_dir=RUN`, resumed from its
+# last checkpoint when interrupted, skipped when RUN/final.pt exists.
+train_or_resume() {
+    local run=$1 config=$2
+    shift 2
+    [ -f "$run/final.pt" ] && return 0
+    if ls "$run"/checkpoints/step_*.pt >/dev/null 2>&1; then
+        os2d train --resume "$run"
     else
-        os2d train --config "$config" "train_data.annotations=$out/data/train_boxes.csv" \
-            "train_data.classes=$out/data/train_classes.csv" "init.weights=$init" "output_dir=$out/run"
+        os2d train --config "$config" "$@" "output_dir=$run"
     fi
 }
 

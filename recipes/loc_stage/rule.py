@@ -1,6 +1,8 @@
 """The loc stage's rule (run.sh): mAP@0.5 and mAP@0.7 of two evaluations per tuning set, from their detections.
 
-    python recipes/loc_stage/rule.py RUNS BASE_DIR NEW_DIR
+    python recipes/loc_stage/rule.py DATA RUNS BASE_DIR NEW_DIR
+
+DATA is ``../shared/data``; RUNS holds the tuning sets (``fl27-train6``, ``synth-grocery-eval``).
 
 BASE_DIR and NEW_DIR each hold ``fl27-train6-verify`` and ``synth-val-verify`` (``os2d eval`` output folders of the
 default settings). Prints both models' mAP at IoU 0.5 and 0.7 per set and whether the rule (written in run.sh before
@@ -39,8 +41,7 @@ def scores(dataset, folder: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    runs, base, new = (Path(a) for a in sys.argv[1:4])
-    data = Path(__file__).resolve().parents[3] / "shared" / "data"
+    data, runs, base, new = (Path(a) for a in sys.argv[1:5])
     gains5, gains7, worst5 = [], [], 0.0
     for name, ds in tuning_sets(runs, data).items():
         b5, b7 = scores(ds, base / f"{name}-verify")

@@ -27,7 +27,7 @@ variant_stage_train "$OUT" 0 recipes/loc_stage/train.yaml "$OUT/stage3.pt"
 [ -f "$OUT/stage3/run/final.pt" ] || cp "$OUT/stage3.pt" "$OUT/stage3/run/final.pt"
 second_look_evals "$OUT/stage3"
 second_look_evals "$OUT"
-python recipes/loc_stage/rule.py "$RUNS" "$OUT/stage3" "$OUT"
+python recipes/loc_stage/rule.py "$DATA" "$RUNS" "$OUT/stage3" "$OUT"
 # 5. if it passed: calibrate on the new model's two tuning evaluations and write it into the package
 #    os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6-verify" "$OUT/synth-val-verify" \
 #        --output src/os2d/assets/os2d_lite0_v2.pt --force --plot "$OUT/calibration.png"
@@ -40,17 +40,10 @@ python recipes/loc_stage/rule.py "$RUNS" "$OUT/stage3" "$OUT"
 # the rule unchanged. No round 3.
 R2="$OUT/round2"
 mkdir -p "$R2"
-if [ ! -f "$R2/run/final.pt" ]; then
-    if ls "$R2"/run/checkpoints/step_*.pt >/dev/null 2>&1; then
-        os2d train --resume "$R2/run"
-    else
-        os2d train --config recipes/loc_stage/train.yaml "train_data.annotations=$OUT/data/train_boxes.csv" \
-            "train_data.classes=$OUT/data/train_classes.csv" "init.weights=$OUT/stage3.pt" "loss.loc_weight=0.05" \
-            "output_dir=$R2/run"
-    fi
-fi
+train_or_resume "$R2/run" recipes/loc_stage/train.yaml "train_data.annotations=$OUT/data/train_boxes.csv" \
+    "train_data.classes=$OUT/data/train_classes.csv" "init.weights=$OUT/stage3.pt" "loss.loc_weight=0.05"
 second_look_evals "$R2"
-python recipes/loc_stage/rule.py "$RUNS" "$OUT/stage3" "$R2"
+python recipes/loc_stage/rule.py "$DATA" "$RUNS" "$OUT/stage3" "$R2"
 #
 # Result of round 2 (run 2026-12-06): fl27-train6 mAP@0.5 48.99 -> 48.12, mAP@0.7 25.83 -> 24.17; synthetic val
 # 90.55 -> 89.38, mAP@0.7 86.34 -> 85.03: not passed. Stage 3 stays the default; the held-out sets were not run.
