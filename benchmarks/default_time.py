@@ -4,8 +4,8 @@ Arms (``InferenceConfig`` changes): ``single-1024`` (the default before automati
 = 1024, raw scores), ``auto`` (automatic scale, raw scores), ``default`` (automatic scale and the second look),
 ``default-crops-240`` (the same with the second look's crops at 240^2, the default before ``verify_size`` 160),
 ``default-no-rivals`` (the same without comparing the crops with the other classes, the default before
-``verify_rivals`` 4) and
-any ``--verify-top`` variants of it; ``--fast-arms`` adds the default with the second look's crops in bf16
+``verify_rivals`` 4), ``default-fp32-heads`` (the dense float32 heads, the default before ``int8-exact``) and
+any ``--verify-top`` variants of it (``--arms`` picks some; ``single-1024`` always runs); ``--fast-arms`` adds the default with the second look's crops in bf16
 (``verify_precision="bf16"``), with the whole backbone in bf16 (``trunk_precision`` too) and with that and int8
 heads (``heads_precision="int8"``). Every image runs every arm in turn (round-robin, so the machine's slow phases
 hit all arms alike) after one warm-up image; the table gives the mean seconds per image, the ratio to
@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_probe import load_set  # noqa: E402
 
 ARMS: dict[str, dict] = {
-    "single-1024": {"image_size": 1024, "verify_rescore": 0.0},
+    "single-1024": {"image_size": 1024, "verify_rescore": 0.0, "heads_precision": "fp32"},  # as it ran then
     "auto": {"verify_rescore": 0.0},
     "default": {},
+    "default-fp32-heads": {"heads_precision": "fp32"},  # the default before int8-exact heads
     "default-crops-240": {"verify_size": None},  # the default before the second look's crops became 160^2
     "default-no-rivals": {"verify_rivals": 0.0},  # the default before the second look compared the other classes
 }
@@ -52,9 +53,11 @@ def main() -> None:
     ap.add_argument("--verify-top", type=int, nargs="*", default=[], help="also the default with these verify_top")
     ap.add_argument("--fast-arms", action="store_true", help="also the default with bf16 crops / backbone (+ int8 heads)")
     ap.add_argument("--weights", default="default")
+    ap.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="only these arms (default: all)")
     ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
     args = ap.parse_args()
-    arms = dict(ARMS) | {f"default, verify_top {k}": {"verify_top": k} for k in args.verify_top}
+    chosen = ["single-1024", *(a for a in args.arms or ARMS if a != "single-1024")]
+    arms = {a: ARMS[a] for a in chosen} | {f"default, verify_top {k}": {"verify_top": k} for k in args.verify_top}
     if args.fast_arms:
         bf16 = {"trunk_precision": "bf16", "verify_precision": "bf16"}
         arms |= {"default, bf16 crops": {"verify_precision": "bf16"}, "default, bf16 backbone": bf16,

@@ -236,7 +236,7 @@ def test_serve_passes_the_shortlist_and_precision_to_the_service(tmp_path, monke
 
 def test_serve_fast_sets_every_precision_unless_given(tmp_path, monkeypatch):
     """`os2d serve --fast` reaches ServiceSettings as int8 heads and bf16 trunk and crops; an explicit option wins;
-    without either the service keeps fp32 heads."""
+    without either the service keeps the library's default heads (int8-exact)."""
     pytest.importorskip("uvicorn")
     import uvicorn
 
@@ -250,4 +250,4 @@ def test_serve_fast_sets_every_precision_unless_given(tmp_path, monkeypatch):
     assert main([*base, "--fast", "--heads-precision", "fp32"]) == 0
     assert main(base) == 0
     got = [(s.heads_precision, s.trunk_precision, s.verify_precision) for s in seen]
-    assert got == [("int8", "bf16", "bf16"), ("fp32", "bf16", "bf16"), ("fp32", None, None)]
+    assert got == [("int8", "bf16", "bf16"), ("fp32", "bf16", "bf16"), ("int8-exact", None, None)]

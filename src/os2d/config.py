@@ -75,6 +75,7 @@ class ModelConfig:
         return cls(**d)
 
 
+HEADS_PRECISIONS = ("fp32", "int8", "int8-exact")  # InferenceConfig.heads_precision (os2d.model.int8_transform)
 AUTO = "auto"  # InferenceConfig.image_size: levels chosen per image and class view (os2d.inference.autoscale)
 
 
@@ -132,7 +133,10 @@ class InferenceConfig:
     negative_iou: float = 0.5  # a negative of the class scoring >= a detection on a box this close beats it
     negative_mode: str = "drop"  # a beaten detection is dropped, or "demote"d (score 2 s - negative's score)
     auto_scale: AutoScaleConfig = AutoScaleConfig()  # the probe of image_size="auto"
-    heads_precision: str = "fp32"  # "int8": TransformNet's convolutions in int8 on CPU (os2d.model.int8_transform)
+    heads_precision: str = "int8-exact"  # int8 finds the detections, float32 gives their values
+    # (os2d.inference.exact_values); "fp32": the dense float32 heads (reference parity); "int8": int8 values
+    # (os2d.model.int8_transform). Both int8 kinds fall back to fp32 where int8 does not apply (GPU, no VNNI).
+    exact_top: int | None = None  # "int8-exact": only the N best reported detections get exact values; None = all
     trunk_precision: str = "fp32"  # "bf16": the photo's backbone in bfloat16 where the device has bf16 dot products
     verify_precision: str = "fp32"  # "bf16": the second look's crops through the backbone in bfloat16 (likewise)
     colour_rescore: float = 0.0  # > 0: scores x colour agreement with the class image ** this (os2d.inference.colour)
@@ -154,8 +158,10 @@ class InferenceConfig:
             raise ValueError(f"nms_iou_threshold must be in [0, 1], got {self.nms_iou_threshold}")
         if not 0.0 < self.negative_iou <= 1.0:
             raise ValueError(f"negative_iou must be in (0, 1], got {self.negative_iou}")
-        if self.heads_precision not in ("fp32", "int8"):
-            raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
+        if self.exact_top is not None and self.exact_top < 1:
+            raise ValueError("exact_top must be >= 1 or None")
+        if self.heads_precision not in HEADS_PRECISIONS:
+            raise ValueError(f"heads_precision must be one of {HEADS_PRECISIONS}, got {self.heads_precision!r}")
         if self.trunk_precision not in ("fp32", "bf16"):
             raise ValueError(f"trunk_precision must be 'fp32' or 'bf16', got {self.trunk_precision!r}")
         if self.verify_precision not in ("fp32", "bf16"):

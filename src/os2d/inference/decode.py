@@ -26,6 +26,10 @@ class LevelCandidates:
     scores: Tensor  # (M,)
     views: Tensor  # (M,) class-view index
     corners_xy: Tensor  # (M, 4, 2)
+    anchors: Tensor | None = None  # (M,) flat location (y * W + x) in the level's map, where the heads made them
+    features: Tensor | None = None  # (1, C, H, W) the level's features (for exact values at a few windows)
+    level_size: tuple[int, int] | None = None  # (w, h) of the level image
+    exact: Tensor | None = None  # (M,) bool: the values are the exact float32 heads' (heads_precision "int8-exact")
 
 
 def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, original_size: tuple[int, int],
@@ -39,56 +43,84 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     h, w = level_image.shape[-2:]
     if features is None:
         features = model.extract_features(level_image[None], precision=config.trunk_precision)
-    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect,
-                      precision=config.heads_precision)
+    precision = config.heads_precision
+    if precision == "int8-exact" and config.max_detections is None and config.exact_top is None:
+        precision = "fp32"  # every candidate is reported: the dense float32 heads are the cheaper exact path
+    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect, precision=precision)
     v = kernels.shape[0]
     scores = out.scores[0].reshape(v, -1)  # (V, A)
-    boxes = out.boxes_xyxy[0].reshape(v, -1, 4)
+    boxes, valid = clip_boxes(out.boxes_xyxy[0].reshape(v, -1, 4), scores, (w, h), config)
     corners = out.corners_xy[0].reshape(v, -1, 4, 2)
-    # Clip to the level image and drop empty boxes (reference: clip_to_image + get_mask_empty_boxes).
-    boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
-                         boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], dim=-1)
-    valid = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-    if config.score_threshold is not None:
-        valid &= scores > config.score_threshold
     scores = scores.masked_fill(~valid, -math.inf)
     k = scores.shape[1] if config.pre_nms_top_k is None else min(config.pre_nms_top_k, scores.shape[1])
     top_scores, top_idx = scores.topk(k, dim=1)  # (V, k)
     keep = torch.isfinite(top_scores)
     view_ids = torch.arange(v, device=scores.device).view(v, 1).expand(v, k)[keep]
     anchor_ids = top_idx[keep]
+    boxes_o, corners_o = to_original(boxes[view_ids, anchor_ids], corners[view_ids, anchor_ids], (w, h),
+                                     original_size)
+    exact = model.heads_exact(features, precision)
+    return LevelCandidates(
+        boxes_xyxy=boxes_o, scores=top_scores[keep], views=view_ids, corners_xy=corners_o, anchors=anchor_ids,
+        features=features, level_size=(w, h), exact=torch.full_like(anchor_ids, exact, dtype=torch.bool),
+    )
+
+
+def clip_boxes(boxes: Tensor, scores: Tensor, level_size: tuple[int, int],
+               config: InferenceConfig) -> tuple[Tensor, Tensor]:
+    """(..., 4) level boxes clipped to the (w, h) level image, and the (...) mask of valid ones: non-empty boxes
+    (reference: clip_to_image + get_mask_empty_boxes) above ``config.score_threshold``."""
+    w, h = level_size
+    boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
+                         boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], dim=-1)
+    valid = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    if config.score_threshold is not None:
+        valid &= scores > config.score_threshold
+    return boxes, valid
+
+
+def to_original(boxes: Tensor, corners: Tensor, level_size: tuple[int, int],
+                original_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """(M, 4) clipped boxes and (M, 4, 2) corners of a (w, h) level -> the original image's pixels."""
+    w, h = level_size
     sx = original_size[0] / w
     sy = original_size[1] / h
     scale4 = torch.tensor([sx, sy, sx, sy], device=boxes.device)
     scale2 = torch.tensor([sx, sy], device=boxes.device)
     ow, oh = original_size
     bound = torch.tensor([ow, oh, ow, oh], dtype=boxes.dtype, device=boxes.device)
-    return LevelCandidates(
-        boxes_xyxy=torch.minimum(boxes[view_ids, anchor_ids] * scale4, bound),  # float round-off at the border
-        scores=top_scores[keep],
-        views=view_ids,
-        corners_xy=corners[view_ids, anchor_ids] * scale2,
-    )
+    return torch.minimum(boxes * scale4, bound), corners * scale2  # minimum: float round-off at the border
 
 
 def merge_and_nms(cands: list[LevelCandidates], view_class: Tensor, class_names: list[str],
                   original_size: tuple[int, int], config: InferenceConfig) -> Detections:
     """Concatenate levels, map views to classes, per-class (or global) NMS, sort, cap."""
-    if not cands or sum(c.scores.numel() for c in cands) == 0:
+    keep = merged_keep(cands, view_class, config)
+    if keep is None:
         return Detections.empty(class_names, original_size)
     boxes = torch.cat([c.boxes_xyxy for c in cands])
-    scores = torch.cat([c.scores for c in cands])
     labels = view_class.to(boxes.device)[torch.cat([c.views for c in cands])]
-    corners = torch.cat([c.corners_xy for c in cands])
+    return Detections(boxes[keep].float().cpu(), torch.cat([c.scores for c in cands])[keep].float().cpu(),
+                      labels[keep].cpu(), torch.cat([c.corners_xy for c in cands])[keep].float().cpu(),
+                      list(class_names), original_size)
+
+
+def merged_keep(cands: list[LevelCandidates], view_class: Tensor, config: InferenceConfig) -> Tensor | None:
+    """Indices into the levels' concatenated candidates that :func:`merge_and_nms` reports, best first
+    (None: no candidates)."""
+    if not cands or sum(c.scores.numel() for c in cands) == 0:
+        return None
+    boxes = torch.cat([c.boxes_xyxy for c in cands])
+    scores = torch.cat([c.scores for c in cands])
     if config.nms_across_classes:
         keep = nms(boxes, scores, config.nms_iou_threshold)
     else:
+        labels = view_class.to(boxes.device)[torch.cat([c.views for c in cands])]
         keep = batched_nms(boxes, scores, labels, config.nms_iou_threshold)
     keep = keep[scores[keep].argsort(descending=True, stable=True)]
     if config.max_detections is not None:
         keep = keep[: config.max_detections]
-    return Detections(boxes[keep].float().cpu(), scores[keep].float().cpu(), labels[keep].cpu(),
-                      corners[keep].float().cpu(), list(class_names), original_size)
+    return keep
 
 
-__all__ = ["LevelCandidates", "level_candidates", "merge_and_nms"]
+__all__ = ["LevelCandidates", "clip_boxes", "level_candidates", "merge_and_nms", "merged_keep", "to_original"]

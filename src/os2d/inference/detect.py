@@ -10,7 +10,8 @@ from torch import Tensor
 
 from os2d.config import AUTO, InferenceConfig
 from os2d.inference.autoscale import plan_levels, probe_scores, resize_to_side
-from os2d.inference.decode import level_candidates, merge_and_nms
+from os2d.inference.decode import LevelCandidates, level_candidates, merge_and_nms
+from os2d.inference.exact_values import exact_detections
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import shortlist_views
 from os2d.model.os2d import Os2dModel
@@ -44,6 +45,17 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     kernels = kernels.to(device)
     cands = [level_candidates(model, lv, kernels, original_size, config, features=f, aspect=view_aspect)
              for lv, f in zip(levels, feats, strict=True)]
+    return _merged(model, cands, kernels, view_class, class_names, original_size, config, view_aspect)
+
+
+def _merged(model: Os2dModel, cands: list[LevelCandidates], kernels: Tensor, view_class: Tensor,
+            class_names: list[str], original_size: tuple[int, int], config: InferenceConfig,
+            view_aspect: Tensor | None) -> Detections:
+    """The levels' candidates merged and NMS-ed; for ``heads_precision="int8-exact"`` with the reported
+    detections' values recomputed exactly (:mod:`os2d.inference.exact_values`)."""
+    if config.heads_precision == "int8-exact":
+        return exact_detections(model, cands, kernels, view_class, class_names, original_size, config,
+                                view_aspect=view_aspect)
     return merge_and_nms(cands, view_class, class_names, original_size, config)
 
 
@@ -87,7 +99,8 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
             cands.append(c)
             for v in views.tolist():
                 used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
-    dets = merge_and_nms(cands, view_class, class_names, original_size, config)
+    dets = _merged(model, cands, kernels, view_class, class_names, original_size, config,
+                   None if view_aspect is None else view_aspect.cpu())
     dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
     return dets
 

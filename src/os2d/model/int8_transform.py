@@ -36,6 +36,7 @@ class HeadsPrecision(str, Enum):
 
     FP32 = "fp32"  # exact: the reference-parity path
     INT8 = "int8"  # oneDNN int8 on CPU where supported (falls back to fp32 elsewhere)
+    INT8_EXACT = "int8-exact"  # int8 finds the detections, float32 gives their values (os2d.inference.exact_values)
 
 
 def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ from os2d.model.backbone import build_backbone
 from os2d.model.backbone.fuse import DEFAULT_INFERENCE_PATH, FusedBackboneCache, InferencePath
 from os2d.model.correlation import class_kernels, resize_class_features
 from os2d.model.head import HeadOutput, os2d_head
+from os2d.model.head_windows import WindowOutput, head_windows
 from os2d.model.int8_transform import HeadsPrecision, Int8TransformCache, int8_supported
 from os2d.model.transform_net import TransformNet
 from os2d.model.trunk_precision import TrunkPrecision, bf16_applies
@@ -145,11 +146,28 @@ class Os2dModel(nn.Module):
 
     def _transform_for(self, features: Tensor, precision: HeadsPrecision):
         """The TransformNet to run: its int8 copy when ``precision`` asks for it and it applies."""
-        if (precision is HeadsPrecision.INT8 and not self.training and not torch.is_grad_enabled()
+        if (precision in (HeadsPrecision.INT8, HeadsPrecision.INT8_EXACT) and not self.training
+                and not torch.is_grad_enabled()
+                and isinstance(self.transform_net, TransformNet)  # not a baseline's stand-in (IdentityTransform)
                 and features.device.type == "cpu" and features.dtype == torch.float32
                 and all(p.device.type == "cpu" for p in self.transform_net.parameters()) and int8_supported()):
             return self.int8_cache.get(self.transform_net)
         return self.transform_net
+
+    def heads_exact(self, features: Tensor, precision: HeadsPrecision | str) -> bool:
+        """Whether :meth:`heads` at ``precision`` runs the float32 TransformNet on these features (int8 may not
+        apply: training, autograd, CUDA, a CPU without 8-bit dot products)."""
+        return self._transform_for(features, HeadsPrecision(precision)) is self.transform_net
+
+    def head_windows(self, features: Tensor, kernels: Tensor, views: Tensor, top: Tensor, left: Tensor,
+                     size: tuple[int, int] = (3, 3), *, aspect: Tensor | None = None) -> WindowOutput:
+        """The exact (float32) head values at windows of ``size`` locations from (``top``, ``left``) of class
+        views ``views`` (P,), from one image's (1, C, H, W) features (:func:`os2d.model.head_windows.head_windows`)."""
+        cfg = self.config
+        return head_windows(features, kernels, self.transform_net, views, top, left, size,
+                            invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size,
+                            pool_border=cfg.pool_border, stride=float(self.stride), anchor_size=cfg.anchor_size,
+                            aspect=aspect, aspect_power=cfg.anchor_aspect_power)
 
     def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None, *,
                 aspect: Tensor | None = None, transform_grad_at: Callable[[Tensor], Tensor] | None = None

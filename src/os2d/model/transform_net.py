@@ -95,3 +95,36 @@ class TransformNet(nn.Module):
                     x = x * inside.to(x.dtype)  # the next layer's zero padding
             out[sel] = x[0, :, ys - y0, xs - x0].t().to(out.dtype)
         return out
+
+    def halo(self) -> int:
+        """The receptive-field radius in cells (7 for the 7x7, 5x5, 5x5 layers)."""
+        return sum(conv.kernel_size[0] // 2 for conv in (self.conv[0], self.conv[3], self.linear))
+
+    def forward_windows(self, corr: Tensor, top: Tensor, left: Tensor, size: tuple[int, int]) -> Tensor:
+        """``forward`` of a whole map, read at P windows, from each window's own crop of the correlation.
+
+        Args:
+            corr: (P, 225, Rh + 2 * halo, Rw + 2 * halo) crops of the correlation; entries outside the (H, W) map
+                are 0 (as the dense layers' zero padding sees them).
+            top, left: (P,) map row and column of each crop's first cell (negative where it starts outside).
+            size: (H, W) of the map the windows are cut from.
+        Returns:
+            (P, num_params, Rh, Rw): equal to ``forward(full map)[:, :, top + halo : ..., left + halo : ...]`` up
+            to summation order. Activations outside the map are zeroed after each layer, as in :meth:`forward_at`.
+        Needs BatchNorm in eval mode.
+        """
+        if any(m.training for m in self.modules() if isinstance(m, nn.BatchNorm2d)):
+            raise RuntimeError("TransformNet.forward_windows needs BatchNorm in eval mode")
+        h, w = size
+        x = l2_normalize(corr.relu(), dim=1, eps=1e-6)
+        offset = 0
+        for conv, bn in ((self.conv[0], self.conv[1]), (self.conv[3], self.conv[4]), (self.linear, None)):
+            x = F.conv2d(x, conv.weight, conv.bias)  # valid: the window shrinks by the kernel radius
+            offset += conv.kernel_size[0] // 2
+            if bn is not None:
+                x = bn(x).relu_()
+                rows = top.view(-1, 1) + offset + torch.arange(x.shape[-2], device=x.device)  # (P, rows)
+                cols = left.view(-1, 1) + offset + torch.arange(x.shape[-1], device=x.device)
+                inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+                x = x * inside.unsqueeze(1).to(x.dtype)  # the next layer's zero padding
+        return x

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from os2d.config import HEADS_PRECISIONS
 from os2d.errors import Os2dError
 
 
@@ -103,9 +104,10 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
     g.add_argument("--nms-iou", type=float, default=None, help="per-class NMS IoU threshold (default 0.3)")
     g.add_argument("--rotations", action="store_true", help="add 90/180/270-degree rotated class views")
     g.add_argument("--hflip", action="store_true", help="add horizontally flipped class views")
-    g.add_argument("--heads-precision", choices=("fp32", "int8"), default=None,
-                   help="TransformNet's arithmetic: fp32 (exact, the reference's) or int8 (faster on CPUs with "
-                        "8-bit dot products, falls back to fp32 elsewhere); default: the config's")
+    g.add_argument("--heads-precision", choices=HEADS_PRECISIONS, default=None,
+                   help="TransformNet's arithmetic: int8-exact (the default: int8 finds the detections, the float32 "
+                        "heads give their values), fp32 (the dense float32 heads, the reference's) or int8 (int8 "
+                        "values, fastest); int8 applies on CPUs with 8-bit dot products, fp32 runs elsewhere")
     add_precision_args(g)
     g.add_argument("--colour-rescore", type=float, default=None, metavar="G",
                    help="multiply each score by its box's colour agreement with the class image to the power G "

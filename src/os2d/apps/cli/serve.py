@@ -18,6 +18,7 @@ from os2d.apps.cli.common import (
     check_writable_dir,
     device_from_args,
 )
+from os2d.config import HEADS_PRECISIONS, InferenceConfig
 
 
 def check_listen(host: str, port: int) -> None:
@@ -47,7 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             weights=args.weights, data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
             token=args.token or os.environ.get("OS2D_TOKEN") or None, max_upload_mb=args.max_upload_mb,
             max_pixels=args.max_pixels, queue_size=args.workers_queue, timeout_s=args.timeout, device=args.device,
-            torch_threads=args.threads, shortlist_top_k=args.shortlist, heads_precision=args.heads_precision or "fp32",
+            torch_threads=args.threads, shortlist_top_k=args.shortlist,
+            heads_precision=args.heads_precision or InferenceConfig.heads_precision,
             colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore,
             refine_top=args.refine_top, reshape_top=args.reshape_top, verify_size=args.verify_size,
             verify_rivals=args.verify_rivals,
@@ -82,9 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--shortlist", type=int, default=None, metavar="K",
                    help="run the heads only for the K classes ranked best per image (large galleries)")
-    p.add_argument("--heads-precision", choices=("fp32", "int8"), default=None,
-                   help="TransformNet's arithmetic: fp32 (exact) or int8 (~2.5x faster heads on CPUs with 8-bit "
-                        "dot products; README, Speed; default fp32)")
+    p.add_argument("--heads-precision", choices=HEADS_PRECISIONS, default=None,
+                   help="TransformNet's arithmetic: fp32 (exact), int8 (~2.5x faster heads on CPUs with 8-bit "
+                        "dot products) or int8-exact (the default: int8 search, float32 values); README, Speed")
     add_precision_args(p)
     p.add_argument("--colour-rescore", type=float, default=0.0, metavar="G",
                    help="scores x colour agreement with the class image ** G (default 0: raw OS2D scores; README, "

@@ -52,7 +52,7 @@ from os2d.apps.service.finetune_api import add_finetune_routes
 from os2d.apps.service.limits import FORM_SLACK, BodyLimit
 from os2d.apps.service.store import GalleryStore
 from os2d.apps.service.training import TrainingStore
-from os2d.config import AUTO
+from os2d.config import AUTO, HEADS_PRECISIONS, InferenceConfig
 from os2d.detector import Detector
 from os2d.gallery import ClassGallery
 from os2d.io import ImageError, load_image, validate_class_image
@@ -92,7 +92,7 @@ class ServiceSettings:
     torch_threads: int | None = None  # torch.set_num_threads, only when given
     max_batch: int = 16
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
-    heads_precision: str = "fp32"  # InferenceConfig.heads_precision: "int8" = TransformNet's 7x7 conv in int8
+    heads_precision: str = InferenceConfig.heads_precision  # "int8-exact" (the library's default), "fp32" or "int8"
     trunk_precision: str | None = None  # InferenceConfig.trunk_precision: "bf16" photo backbone; None: library default
     verify_precision: str | None = None  # InferenceConfig.verify_precision: "bf16" second-look crops; None: likewise
     colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
@@ -108,8 +108,8 @@ class ServiceSettings:
             raise ValueError("queue_size must be >= 1")
         if self.shortlist_top_k is not None and self.shortlist_top_k < 1:
             raise ValueError("shortlist_top_k must be >= 1 or None")
-        if self.heads_precision not in ("fp32", "int8"):
-            raise ValueError(f"heads_precision must be 'fp32' or 'int8', got {self.heads_precision!r}")
+        if self.heads_precision not in HEADS_PRECISIONS:
+            raise ValueError(f"heads_precision must be one of {HEADS_PRECISIONS}, got {self.heads_precision!r}")
         for key in ("trunk_precision", "verify_precision"):
             if getattr(self, key) not in (None, "fp32", "bf16"):
                 raise ValueError(f"{key} must be 'fp32' or 'bf16', got {getattr(self, key)!r}")
