@@ -8,7 +8,8 @@ Arms (``InferenceConfig`` changes): ``single-1024`` (the default before automati
 any ``--verify-top`` variants of it (``--arms`` picks some; ``single-1024`` always runs); ``--fast-arms`` adds the default with the second look's crops in bf16
 (``verify_precision="bf16"``), with the whole backbone in bf16 (``trunk_precision`` too) and with that and int8
 heads (``heads_precision="int8"``). Every image runs every arm in turn (round-robin, so the machine's slow phases
-hit all arms alike) after one warm-up image; the table gives the mean seconds per image, the ratio to
+hit all arms alike; the order rotates from image to image, so that no arm always runs after the same one) after
+one warm-up image; the table gives the mean seconds per image, the ratio to
 ``single-1024`` and, on the same images, mAP@0.5 and recall.
 
     python benchmarks/default_time.py --set fl27-val --every 10
@@ -73,11 +74,12 @@ def main() -> None:
         det.detect(warm, **changes)
     seconds = {a: 0.0 for a in arms}
     dets: dict[str, list] = {a: [] for a in arms}
-    for rec in images:
+    order = list(arms)
+    for i, rec in enumerate(images):
         pil = load_image(rec.path)
-        for arm, changes in arms.items():
+        for arm in order[i % len(order):] + order[: i % len(order)]:  # rotated: no arm always follows another
             t0 = time.perf_counter()
-            dets[arm].append(det.detect(pil, **changes))
+            dets[arm].append(det.detect(pil, **arms[arm]))
             seconds[arm] += time.perf_counter() - t0
     base = seconds["single-1024"] / len(images)
     applied = ", ".join(tune_allocator()) or "none"

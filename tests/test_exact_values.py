@@ -11,8 +11,9 @@ from torch import nn
 
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
+from os2d.inference import exact_values
 from os2d.inference.decode import LevelCandidates
-from os2d.inference.exact_values import _first_of_each, exact_detections
+from os2d.inference.exact_values import _first_of_each, exact_detections, heads_precision_for
 from os2d.model.correlation import class_kernels, resize_class_features
 from os2d.model.head import os2d_head
 from os2d.model.head_windows import head_windows
@@ -107,14 +108,16 @@ def test_exact_values_need_level_candidates(toy_model):
 
 
 def _detect(precision: str, scene, obj, **changes):
-    det = Detector.from_weights("default", image_size=None, max_detections=20, heads_precision=precision,
-                                verify_rescore=0.0, **changes)
+    changes = {"max_detections": 20} | changes
+    det = Detector.from_weights("default", image_size=None, heads_precision=precision, verify_rescore=0.0,
+                                **changes)
     det.add_class("obj", obj)
     return det.detect(scene)
 
 
 @needs_int8
-def test_int8_exact_reports_the_float32_detections():
+def test_int8_exact_reports_the_float32_detections(monkeypatch):
+    monkeypatch.setattr(exact_values, "MIN_LOCATIONS_PER_DETECTION", 0)  # this small scene would run fp32
     obj = textured_object((96, 128))
     scene = scene_with(obj, [(200, 120), (520, 330)])
     exact, fast = _detect("fp32", scene, obj), _detect("int8-exact", scene, obj)
@@ -125,6 +128,21 @@ def test_int8_exact_reports_the_float32_detections():
     torch.testing.assert_close(fast.corners_xy, exact.corners_xy, rtol=0, atol=1e-2)
     top3 = _detect("int8-exact", scene, obj, exact_top=3)  # only the 3 best are exact
     torch.testing.assert_close(top3.scores[:3], exact.scores[:3], rtol=0, atol=1e-5)
+    # fewer reported than candidates: the rounds run on the pool of candidates near the report's last score
+    capped = _detect("int8-exact", scene, obj, max_detections=2)
+    torch.testing.assert_close(capped.scores, exact.scores[:2], rtol=0, atol=1e-5)
+    torch.testing.assert_close(capped.boxes_xyxy, exact.boxes_xyxy[:2], rtol=0, atol=1e-2)
+
+
+def test_int8_search_only_where_it_saves_work():
+    """int8-exact runs the float32 heads where its windows would cost more than the int8 search saves."""
+    per = exact_values.MIN_LOCATIONS_PER_DETECTION
+    cfg = InferenceConfig(heads_precision="int8-exact", max_detections=100)
+    assert heads_precision_for(cfg, per * 100) == "int8-exact"
+    assert heads_precision_for(cfg, per * 100 - 1) == "fp32"
+    assert heads_precision_for(InferenceConfig(heads_precision="int8-exact", exact_top=10), per * 10) == "int8-exact"
+    assert heads_precision_for(InferenceConfig(max_detections=None), 10**9) == "fp32"  # everything is reported
+    assert heads_precision_for(InferenceConfig(heads_precision="int8"), 0) == "int8"  # only int8-exact adapts
 
 
 def test_int8_exact_option_and_config_checks():

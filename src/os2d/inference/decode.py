@@ -44,8 +44,6 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     if features is None:
         features = model.extract_features(level_image[None], precision=config.trunk_precision)
     precision = config.heads_precision
-    if precision == "int8-exact" and config.max_detections is None and config.exact_top is None:
-        precision = "fp32"  # every candidate is reported: the dense float32 heads are the cheaper exact path
     out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect, precision=precision)
     v = kernels.shape[0]
     scores = out.scores[0].reshape(v, -1)  # (V, A)
@@ -95,7 +93,12 @@ def to_original(boxes: Tensor, corners: Tensor, level_size: tuple[int, int],
 def merge_and_nms(cands: list[LevelCandidates], view_class: Tensor, class_names: list[str],
                   original_size: tuple[int, int], config: InferenceConfig) -> Detections:
     """Concatenate levels, map views to classes, per-class (or global) NMS, sort, cap."""
-    keep = merged_keep(cands, view_class, config)
+    return detections_at(cands, merged_keep(cands, view_class, config), view_class, class_names, original_size)
+
+
+def detections_at(cands: list[LevelCandidates], keep: Tensor | None, view_class: Tensor, class_names: list[str],
+                  original_size: tuple[int, int]) -> Detections:
+    """The detections of the levels' concatenated candidates at indices ``keep`` (None: none)."""
     if keep is None:
         return Detections.empty(class_names, original_size)
     boxes = torch.cat([c.boxes_xyxy for c in cands])
@@ -123,4 +126,4 @@ def merged_keep(cands: list[LevelCandidates], view_class: Tensor, config: Infere
     return keep
 
 
-__all__ = ["LevelCandidates", "clip_boxes", "level_candidates", "merge_and_nms", "merged_keep", "to_original"]
+__all__ = ["LevelCandidates", "clip_boxes", "detections_at", "level_candidates", "merge_and_nms", "merged_keep", "to_original"]

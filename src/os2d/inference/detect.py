@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from PIL import Image
 from torch import Tensor
@@ -11,7 +13,7 @@ from torch import Tensor
 from os2d.config import AUTO, InferenceConfig
 from os2d.inference.autoscale import plan_levels, probe_scores, resize_to_side
 from os2d.inference.decode import LevelCandidates, level_candidates, merge_and_nms
-from os2d.inference.exact_values import exact_detections
+from os2d.inference.exact_values import exact_detections, heads_precision_for
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.shortlist import shortlist_views
 from os2d.model.os2d import Os2dModel
@@ -43,9 +45,17 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     kernels, view_class, view_aspect = _shortlisted(model, feats, kernels, view_class, len(class_names), config,
                                                     class_desc, view_aspect)
     kernels = kernels.to(device)
+    config = _with_heads_precision(config, sum(kernels.shape[0] * f.shape[-2] * f.shape[-1] for f in feats))
     cands = [level_candidates(model, lv, kernels, original_size, config, features=f, aspect=view_aspect)
              for lv, f in zip(levels, feats, strict=True)]
     return _merged(model, cands, kernels, view_class, class_names, original_size, config, view_aspect)
+
+
+def _with_heads_precision(config: InferenceConfig, locations: int) -> InferenceConfig:
+    """``config`` with the heads precision this image runs at (:func:`os2d.inference.exact_values.
+    heads_precision_for`; ``locations``: class views x feature cells over the levels)."""
+    precision = heads_precision_for(config, locations)
+    return config if precision == config.heads_precision else replace(config, heads_precision=precision)
 
 
 def _merged(model: Os2dModel, cands: list[LevelCandidates], kernels: Tensor, view_class: Tensor,
@@ -87,6 +97,9 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
     plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells, aspect=aspect,
                                     aspect_power=auto.template_aspect_power), auto, model.config.class_grid_size)
     cands, used = [], {}
+    stride = float(model.stride)
+    config = _with_heads_precision(config, int(sum(len(plan.views_at(lv)) * (lv * s / stride) ** 2
+                                                   for lv in plan.levels() for s in config.scales)))
     for level in plan.levels():
         views = torch.tensor(plan.views_at(level), dtype=torch.long)
         for s in config.scales:
