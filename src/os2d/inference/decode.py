@@ -43,8 +43,8 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     h, w = level_image.shape[-2:]
     if features is None:
         features = model.extract_features(level_image[None], precision=config.trunk_precision)
-    precision = config.heads_precision
-    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect, precision=precision)
+    out = model.heads(features, kernels, class_chunk=config.class_chunk, aspect=aspect,
+                      precision=config.heads_precision)
     v = kernels.shape[0]
     scores = out.scores[0].reshape(v, -1)  # (V, A)
     boxes, valid = clip_boxes(out.boxes_xyxy[0].reshape(v, -1, 4), scores, (w, h), config)
@@ -57,7 +57,7 @@ def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, ori
     anchor_ids = top_idx[keep]
     boxes_o, corners_o = to_original(boxes[view_ids, anchor_ids], corners[view_ids, anchor_ids], (w, h),
                                      original_size)
-    exact = model.heads_exact(features, precision)
+    exact = model.heads_exact(features, config.heads_precision)  # int8-exact: windows make the reported ones exact
     return LevelCandidates(
         boxes_xyxy=boxes_o, scores=top_scores[keep], views=view_ids, corners_xy=corners_o, anchors=anchor_ids,
         features=features, level_size=(w, h), exact=torch.full_like(anchor_ids, exact, dtype=torch.bool),

@@ -5,8 +5,9 @@ error of ~1e-4, but near-equal candidates can swap and a box can move by one cel
 is dense: after its NMS, every reported detection's window of 3 x 3 locations (its location and the 8 around it)
 is recomputed exactly (:func:`os2d.model.head_windows.head_windows`), the exact values replace the approximate
 ones there, and NMS runs again. Detections that enter the report only then get their windows in the next round
-(at most ``rounds``). With ``InferenceConfig.exact_top`` = N, only the N best reported detections get windows. Every reported detection then carries the exact float32 heads' score, box and corners,
-at the best exact location within one cell of where the int8 heads put it.
+(at most ``rounds``). Every reported detection then carries the exact float32 heads' score, box and corners, at
+the best exact location within one cell of where the int8 heads put it. With ``InferenceConfig.exact_top`` = N,
+only the N best reported detections get windows.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def heads_precision_for(config: InferenceConfig, locations: int) -> str:
     reported detection) or where every candidate is reported (``max_detections`` None)."""
     if config.heads_precision != "int8-exact":
         return config.heads_precision
-    reported = config.max_detections if config.exact_top is None else min(config.exact_top,
-                                                                           config.max_detections or config.exact_top)
+    reported = config.max_detections
+    if config.exact_top is not None:
+        reported = config.exact_top if reported is None else min(reported, config.exact_top)
     if reported is None or locations < MIN_LOCATIONS_PER_DETECTION * reported:
         return "fp32"
     return "int8-exact"
