@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torch import nn
+
+from os2d.model.transform_net import TransformNet
 
 
 def textured_object(size: tuple[int, int] = (96, 128), seed: int = 0) -> Image.Image:
@@ -48,3 +52,17 @@ def png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def trained_like_transform_net(seed: int = 0, linear_std: float = 0.01) -> TransformNet:
+    """A TransformNet in eval mode with non-trivial weights and BatchNorm statistics (the identity init has a zero
+    last layer, so every location would get the same alignment)."""
+    torch.manual_seed(seed)
+    net = TransformNet(6)
+    with torch.no_grad():
+        net.linear.weight.normal_(0, linear_std)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.05, 0.05)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()

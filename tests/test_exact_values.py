@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import scene_with, textured_object
-from torch import nn
+from helpers import scene_with, textured_object, trained_like_transform_net
 
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
@@ -23,19 +22,6 @@ from os2d.model.transform_net import TransformNet
 needs_int8 = pytest.mark.skipif(not int8_supported(), reason="no oneDNN int8 convolution on this CPU / build")
 
 
-def _net(seed: int = 0) -> TransformNet:
-    """A TransformNet whose alignments really vary (the identity init has a zero last layer)."""
-    torch.manual_seed(seed)
-    net = TransformNet(6)
-    with torch.no_grad():
-        net.linear.weight.normal_(0, 0.05)
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-    return net.eval()
-
-
 @pytest.mark.parametrize("invert", [True, False])
 @pytest.mark.parametrize("radius", [0, 1, 2])
 def test_head_windows_equal_the_dense_head(invert, radius):
@@ -44,7 +30,7 @@ def test_head_windows_equal_the_dense_head(invert, radius):
     kernels = class_kernels(torch.stack([resize_class_features(torch.randn(16, 9, 12, generator=g))
                                          for _ in range(3)]))
     aspect = torch.tensor([0.5, 1.0, 2.0])
-    net = _net()
+    net = trained_like_transform_net(0, linear_std=0.05)  # alignments that vary
     views = torch.tensor([0, 1, 2, 2, 1, 0])
     ys = torch.tensor([0, 5, 19, 10, 3, 19])  # corners and edges: windows reach outside the map
     xs = torch.tensor([0, 7, 22, 11, 21, 0])
@@ -71,7 +57,7 @@ def test_head_windows_of_a_rectangle_reaching_outside():
     g = torch.Generator().manual_seed(2)
     feats = torch.randn(1, 16, 12, 14, generator=g)
     kernels = class_kernels(resize_class_features(torch.randn(16, 8, 8, generator=g))[None])
-    net = _net(1)
+    net = trained_like_transform_net(1, linear_std=0.05)
     with torch.no_grad():
         dense = os2d_head(feats, kernels, net, invert_transform=True)
         out = head_windows(feats, kernels, net, torch.tensor([0, 0]), torch.tensor([-2, 9]), torch.tensor([3, -1]),

@@ -9,8 +9,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import scene_with, textured_object
-from torch import nn
+from helpers import scene_with, textured_object, trained_like_transform_net
 
 from os2d.apps.cli.common import add_inference_args, inference_config
 from os2d.config import InferenceConfig
@@ -21,22 +20,8 @@ from os2d.model.grids import params_to_affine, unit_grid_in_channel_layout
 from os2d.model.head import os2d_head
 from os2d.model.int8_transform import HeadsPrecision, Int8TransformNet, int8_supported
 from os2d.model.resample import pool_mask, sample_per_channel_unit
-from os2d.model.transform_net import TransformNet
 
 needs_int8 = pytest.mark.skipif(not int8_supported(), reason="no oneDNN int8 convolution on this CPU / build")
-
-
-def _trained_like_net(seed: int = 0) -> TransformNet:
-    """A TransformNet with non-trivial weights and BatchNorm statistics (the identity init has a zero last layer)."""
-    torch.manual_seed(seed)
-    net = TransformNet(6)
-    with torch.no_grad():
-        net.linear.weight.normal_(0, 0.01)
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.05, 0.05)
-                m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
 
 
 def _corr(n: int = 2, h: int = 20, w: int = 24, seed: int = 1) -> torch.Tensor:
@@ -46,7 +31,7 @@ def _corr(n: int = 2, h: int = 20, w: int = 24, seed: int = 1) -> torch.Tensor:
 
 @needs_int8
 def test_int8_transform_net_is_close_to_float32():
-    net = _trained_like_net()
+    net = trained_like_transform_net()
     corr = _corr()
     with torch.no_grad():
         exact = net(corr)
@@ -58,7 +43,7 @@ def test_int8_transform_net_is_close_to_float32():
 
 @needs_int8
 def test_int8_channels_last_entry_quantises_like_the_plain_one():
-    q = Int8TransformNet(_trained_like_net())
+    q = Int8TransformNet(trained_like_transform_net())
     corr = _corr(1, 9, 11)
     corr_cl = corr.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -132,7 +117,7 @@ def test_pooled_cells_only_resampling_equals_all_cells(toy_model):
     """The head resamples the 121 inner channels only; the pooled score equals pooling all 225 (mask 0 outside)."""
     feats = torch.rand(2, toy_model.feature_channels, 7, 9)
     kernels = toy_model.class_kernels([torch.rand(3, 64, 64), torch.rand(3, 80, 48)])
-    net = _trained_like_net(3)
+    net = trained_like_transform_net(3)
     with torch.no_grad():
         out = os2d_head(feats, kernels, net, invert_transform=True)
         corr = correlate(feats, kernels).reshape(4, 225, 7, 9)

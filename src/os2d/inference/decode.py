@@ -126,4 +126,5 @@ def merged_keep(cands: list[LevelCandidates], view_class: Tensor, config: Infere
     return keep
 
 
-__all__ = ["LevelCandidates", "clip_boxes", "detections_at", "level_candidates", "merge_and_nms", "merged_keep", "to_original"]
+__all__ = ["LevelCandidates", "clip_boxes", "detections_at", "level_candidates", "merge_and_nms", "merged_keep",
+           "to_original"]

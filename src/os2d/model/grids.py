@@ -66,13 +66,27 @@ def unit_grid_in_channel_layout(theta: Tensor, s: int, h: int, w: int, channels:
     cx = (torch.arange(w, dtype=dtype, device=device) + 0.5) * unit[0] - 1.0
     centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
     offset = (coef[..., 2] + centre).unsqueeze(1)  # (N, 1, H, W, 2)
-    lin = torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device)
-    xq = lin.view(s, 1).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> x_q
-    yp = lin.view(1, s).expand(s, s).reshape(1, s * s, 1, 1, 1)  # channel q*S + p -> y_p
-    if channels is not None:
-        xq, yp = xq[:, channels], yp[:, channels]
+    xq, yp = cell_coords(s, channels, dtype=dtype, device=device)
+    xq, yp = xq.view(1, -1, 1, 1, 1), yp.view(1, -1, 1, 1, 1)
     grid = torch.addcmul(offset, coef[..., 0].unsqueeze(1), xq)  # (N, S*S, H, W, 2)
     return grid.addcmul_(coef[..., 1].unsqueeze(1), yp)
+
+
+def cell_coords(s: int, channels: Tensor | None = None, *, dtype=torch.float32, device=None) -> tuple[Tensor, Tensor]:
+    """Class-local coordinates (x_q, y_p) of the grid cell of each correlation channel ``q*S + p``: two (S*S,)
+    tensors (or (M,) for ``channels``)."""
+    lin = torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device)
+    xq = lin.view(s, 1).expand(s, s).reshape(s * s)  # channel q*S + p -> x_q
+    yp = lin.view(1, s).expand(s, s).reshape(s * s)  # channel q*S + p -> y_p
+    if channels is not None:
+        xq, yp = xq[channels], yp[channels]
+    return xq, yp
+
+
+def inner_channels(s: int, border: int, device=None) -> Tensor:
+    """(M,) correlation channels ``q*S + p`` of the (S - 2 border)^2 inner cells, the ones the score pools."""
+    cells = range(border, s - border)
+    return torch.tensor([q * s + p for q in cells for p in cells], device=device)
 
 
 MAX_ASPECT = 4.0  # class aspect ratios beyond 1/4 .. 4 are clamped for the anchor
@@ -103,9 +117,20 @@ _CORNERS_LOCAL = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
 def grid_corners(theta: Tensor, box_size: float, stride: float) -> Tensor:
     """(N, H, W, 2, 3) transforms -> (N, H, W, 4, 2) grid corners in the global frame of ``box_size`` windows."""
     _, h, w = theta.shape[:3]
-    local = torch.tensor(_CORNERS_LOCAL, dtype=theta.dtype, device=theta.device)  # (4, 2)
-    pts = torch.einsum("nhwij,cj->nhwci", theta[..., :2], local) + theta[..., 2].unsqueeze(-2)  # (N,H,W,4,2)
     cy = (torch.arange(h, dtype=theta.dtype, device=theta.device) + 0.5) * stride
     cx = (torch.arange(w, dtype=theta.dtype, device=theta.device) + 0.5) * stride
     centre = torch.stack(torch.broadcast_tensors(cx.view(1, w), cy.view(h, 1)), dim=-1)  # (H, W, 2)
-    return pts * (box_size / 2.0) + centre.view(1, h, w, 1, 2)
+    return corners_at(theta, centre, box_size)
+
+
+def corners_at(theta: Tensor, centre: Tensor, box_size: float) -> Tensor:
+    """(..., 2, 3) transforms of windows centred at ``centre`` (..., 2) (image pixels, broadcast) -> (..., 4, 2)
+    grid corners: top-left, top-right, bottom-left, bottom-right."""
+    local = torch.tensor(_CORNERS_LOCAL, dtype=theta.dtype, device=theta.device)  # (4, 2)
+    pts = torch.einsum("...ij,cj->...ci", theta[..., :2], local) + theta[..., 2].unsqueeze(-2)  # (..., 4, 2)
+    return pts * (box_size / 2.0) + centre.unsqueeze(-2)
+
+
+def corners_box(corners: Tensor) -> Tensor:
+    """(..., 4, 2) corners of a parallelogram -> (..., 4) its axis-aligned xyxy box (exact over all its points)."""
+    return torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)

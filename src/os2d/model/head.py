@@ -14,7 +14,14 @@ from torch import Tensor
 
 from os2d.model.box_coder import encode, make_anchors
 from os2d.model.correlation import correlate, correlate_channels_last
-from os2d.model.grids import grid_corners, params_to_affine, stretch_to_aspect, unit_grid_in_channel_layout
+from os2d.model.grids import (
+    corners_box,
+    grid_corners,
+    inner_channels,
+    params_to_affine,
+    stretch_to_aspect,
+    unit_grid_in_channel_layout,
+)
 from os2d.model.int8_transform import Int8TransformNet
 from os2d.model.resample import pool_mask, sample_per_channel_unit
 from os2d.model.transform_net import TransformNet
@@ -142,8 +149,7 @@ def _head_chunk(
     n = b * k
     # Only the pooled (inner) cells are resampled: the border cells have weight 0 (121 of 225 channels at S=15).
     mask = pool_mask(s, pool_border, device=features.device, dtype=features.dtype)
-    cells = range(pool_border, s - pool_border)
-    inner = torch.tensor([q * s + p for q in cells for p in cells], device=features.device)  # (M,)
+    inner = inner_channels(s, pool_border, device=features.device)  # (M,)
     if isinstance(transform_net, Int8TransformNet):  # its input channels-last, the inner cells by a 2nd GEMM
         params = transform_net.from_channels_last(correlate_channels_last(features, kernels).view(n, h, w, s * s))
         corr_inner = correlate(features, kernels[:, inner]).view(n, len(inner), h, w)  # (N, M, H, W)
@@ -168,18 +174,13 @@ def _head_chunk(
     # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
     # min/max box over all S*S points.
     corners = grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
-    boxes = _boxes(corners)  # (N, H, W, 4)
+    boxes = corners_box(corners)  # (N, H, W, 4)
     return (
         scores.view(b, k, h, w),
         boxes.view(b, k, h, w, 4),
         corners.detach().view(b, k, h, w, 4, 2),
         scores_detached,
     )
-
-
-def _boxes(corners: Tensor) -> Tensor:
-    """(..., 4, 2) corners of a parallelogram -> (..., 4) its axis-aligned xyxy box."""
-    return torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)
 
 
 def _theta(params: Tensor, invert: bool, aspect: Tensor | None, aspect_power: float, b: int) -> Tensor:
@@ -202,7 +203,7 @@ def _params_with_sparse_grad(transform_net: TransformNet, corr: Tensor, select: 
     if not torch.is_grad_enabled() or not (trainable or corr.requires_grad):
         return params
     corners = grid_corners(_theta(params, invert, aspect, aspect_power, b), box_size=anchor_size, stride=stride)
-    where = select(_boxes(corners).view(b, k, h, w, 4)).reshape(n, h, w).nonzero()  # (P, 3) = (pair, y, x)
+    where = select(corners_box(corners).view(b, k, h, w, 4)).reshape(n, h, w).nonzero()  # (P, 3) = (pair, y, x)
     if len(where) == 0:  # no gradient for TransformNet; a zero one keeps DistributedDataParallel's buckets full
         return params + sum(p.sum() for p in trainable) * 0.0 if trainable else params
     values = transform_net.forward_at(corr, where).to(params.dtype)  # (P, num_params), with autograd

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from os2d.model.correlation import l2_normalize
-from os2d.model.grids import params_to_affine, stretch_to_aspect
+from os2d.model.grids import (
+    cell_coords,
+    corners_at,
+    corners_box,
+    inner_channels,
+    params_to_affine,
+    stretch_to_aspect,
+)
 from os2d.model.resample import pool_mask
 from os2d.model.transform_net import TransformNet
 
@@ -101,14 +108,11 @@ def head_windows(
     inside = (loc_y >= 0) & (loc_y < h) & (loc_x >= 0) & (loc_x < w)
 
     # Grid points of the pooled cells in feature-map pixels: x = S/2 (a x_q + b y_p + t_x) + l + 0.5.
-    cells = range(pool_border, s - pool_border)
-    lin = torch.linspace(-1.0, 1.0, s, dtype=theta.dtype, device=theta.device)
-    xq = torch.stack([lin[q] for q in cells for _ in cells])  # (M,) cell (p, q) in channel order q*S + p
-    yp = torch.stack([lin[p] for _ in cells for p in cells])
-    inner = torch.tensor([q * s + p for q in cells for p in cells], device=features.device)  # (M,)
+    inner = inner_channels(s, pool_border, device=features.device)  # (M,)
+    xq, yp = cell_coords(s, inner, dtype=theta.dtype, device=theta.device)
     local = torch.stack([xq, yp, torch.ones_like(xq)], dim=0)  # (3, M)
     pts = torch.einsum("prsij,jm->prsmi", theta, local) * (s / 2.0)  # (P, Rh, Rw, M, 2)
-    centre = torch.stack([loc_x, loc_y], dim=-1).to(theta.dtype) + 0.5  # (P, Rh, Rw, 2)
+    centre = torch.stack([loc_x, loc_y], dim=-1).to(theta.dtype) + 0.5  # (P, Rh, Rw, 2) in cells
     pts = pts + centre.unsqueeze(-2)
     unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=theta.dtype, device=theta.device)
     grid = (pts * unit - 1.0).reshape(1, -1, 1, 2)
@@ -118,11 +122,8 @@ def head_windows(
     weights = pool_mask(s, pool_border, device=features.device, dtype=features.dtype)[inner]
     scores = (values @ weights).view(len(views), rh, rw)
 
-    corner_local = torch.tensor(((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0)), dtype=theta.dtype,
-                                device=theta.device)  # as grids.grid_corners
-    corners = torch.einsum("prsij,cj->prsci", theta[..., :2], corner_local) + theta[..., 2].unsqueeze(-2)
-    corners = corners * (anchor_size / 2.0) + (centre * stride).unsqueeze(-2)  # (P, Rh, Rw, 4, 2)
-    boxes = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)
+    corners = corners_at(theta, centre * stride, anchor_size)  # (P, Rh, Rw, 4, 2), as the dense head's
+    boxes = corners_box(corners)
     return WindowOutput(ys=loc_y, xs=loc_x, inside=inside, scores=scores, boxes_xyxy=boxes, corners_xy=corners)
 
 

@@ -69,12 +69,9 @@ class TransformNet(nn.Module):
         gradient only where the loss can reach it (:func:`os2d.model.head.os2d_head`'s ``transform_grad_at``).
         Needs BatchNorm in eval mode (its statistics would otherwise depend on which cells are computed).
         """
-        if any(m.training for m in self.modules() if isinstance(m, nn.BatchNorm2d)):
-            raise RuntimeError("TransformNet.forward_at needs BatchNorm in eval mode (frozen_bn_transform)")
         n_maps, _, h, w = corr.shape
         out = corr.new_empty(len(where), self.num_params)
-        layers = [(self.conv[0], self.conv[1]), (self.conv[3], self.conv[4]), (self.linear, None)]
-        halo = sum(conv.kernel_size[0] // 2 for conv, _ in layers)  # 7: the receptive-field radius
+        halo = self.halo()
         for n in where[:, 0].unique().tolist():
             sel = (where[:, 0] == n).nonzero().squeeze(1)
             ys, xs = where[sel, 1], where[sel, 2]
@@ -83,16 +80,8 @@ class TransformNet(nn.Module):
             top, left = y0 - halo, x0 - halo
             crop = corr[n, :, max(top, 0):min(y1 + halo, h), max(left, 0):min(x1 + halo, w)]
             crop = F.pad(crop, (max(-left, 0), max(x1 + halo - w, 0), max(-top, 0), max(y1 + halo - h, 0)))
-            x = l2_normalize(crop[None].relu(), dim=1, eps=1e-6)
-            for conv, bn in layers:
-                x = F.conv2d(x, conv.weight, conv.bias)  # valid: the window shrinks by the kernel radius
-                top, left = top + conv.kernel_size[0] // 2, left + conv.kernel_size[1] // 2
-                if bn is not None:
-                    x = bn(x).relu()
-                    rows = torch.arange(top, top + x.shape[-2], device=x.device)
-                    cols = torch.arange(left, left + x.shape[-1], device=x.device)
-                    inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
-                    x = x * inside.to(x.dtype)  # the next layer's zero padding
+            x = self.forward_windows(crop[None], corr.new_tensor([top], dtype=torch.long),
+                                     corr.new_tensor([left], dtype=torch.long), (h, w))
             out[sel] = x[0, :, ys - y0, xs - x0].t().to(out.dtype)
         return out
 
@@ -110,11 +99,13 @@ class TransformNet(nn.Module):
             size: (H, W) of the map the windows are cut from.
         Returns:
             (P, num_params, Rh, Rw): equal to ``forward(full map)[:, :, top + halo : ..., left + halo : ...]`` up
-            to summation order. Activations outside the map are zeroed after each layer, as in :meth:`forward_at`.
-        Needs BatchNorm in eval mode.
+            to summation order. Activations outside the map are zeroed after each layer (the dense layers' zero
+            padding of the next layer's input). Differentiable (:meth:`forward_at` trains through it).
+        Needs BatchNorm in eval mode (its statistics would otherwise depend on which cells are computed).
         """
         if any(m.training for m in self.modules() if isinstance(m, nn.BatchNorm2d)):
-            raise RuntimeError("TransformNet.forward_windows needs BatchNorm in eval mode")
+            raise RuntimeError("TransformNet.forward_windows / forward_at need BatchNorm in eval mode "
+                               "(frozen_bn_transform)")
         h, w = size
         x = l2_normalize(corr.relu(), dim=1, eps=1e-6)
         offset = 0
@@ -122,7 +113,7 @@ class TransformNet(nn.Module):
             x = F.conv2d(x, conv.weight, conv.bias)  # valid: the window shrinks by the kernel radius
             offset += conv.kernel_size[0] // 2
             if bn is not None:
-                x = bn(x).relu_()
+                x = bn(x).relu()
                 rows = top.view(-1, 1) + offset + torch.arange(x.shape[-2], device=x.device)  # (P, rows)
                 cols = left.view(-1, 1) + offset + torch.arange(x.shape[-1], device=x.device)
                 inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from os2d.model.grids import corners_box
 from os2d.model.os2d import Os2dModel
 from os2d.ops import box_iou
 from os2d.pretrain.grid_loss import grid_distance
@@ -25,10 +26,6 @@ def theta_from_corners(corners: Tensor) -> Tensor:
     to the corners' frame."""
     tl, tr, bl = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]
     return torch.stack([(tr - tl) / 2, (bl - tl) / 2, (tr + bl) / 2], dim=-1)
-
-
-def _box(corners: Tensor) -> Tensor:
-    return torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)
 
 
 @dataclass
@@ -76,7 +73,7 @@ def evaluate_alignment(model: Os2dModel, pairs: PairSet, *, progress: bool = Fal
             err = grid_distance(theta_from_corners(window), theta_from_corners(true), s)  # (2R+1, 2R+1)
             centre_err.append(float(err[r, r]))
             window_err.append(float(err.mean()))
-            ious.append(float(box_iou(_box(corners[k0, l0])[None], _box(true)[None])[0, 0]))
+            ious.append(float(box_iou(corners_box(corners[k0, l0])[None], corners_box(true)[None])[0, 0]))
             scores.append(float(out.scores[0, 0, k0, l0]))
     return AlignmentReport(np.array(centre_err), np.array(window_err), np.array(ious), np.array(scores),
                            float(model.stride))
