@@ -57,6 +57,25 @@ def test_conv2d_same_equals_explicit_pad(kernel: int, stride: int, h: int, w: in
     torch.testing.assert_close(out, ref)
 
 
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (5, 2), (5, 1), (4, 1)])
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (17, 30), (31, 9), (2, 3)])
+def test_depthwise_conv2d_same_zero_taps_equal_explicit_pad(kernel: int, stride: int, h: int, w: int) -> None:
+    """Grouped convolutions pad unevenly with zero taps instead of a padded copy: same values and gradients."""
+    torch.manual_seed(0)
+    conv = Conv2dSame(6, 6, kernel, stride, groups=6, bias=True)
+    x = torch.randn(2, 6, h, w, requires_grad=True)
+    top, bottom = same_padding(h, kernel, stride)
+    left, right = same_padding(w, kernel, stride)
+    ref = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, conv.bias, stride=stride, groups=6)
+    out = conv(x)
+    assert out.shape == ref.shape == (2, 6, -(-h // stride), -(-w // stride))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x, conv.weight))
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant", ["lite0", "lite2"])
 def test_block_layout(variant: str) -> None:
     specs = block_specs(variant)

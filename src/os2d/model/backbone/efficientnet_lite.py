@@ -92,7 +92,13 @@ class Conv2dSame(nn.Conv2d):
 
     With stride 1 and an odd effective kernel the padding is symmetric and static, so it is handed to
     ``nn.Conv2d``; otherwise it is computed in ``forward`` from the input size (plain integer arithmetic on
-    ``x.shape``, traceable) and applied with ``F.pad``. The parameters are those of ``nn.Conv2d``.
+    ``x.shape``, traceable). A grouped (depthwise) convolution without dilation never copies its input into a
+    padded tensor: where the padding is uneven (``d`` more after than before), the kernel gets ``d`` leading rows or
+    columns of zero taps and the convolution the larger padding on both sides, which gives the same outputs
+    exactly (the zero taps add exact zeros) and, for the stride-2 depthwise convolutions of a photo-sized input,
+    skips a copy of the largest tensors of the network (``benchmarks/same_padding.py``). Dense convolutions (the
+    3-channel stem) keep ``F.pad``: their input is small and a larger kernel costs more. The parameters are those
+    of ``nn.Conv2d``.
     """
 
     def __init__(
@@ -120,11 +126,15 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))."""
-        if not self._static:
-            top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
-            left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        if self._static:
+            return super().forward(x)
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        if self.groups > 1 and self.dilation == (1, 1):
+            # uneven padding as zero taps before the kernel: (C_out, C_in/g, k + d_h, k + d_w)
+            weight = F.pad(self.weight, (right - left, 0, bottom - top, 0))
+            return F.conv2d(x, weight, self.bias, self.stride, (bottom, right), 1, self.groups)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:

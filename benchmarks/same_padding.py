@@ -1,0 +1,88 @@
+"""EfficientNet-Lite's uneven "same" padding: a padded copy of the input vs zero taps in the kernel.
+
+TF "SAME" padding of a stride-2 convolution puts one more zero after the input than before it, which
+``nn.Conv2d``'s symmetric padding cannot express. The straightforward way copies the input into a padded tensor
+(``F.pad``) first; for the stride-2 depthwise convolutions of a photo-sized input those are the largest tensors of
+the network (96 channels at half the photo's resolution). ``Conv2dSame`` instead gives grouped convolutions
+leading zero taps and the larger padding on both sides (exactly the same outputs).
+
+Printed: the default model's backbone (inference path, as ``Os2dModel.extract_features`` runs it) on a photo of
+sqrt(w*h) = 1182 (1024x1365) and on a batch of 16 second-look crops of 160x160, median of ``--repeats`` with the two
+arms alternating in one process, and the largest difference between their features.
+
+    python benchmarks/same_padding.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+from os2d.runtime import tune_allocator
+
+tune_allocator()  # as the command line does, before torch is imported
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from os2d.detector import Detector  # noqa: E402
+from os2d.model.backbone.efficientnet_lite import Conv2dSame, same_padding  # noqa: E402
+
+ZERO_TAPS = Conv2dSame.forward
+
+
+def explicit_pad(self: Conv2dSame, x: Tensor) -> Tensor:
+    """The padded-copy way (``F.pad`` before every non-static convolution)."""
+    if self._static:
+        return torch.nn.Conv2d.forward(self, x)
+    top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+    left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+    return torch.nn.Conv2d.forward(self, F.pad(x, (left, right, top, bottom)))
+
+
+ARMS: dict[str, Callable] = {"F.pad": explicit_pad, "zero taps": ZERO_TAPS}
+
+
+def timed(run: Callable[[], Tensor], repeats: int) -> tuple[dict[str, float], float]:
+    """Median seconds of ``run`` per arm (arms alternating, their order rotated per repeat) and the largest
+    absolute difference between the arms' outputs."""
+    times: dict[str, list[float]] = {a: [] for a in ARMS}
+    outs = {}
+    names = list(ARMS)
+    try:
+        for r in range(repeats + 1):
+            for name in names[r % 2 :] + names[: r % 2]:
+                Conv2dSame.forward = ARMS[name]
+                t0 = time.perf_counter()
+                outs[name] = run()
+                if r:  # the first round warms up (folded copy, allocator)
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        Conv2dSame.forward = ZERO_TAPS
+    diff = float((outs["F.pad"] - outs["zero taps"]).abs().max())
+    return {a: statistics.median(t) for a, t in times.items()}, diff
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    model = Detector.from_weights(args.weights).model.eval()
+    torch.manual_seed(0)
+    inputs = {"photo 1024x1365": torch.rand(1, 3, 1024, 1365), "16 crops 160x160": torch.rand(16, 3, 160, 160)}
+    print(f"backbone {model.config.backbone}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print("| input | F.pad s | zero taps s | speed-up | max |diff| |")
+    print("|---|---:|---:|---:|---:|")
+    with torch.no_grad():
+        for name, x in inputs.items():
+            t, diff = timed(lambda x=x: model.extract_features(x, align_to_anchors=False), args.repeats)
+            print(f"| {name} | {t['F.pad']:.3f} | {t['zero taps']:.3f} | {t['F.pad'] / t['zero taps']:.2f}x "
+                  f"| {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
