@@ -84,29 +84,16 @@ def class_views(c: int, view_class: Tensor, view_aspect: Tensor) -> tuple[Tensor
 
 
 @torch.no_grad()
-def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
-              view_aspect: Tensor, *, precision: str = "fp32", size: int | None = None,
-              rivals: Tensor | None = None) -> Tensor:
-    """(N,) agreement in [-1, 1] of each detection's crop with its class.
-
-    Args:
-        model: the :class:`~os2d.model.Os2dModel` that encoded ``kernels``.
-        image: (3, H, W) RGB in [0, 1]; ``corners`` (N, 4, 2) in its pixels.
-        labels: (N,) class index of each detection.
-        kernels: (V, S*S, C) the gallery's normalised class grids; ``view_class`` (V,), ``view_aspect`` (V,).
-        precision: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``).
-        size: the crops' side: area ``size``^2 with the class image's aspect ratio (None: ``class_image_size``,
-            the size the class grids were encoded at; ``InferenceConfig.verify_size``).
-        rivals: an (N,) tensor that receives, per detection, the crop's best agreement with any *other* class of
-            ``view_class`` (-1 where there is none); None: not computed.
-    """
+def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class: Tensor, view_aspect: Tensor, *,
+               precision: str = "fp32", size: int | None = None) -> Tensor:
+    """(N, S*S, C) the L2-normal class-grid cells (kernel layout) of each detection's crop, encoded like a class
+    image: ``image`` (3, H, W) in [0, 1] resampled inside the (N, 4, 2) ``corners`` to area ``size``^2 with the
+    aspect ratio of the class ``labels`` (N,) names, then the backbone and the S x S grid (:func:`agreement`'s
+    arguments). Detections of a class without views get zeros."""
     cfg = model.config
     s, side = cfg.class_grid_size, size or cfg.class_image_size
-    inner = pool_mask(s, cfg.pool_border) > 0  # (S*S,) symmetric: kernel order does not matter
-    out = torch.full((labels.shape[0],), -1.0)
     height, width = image.shape[-2:]
-    # (V, I*C) the inner cells of every view, for the rivals: one matrix product per class's crops
-    inner_kernels = kernels[:, inner].float().flatten(1) if rivals is not None else None
+    out: Tensor | None = None
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
         views, aspect = class_views(c, view_class, view_aspect)
@@ -121,6 +108,52 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
                                                                precision=precision)])
                            for i in range(0, len(idx), CROP_CHUNK)])  # (n, C, S, S)
         cells = grids.permute(0, 3, 2, 1).reshape(len(idx), s * s, -1)  # kernel layout (n, S*S, C)
+        if out is None:
+            out = cells.new_zeros(labels.shape[0], s * s, cells.shape[-1])
+        out[idx] = cells
+    return out if out is not None else image.new_zeros(labels.shape[0], s * s, 0)
+
+
+def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
+    """(..., C) L2-normal cells -> (..., D) the same through a learned (C, D) ``projection`` of the second look
+    (:mod:`os2d.inference.verify_projection`), L2-normalised again; unchanged without one."""
+    if projection is None:
+        return cells
+    return F.normalize(cells.float() @ projection.to(cells.device, torch.float32), dim=-1, eps=1e-6)
+
+
+@torch.no_grad()
+def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
+              view_aspect: Tensor, *, precision: str = "fp32", size: int | None = None,
+              rivals: Tensor | None = None, projection: Tensor | None = None) -> Tensor:
+    """(N,) agreement in [-1, 1] of each detection's crop with its class.
+
+    Args:
+        model: the :class:`~os2d.model.Os2dModel` that encoded ``kernels``.
+        image: (3, H, W) RGB in [0, 1]; ``corners`` (N, 4, 2) in its pixels.
+        labels: (N,) class index of each detection.
+        kernels: (V, S*S, C) the gallery's normalised class grids; ``view_class`` (V,), ``view_aspect`` (V,).
+        precision: the crops' trunk arithmetic (``InferenceConfig.trunk_precision``).
+        size: the crops' side: area ``size``^2 with the class image's aspect ratio (None: ``class_image_size``,
+            the size the class grids were encoded at; ``InferenceConfig.verify_size``).
+        rivals: an (N,) tensor that receives, per detection, the crop's best agreement with any *other* class of
+            ``view_class`` (-1 where there is none); None: not computed.
+        projection: (C, D) learned projection of the cells before the cosines (:func:`project_cells`); None: the
+            backbone's cells as they are.
+    """
+    cfg = model.config
+    inner = pool_mask(cfg.class_grid_size, cfg.pool_border) > 0  # (S*S,) symmetric: kernel order does not matter
+    out = torch.full((labels.shape[0],), -1.0)
+    cells_all = crop_cells(model, image, corners, labels, view_class, view_aspect, precision=precision, size=size)
+    kernels = project_cells(kernels, projection)
+    # (V, I*C) the inner cells of every view, for the rivals: one matrix product per class's crops
+    inner_kernels = kernels[:, inner].float().flatten(1) if rivals is not None else None
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().squeeze(1)  # (n,)
+        views, _ = class_views(c, view_class, view_aspect)
+        if views.numel() == 0:
+            continue
+        cells = project_cells(cells_all[idx], projection)  # (n, S*S, C)
         cos = torch.einsum("nkc,vkc->nvk", cells, kernels[views].to(cells.dtype))[..., inner].mean(-1)  # (n, V)
         out[idx] = cos.amax(dim=1).float()
         if inner_kernels is not None and bool((view_class != c).any()):
@@ -158,7 +191,7 @@ def reshape_candidates(corners: Tensor, class_aspect: Tensor) -> tuple[Tensor, T
 
 def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v: Tensor, kernels: Tensor,
                    view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32",
-                   size: int | None = None) -> tuple[Tensor, Tensor]:
+                   size: int | None = None, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Shape search: (N, 4, 2) corners (pixels of ``image``) with each replaced by its stretched candidate whose
     crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape; and the (N,)
     mask of the replaced ones."""
@@ -168,7 +201,7 @@ def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v:
     if owner.numel() == 0:
         return out, moved
     v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision,
-                  size=size)
+                  size=size, projection=projection)
     best_v = own_v.clone().float()
     for m in range(len(owner)):  # a handful: K detections x len(RESHAPE_BETAS)
         i = int(owner[m])
@@ -181,7 +214,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                       view_aspect: Tensor, gamma: float, *, crop: str = "aligned", top: int = 100,
                       score_threshold: float | None = None, max_detections: int | None = None,
                       precision: str = "fp32", reshape_top: int = 0, rest: str = "drop",
-                      size: int | None = None, reshape_scope: str = "image", rival_power: float = 0.0) -> Detections:
+                      size: int | None = None, reshape_scope: str = "image", rival_power: float = 0.0,
+                      projection: Tensor | None = None) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -199,7 +233,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     (:func:`agreement`; ``InferenceConfig.verify_size``). ``rival_power`` = delta > 0: the factor is also multiplied
     by ``(v / max(v, r)) ** delta`` (both clamped to ``MIN_AGREEMENT``), r the crop's best agreement with another
     class of the gallery: a detection whose crop looks more like another class goes down
-    (``InferenceConfig.verify_rivals``)."""
+    (``InferenceConfig.verify_rivals``). ``projection``: (C, D) learned projection of the cells before every cosine
+    (:func:`project_cells`; None: the backbone's cells)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if reshape_scope not in RESHAPE_SCOPES:
@@ -226,7 +261,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         end = min(n, done + step)
         rivals = torch.full((end - done,), -1.0) if rival_power > 0 else None
         v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
-                      precision=precision, size=size, rivals=rivals)
+                      precision=precision, size=size, rivals=rivals, projection=projection)
         factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
         if rivals is not None:
             own = v.clamp(min=MIN_AGREEMENT)
@@ -242,7 +277,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                           looked.scores[:done] / factors[:done])
         best = top_per_scope(new, looked.labels[:done], reshape_top, reshape_scope)  # (K,) or (<= K per class,)
         shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
-                                       view_class, view_aspect, precision=precision, size=size)
+                                       view_class, view_aspect, precision=precision, size=size,
+                                       projection=projection)
         idx, new = best[moved], (shaped[moved] / scale).to(looked.corners_xy.dtype)  # (m, 4, 2) original pixels
         bound = torch.tensor([width, height], dtype=new.dtype)
         looked.corners_xy[idx] = new  # looked is a copy (filter): nothing outside is written
