@@ -16,7 +16,14 @@ from os2d.calibration import Calibration, score_kind, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.colour import apply_score_factors
-from os2d.inference.verify import agreement, box_corners, crop_grid, verify_detections
+from os2d.inference.verify import (
+    agreement,
+    box_corners,
+    crop_cells,
+    crop_grid,
+    project_cells,
+    verify_detections,
+)
 from os2d.io import image_to_tensor
 from os2d.results import Detections
 
@@ -273,3 +280,30 @@ def test_rivals_push_down_a_crop_that_looks_more_like_another_class(toy_model_mo
     assert float(with_rivals.scores[1]) < float(plain.scores[plain.labels == 0][0])  # the look-alike goes down
     with pytest.raises(ValueError, match="verify_rivals"):
         InferenceConfig(verify_rivals=-1.0)
+
+
+def test_crop_cells_and_projection(detector):
+    """crop_cells gives the L2-normal class-grid cells of each crop (zeros for a class without views); an identity
+    projection leaves the agreement as it is, a projection onto fewer channels changes it and keeps it a cosine."""
+    image = image_to_tensor(scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240)))
+    g = detector.gallery
+    boxes = torch.tensor([[40.0, 60, 136, 188], [180.0, 20, 276, 148], [0.0, 0, 50, 50]])
+    labels = torch.tensor([0, 0, 1])  # class 1 has no views
+    cells = crop_cells(detector.model, image, box_corners(boxes), labels, g.view_class, g.view_aspect)
+    s2, c = g.kernels.shape[1:]
+    assert cells.shape == (3, s2, c)
+    torch.testing.assert_close(cells[:2].norm(dim=-1), torch.ones(2, s2), atol=1e-4, rtol=0)
+    assert float(cells[2].abs().max()) == 0.0
+    plain = agreement(detector.model, image, box_corners(boxes[:2]), labels[:2], g.kernels, g.view_class,
+                      g.view_aspect)
+    same = agreement(detector.model, image, box_corners(boxes[:2]), labels[:2], g.kernels, g.view_class,
+                     g.view_aspect, projection=torch.eye(c))
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    narrow = torch.randn(c, 4)
+    projected = project_cells(cells[:2], narrow)
+    assert projected.shape == (2, s2, 4)
+    torch.testing.assert_close(projected.norm(dim=-1), torch.ones(2, s2), atol=1e-4, rtol=0)
+    v = agreement(detector.model, image, box_corners(boxes[:2]), labels[:2], g.kernels, g.view_class,
+                  g.view_aspect, projection=narrow)
+    assert bool((v.abs() <= 1 + 1e-5).all()) and not torch.allclose(v, plain, atol=1e-3)

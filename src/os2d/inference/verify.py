@@ -116,7 +116,7 @@ def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class
 
 def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
     """(..., C) L2-normal cells -> (..., D) the same through a learned (C, D) ``projection`` of the second look
-    (:mod:`os2d.inference.verify_projection`), L2-normalised again; unchanged without one."""
+    (trained by ``recipes/verify_projection``; not a default), L2-normalised again; unchanged without one."""
     if projection is None:
         return cells
     return F.normalize(cells.float() @ projection.to(cells.device, torch.float32), dim=-1, eps=1e-6)
@@ -310,6 +310,6 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "top_per_scope", "VERIFY_CROPS", "VERIFY_REST", "agreement", "box_corners",
-           "class_views", "crop_grid", "reshape_candidates", "reshape_looked", "stretched_corners",
-           "verify_detections"]
+__all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
+           "agreement", "box_corners", "class_views", "crop_cells", "crop_grid", "project_cells", "reshape_candidates",
+           "reshape_looked", "stretched_corners", "top_per_scope", "verify_detections"]
