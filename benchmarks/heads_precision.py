@@ -24,12 +24,6 @@ before its measurement): at default settings with the second look (``--second-lo
 
     python benchmarks/heads_precision.py --sets synth-val fl27-train --second-look \
         --arms fp32 int8 int8-exact int8-exact:30 int8-exact:10
-
-``int8-exact+c2``: the same with TransformNet's second convolution in int8 too during the search
-(``os2d.model.os2d.SEARCH_CONV2_INT8``). Its rule (``~/os2d-runs/c23/conv2_rule.txt``, written before its
-measurement): the int8-exact rule above on both tuning sets, and heads >= 10% faster than ``int8-exact`` on both.
-
-    python benchmarks/heads_precision.py --sets synth-val fl27-train --second-look --arms fp32 int8-exact int8-exact+c2
 """
 
 from __future__ import annotations
@@ -42,7 +36,6 @@ from pathlib import Path
 
 import torch
 
-import os2d.model.os2d as os2d_model
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.evaluation.detector_method import DetectorMethod
@@ -53,14 +46,13 @@ from os2d.results import Detections
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cascade_probe import TimedHeads, load_set, print_report  # noqa: E402
 
-ARMS = ("fp32", "int8", "int8-exact")  # an arm "int8-exact:N" sets exact_top N; "int8-exact+c2": conv2 int8 search
+ARMS = ("fp32", "int8", "int8-exact")  # an arm "int8-exact:N" sets exact_top N
 
 
 def arm_config(arm: str, second_look: bool) -> InferenceConfig:
     """The default config with an arm's heads precision (``"int8-exact:N"``: exact_top N); the second look off
     unless ``second_look`` (then the whole default pipeline runs)."""
     precision, _, top = arm.partition(":")
-    precision = precision.removesuffix("+c2")
     extra = {} if second_look else {"verify_rescore": 0.0}
     return InferenceConfig(heads_precision=precision, exact_top=int(top) if top else None, **extra)
 
@@ -117,7 +109,6 @@ def main() -> None:
         dataset = load_set(set_name, args.synth_dir)
         runs = {}
         for arm in args.arms:
-            os2d_model.SEARCH_CONV2_INT8 = "+c2" in arm  # the search with both convolutions in int8
             det = Detector.from_weights(args.weights, config=arm_config(arm, args.second_look))
             timer = TimedHeads(det.model, None)  # the model's own heads, timed
             TimedWindows(det.model, timer)

@@ -81,18 +81,15 @@ class _QuantConvReLU:
 
 class Int8TransformNet:
     """Inference copy of a :class:`TransformNet` (eval mode) with its first convolution in int8; same call
-    signature. With ``conv2_int8`` the second convolution runs in int8 too (its input quantised per call like the
-    first's): less accurate, so only as the search of ``heads_precision="int8-exact"``, whose reported detections get
-    the float32 values anyway."""
+    signature."""
 
-    def __init__(self, net: TransformNet, *, conv2_int8: bool = False) -> None:
+    def __init__(self, net: TransformNet) -> None:
         conv1, bn1, _, conv2, bn2, _ = net.conv
         with torch.no_grad():
             self.conv1 = _QuantConvReLU(*_fold_bn(conv1, bn1), padding=conv1.padding[0])
             w2, b2 = _fold_bn(conv2, bn2)
             self.conv2_weight = w2.contiguous(memory_format=torch.channels_last)
             self.conv2_bias = b2
-            self.conv2 = _QuantConvReLU(w2, b2, padding=conv2.padding[0]) if conv2_int8 else None
             self.linear_weight = net.linear.weight.detach().clone()
             self.linear_bias = net.linear.bias.detach().clone()
         self.linear_padding = net.linear.padding
@@ -106,10 +103,7 @@ class Int8TransformNet:
         """(N, H, W, 225) correlation (overwritten) -> (N, P, H, W) parameters."""
         q, scale = self.quantize_input(corr_hwc)
         y = self.conv1.quantized(q.permute(0, 3, 1, 2), scale)  # (N, 128, H, W) channels-last
-        if self.conv2 is not None:
-            y = self.conv2(y)  # (N, 64, H, W) int8 arithmetic, float32 out
-        else:
-            y = F.conv2d(y, self.conv2_weight, self.conv2_bias, padding=self.conv2_padding).relu_()  # float32
+        y = F.conv2d(y, self.conv2_weight, self.conv2_bias, padding=self.conv2_padding).relu_()  # float32
         return F.conv2d(y, self.linear_weight, self.linear_bias, padding=self.linear_padding).contiguous()
 
 
@@ -145,16 +139,5 @@ class Int8TransformCache(WeightsDerivedCache):
     """The int8 copy of one TransformNet (``value``), built on first use and rebuilt when its weights change
     (:class:`~os2d.model.backbone.fuse.WeightsDerivedCache`)."""
 
-    def __init__(self, *, conv2_int8: bool = False) -> None:
-        super().__init__()
-        self.conv2_int8 = conv2_int8
-
     def get(self, net: TransformNet) -> Int8TransformNet:
-        return self._lookup(net, lambda: Int8TransformNet(net, conv2_int8=self.conv2_int8))
-
-    def __getstate__(self) -> dict[str, bool]:
-        return {"conv2_int8": self.conv2_int8}  # the copy itself is rebuilt on use
-
-    def __setstate__(self, state: dict[str, bool]) -> None:
-        self.clear()
-        self.conv2_int8 = bool(state.get("conv2_int8", False))
+        return self._lookup(net, lambda: Int8TransformNet(net))

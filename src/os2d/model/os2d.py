@@ -24,9 +24,6 @@ from os2d.model.transform_net import TransformNet
 from os2d.model.trunk_precision import TrunkPrecision, bf16_applies
 
 
-# "int8-exact" searches with both TransformNet convolutions in int8 (its reported detections get float32 values anyway)
-SEARCH_CONV2_INT8 = False
-
 class Os2dModel(nn.Module):
     """Siamese feature extractor + TransformNet.
 
@@ -45,8 +42,6 @@ class Os2dModel(nn.Module):
         self.inference_cache = FusedBackboneCache()  # the folded copy; empty in copies and pickles
         self.eager_cache = FusedBackboneCache()  # an eager folded copy for bf16 beside a traced inference_cache
         self.int8_cache = Int8TransformCache()  # TransformNet's int8 copy (heads_precision "int8"); same rules
-        self.int8_search_cache = Int8TransformCache(conv2_int8=True)  # both convolutions in int8: the search of
-        # "int8-exact" when SEARCH_CONV2_INT8
 
     @property
     def inference_path(self) -> InferencePath:
@@ -156,8 +151,7 @@ class Os2dModel(nn.Module):
                 and isinstance(self.transform_net, TransformNet)  # not a baseline's stand-in (IdentityTransform)
                 and features.device.type == "cpu" and features.dtype == torch.float32
                 and all(p.device.type == "cpu" for p in self.transform_net.parameters()) and int8_supported()):
-            search = precision is HeadsPrecision.INT8_EXACT and SEARCH_CONV2_INT8
-            return (self.int8_search_cache if search else self.int8_cache).get(self.transform_net)
+            return self.int8_cache.get(self.transform_net)
         return self.transform_net
 
     def heads_exact(self, features: Tensor, precision: HeadsPrecision | str) -> bool:
