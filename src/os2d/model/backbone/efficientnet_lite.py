@@ -97,8 +97,8 @@ class Conv2dSame(nn.Conv2d):
     columns of zero taps and the convolution the larger padding on both sides, which gives the same outputs
     exactly (the zero taps add exact zeros) and, for the stride-2 depthwise convolutions of a photo-sized input,
     skips a copy of the largest tensors of the network (``benchmarks/same_padding.py``). Dense convolutions (the
-    3-channel stem) keep ``F.pad``: their input is small and a larger kernel costs more. The parameters are those
-    of ``nn.Conv2d``.
+    3-channel stem) keep ``F.pad``: their input is small and a larger kernel costs more. Tracing and ONNX export
+    keep it too (ONNX needs a convolution kernel of static shape). The parameters are those of ``nn.Conv2d``.
     """
 
     def __init__(
@@ -130,7 +130,8 @@ class Conv2dSame(nn.Conv2d):
             return super().forward(x)
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-        if self.groups > 1 and self.dilation == (1, 1):
+        if (self.groups > 1 and self.dilation == (1, 1) and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export()):  # ONNX needs a kernel of static shape
             # uneven padding as zero taps before the kernel: (C_out, C_in/g, k + d_h, k + d_w)
             weight = F.pad(self.weight, (right - left, 0, bottom - top, 0))
             return F.conv2d(x, weight, self.bias, self.stride, (bottom, right), 1, self.groups)
