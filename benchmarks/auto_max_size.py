@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,13 +27,10 @@ tune_allocator()  # as the command line does, before torch is imported
 import torch  # noqa: E402
 
 from os2d.config import AutoScaleConfig  # noqa: E402
-from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
-from os2d.io import load_image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from round_robin import run_round_robin  # noqa: E402
 
 
 def main() -> None:
@@ -48,28 +44,12 @@ def main() -> None:
     arms = {m: {"auto_scale": replace(AutoScaleConfig(), max_size=m)} for m in args.max_sizes}
     rows = []
     for set_name in args.sets:
-        dataset = load_set(set_name, args.synth_dir)
-        det = Detector.from_weights(args.weights)
-        names = _class_names(dataset)
-        for name, imgs in zip(names, _load_class_images(dataset), strict=True):
-            det.add_class(name, list(imgs))
-        images = dataset.images[:: args.every]
-        warm = load_image(images[0].path)
-        for changes in arms.values():
-            det.detect(warm, **changes)
-        seconds = dict.fromkeys(arms, 0.0)
-        dets: dict[int, list] = {a: [] for a in arms}
-        order = list(arms)
-        for i, rec in enumerate(images):
-            pil = load_image(rec.path)
-            for arm in order[i % len(order):] + order[: i % len(order)]:
-                t0 = time.perf_counter()
-                dets[arm].append(det.detect(pil, **arms[arm]))
-                seconds[arm] += time.perf_counter() - t0
+        names, images, seconds, dets = run_round_robin(set_name, arms, weights=args.weights, every=args.every,
+                                                       synth_dir=args.synth_dir)
         for arm in arms:
             r5, r7 = (evaluate_detections(dets[arm], images, len(names), iou, False, class_names=names)
                       for iou in (0.5, 0.7))
-            rows.append((set_name, len(images), arm, seconds[arm] / len(images), 100 * r5.map, 100 * r5.recall,
+            rows.append((set_name, len(images), arm, seconds[arm], 100 * r5.map, 100 * r5.recall,
                          100 * r7.map))
             print(f"{set_name} max_size {arm}: mAP@0.5 {100 * r5.map:.2f}", flush=True)
     print(f"\nautomatic scale's max_size, default settings otherwise, {torch.get_num_threads()} threads, one process")

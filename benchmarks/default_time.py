@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from os2d.runtime import tune_allocator
@@ -29,13 +28,10 @@ tune_allocator()  # as the command line does, before torch is imported: OS2D_ALL
 
 import torch  # noqa: E402
 
-from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
-from os2d.io import load_image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from round_robin import run_round_robin  # noqa: E402
 
 ARMS: dict[str, dict] = {
     "single-1024": {"image_size": 1024, "verify_rescore": 0.0, "heads_precision": "fp32"},  # as it ran then
@@ -63,25 +59,9 @@ def main() -> None:
         bf16 = {"trunk_precision": "bf16", "verify_precision": "bf16"}
         arms |= {"default, bf16 crops": {"verify_precision": "bf16"}, "default, bf16 backbone": bf16,
                  "default, bf16 backbone + int8 heads": bf16 | {"heads_precision": "int8"}}
-    dataset = load_set(args.set, args.synth_dir)
-    det = Detector.from_weights(args.weights)
-    names = _class_names(dataset)
-    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
-        det.add_class(name, list(imgs))
-    images = dataset.images[:: args.every]
-    warm = load_image(images[0].path)
-    for changes in arms.values():
-        det.detect(warm, **changes)
-    seconds = {a: 0.0 for a in arms}
-    dets: dict[str, list] = {a: [] for a in arms}
-    order = list(arms)
-    for i, rec in enumerate(images):
-        pil = load_image(rec.path)
-        for arm in order[i % len(order):] + order[: i % len(order)]:  # rotated: no arm always follows another
-            t0 = time.perf_counter()
-            dets[arm].append(det.detect(pil, **arms[arm]))
-            seconds[arm] += time.perf_counter() - t0
-    base = seconds["single-1024"] / len(images)
+    names, images, seconds, dets = run_round_robin(args.set, arms, weights=args.weights, every=args.every,
+                                                   synth_dir=args.synth_dir)
+    base = seconds["single-1024"]
     applied = ", ".join(tune_allocator()) or "none"
     print(f"{args.set}, every {args.every}th image ({len(images)}), {torch.get_num_threads()} threads, one process, "
           f"OS2D_ALLOCATOR={os.environ.get('OS2D_ALLOCATOR') or 'heap+thp'} (applied: {applied})")
@@ -89,7 +69,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for arm in arms:
         r = evaluate_detections(dets[arm], images, len(names), 0.5, False, class_names=names)
-        s = seconds[arm] / len(images)
+        s = seconds[arm]
         print(f"| {arm} | {s:.2f} | {s / base:.2f}x | {100 * r.map:.1f} | {100 * r.recall:.1f} |")
 
 

@@ -47,8 +47,7 @@ def load(name: str, synth_train: Path):
         tuning = {im.image_id for im in ds.images[::6]}
         with open(fl27 / "annotations.csv", newline="") as f:  # photos showing a held-out brand stay unseen
             held_out = {r["image"] for r in csv.DictReader(f) if r["class"] not in FL27_TRAIN_BRANDS}
-        keep = [im.image_id for im in ds.images if im.image_id not in tuning and Path(im.path).name not in held_out
-                and im.image_id not in held_out]
+        keep = [im.image_id for im in ds.images if im.image_id not in tuning | held_out]
         return ds.subset(image_ids=keep, name="fl27-rest")
     if name == "synth-train":
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(synth_train / "annotations.csv"),
@@ -101,7 +100,7 @@ def main() -> None:
     rng = random.Random(0)
     images = ds.images[: args.max_images]
     cells, labels, tps, scores, image_idx, galleries = [], [], [], [], [], []
-    for k, rec in enumerate(tqdm(images, desc=args.set, file=sys.stdout)):
+    for rec in tqdm(images, desc=args.set, file=sys.stdout):
         if args.set == "synth-train":
             present = sorted({names[int(c)] for c in rec.labels})
             others = [n for n in names if n not in present]
@@ -124,7 +123,7 @@ def main() -> None:
         labels.append(global_labels)
         tps.append(true_positives(dets.boxes_xyxy, global_labels, rec))
         scores.append(dets.scores.float())
-        image_idx.append(torch.full((len(dets),), k))
+        image_idx.append(torch.full((len(dets),), len(galleries)))  # index into galleries
         galleries.append(torch.tensor([names.index(n) for n in gallery_names]))
     kernels = g.kernels[:, inner].half()  # (V, I, C)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,11 +46,8 @@ def load(path: Path) -> CropSet:
     in_gallery = torch.zeros(len(d["galleries"]), int(view_class.max()) + 1, dtype=torch.bool)
     for k, g in enumerate(d["galleries"]):
         in_gallery[k, g] = True
-    photo = d["image"].long()
-    # the photo index of collect.py counts every image, galleries only those with detections: map in order
-    order = {int(p): k for k, p in enumerate(photo.unique(sorted=True))}
-    rank = torch.tensor([order[int(p)] for p in photo])
-    member = in_gallery[rank][:, view_class]  # (N, V)
+    photo = d["image"].long()  # (N,) index into the galleries: one per photo with detections
+    member = in_gallery[photo][:, view_class]  # (N, V)
     scores = d["scores"].float()
     return CropSet(d["cells"], d["labels"].long(), d["tp"].long(), scores.clamp(min=1e-6).log(), member,
                    d["kernels"].float(), view_class, photo)
