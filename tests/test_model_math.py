@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from os2d.model.box_coder import decode, encode, make_anchors
-from os2d.model.correlation import class_kernels, correlate, l2_normalize, resize_class_features
+from os2d.model.correlation import (
+    class_kernels,
+    correlate,
+    l2_normalize,
+    resize_class_features,
+    resize_class_grids,
+)
 from os2d.model.grids import grid_corners, params_to_affine, unit_grid_in_channel_layout
 from os2d.model.head import os2d_head
 from os2d.model.resample import (
@@ -37,6 +43,16 @@ def test_class_feature_resize_equals_identity_grid_sample():
     grid = F.affine_grid(theta, [1, 6, 15, 15], align_corners=True)
     ref = F.grid_sample(fm, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     torch.testing.assert_close(resize_class_features(fm), l2_normalize(ref)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_batched_class_grids_equal_one_at_a_time():
+    """The second look resizes a batch of crop features at once: the same values, to the bit, as one by one
+    (channels-last too, as the backbone returns them)."""
+    fms = torch.rand(5, 8, 9, 13)
+    for x in (fms, fms.contiguous(memory_format=torch.channels_last)):
+        batch = resize_class_grids(x, 15)
+        assert batch.shape == (5, 8, 15, 15)
+        assert torch.equal(batch, torch.stack([resize_class_features(f, 15) for f in x]))
 
 
 def test_resampling_matches_per_channel_grid_sample():

@@ -168,6 +168,27 @@ def test_small_blocks_and_pair_chunks(seed: int, monkeypatch: pytest.MonkeyPatch
     assert batched_nms(b, s, labels, thr).tolist() == reference_nms(b, s, thr, labels)
 
 
+@pytest.mark.parametrize("seed", range(130, 170))
+def test_max_keep_is_the_prefix_of_the_full_result(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_keep`` stops the greedy pass early; what it returns is the full result's prefix (small blocks, so
+    that the stop falls inside and between blocks; negative thresholds take the per-label shortcut)."""
+    monkeypatch.setattr(boxes_mod, "_BLOCK", random.Random(seed).choice([4, 16, 512]))
+    b, s, labels, thr = random_case(seed)
+    thr = -1.0 if seed % 10 == 0 else thr
+    full, full_batched = nms(b, s, thr), batched_nms(b, s, labels, thr)
+    for k in (0, 1, 2, 5, 17, 1000):
+        assert nms(b, s, thr, max_keep=k).tolist() == full[:k].tolist()
+        assert batched_nms(b, s, labels, thr, max_keep=k).tolist() == full_batched[:k].tolist()
+
+
+def test_max_keep_errors() -> None:
+    b, s = torch.zeros(3, 4), torch.zeros(3)
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="max_keep"):
+            nms(b, s, 0.5, max_keep=bad)
+    assert nms(b, s, 0.5, max_keep=torch.tensor(2)).numel() == 2  # empty boxes never suppress; a 0-d int tensor works
+
+
 def test_nms_float32_matches_reference() -> None:
     g = torch.Generator().manual_seed(7)
     xy = torch.rand(400, 2, generator=g) * 300

@@ -69,7 +69,7 @@ def unknown_items(dets: Detections, known_score: float, config: UnknownConfig | 
     idx = idx[free]
     if not len(idx):
         return []
-    keep = idx[nms(boxes[idx], scores[idx], cfg.overlap_iou)][: cfg.max_items]
+    keep = idx[nms(boxes[idx], scores[idx], cfg.overlap_iou, max_keep=cfg.max_items)]
     return [UnknownItem(float(scores[i]), tuple(float(v) for v in boxes[i].tolist()),  # type: ignore[arg-type]
                         dets.class_names[int(dets.labels[i])]) for i in keep.tolist()]
 

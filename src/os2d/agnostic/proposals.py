@@ -96,7 +96,7 @@ class AgnosticDetector:
         scores = torch.cat(all_scores)
         valid = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
         boxes, scores = boxes[valid], scores[valid]
-        keep = nms(boxes, scores, nms_iou)[:max_proposals]
+        keep = nms(boxes, scores, nms_iou, max_keep=max_proposals)
         return Proposals(boxes[keep].cpu(), scores[keep].cpu()), levels
 
 

@@ -115,15 +115,11 @@ def merged_keep(cands: list[LevelCandidates], view_class: Tensor, config: Infere
         return None
     boxes = torch.cat([c.boxes_xyxy for c in cands])
     scores = torch.cat([c.scores for c in cands])
+    # NMS returns its boxes best first (ties by index): the first max_detections are all that is reported
     if config.nms_across_classes:
-        keep = nms(boxes, scores, config.nms_iou_threshold)
-    else:
-        labels = view_class.to(boxes.device)[torch.cat([c.views for c in cands])]
-        keep = batched_nms(boxes, scores, labels, config.nms_iou_threshold)
-    keep = keep[scores[keep].argsort(descending=True, stable=True)]
-    if config.max_detections is not None:
-        keep = keep[: config.max_detections]
-    return keep
+        return nms(boxes, scores, config.nms_iou_threshold, max_keep=config.max_detections)
+    labels = view_class.to(boxes.device)[torch.cat([c.views for c in cands])]
+    return batched_nms(boxes, scores, labels, config.nms_iou_threshold, max_keep=config.max_detections)
 
 
 __all__ = ["LevelCandidates", "clip_boxes", "detections_at", "level_candidates", "merge_and_nms", "merged_keep",

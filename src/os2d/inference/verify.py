@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from os2d.inference.colour import apply_score_factors
-from os2d.model.correlation import resize_class_features
+from os2d.model.correlation import resize_class_grids
 from os2d.model.resample import pool_mask
 from os2d.results import Detections
 
@@ -103,9 +103,8 @@ def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class
         grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
         crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
                               padding_mode="border", align_corners=False)  # (n, 3, h, w)
-        grids = torch.cat([torch.stack([resize_class_features(f, s) for f in
-                                        model.extract_features(crops[i : i + CROP_CHUNK], align_to_anchors=False,
-                                                               precision=precision)])
+        grids = torch.cat([resize_class_grids(model.extract_features(crops[i : i + CROP_CHUNK],
+                                                                     align_to_anchors=False, precision=precision), s)
                            for i in range(0, len(idx), CROP_CHUNK)])  # (n, C, S, S)
         cells = grids.permute(0, 3, 2, 1).reshape(len(idx), s * s, -1)  # kernel layout (n, S*S, C)
         if out is None:

@@ -35,8 +35,14 @@ def resize_class_features(class_fm: Tensor, size: int = CLASS_GRID_SIZE) -> Tens
     """
     if class_fm.dim() == 3:
         class_fm = class_fm.unsqueeze(0)
-    resized = F.interpolate(class_fm, size=(size, size), mode="bilinear", align_corners=True)
-    return l2_normalize(resized, dim=1, eps=1e-5)[0]
+    return resize_class_grids(class_fm, size)[0]
+
+
+def resize_class_grids(class_fms: Tensor, size: int = CLASS_GRID_SIZE) -> Tensor:
+    """(B, C, h, w) feature maps of B class-sized images of one size -> (B, C, size, size) class grids, each as
+    :func:`resize_class_features` makes it (one call for the batch)."""
+    resized = F.interpolate(class_fms, size=(size, size), mode="bilinear", align_corners=True)
+    return l2_normalize(resized, dim=1, eps=1e-5)
 
 
 def class_kernels(class_features: Tensor) -> Tensor:

@@ -15,6 +15,8 @@ on a small boolean matrix. Temporaries are bounded by ``_MAX_PAIRS`` candidate p
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -314,7 +316,8 @@ def _merge_sorted(keys: Tensor, columns: list[Tensor], new_keys: Tensor,
     return merged[0], merged[1:]
 
 
-def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | None) -> Tensor:
+def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | None,
+                       max_keep: int | None = None) -> Tensor:
     """Greedy NMS on boxes already sorted by decreasing score.
 
     Blocks of ``_BLOCK`` boxes are taken in score order. Each block box is compared only with the kept
@@ -325,6 +328,9 @@ def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | Non
         boxes: (N, 4) floating boxes, sorted.
         iou_threshold: suppress when IoU > threshold (>= 0).
         labels: optional (N,) labels; boxes with different labels never suppress each other.
+        max_keep: stop once this many boxes are kept. Greedy NMS decides each box from higher-scoring boxes
+            only, so the first ``max_keep`` kept boxes are the same as without the limit; later ones are
+            not looked at (left False).
 
     Returns:
         (N,) bool keep mask.
@@ -340,6 +346,7 @@ def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | Non
     kept = [col[:0] for col in columns]  # indexed kept boxes' columns, ordered by key
     kept_big = torch.empty(0, dtype=torch.long, device=device)  # kept big boxes (compared densely)
     big_chunk = max(1, _MAX_PAIRS // _BLOCK)
+    num_kept = 0
     for start in range(0, n, _BLOCK):
         cols = torch.arange(start, min(start + _BLOCK, n), device=device)
         # 1) Drop block boxes overlapping an already kept (hence higher-scoring) box.
@@ -361,6 +368,9 @@ def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | Non
             over = _over_dense(boxes[cols], areas[cols], boxes[cols], areas[cols], iou_threshold, cl, cl)
             cols = cols[_resolve_block(over.triu_(diagonal=1))]
         keep[cols] = True
+        num_kept += cols.numel()
+        if max_keep is not None and num_kept >= max_keep:
+            break
         big = index.big[cols]
         if bool(big.any()):
             kept_big = torch.cat((kept_big, cols[big]))
@@ -370,7 +380,8 @@ def _greedy_nms_sorted(boxes: Tensor, iou_threshold: float, labels: Tensor | Non
     return keep
 
 
-def _nms_impl(boxes: Tensor, scores: Tensor, labels: Tensor | None, iou_threshold: float) -> Tensor:
+def _nms_impl(boxes: Tensor, scores: Tensor, labels: Tensor | None, iou_threshold: float,
+              max_keep: int | None = None) -> Tensor:
     _check_boxes(boxes)
     if boxes.dim() != 2:
         raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
@@ -382,24 +393,28 @@ def _nms_impl(boxes: Tensor, scores: Tensor, labels: Tensor | None, iou_threshol
     iou_threshold = float(iou_threshold)
     if iou_threshold != iou_threshold:
         raise ValueError("iou_threshold must not be NaN")
-    if boxes.shape[0] == 0:
+    if max_keep is not None:
+        if isinstance(max_keep, bool) or not hasattr(max_keep, "__index__") or operator.index(max_keep) < 0:
+            raise ValueError(f"max_keep must be None or an integer >= 0, got {max_keep!r}")
+        max_keep = operator.index(max_keep)
+    if boxes.shape[0] == 0 or max_keep == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     if iou_threshold < 0:
         # Every IoU (>= 0) exceeds the threshold: only the best box (per label) survives.
         if labels is None:
-            return order[:1]
+            return order[:1]  # max_keep >= 1 here
         inverse = torch.unique(labels[order], return_inverse=True)[1]
         positions = torch.arange(order.numel(), device=order.device)
         first = torch.full((int(inverse.max()) + 1,), order.numel(), dtype=torch.long, device=order.device)
         first = first.scatter_reduce(0, inverse, positions, reduce="amin")
-        return order[first.sort().values]
+        return order[first.sort().values][:max_keep]
     sorted_boxes = boxes[order].to(_compute_dtype(boxes))
     sorted_labels = labels[order] if labels is not None else None
-    return order[_greedy_nms_sorted(sorted_boxes, iou_threshold, sorted_labels)]
+    return order[_greedy_nms_sorted(sorted_boxes, iou_threshold, sorted_labels, max_keep)][:max_keep]
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_keep: int | None = None) -> Tensor:
     """Greedy non-maximum suppression (same semantics as ``torchvision.ops.nms``).
 
     Boxes are visited by decreasing score; a box is kept unless its IoU with an already kept box is
@@ -415,14 +430,17 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         boxes: (N, 4) boxes (float32/float64; half precision and integers are upcast).
         scores: (N,) scores.
         iou_threshold: IoU above which the lower-scoring box is discarded.
+        max_keep: return only the ``max_keep`` best kept boxes, the same as ``nms(...)[:max_keep]``; the
+            greedy pass stops once they are known (much faster when few of many boxes are wanted).
 
     Returns:
         (K,) int64 indices into ``boxes`` of the kept boxes, by decreasing score.
     """
-    return _nms_impl(boxes, scores, None, iou_threshold)
+    return _nms_impl(boxes, scores, None, iou_threshold, max_keep)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, *,
+                max_keep: int | None = None) -> Tensor:
     """Per-label NMS in one pass: boxes with different labels never suppress each other.
 
     Equivalent to running :func:`nms` separately for each label and merging the results by score,
@@ -438,10 +456,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
         scores: (N,) scores.
         labels: (N,) integer labels (class indices).
         iou_threshold: IoU above which the lower-scoring box of the same label is discarded.
+        max_keep: return only the ``max_keep`` best kept boxes over all labels, the same as
+            ``batched_nms(...)[:max_keep]`` (the greedy pass stops once they are known).
 
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score (ties by index).
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    return _nms_impl(boxes, scores, labels.to(boxes.device), iou_threshold)
+    return _nms_impl(boxes, scores, labels.to(boxes.device), iou_threshold, max_keep)

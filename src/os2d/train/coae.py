@@ -70,7 +70,7 @@ def level_proposals(detector: AgnosticDetector, features: Tensor, count: int) ->
                          boxes[:, 2].clamp(0, w * stride), boxes[:, 3].clamp(0, h * stride)], dim=-1)
     valid = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
     boxes, scores = boxes[valid], scores[valid]
-    return boxes[nms(boxes, scores, PROPOSAL_NMS_IOU)[:count]]
+    return boxes[nms(boxes, scores, PROPOSAL_NMS_IOU, max_keep=count)]
 
 
 def coae_losses(logits: Tensor, deltas: Tensor, is_positive: Tensor, box_targets: Tensor, sample_index: Tensor,

@@ -121,7 +121,7 @@ def _select(cands: _Candidates, kind: str, image_index: int, config: MiningConfi
     classes, scales = torch.cat(cands.classes), torch.cat(cands.scales)
     if crops.shape[0] == 0 or config.num_hard == 0:
         return []
-    keep = nms(crops, losses, config.nms_iou)[: config.num_hard]
+    keep = nms(crops, losses, config.nms_iou, max_keep=config.num_hard)
     return [
         MinedPatch(image_index=image_index, crop_xyxy=tuple(float(v) for v in crops[i].tolist()),
                    scale=float(scales[i]), class_id=int(classes[i]), kind=kind, loss=float(losses[i]))

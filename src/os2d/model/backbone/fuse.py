@@ -26,7 +26,7 @@ import warnings
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class InferencePath(str, enum.Enum):
@@ -102,6 +102,16 @@ def optimized_copy(backbone: nn.Module) -> nn.Module:
         return fused
 
 
+def weight_tensors(module: nn.Module) -> tuple[Tensor, ...]:
+    """Every parameter and buffer of ``module`` and its submodules (one walk of the module tree; a tensor shared
+    by two submodules appears twice)."""
+    out: list[Tensor] = []
+    for m in module.modules():
+        out.extend(t for t in m._parameters.values() if t is not None)
+        out.extend(t for t in m._buffers.values() if t is not None)
+    return tuple(out)
+
+
 class WeightsDerivedCache:
     """One object derived from a module's weights, rebuilt when any parameter or buffer of the module is replaced
     (another storage), modified in place (its version counter moved) or changes dtype, or when ``extra`` differs.
@@ -115,8 +125,10 @@ class WeightsDerivedCache:
         """The cached object (None before the first lookup)."""
         return self._value
 
-    def _lookup(self, module: nn.Module, build: Any, *extra: Any) -> Any:
-        tensors = (*module.parameters(), *module.buffers())
+    def _lookup(self, module: nn.Module, build: Any, *extra: Any, tensors: tuple[Tensor, ...] | None = None) -> Any:
+        """The cached object, rebuilt by ``build()`` when the key changed (``tensors``: the module's parameters
+        and buffers when the caller has them already)."""
+        tensors = weight_tensors(module) if tensors is None else tensors
         key = (*extra, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
         if self._value is None or self._key != key:
             self._value, self._key = build(), key
@@ -152,7 +164,8 @@ class FusedBackboneCache(WeightsDerivedCache):
         """The copy of ``backbone`` for ``path`` (FOLDED or FOLDED_JIT), rebuilt per the invalidation rule."""
         if path is InferencePath.PLAIN:
             raise ValueError("the plain path runs the backbone itself, not a cached copy")
-        tensors = (*backbone.parameters(), *backbone.buffers())
+        tensors = weight_tensors(backbone)
         jit = (path is InferencePath.FOLDED_JIT and getattr(backbone, "jit_trace_safe", False)
                and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.int64) for t in tensors))
-        return self._lookup(backbone, lambda: optimized_copy(backbone) if jit else fused_copy(backbone), jit)
+        return self._lookup(backbone, lambda: optimized_copy(backbone) if jit else fused_copy(backbone), jit,
+                            tensors=tensors)
