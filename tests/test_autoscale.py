@@ -51,6 +51,22 @@ def test_kernel_grids_undo_the_column_major_cell_order():
     torch.testing.assert_close(kernel_grids(kernels), grid)
 
 
+def test_probe_scores_equal_the_textbook_convolution():
+    """probe_scores runs its convolutions channels-last (faster); the values are those of the plain formula: the
+    mean cosine of the template's normalised cells with the normalised features under them, best over positions."""
+    g = torch.Generator().manual_seed(3)
+    kernels = class_kernels(torch.nn.functional.normalize(torch.randn(3, 24, 15, 15, generator=g), dim=1))
+    feats = torch.rand(1, 24, 13, 29, generator=g)
+    cells = (4, 7, 20)
+    fn = feats / (feats.norm(dim=1, keepdim=True) + 1e-5)
+    expected = torch.empty(3, len(cells))
+    for j, s in enumerate(cells):
+        t = torch.nn.functional.interpolate(kernel_grids(kernels), size=(s, s), mode="bilinear", align_corners=True)
+        t = t / (t.norm(dim=1, keepdim=True) + 1e-5)
+        expected[:, j] = torch.nn.functional.conv2d(fn, t, padding=s // 2).flatten(2).amax(2)[0] / (s * s)
+    torch.testing.assert_close(probe_scores(feats, kernels, cells), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_probe_scores_peak_at_the_template_of_the_object_size():
     torch.manual_seed(0)
     grid = torch.nn.functional.normalize(torch.randn(1, 16, 15, 15), dim=1)
