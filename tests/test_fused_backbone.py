@@ -166,3 +166,52 @@ def test_cache_invalidation_rule():
     assert copy.deepcopy(cache).module is None and cache.module is not None
     cache.clear()
     assert cache.module is None
+
+
+def _unmarked(fused: nn.Module) -> nn.Module:
+    """The same folded copy with every ReLU6 as a separate pass (the flags mark_folded sets, unset)."""
+    other = copy.deepcopy(fused)
+    for m in other.modules():
+        if hasattr(m, "folded"):
+            m.folded = False
+    return other
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_efficientnet_folded_copy_fuses_relu6_into_its_convolutions_with_equal_values(memory_format):
+    from os2d.model.backbone.conv_act import fused_relu6_available
+
+    model = _model("efficientnet_lite0")
+    fused = fused_copy(model.backbone)
+    assert fused.folded and all(b.folded for b in fused.blocks())  # mark_folded ran after the BatchNorms went
+    assert not model.backbone.folded  # the trained / exported trunk never takes the fused path
+    x = torch.rand(2, 3, 77, 101).contiguous(memory_format=memory_format) * 4 - 2  # odd sizes: uneven padding
+    with torch.no_grad():
+        fast, separate = fused(x), _unmarked(fused)(x)
+    if fused_relu6_available():
+        torch.testing.assert_close(fast, separate, rtol=0, atol=1e-5)  # the same arithmetic (equal on this CPU)
+    else:
+        assert torch.equal(fast, separate)  # no op here: the separate pass runs
+
+
+def test_fused_relu6_falls_back_under_autograd_autocast_and_tracing():
+    from os2d.model.backbone import conv_act
+
+    x, w = torch.rand(1, 4, 5, 5), torch.rand(4, 4, 1, 1)
+    with torch.no_grad():
+        assert conv_act.fused_relu6_applies(x, w) == conv_act.fused_relu6_available()
+        assert not conv_act.fused_relu6_applies(x.double(), w.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not conv_act.fused_relu6_applies(x, w)
+    assert not conv_act.fused_relu6_applies(x, w.requires_grad_())
+    model = _model("efficientnet_lite0")
+    fused = fused_copy(model.backbone)
+    with torch.no_grad():
+        traced = torch.jit.trace(fused, torch.rand(1, 3, 64, 64), check_trace=False)
+    assert "_convolution_pointwise" not in str(traced.graph)  # tracing records the plain convolution + relu6
+
+
+def test_mark_folded_needs_every_batchnorm_folded():
+    model = _model("efficientnet_lite0")
+    with pytest.raises(ValueError, match="BatchNorm"):
+        copy.deepcopy(model.backbone).mark_folded()

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from os2d.model.backbone.common import FrozenBNMixin, init_conv_bn
+from os2d.model.backbone.conv_act import conv_relu6_fused, fused_relu6_applies
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +129,31 @@ class Conv2dSame(nn.Conv2d):
         """(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))."""
         if self._static:
             return super().forward(x)
+        x, weight, padding = self.same_args(x)
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+    def same_args(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """(input, weight, symmetric padding) of the plain convolution that gives this one's output on ``x``."""
+        if self._static:
+            return x, self.weight, (self.padding[0], self.padding[1])
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
         if (self.groups > 1 and self.dilation == (1, 1) and not torch.jit.is_tracing()
                 and not torch.onnx.is_in_onnx_export()):  # ONNX needs a kernel of static shape
             # uneven padding as zero taps before the kernel: (C_out, C_in/g, k + d_h, k + d_w)
-            weight = F.pad(self.weight, (right - left, 0, bottom - top, 0))
-            return F.conv2d(x, weight, self.bias, self.stride, (bottom, right), 1, self.groups)
-        return super().forward(F.pad(x, (left, right, top, bottom)))
+            return x, F.pad(self.weight, (right - left, 0, bottom - top, 0)), (bottom, right)
+        return F.pad(x, (left, right, top, bottom)), self.weight, (0, 0)
+
+
+def relu6_conv(conv: Conv2dSame, x: Tensor) -> Tensor:
+    """``ReLU6(conv(x))`` for the BatchNorm-folded inference copy: one oneDNN call with the clamp fused into the
+    convolution where :func:`os2d.model.backbone.conv_act.fused_relu6_applies` (float32 CPU inference), which
+    skips a pass over the output (the expanded activations are the network's largest tensors); the same values
+    to the bit. Elsewhere the convolution, then ReLU6."""
+    if not fused_relu6_applies(x, conv.weight):
+        return F.relu6(conv(x), inplace=True)
+    x, weight, padding = conv.same_args(x)
+    return conv_relu6_fused(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -196,6 +214,8 @@ class MBConvBlock(nn.Module):
     The identity shortcut is used when stride is 1 and the channel count is kept; the projection is linear.
     """
 
+    folded = False  # True in the BatchNorm-folded inference copy (EfficientNetLiteTrunk.mark_folded)
+
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -214,11 +234,16 @@ class MBConvBlock(nn.Module):
         """(B, C_in, H, W) -> (B, C_hidden, H, W): 1x1 expand + BN + ReLU6 (identity if no expansion)."""
         if self.spec.expand_ratio == 1:
             return x
+        if self.folded:
+            return relu6_conv(self._expand_conv, x)
         return self.act(self._bn0(self._expand_conv(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, ceil(H / s), ceil(W / s))."""
-        out = self.act(self._bn1(self._depthwise_conv(self.expand(x))))
+        if self.folded:
+            out = relu6_conv(self._depthwise_conv, self.expand(x))
+        else:
+            out = self.act(self._bn1(self._depthwise_conv(self.expand(x))))
         out = self._bn2(self._project_conv(out))
         return out + x if self.use_skip else out
 
@@ -246,6 +271,7 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
     """
 
     stride = 16
+    folded = False  # True in the BatchNorm-folded inference copy (mark_folded)
     # TF "same" padding is asymmetric (nothing before, the rest after), so on inputs whose size is a multiple
     # of 16 the receptive-field centre of output cell l sits at pixel 16 l + 15.5, 7.5 px right of the OS2D anchor
     # centre 16 (l + 0.5). Os2dModel pads input images by ``anchor_pad`` px before/after up to a multiple of
@@ -286,9 +312,23 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
                       (f"_blocks.{i}._project_conv", f"_blocks.{i}._bn2")]
         return pairs
 
+    def mark_folded(self) -> None:
+        """Called by :func:`os2d.model.backbone.fuse.fused_copy` once every BatchNorm is folded into its
+        convolution (replaced by ``nn.Identity``): from then on each convolution followed by ReLU6 runs as one
+        (:func:`relu6_conv`). Only for that inference copy: training and export run the plain trunk."""
+        norms = [self._bn0] + [getattr(b, n) for b in self._blocks for n in ("_bn0", "_bn1") if hasattr(b, n)]
+        if not all(isinstance(m, nn.Identity) for m in norms):
+            raise ValueError("mark_folded needs every BatchNorm folded (nn.Identity) first")
+        self.folded = True
+        for block in self._blocks:
+            block.folded = True
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised input -> (B, out_channels, ceil(H / 16), ceil(W / 16))."""
-        x = self.act(self._bn0(self._conv_stem(x)))
+        if self.folded:
+            x = relu6_conv(self._conv_stem, x)
+        else:
+            x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
         return x

@@ -78,6 +78,8 @@ def fused_copy(backbone: nn.Module) -> nn.Module:
             raise TypeError(f"{conv_name} -> {bn_name} is not a Conv2d -> BatchNorm2d pair")
         fold_conv_bn(conv, bn)
         _set(fused, bn_name, nn.Identity())
+    if hasattr(fused, "mark_folded"):  # e.g. EfficientNet-Lite: conv + ReLU6 as one call from now on
+        fused.mark_folded()
     return fused
 
 

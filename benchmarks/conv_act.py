@@ -1,0 +1,77 @@
+"""Convolution + ReLU6 as one oneDNN call in the folded EfficientNet-Lite backbone, against the separate ReLU6 pass.
+
+The BatchNorm-folded inference copy of the default model's backbone (as ``Os2dModel.extract_features`` runs it) is
+timed whole, with the fused convolutions (``mark_folded``, the default) and with every ReLU6 as its own pass (the
+flags unset), on a photo of 1024x1365 and on a batch of 16 second-look crops of 160x160: median of ``--repeats``,
+the two arms alternating in one process, and the largest difference between their features.
+
+    python benchmarks/conv_act.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+from os2d.runtime import tune_allocator
+
+tune_allocator()  # as the command line does, before torch is imported
+
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from os2d.detector import Detector  # noqa: E402
+from os2d.model.backbone.conv_act import fused_relu6_available  # noqa: E402
+
+
+def separate_relu6(fused: nn.Module) -> nn.Module:
+    """The folded copy with its ReLU6 as a separate pass after each convolution."""
+    other = copy.deepcopy(fused)
+    for m in other.modules():
+        if hasattr(m, "folded"):
+            m.folded = False
+    return other
+
+
+def timed(arms: dict[str, nn.Module], x: Tensor, repeats: int) -> tuple[dict[str, float], float]:
+    """Median seconds per arm (order rotated per repeat, the first round a warm-up) and max |difference|."""
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    outs: dict[str, Tensor] = {}
+    names = list(arms)
+    with torch.no_grad():
+        for r in range(repeats + 1):
+            for name in names[r % 2 :] + names[: r % 2]:
+                t0 = time.perf_counter()
+                outs[name] = arms[name](x)
+                if r:
+                    times[name].append(time.perf_counter() - t0)
+    a, b = outs.values()
+    return {k: statistics.median(t) for k, t in times.items()}, float((a - b).abs().max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="default")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    model = Detector.from_weights(args.weights).model.eval()
+    fused = model.inference_cache.get(model.backbone, model.inference_path)
+    if not getattr(fused, "folded", False) or not fused_relu6_available():
+        raise SystemExit("no fused convolution + ReLU6 here (not an EfficientNet-Lite backbone, or no oneDNN op)")
+    arms = {"separate ReLU6": separate_relu6(fused), "fused": fused}
+    torch.manual_seed(0)
+    inputs = {"photo 1024x1365": torch.rand(1, 3, 1024, 1365), "16 crops 160x160": torch.rand(16, 3, 160, 160)}
+    print(f"backbone {model.config.backbone}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print("| input | separate ReLU6 s | fused s | speed-up | max |diff| |")
+    print("|---|---:|---:|---:|---:|")
+    for name, x in inputs.items():
+        x = model.backbone.normalize(x).contiguous(memory_format=torch.channels_last)
+        t, diff = timed(arms, x, args.repeats)
+        print(f"| {name} | {t['separate ReLU6']:.3f} | {t['fused']:.3f} | "
+              f"{t['separate ReLU6'] / t['fused']:.2f}x | {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()

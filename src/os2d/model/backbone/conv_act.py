@@ -1,0 +1,73 @@
+"""Convolution + ReLU6 in one oneDNN call, for the BatchNorm-folded inference copy of EfficientNet-Lite.
+
+After BatchNorm folding (:mod:`os2d.model.backbone.fuse`) every expand and depthwise convolution of EfficientNet-Lite
+is followed by a ReLU6, a separate pass over the convolution's output (the expanded activations are the largest
+tensors of the network). oneDNN can apply the clamp inside the convolution as a post-op: PyTorch exposes that as
+``torch.ops.mkldnn._convolution_pointwise`` (the op its compiler's CPU fusions call). On the default model's photo
+backbone it made the expand convolutions 1.6x and the stride-1 depthwise ones 1.3x faster, with outputs equal to
+the bit (``benchmarks/conv_act.py``).
+
+The op is private, so it is used only where :func:`fused_relu6_applies`: the op exists and, checked once per
+process on a small input, gives the same values as the convolution followed by ReLU6; float32 on the CPU; no
+autocast, autograd, tracing or export (those run the plain convolution and ``F.relu6``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _pointwise_op():
+    """``torch.ops.mkldnn._convolution_pointwise`` (None where this PyTorch build lacks it)."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+@functools.cache
+def fused_relu6_available() -> bool:
+    """Whether the fused op exists here and equals convolution + ReLU6 on a small case (dense and depthwise,
+    stride 1 and 2, channels-last and not): checked once per process."""
+    op = _pointwise_op()
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    g = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad():
+            for groups, stride in ((1, 1), (8, 2)):
+                w, b = torch.randn(8, 8 // groups, 3, 3, generator=g), torch.randn(8, generator=g)
+                for x in (torch.randn(2, 8, 9, 11, generator=g) * 4,
+                          (torch.randn(2, 8, 9, 11, generator=g) * 4).contiguous(memory_format=torch.channels_last)):
+                    want = F.relu6(F.conv2d(x, w, b, stride, 1, 1, groups))
+                    got = op(x, w, b, [1, 1], [stride, stride], [1, 1], groups, "hardtanh", [0.0, 6.0], "")
+                    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-5, atol=1e-5):
+                        return False
+    except RuntimeError:
+        return False
+    return True
+
+
+def fused_relu6_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether :func:`conv_relu6_fused` may run for input ``x`` and ``weight``: float32 CPU tensors, no autocast,
+    no gradient needed, not tracing or exporting, and the op available (:func:`fused_relu6_available`)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()
+            and fused_relu6_available())
+
+
+def conv_relu6_fused(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
+                     padding: tuple[int, ...], dilation: tuple[int, ...], groups: int) -> Tensor:
+    """``relu6(conv2d(x, weight, bias, stride, padding, dilation, groups))`` as one oneDNN call (check
+    :func:`fused_relu6_applies` first)."""
+    op = _pointwise_op()
+    return op(x, weight, bias, list(padding), list(stride), list(dilation), groups, "hardtanh", [0.0, 6.0], "")
+
+
+__all__ = ["conv_relu6_fused", "fused_relu6_applies", "fused_relu6_available"]
