@@ -194,6 +194,7 @@ def test_efficientnet_folded_copy_fuses_relu6_into_its_convolutions_with_equal_v
         assert torch.equal(fast, separate)  # no op here: the separate pass runs
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_fused_relu6_falls_back_under_autograd_autocast_and_tracing():
     from os2d.model.backbone import conv_act
 
