@@ -2,8 +2,9 @@
 
 The BatchNorm-folded inference copy of the default model's backbone (as ``Os2dModel.extract_features`` runs it) is
 timed whole, with the fused convolutions (``mark_folded``, the default) and with every ReLU6 as its own pass (the
-flags unset), on a photo of 1024x1365 and on a batch of 16 second-look crops of 160x160: median of ``--repeats``,
-the two arms alternating in one process, and the largest difference between their features.
+flags unset), on a photo of 1024x1365 and on a batch of 16 second-look crops of 160x160, in float32 and under
+bfloat16 autocast (``--trunk-precision`` / ``--verify-precision bf16``, where the CPU has bf16 dot products):
+median of ``--repeats``, the two arms alternating in one process, and the largest difference between their features.
 
     python benchmarks/conv_act.py
 """
@@ -24,6 +25,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
 from os2d.model.backbone.conv_act import fused_relu6_available  # noqa: E402
+from os2d.model.trunk_precision import bf16_applies  # noqa: E402
 
 
 def separate_relu6(fused: nn.Module) -> nn.Module:
@@ -35,12 +37,12 @@ def separate_relu6(fused: nn.Module) -> nn.Module:
     return other
 
 
-def timed(arms: dict[str, nn.Module], x: Tensor, repeats: int) -> tuple[dict[str, float], float]:
+def timed(arms: dict[str, nn.Module], x: Tensor, repeats: int, bf16: bool) -> tuple[dict[str, float], float]:
     """Median seconds per arm (order rotated per repeat, the first round a warm-up) and max |difference|."""
     times: dict[str, list[float]] = {a: [] for a in arms}
     outs: dict[str, Tensor] = {}
     names = list(arms)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for r in range(repeats + 1):
             for name in names[r % 2 :] + names[: r % 2]:
                 t0 = time.perf_counter()
@@ -48,7 +50,7 @@ def timed(arms: dict[str, nn.Module], x: Tensor, repeats: int) -> tuple[dict[str
                 if r:
                     times[name].append(time.perf_counter() - t0)
     a, b = outs.values()
-    return {k: statistics.median(t) for k, t in times.items()}, float((a - b).abs().max())
+    return {k: statistics.median(t) for k, t in times.items()}, float((a.float() - b.float()).abs().max())
 
 
 def main() -> None:
@@ -64,13 +66,15 @@ def main() -> None:
     torch.manual_seed(0)
     inputs = {"photo 1024x1365": torch.rand(1, 3, 1024, 1365), "16 crops 160x160": torch.rand(16, 3, 160, 160)}
     print(f"backbone {model.config.backbone}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    print("| input | separate ReLU6 s | fused s | speed-up | max |diff| |")
-    print("|---|---:|---:|---:|---:|")
+    print("| input | precision | separate ReLU6 s | fused s | speed-up | max |diff| |")
+    print("|---|---|---:|---:|---:|---:|")
+    precisions = ["fp32"] + (["bf16"] if bf16_applies(torch.device("cpu")) else [])
     for name, x in inputs.items():
         x = model.backbone.normalize(x).contiguous(memory_format=torch.channels_last)
-        t, diff = timed(arms, x, args.repeats)
-        print(f"| {name} | {t['separate ReLU6']:.3f} | {t['fused']:.3f} | "
-              f"{t['separate ReLU6'] / t['fused']:.2f}x | {diff:.1e} |")
+        for precision in precisions:
+            t, diff = timed(arms, x, args.repeats, precision == "bf16")
+            print(f"| {name} | {precision} | {t['separate ReLU6']:.3f} | {t['fused']:.3f} | "
+                  f"{t['separate ReLU6'] / t['fused']:.2f}x | {diff:.1e} |")
 
 
 if __name__ == "__main__":

@@ -200,16 +200,32 @@ def test_fused_relu6_falls_back_under_autograd_autocast_and_tracing():
 
     x, w = torch.rand(1, 4, 5, 5), torch.rand(4, 4, 1, 1)
     with torch.no_grad():
-        assert conv_act.fused_relu6_applies(x, w) == conv_act.fused_relu6_available()
-        assert not conv_act.fused_relu6_applies(x.double(), w.double())
+        fp32 = torch.float32 if conv_act.fused_relu6_available(torch.float32) else None
+        bf16 = torch.bfloat16 if conv_act.fused_relu6_available(torch.bfloat16) else None
+        assert conv_act.fused_relu6_dtype(x, w) == fp32
+        assert conv_act.fused_relu6_dtype(x.double(), w.double()) is None
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not conv_act.fused_relu6_applies(x, w)
-    assert not conv_act.fused_relu6_applies(x, w.requires_grad_())
+            assert conv_act.fused_relu6_dtype(x, w) == bf16  # the dtype autocast would run the convolution in
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert conv_act.fused_relu6_dtype(x, w) is None
+    assert conv_act.fused_relu6_dtype(x, w.requires_grad_()) is None
     model = _model("efficientnet_lite0")
     fused = fused_copy(model.backbone)
     with torch.no_grad():
         traced = torch.jit.trace(fused, torch.rand(1, 3, 64, 64), check_trace=False)
     assert "_convolution_pointwise" not in str(traced.graph)  # tracing records the plain convolution + relu6
+
+
+def test_fused_relu6_under_bf16_autocast_equals_autocast_convolution_then_relu6():
+    """trunk_precision / verify_precision "bf16": the fused copy under bfloat16 autocast gives what autocast gives
+    for the convolution followed by ReLU6."""
+    model = _model("efficientnet_lite0")
+    fused = fused_copy(model.backbone)
+    x = (torch.rand(2, 3, 77, 101) * 4 - 2).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, separate = fused(x), _unmarked(fused)(x)
+    assert fast.dtype == separate.dtype
+    torch.testing.assert_close(fast.float(), separate.float(), rtol=0, atol=1e-2 * float(separate.abs().max()))
 
 
 def test_mark_folded_needs_every_batchnorm_folded():

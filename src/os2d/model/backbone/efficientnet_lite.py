@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from os2d.model.backbone.common import FrozenBNMixin, init_conv_bn
-from os2d.model.backbone.conv_act import conv_relu6_fused, fused_relu6_applies
+from os2d.model.backbone.conv_act import conv_relu6_fused, fused_relu6_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +147,15 @@ class Conv2dSame(nn.Conv2d):
 
 def relu6_conv(conv: Conv2dSame, x: Tensor) -> Tensor:
     """``ReLU6(conv(x))`` for the BatchNorm-folded inference copy: one oneDNN call with the clamp fused into the
-    convolution where :func:`os2d.model.backbone.conv_act.fused_relu6_applies` (float32 CPU inference), which
+    convolution where :func:`os2d.model.backbone.conv_act.fused_relu6_dtype` allows (CPU inference, float32 or
+    under bfloat16 autocast), which
     skips a pass over the output (the expanded activations are the network's largest tensors); the same values
     to the bit. Elsewhere the convolution, then ReLU6."""
-    if not fused_relu6_applies(x, conv.weight):
+    dtype = fused_relu6_dtype(x, conv.weight)
+    if dtype is None:
         return F.relu6(conv(x), inplace=True)
     x, weight, padding = conv.same_args(x)
-    return conv_relu6_fused(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+    return conv_relu6_fused(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups, dtype)
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
