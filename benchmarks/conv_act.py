@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 from os2d.runtime import tune_allocator
 
 tune_allocator()  # as the command line does, before torch is imported
 
 import torch  # noqa: E402
+from round_robin import alternating_medians  # noqa: E402  (benchmarks/, the script's folder)
 from torch import Tensor, nn  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
@@ -31,26 +30,16 @@ from os2d.model.trunk_precision import bf16_applies  # noqa: E402
 def separate_relu6(fused: nn.Module) -> nn.Module:
     """The folded copy with its ReLU6 as a separate pass after each convolution."""
     other = copy.deepcopy(fused)
-    for m in other.modules():
-        if hasattr(m, "folded"):
-            m.folded = False
+    other.mark_folded(fuse_relu6=False)
     return other
 
 
 def timed(arms: dict[str, nn.Module], x: Tensor, repeats: int, bf16: bool) -> tuple[dict[str, float], float]:
-    """Median seconds per arm (order rotated per repeat, the first round a warm-up) and max |difference|."""
-    times: dict[str, list[float]] = {a: [] for a in arms}
-    outs: dict[str, Tensor] = {}
-    names = list(arms)
+    """Median seconds per arm (:func:`round_robin.alternating_medians`) and the largest absolute difference."""
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for r in range(repeats + 1):
-            for name in names[r % 2 :] + names[: r % 2]:
-                t0 = time.perf_counter()
-                outs[name] = arms[name](x)
-                if r:
-                    times[name].append(time.perf_counter() - t0)
+        times, outs = alternating_medians({name: lambda m=m: m(x) for name, m in arms.items()}, repeats)
     a, b = outs.values()
-    return {k: statistics.median(t) for k, t in times.items()}, float((a.float() - b.float()).abs().max())
+    return times, float((a.float() - b.float()).abs().max())
 
 
 def main() -> None:
@@ -60,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     model = Detector.from_weights(args.weights).model.eval()
     fused = model.inference_cache.get(model.backbone, model.inference_path)
-    if not getattr(fused, "folded", False) or not fused_relu6_available():
+    if not getattr(fused, "fuse_relu6", False) or not fused_relu6_available():
         raise SystemExit("no fused convolution + ReLU6 here (not an EfficientNet-Lite backbone, or no oneDNN op)")
     arms = {"separate ReLU6": separate_relu6(fused), "fused": fused}
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""The shared loop of the benchmarks that time whole detections per arm (``default_time.py``, ``auto_max_size.py``).
+"""The shared timing loops of the benchmarks: whole detections per arm (``default_time.py``, ``auto_max_size.py``)
+and one call per arm (``same_padding.py``, ``conv_act.py``).
 
 A set's classes registered on one detector, a warm-up image through every arm, then every image through every arm
 in turn: round-robin, so the machine's slow phases hit all arms alike, with the order rotated from image to image so
@@ -7,8 +8,9 @@ that no arm always runs after the same one.
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -46,4 +48,19 @@ def run_round_robin(set_name: str, arms: dict[Hashable, dict[str, Any]], *, weig
     return names, images, {a: s / len(images) for a, s in seconds.items()}, dets
 
 
-__all__ = ["run_round_robin"]
+def alternating_medians(arms: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median seconds of each arm's call over ``repeats`` rounds (one warm-up round first; every round calls every
+    arm, the order rotated per round) and each arm's last output."""
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    outs: dict[str, Any] = {}
+    names = list(arms)
+    for r in range(repeats + 1):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            outs[name] = arms[name]()
+            if r:  # the first round warms up (folded copy, allocator)
+                times[name].append(time.perf_counter() - t0)
+    return {a: statistics.median(t) for a, t in times.items()}, outs
+
+
+__all__ = ["alternating_medians", "run_round_robin"]

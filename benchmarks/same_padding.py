@@ -16,8 +16,6 @@ arms alternating in one process, and the largest difference between their featur
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 from os2d.runtime import tune_allocator
@@ -26,44 +24,42 @@ tune_allocator()  # as the command line does, before torch is imported
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from round_robin import alternating_medians  # noqa: E402  (benchmarks/, the script's folder)
 from torch import Tensor  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
 from os2d.model.backbone.efficientnet_lite import Conv2dSame, same_padding  # noqa: E402
 
-ZERO_TAPS = Conv2dSame.forward
+ZERO_TAPS = Conv2dSame.same_args  # forward and the fused conv + ReLU6 (relu6_conv) both take their arguments here
 
 
-def explicit_pad(self: Conv2dSame, x: Tensor) -> Tensor:
-    """The padded-copy way (``F.pad`` before every non-static convolution)."""
+def explicit_pad(self: Conv2dSame, x: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+    """The padded-copy way (``F.pad`` of the input before every non-static convolution)."""
     if self._static:
-        return torch.nn.Conv2d.forward(self, x)
+        return x, self.weight, (self.padding[0], self.padding[1])
     top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
     left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-    return torch.nn.Conv2d.forward(self, F.pad(x, (left, right, top, bottom)))
+    return F.pad(x, (left, right, top, bottom)), self.weight, (0, 0)
 
 
 ARMS: dict[str, Callable] = {"F.pad": explicit_pad, "zero taps": ZERO_TAPS}
 
 
 def timed(run: Callable[[], Tensor], repeats: int) -> tuple[dict[str, float], float]:
-    """Median seconds of ``run`` per arm (arms alternating, their order rotated per repeat) and the largest
-    absolute difference between the arms' outputs."""
-    times: dict[str, list[float]] = {a: [] for a in ARMS}
-    outs = {}
-    names = list(ARMS)
+    """Median seconds of ``run`` per arm (:func:`round_robin.alternating_medians`) and the largest absolute
+    difference between the arms' outputs."""
+
+    def arm(same_args: Callable) -> Callable[[], Tensor]:
+        def call() -> Tensor:
+            Conv2dSame.same_args = same_args
+            return run()
+        return call
+
     try:
-        for r in range(repeats + 1):
-            for name in names[r % 2 :] + names[: r % 2]:
-                Conv2dSame.forward = ARMS[name]
-                t0 = time.perf_counter()
-                outs[name] = run()
-                if r:  # the first round warms up (folded copy, allocator)
-                    times[name].append(time.perf_counter() - t0)
+        times, outs = alternating_medians({name: arm(f) for name, f in ARMS.items()}, repeats)
     finally:
-        Conv2dSame.forward = ZERO_TAPS
-    diff = float((outs["F.pad"] - outs["zero taps"]).abs().max())
-    return {a: statistics.median(t) for a, t in times.items()}, diff
+        Conv2dSame.same_args = ZERO_TAPS
+    return times, float((outs["F.pad"] - outs["zero taps"]).abs().max())
 
 
 def main() -> None:

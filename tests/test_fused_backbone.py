@@ -169,11 +169,9 @@ def test_cache_invalidation_rule():
 
 
 def _unmarked(fused: nn.Module) -> nn.Module:
-    """The same folded copy with every ReLU6 as a separate pass (the flags mark_folded sets, unset)."""
+    """The same folded copy with every ReLU6 as a separate pass."""
     other = copy.deepcopy(fused)
-    for m in other.modules():
-        if hasattr(m, "folded"):
-            m.folded = False
+    other.mark_folded(fuse_relu6=False)
     return other
 
 
@@ -183,8 +181,9 @@ def test_efficientnet_folded_copy_fuses_relu6_into_its_convolutions_with_equal_v
 
     model = _model("efficientnet_lite0")
     fused = fused_copy(model.backbone)
-    assert fused.folded and all(b.folded for b in fused.blocks())  # mark_folded ran after the BatchNorms went
-    assert not model.backbone.folded  # the trained / exported trunk never takes the fused path
+    assert fused.fuse_relu6 and all(b.fuse_relu6 for b in fused.blocks())  # mark_folded ran after the BatchNorms
+    assert not model.backbone.fuse_relu6  # the trained / exported trunk never takes the fused path
+    assert not any(b.fuse_relu6 for b in _unmarked(fused).blocks())
     x = torch.rand(2, 3, 77, 101).contiguous(memory_format=memory_format) * 4 - 2  # odd sizes: uneven padding
     with torch.no_grad():
         fast, separate = fused(x), _unmarked(fused)(x)

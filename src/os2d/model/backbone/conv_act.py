@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+@functools.cache
 def _pointwise_op():
     """``torch.ops.mkldnn._convolution_pointwise`` (None where this PyTorch build lacks it)."""
     try:

@@ -216,7 +216,7 @@ class MBConvBlock(nn.Module):
     The identity shortcut is used when stride is 1 and the channel count is kept; the projection is linear.
     """
 
-    folded = False  # True in the BatchNorm-folded inference copy (EfficientNetLiteTrunk.mark_folded)
+    fuse_relu6 = False  # True in the BatchNorm-folded inference copy (EfficientNetLiteTrunk.mark_folded)
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
@@ -236,13 +236,13 @@ class MBConvBlock(nn.Module):
         """(B, C_in, H, W) -> (B, C_hidden, H, W): 1x1 expand + BN + ReLU6 (identity if no expansion)."""
         if self.spec.expand_ratio == 1:
             return x
-        if self.folded:
+        if self.fuse_relu6:
             return relu6_conv(self._expand_conv, x)
         return self.act(self._bn0(self._expand_conv(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, ceil(H / s), ceil(W / s))."""
-        if self.folded:
+        if self.fuse_relu6:
             out = relu6_conv(self._depthwise_conv, self.expand(x))
         else:
             out = self.act(self._bn1(self._depthwise_conv(self.expand(x))))
@@ -273,7 +273,7 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
     """
 
     stride = 16
-    folded = False  # True in the BatchNorm-folded inference copy (mark_folded)
+    fuse_relu6 = False  # True in the BatchNorm-folded inference copy (mark_folded)
     # TF "same" padding is asymmetric (nothing before, the rest after), so on inputs whose size is a multiple
     # of 16 the receptive-field centre of output cell l sits at pixel 16 l + 15.5, 7.5 px right of the OS2D anchor
     # centre 16 (l + 0.5). Os2dModel pads input images by ``anchor_pad`` px before/after up to a multiple of
@@ -314,20 +314,20 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
                       (f"_blocks.{i}._project_conv", f"_blocks.{i}._bn2")]
         return pairs
 
-    def mark_folded(self) -> None:
+    def mark_folded(self, fuse_relu6: bool = True) -> None:
         """Called by :func:`os2d.model.backbone.fuse.fused_copy` once every BatchNorm is folded into its
         convolution (replaced by ``nn.Identity``): from then on each convolution followed by ReLU6 runs as one
-        (:func:`relu6_conv`). Only for that inference copy: training and export run the plain trunk."""
+        (:func:`relu6_conv`). Only for that inference copy: training and export run the plain trunk.
+        ``fuse_relu6=False`` turns it back into separate ReLU6 passes (the reference arm of tests and benchmarks)."""
         norms = [self._bn0] + [getattr(b, n) for b in self._blocks for n in ("_bn0", "_bn1") if hasattr(b, n)]
         if not all(isinstance(m, nn.Identity) for m in norms):
             raise ValueError("mark_folded needs every BatchNorm folded (nn.Identity) first")
-        self.folded = True
-        for block in self._blocks:
-            block.folded = True
+        for m in (self, *self._blocks):
+            m.fuse_relu6 = fuse_relu6
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised input -> (B, out_channels, ceil(H / 16), ceil(W / 16))."""
-        if self.folded:
+        if self.fuse_relu6:
             x = relu6_conv(self._conv_stem, x)
         else:
             x = self.act(self._bn0(self._conv_stem(x)))
