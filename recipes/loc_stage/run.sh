@@ -47,3 +47,8 @@ python recipes/loc_stage/rule.py "$DATA" "$RUNS" "$OUT/stage3" "$R2"
 #
 # Result of round 2 (run 2026-12-06): fl27-train6 mAP@0.5 48.99 -> 48.12, mAP@0.7 25.83 -> 24.17; synthetic val
 # 90.55 -> 89.38, mAP@0.7 86.34 -> 85.03: not passed. Stage 3 stays the default; the held-out sets were not run.
+#
+# Round 1's final.pt as a separate box head beside stage 3 (the same backbone; tried 2026-12-06, not adopted: README,
+# "A separate box head"), rule in the README:
+#   python benchmarks/box_head.py --sets fl27-train synth-val --box-net "$OUT/run/final.pt" \
+#       --arms control pre-gate post-gate pre-gate-noshape post-gate-noshape shape-cand
