@@ -307,3 +307,32 @@ def test_crop_cells_and_projection(detector):
     v = agreement(detector.model, image, box_corners(boxes[:2]), labels[:2], g.kernels, g.view_class,
                   g.view_aspect, projection=narrow)
     assert bool((v.abs() <= 1 + 1e-5).all()) and not torch.allclose(v, plain, atol=1e-3)
+
+
+def test_crop_cells_batch_classes_of_one_shape_together(toy_model_module, monkeypatch):
+    """Classes whose crops have the same shape share the backbone's batches (fewer calls), and every crop's cells are
+    the ones it gets when encoded alone: a crop's features do not depend on the rest of its batch."""
+    det = Detector(toy_model_module, InferenceConfig(image_size=None, max_detections=None))
+    det.add_class("a", textured_object(seed=3))  # 96 x 128
+    det.add_class("b", textured_object(seed=5))  # the same size: the same crop shape
+    det.add_class("wide", textured_object(seed=7).resize((160, 64)))  # another shape
+    g = det.gallery
+    image = image_to_tensor(scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240)))
+    torch.manual_seed(0)
+    xy = torch.rand(7, 2) * torch.tensor([200.0, 120.0])
+    boxes = torch.cat([xy, xy + torch.tensor([100.0, 110.0])], dim=1)
+    labels = torch.tensor([0, 1, 2, 1, 0, 2, 1])
+    calls = []
+    extract = type(det.model).extract_features
+
+    def counted(self, x, **kw):
+        calls.append(x.shape[0])
+        return extract(self, x, **kw)
+
+    monkeypatch.setattr(type(det.model), "extract_features", counted)
+    cells = crop_cells(det.model, image, box_corners(boxes), labels, g.view_class, g.view_aspect)
+    assert sorted(calls) == [2, 5]  # classes a and b in one batch, "wide" in another
+    for i in range(len(labels)):
+        alone = crop_cells(det.model, image, box_corners(boxes[i : i + 1]), labels[i : i + 1], g.view_class,
+                           g.view_aspect)
+        torch.testing.assert_close(cells[i : i + 1], alone, atol=1e-6, rtol=0)

@@ -93,13 +93,17 @@ def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class
     cfg = model.config
     s, side = cfg.class_grid_size, size or cfg.class_image_size
     height, width = image.shape[-2:]
-    out: Tensor | None = None
+    by_shape: dict[tuple[int, int], list[Tensor]] = {}  # crop (w, h) -> detection indices, class by class
     for c in labels.unique().tolist():
-        idx = (labels == c).nonzero().squeeze(1)  # (n,)
         views, aspect = class_views(c, view_class, view_aspect)
-        if views.numel() == 0:
-            continue
-        w, h = max(16, round(side * math.sqrt(aspect))), max(16, round(side / math.sqrt(aspect)))
+        if views.numel():
+            shape = max(16, round(side * math.sqrt(aspect))), max(16, round(side / math.sqrt(aspect)))
+            by_shape.setdefault(shape, []).append((labels == c).nonzero().squeeze(1))
+    out: Tensor | None = None
+    # classes whose crops have the same shape share the backbone's batches: fewer, fuller calls (a crop's features do
+    # not depend on the other crops of its batch)
+    for (w, h), parts in by_shape.items():
+        idx = torch.cat(parts)  # (n,)
         grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
         crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
                               padding_mode="border", align_corners=False)  # (n, 3, h, w)
