@@ -4,7 +4,8 @@ The second look (:mod:`os2d.inference.verify`) resamples each of an image's 100 
 size (area ``class_image_size``^2 = 240^2) and encodes the crop with the backbone: about a third of a detection's
 time at default settings. Here the crops are resampled to area ``s``^2 instead and compared with class grids encoded
 at the same side (``own``: the class views re-encoded at area ``s``^2) or with the gallery's own kernels
-(``shared``). The shape search uses the same side.
+(``shared``). The shape search uses the same side; the rivals are on (``verify_rivals``, the default's; the tables in
+the README before the rivals became the default were measured without them).
 
 Per set, one detection pass at default settings with the second look off (the raw detections, capped at 100), then
 per image :func:`os2d.inference.verify.verify_detections` once per arm, every arm on the same raw detections, timed
@@ -75,10 +76,11 @@ def main() -> None:
 
     def look(det, raw, image, arm, kernels):
         g = det.gallery
-        with class_size(det.model, arm[0]):
+        with class_size(det.model, arm[0]):  # "own": class grids at the crop's side; size= gives the side to both
             return verify_detections(det.model, raw, image, kernels[arm], g.view_class, g.view_aspect,
                                      base.verify_rescore, crop=base.verify_crop, top=base.verify_top,
-                                     max_detections=base.max_detections, reshape_top=base.reshape_top)
+                                     max_detections=base.max_detections, reshape_top=base.reshape_top,
+                                     size=arm[0], rival_power=base.verify_rivals)
 
     rows = run_arms(args, args.arms, look, raw_cap=args.raw_cap, prepare=arm_kernels)
     print_table("the second look at crop side s", rows, "side kernels", lambda a: f"{a[0]} {a[1]}")
