@@ -21,8 +21,8 @@ Arms (default settings otherwise: automatic scale, second look with rivals, shap
                         detections: it replaces the detection's shape only if its crop agrees with the class better
                         (the second look arbitrates); scores are the default's
 
-Every image runs every arm in turn (the order alternates) after one warm-up image. The box TransformNet comes from
-``recipes/loc_stage/run.sh`` (its round 1 ``final.pt``).
+Every image runs every arm in turn (the order rotated) after one warm-up image (``default_arms.run_arms``). The box
+TransformNet comes from ``recipes/loc_stage/run.sh`` (its round 1 ``final.pt``).
 
     python benchmarks/box_head.py --sets fl27-train synth-val --arms control pre-gate post-gate pre-gate-noshape \
         post-gate-noshape shape-cand --box-net runs/loc-stage/run/final.pt
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,15 +49,12 @@ import os2d.inference.detect as detect  # noqa: E402
 import os2d.inference.exact_values as exact_values  # noqa: E402
 import os2d.inference.verify as verify  # noqa: E402
 from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
-from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
-from os2d.io import load_image  # noqa: E402
 from os2d.model.head_windows import head_windows  # noqa: E402
 from os2d.model.transform_net import TransformNet  # noqa: E402
 from os2d.ops.boxes import box_iou  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from default_arms import SYNTH_DIR, print_table, run_arms, table_rows  # noqa: E402
 
 GATE_IOU = 0.5  # "-gate" arms: the box head's box is taken only where it overlaps the default's this much
 
@@ -197,34 +193,16 @@ def load_box_net(path: str | Path, like: TransformNet) -> TransformNet:
 
 
 def run_set(set_name: str, arms: list[str], args: argparse.Namespace) -> list[str]:
-    dataset = load_set(set_name, args.synth_dir)
+    """Table rows of one set (:func:`default_arms.table_rows`), the box head patched in for the arms that use it."""
     det = Detector.from_weights(args.weights)
     patch = BoxHeadPatch(load_box_net(args.box_net, det.model.transform_net))
-    names = _class_names(dataset)
-    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
-        det.add_class(name, list(imgs))
-    images = dataset.images[:: args.every]
-    warm = load_image(images[0].path)
-    for a in arms:
-        patch.arm = ARMS[a]
-        det.detect(warm, **dict(ARMS[a].changes))
-    seconds, dets = dict.fromkeys(arms, 0.0), {a: [] for a in arms}
-    for i, rec in enumerate(images):
-        pil = load_image(rec.path)
-        for a in arms if i % 2 == 0 else arms[::-1]:
-            patch.arm = ARMS[a]
-            t0 = time.perf_counter()
-            dets[a].append(det.detect(pil, **dict(ARMS[a].changes)))
-            seconds[a] += time.perf_counter() - t0
-        if (i + 1) % 10 == 0:
-            print(f"{set_name}: {i + 1}/{len(images)}", file=sys.stderr, flush=True)
-    rows = []
-    for a in arms:
-        r5, r7 = (evaluate_detections(dets[a], images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))
-        rows.append(f"| {set_name} | {len(images)} | {a} | {100 * r5.map:.2f} | {100 * r5.recall:.1f} | "
-                    f"{100 * r7.map:.2f} | {seconds[a] / len(images):.3f} |")
-        print(rows[-1], flush=True)
-    return rows
+
+    def use(arm: str) -> None:
+        patch.arm = ARMS[arm]
+
+    runs = run_arms(set_name, {a: dict(ARMS[a].changes) for a in arms}, every=args.every, synth_dir=args.synth_dir,
+                    detector=det, before=use)
+    return table_rows(runs)
 
 
 def main() -> None:
@@ -235,15 +213,12 @@ def main() -> None:
                     help="an os2d checkpoint whose TransformNet is the box head (recipes/loc_stage, round 1)")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--every", type=int, default=1, help="every n-th image of the set")
-    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
+    ap.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     args = ap.parse_args()
     if not args.box_net.exists():
         raise SystemExit(f"{args.box_net}: no such checkpoint (make it with: bash recipes/loc_stage/run.sh)")
     rows = [row for s in args.sets for row in run_set(s, args.arms, args)]
-    print(f"\nbox head ({args.box_net}), default settings, {torch.get_num_threads()} threads")
-    print("| set | images | arm | mAP@0.5 | recall@0.5 | mAP@0.7 | s / image |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    print("\n".join(rows))
+    print_table(f"box head ({args.box_net}), default settings", rows)
 
 
 if __name__ == "__main__":

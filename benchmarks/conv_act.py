@@ -19,7 +19,7 @@ from os2d.runtime import tune_allocator
 tune_allocator()  # as the command line does, before torch is imported
 
 import torch  # noqa: E402
-from round_robin import alternating_medians  # noqa: E402  (benchmarks/, the script's folder)
+from round_robin import alternating_medians, backbone_inputs  # noqa: E402  (benchmarks/, the script's folder)
 from torch import Tensor, nn  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
@@ -52,8 +52,7 @@ def main() -> None:
     if not getattr(fused, "fuse_relu6", False) or not fused_relu6_available():
         raise SystemExit("no fused convolution + ReLU6 here (not an EfficientNet-Lite backbone, or no oneDNN op)")
     arms = {"separate ReLU6": separate_relu6(fused), "fused": fused}
-    torch.manual_seed(0)
-    inputs = {"photo 1024x1365": torch.rand(1, 3, 1024, 1365), "16 crops 160x160": torch.rand(16, 3, 160, 160)}
+    inputs = backbone_inputs()
     print(f"backbone {model.config.backbone}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print("| input | precision | separate ReLU6 s | fused s | speed-up | max |diff| |")
     print("|---|---|---:|---:|---:|---:|")

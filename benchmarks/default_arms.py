@@ -1,9 +1,10 @@
 """The whole default pipeline under a few ``InferenceConfig`` changes, compared on the same photos.
 
 Each arm is a name and a JSON object of ``InferenceConfig`` field changes (``{}``: the default). Per set, every image
-runs every arm in turn (the order alternates image by image, so slow phases of the machine hit every arm alike) through
-``Detector.detect`` after one warm-up image per arm. The table gives mAP and recall at IoU 0.5, mAP at IoU 0.7, each
-with its change against the first arm, and seconds per image with the ratio to the first arm.
+runs every arm in turn (``round_robin.run_round_robin``: the order rotated image by image, so slow phases of the machine
+hit every arm alike) through ``Detector.detect`` after one warm-up image per arm. The table gives mAP and recall at
+IoU 0.5, mAP at IoU 0.7, each with its change against the first arm, and seconds per image with the ratio to the
+first arm. ``box_head.py`` and ``probe_aspect.py`` use :func:`run_arms` and the table too.
 
     python benchmarks/default_arms.py --sets fl27-train synth-val \
         --arm default '{}' --arm rivals-2 '{"verify_rivals": 2}' --arm no-shape-search '{"reshape_top": 0}'
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from os2d.runtime import tune_allocator
@@ -24,45 +25,60 @@ tune_allocator()  # as the command line does, before torch is imported
 import torch  # noqa: E402
 
 from os2d.config import InferenceConfig  # noqa: E402
-from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
-from os2d.io import load_image  # noqa: E402
+from os2d.results import Detections  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_probe import load_set  # noqa: E402
+from round_robin import run_round_robin  # noqa: E402
+
+SYNTH_DIR = Path.home() / "os2d-runs" / "synth-grocery-eval"
 
 
-def run_set(set_name: str, arms: dict[str, dict], args: argparse.Namespace) -> list[str]:
-    """Table rows of one set, one per arm."""
-    dataset = load_set(set_name, args.synth_dir)
-    det = Detector.from_weights(args.weights)
-    names = _class_names(dataset)
-    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
-        det.add_class(name, list(imgs))
-    images = dataset.images[:: args.every]
-    warm = load_image(images[0].path)
-    for changes in arms.values():
-        det.detect(warm, **changes)
-    order = list(arms)
-    seconds, dets = dict.fromkeys(arms, 0.0), {a: [] for a in arms}
-    for i, rec in enumerate(images):
-        pil = load_image(rec.path)
-        for a in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            dets[a].append(det.detect(pil, **arms[a]))
-            seconds[a] += time.perf_counter() - t0
-        if (i + 1) % 10 == 0:
-            print(f"{set_name}: {i + 1}/{len(images)}", file=sys.stderr, flush=True)
+@dataclass
+class ArmRuns:
+    """Every arm's detections of one set's images and its seconds per image
+    (:func:`round_robin.run_round_robin`)."""
+
+    set_name: str
+    class_names: list[str]
+    images: list
+    seconds: dict[str, float]  # per image
+    detections: dict[str, list[Detections]]
+
+    def metrics(self, arm: str) -> tuple[float, float, float]:
+        """(mAP@0.5, recall@0.5, mAP@0.7) in percent."""
+        r5, r7 = (evaluate_detections(self.detections[arm], self.images, len(self.class_names), iou, False,
+                                      class_names=self.class_names) for iou in (0.5, 0.7))
+        return 100 * r5.map, 100 * r5.recall, 100 * r7.map
+
+
+def run_arms(set_name: str, arms: dict[str, dict], **kwargs) -> ArmRuns:
+    """:func:`round_robin.run_round_robin` (its keyword arguments; ``synth_dir`` defaults to ``SYNTH_DIR``)."""
+    kwargs.setdefault("synth_dir", SYNTH_DIR)
+    return ArmRuns(set_name, *run_round_robin(set_name, arms, **kwargs))
+
+
+TABLE_HEADER = ("| set | images | arm | mAP@0.5 (d) | recall@0.5 (d) | mAP@0.7 (d) | s / image | time ratio |",
+                "|---|---:|---|---:|---:|---:|---:|---:|")
+
+
+def table_rows(runs: ArmRuns) -> list[str]:
+    """One row per arm (columns of ``TABLE_HEADER``): the metrics and time, with the changes against the first arm."""
     rows, first = [], None
-    for a in order:
-        r5, r7 = (evaluate_detections(dets[a], images, len(names), iou, False, class_names=names) for iou in (0.5, 0.7))
-        m5, rc, m7, s = 100 * r5.map, 100 * r5.recall, 100 * r7.map, seconds[a] / len(images)
+    for a in runs.detections:
+        m5, rc, m7 = runs.metrics(a)
+        s = runs.seconds[a]
         first = first or (m5, rc, m7, s)
-        rows.append(f"| {set_name} | {len(images)} | {a} | {m5:.2f} ({m5 - first[0]:+.2f}) | {rc:.1f} ({rc - first[1]:+.1f}) "
-                    f"| {m7:.2f} ({m7 - first[2]:+.2f}) | {s:.3f} | {s / first[3]:.3f}x |")
+        rows.append(f"| {runs.set_name} | {len(runs.images)} | {a} | {m5:.2f} ({m5 - first[0]:+.2f}) | {rc:.1f} "
+                    f"({rc - first[1]:+.1f}) | {m7:.2f} ({m7 - first[2]:+.2f}) | {s:.3f} | {s / first[3]:.3f}x |")
         print(rows[-1], flush=True)
     return rows
+
+
+def print_table(title: str, rows: list[str]) -> None:
+    print(f"\n{title}, {torch.get_num_threads()} threads")
+    print("\n".join(TABLE_HEADER))
+    print("\n".join(rows))
 
 
 def parse_arm(name: str, text: str) -> tuple[str, dict]:
@@ -80,14 +96,14 @@ def main() -> None:
                     help="an arm: its name and InferenceConfig changes as JSON; the first is the baseline")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--every", type=int, default=1, help="every n-th image of the set")
-    ap.add_argument("--synth-dir", type=Path, default=Path.home() / "os2d-runs" / "synth-grocery-eval")
+    ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     args = ap.parse_args()
     arms = dict(parse_arm(n, t) for n, t in args.arm)
-    rows = [row for s in args.sets for row in run_set(s, arms, args)]
-    print(f"\ndefault pipeline, arms {json.dumps(arms)}, {torch.get_num_threads()} threads")
-    print("| set | images | arm | mAP@0.5 (d) | recall@0.5 (d) | mAP@0.7 (d) | s / image | time ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    print("\n".join(rows))
+    rows = [row for s in args.sets
+            for row in table_rows(run_arms(s, arms, weights=args.weights, every=args.every,
+                                            max_images=args.max_images, synth_dir=args.synth_dir))]
+    print_table(f"default pipeline, arms {json.dumps(arms)}", rows)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The shared timing loops of the benchmarks: whole detections per arm (``default_time.py``, ``auto_max_size.py``)
-and one call per arm (``same_padding.py``, ``conv_act.py``).
+"""The shared timing loops of the benchmarks: whole detections per arm (``default_time.py``, ``auto_max_size.py``,
+``default_arms.py``, ``box_head.py``, ``probe_aspect.py``) and one call per arm (``same_padding.py``, ``conv_act.py``).
 
 A set's classes registered on one detector, a warm-up image through every arm, then every image through every arm
 in turn: round-robin, so the machine's slow phases hit all arms alike, with the order rotated from image to image so
@@ -9,12 +9,15 @@ that no arm always runs after the same one.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+import torch
 from cascade_probe import load_set
+from torch import Tensor
 
 from os2d.detector import Detector
 from os2d.evaluation.harness import _class_names, _load_class_images
@@ -22,20 +25,30 @@ from os2d.io import load_image
 
 
 def run_round_robin(set_name: str, arms: dict[Hashable, dict[str, Any]], *, weights: str = "default",
-                    every: int = 1, synth_dir: Path) -> tuple[list[str], list, dict[Hashable, float], dict]:
-    """Every ``every``-th image of the set through ``Detector.detect(image, **arms[arm])`` for every arm.
+                    every: int = 1, max_images: int | None = None, synth_dir: Path,
+                    detector: Detector | None = None, before: Callable[[Hashable], None] | None = None
+                    ) -> tuple[list[str], list, dict[Hashable, float], dict]:
+    """Every ``every``-th image of the set (at most ``max_images``) through ``Detector.detect(image,
+    **arms[arm])`` for every arm. ``detector``: one to use instead of ``weights`` (the set's classes are added to
+    it); ``before(arm)``: called before each of the arm's detections (e.g. to switch a patched-in experiment).
 
     Returns the class names, the images (records with their boxes), the mean seconds per image of each arm and
     each arm's detections (one per image)."""
     dataset = load_set(set_name, synth_dir)
-    det = Detector.from_weights(weights)
+    det = detector or Detector.from_weights(weights)
     names = _class_names(dataset)
     for name, imgs in zip(names, _load_class_images(dataset), strict=True):
         det.add_class(name, list(imgs))
-    images = dataset.images[::every]
+    images = dataset.images[::every][:max_images]
+
+    def detect(arm: Hashable, image):
+        if before is not None:
+            before(arm)
+        return det.detect(image, **arms[arm])
+
     warm = load_image(images[0].path)
-    for changes in arms.values():
-        det.detect(warm, **changes)
+    for arm in arms:
+        detect(arm, warm)
     seconds = dict.fromkeys(arms, 0.0)
     dets: dict[Hashable, list] = {a: [] for a in arms}
     order = list(arms)
@@ -43,8 +56,10 @@ def run_round_robin(set_name: str, arms: dict[Hashable, dict[str, Any]], *, weig
         pil = load_image(rec.path)
         for arm in order[i % len(order):] + order[: i % len(order)]:
             t0 = time.perf_counter()
-            dets[arm].append(det.detect(pil, **arms[arm]))
+            dets[arm].append(detect(arm, pil))
             seconds[arm] += time.perf_counter() - t0
+        if (i + 1) % 10 == 0:
+            print(f"{set_name}: {i + 1}/{len(images)}", file=sys.stderr, flush=True)
     return names, images, {a: s / len(images) for a, s in seconds.items()}, dets
 
 
@@ -63,4 +78,12 @@ def alternating_medians(arms: dict[str, Callable[[], Any]], repeats: int) -> tup
     return {a: statistics.median(t) for a, t in times.items()}, outs
 
 
-__all__ = ["alternating_medians", "run_round_robin"]
+def backbone_inputs() -> dict[str, Tensor]:
+    """The two inputs the backbone benchmarks time (``same_padding.py``, ``conv_act.py``): a 1024x1365 photo and a
+    batch of 16 crops of the second look's 160x160, uniform noise from seed 0."""
+    gen = torch.Generator().manual_seed(0)
+    return {"photo 1024x1365": torch.rand(1, 3, 1024, 1365, generator=gen),
+            "16 crops 160x160": torch.rand(16, 3, 160, 160, generator=gen)}
+
+
+__all__ = ["alternating_medians", "backbone_inputs", "run_round_robin"]

@@ -24,7 +24,7 @@ tune_allocator()  # as the command line does, before torch is imported
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from round_robin import alternating_medians  # noqa: E402  (benchmarks/, the script's folder)
+from round_robin import alternating_medians, backbone_inputs  # noqa: E402  (benchmarks/, the script's folder)
 from torch import Tensor  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
@@ -68,8 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     model = Detector.from_weights(args.weights).model.eval()
-    torch.manual_seed(0)
-    inputs = {"photo 1024x1365": torch.rand(1, 3, 1024, 1365), "16 crops 160x160": torch.rand(16, 3, 160, 160)}
+    inputs = backbone_inputs()
     print(f"backbone {model.config.backbone}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print("| input | F.pad s | zero taps s | speed-up | max |diff| |")
     print("|---|---:|---:|---:|---:|")
