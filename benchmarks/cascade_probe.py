@@ -208,6 +208,9 @@ def cascade_head(features: Tensor, kernels: Tensor, transform_net: TransformNet,
     return scores.view(b, k, h, w), boxes.view(b, k, h, w, 4), corners.view(b, k, h, w, 4, 2)
 
 
+UNSEEN_DIR = Path.home() / "os2d-runs" / "unseen-logos" / "set"
+
+
 def load_set(name: str, synth_dir: Path):
     fl27 = SHARED / "flickrlogos27-dev"
     if name == "fl27-val":
@@ -223,6 +226,12 @@ def load_set(name: str, synth_dir: Path):
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(synth_dir / "annotations.csv"),
                                         classes=str(synth_dir / "class_images.csv"), image_dir=str(synth_dir),
                                         name="synth-val"))
+    if name == "unseen":  # the unseen-class tuning set (recipes/unseen_tuning_set.sh DATA ~/os2d-runs/unseen-logos)
+        d = UNSEEN_DIR
+        if not (d / "annotations.csv").is_file():
+            raise SystemExit(f"{d} has no annotations.csv: bash recipes/unseen_tuning_set.sh ../shared/data {d.parent}")
+        return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
+                                        classes=str(d / "class_images.csv"), image_dir=str(d), name="unseen"))
     raise SystemExit(f"unknown set {name!r}")
 
 

@@ -1,6 +1,8 @@
 """The whole default pipeline under a few ``InferenceConfig`` changes, compared on the same photos.
 
-Each arm is a name and a JSON object of ``InferenceConfig`` field changes (``{}``: the default). Per set, every image
+Each arm is a name and a JSON object of ``InferenceConfig`` field changes (``{}``: the default); its key ``"model"``,
+if any, holds ``ModelConfig`` changes made to the loaded model for that arm's detections only (inference-time
+switches such as ``anchor_aspect_power``). Per set, every image
 runs every arm in turn (``round_robin.run_round_robin``: the order rotated image by image, so slow phases of the machine
 hit every arm alike) through ``Detector.detect`` after one warm-up image per arm. The table gives mAP and recall at
 IoU 0.5, mAP at IoU 0.7, each with its change against the first arm, and seconds per image with the ratio to the
@@ -8,6 +10,7 @@ first arm. ``box_head.py`` and ``probe_aspect.py`` use :func:`run_arms` and the 
 
     python benchmarks/default_arms.py --sets fl27-train synth-val \
         --arm default '{}' --arm rivals-2 '{"verify_rivals": 2}' --arm no-shape-search '{"reshape_top": 0}'
+    python benchmarks/default_arms.py --sets unseen --arm default '{}' --arm anchors '{"model": {"anchor_aspect_power": 1}}'
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from os2d.runtime import tune_allocator
@@ -24,7 +27,8 @@ tune_allocator()  # as the command line does, before torch is imported
 
 import torch  # noqa: E402
 
-from os2d.config import InferenceConfig  # noqa: E402
+from os2d.config import InferenceConfig, ModelConfig  # noqa: E402
+from os2d.detector import Detector  # noqa: E402
 from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
 from os2d.results import Detections  # noqa: E402
 
@@ -53,8 +57,19 @@ class ArmRuns:
 
 
 def run_arms(set_name: str, arms: dict[str, dict], **kwargs) -> ArmRuns:
-    """:func:`round_robin.run_round_robin` (its keyword arguments; ``synth_dir`` defaults to ``SYNTH_DIR``)."""
+    """:func:`round_robin.run_round_robin` (its keyword arguments; ``synth_dir`` defaults to ``SYNTH_DIR``). An arm's
+    ``"model"`` changes (``ModelConfig`` fields) are set on the detector's model before each of its detections."""
     kwargs.setdefault("synth_dir", SYNTH_DIR)
+    model_changes = {a: c.get("model", {}) for a, c in arms.items()}
+    if any(model_changes.values()):
+        det = kwargs.setdefault("detector", Detector.from_weights(kwargs.pop("weights", "default")))
+        base = det.model.config
+
+        def before(arm: str) -> None:
+            det.model.config = replace(base, **model_changes[arm])
+
+        kwargs["before"] = before
+    arms = {a: {k: v for k, v in c.items() if k != "model"} for a, c in arms.items()}
     return ArmRuns(set_name, *run_round_robin(set_name, arms, **kwargs))
 
 
@@ -85,7 +100,8 @@ def parse_arm(name: str, text: str) -> tuple[str, dict]:
     changes = json.loads(text)
     if not isinstance(changes, dict):
         raise SystemExit(f"arm {name}: {text!r} is not a JSON object")
-    InferenceConfig().replace(**changes)  # unknown or invalid fields fail here, before any image
+    InferenceConfig().replace(**{k: v for k, v in changes.items() if k != "model"})  # invalid fields fail here
+    ModelConfig(**changes.get("model", {}))
     return name, changes
 
 

@@ -19,7 +19,7 @@ from os2d.data.spec import FL27_VAL_BRANDS
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fl27", type=Path, required=True, help="flickrlogos27-dev folder")
-    ap.add_argument("--synth", type=Path, required=True, help="output folder of `os2d synth`")
+    ap.add_argument("--synth", type=Path, nargs="+", required=True, help="output folder(s) of `os2d synth`")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     val = set(FL27_VAL_BRANDS)
@@ -31,11 +31,15 @@ def main() -> None:
              for r in fl27 if r["class"] not in val and r["image"] not in val_images]
     brands = sorted({b["class"] for b in boxes})
     classes = [{"name": b, "path": str((args.fl27 / "class_images" / f"{b}.jpg").resolve())} for b in brands]
-    with open(args.synth / "annotations.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            boxes.append({**r, "image": str((args.synth / r["image"]).resolve())})
-    with open(args.synth / "class_images.csv", newline="") as f:
-        classes += [{"name": r["name"], "path": str((args.synth / r["path"]).resolve())} for r in csv.DictReader(f)]
+    for synth in args.synth:
+        with open(synth / "annotations.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                boxes.append({**r, "image": str((synth / r["image"]).resolve())})
+        with open(synth / "class_images.csv", newline="") as f:
+            classes += [{"name": r["name"], "path": str((synth / r["path"]).resolve())} for r in csv.DictReader(f)]
+    names = [c["name"] for c in classes]
+    if len(set(names)) != len(names):
+        raise SystemExit("class names repeat across the --synth folders")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "train_boxes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["image", "class", "x1", "y1", "x2", "y2", "difficult"])
