@@ -80,8 +80,10 @@ def test_the_gallery_keeps_the_ratios_in_memory_and_in_files(tmp_path):
     with pytest.raises(ValueError, match="aspect ratios must be finite and positive"):
         ClassGallery.from_payload(back.to_payload() | {"view_aspect": torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0])})
     # the switch is left out of the config at 0: files and fingerprints of earlier models do not change
-    assert "anchor_aspect_power" not in model.config.to_dict()
-    assert model_fingerprint(model) != model_fingerprint(with_power(model, 1.0))
+    assert model.config.anchor_aspect_power == 1.0  # the default model's own setting
+    square = with_power(model, 0.0)
+    assert "anchor_aspect_power" not in square.config.to_dict()
+    assert model_fingerprint(square) != model_fingerprint(model)
     assert ModelConfig.from_dict(with_power(model, 1.0).config.to_dict()).anchor_aspect_power == 1.0
     with pytest.raises(ValueError, match="anchor_aspect_power"):
         ModelConfig(anchor_aspect_power=2.0)

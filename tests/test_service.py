@@ -193,7 +193,7 @@ def test_shelf_report(client: TestClient, obj: Image.Image, scene: Image.Image) 
 
 
 def test_negative_exemplars_persist_and_drop_the_lookalike(tmp_path: Path, obj: Image.Image) -> None:
-    other = textured_object(seed=8)
+    other = textured_object(seed=5)  # a look-alike the default model confuses with obj here (seed 8 no longer)
     scene = scene_with(obj, [OBJ_POS])
     scene.paste(other, (40, 200))
 
