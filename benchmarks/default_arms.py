@@ -62,7 +62,9 @@ def run_arms(set_name: str, arms: dict[str, dict], **kwargs) -> ArmRuns:
     kwargs.setdefault("synth_dir", SYNTH_DIR)
     model_changes = {a: c.get("model", {}) for a, c in arms.items()}
     if any(model_changes.values()):
-        det = kwargs.setdefault("detector", Detector.from_weights(kwargs.pop("weights", "default")))
+        weights = kwargs.pop("weights", "default")
+        det = kwargs.get("detector") or Detector.from_weights(weights)
+        kwargs["detector"] = det
         base = det.model.config
 
         def before(arm: str) -> None:

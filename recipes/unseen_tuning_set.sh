@@ -2,8 +2,8 @@
 # The unseen-class tuning set: 60 photos of made-up logos (recipes/unseen_logos.py, classes no model trained on)
 # composed by `os2d synth` onto Grocery Store *val* photos (never a training background), a gallery of 20 logos.
 # It measures what the other two tuning sets cannot: new classes on real photos (the FL27 training-brand tuning set is
-# training images; the synthetic val shelves show the 81 products the model trained on). Wide classes (aspect
-# 0.7-6.8, median 3.2) like brand names and the demo shelf's cups; text is never mirrored (flip_prob 0). ~10 s. Deterministic.
+# training images; the synthetic val shelves show the 81 products the model trained on). Wide classes (the 20 used:
+# aspect 0.8-6.8, median 3.5) like brand names and the demo shelf's cups; text is never mirrored (flip_prob 0). ~10 s. Deterministic.
 #   bash recipes/unseen_tuning_set.sh [DATA] [OUT]      (defaults ../shared/data, runs/unseen-logos)
 set -euo pipefail
 DATA=${1:-../shared/data}

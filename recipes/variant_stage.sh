@@ -6,6 +6,17 @@
 # (resumes from its last checkpoint when interrupted).
 variant_stage_train() {
     local out=$1 seed=$2 config=$3 init=$4
+    variant_shelves "$out" "$seed"
+    [ -f "$out/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
+        --fl27 "$DATA/flickrlogos27-dev" --synth "$out/synth/out" --out "$out/data"
+    train_or_resume "$out/run" "$config" "train_data.annotations=$out/data/train_boxes.csv" \
+        "train_data.classes=$out/data/train_classes.csv" "init.weights=$init"
+}
+
+# variant_shelves OUT SEED: the 600 variant shelves of the later stages (os2d synth --seed SEED, variant_prob 0.5, the
+# 81 Grocery Store products on Grocery Store TRAIN photos) into OUT/synth/out.
+variant_shelves() {
+    local out=$1 seed=$2
     mkdir -p "$out/synth"
     [ -f "$out/synth/classes.csv" ] || python recipes/grocery_classes.py "$DATA" "$out/synth/classes.csv"
     if [ ! -f "$out/synth/out/annotations.csv" ]; then
@@ -14,10 +25,6 @@ variant_stage_train() {
             --backgrounds "$DATA/grocerystore/dataset/train" --output-dir "$out/synth/out" --num-images 600 \
             --seed "$seed" --config-json '{"variant_prob": 0.5}' --overwrite --quiet
     fi
-    [ -f "$out/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py \
-        --fl27 "$DATA/flickrlogos27-dev" --synth "$out/synth/out" --out "$out/data"
-    train_or_resume "$out/run" "$config" "train_data.annotations=$out/data/train_boxes.csv" \
-        "train_data.classes=$out/data/train_classes.csv" "init.weights=$init"
 }
 
 # train_or_resume RUN CONFIG [OVERRIDE...]: `os2d train --config CONFIG OVERRIDE... output_dir=RUN`, resumed from its

@@ -21,13 +21,7 @@ STAGE3_COMMIT=${STAGE3_COMMIT:-6b10857}  # stage 3's weights as they ship (calib
 mkdir -p "$OUT/stage3/run"
 [ -f "$OUT/stage3.pt" ] || git show "$STAGE3_COMMIT:src/os2d/assets/os2d_lite0_v2.pt" > "$OUT/stage3.pt"
 # 1. stage 3's own data (600 variant shelves, seed 0) ...
-if [ ! -f "$OUT/synth/out/annotations.csv" ]; then
-    mkdir -p "$OUT/synth"
-    python recipes/grocery_classes.py "$DATA" "$OUT/synth/classes.csv"
-    rm -rf "$OUT/synth/out"
-    os2d synth --class-images "$OUT/synth/classes.csv" --backgrounds "$DATA/grocerystore/dataset/train" \
-        --output-dir "$OUT/synth/out" --num-images 600 --seed 0 --config-json '{"variant_prob": 0.5}' --overwrite --quiet
-fi
+variant_shelves "$OUT" 0
 # 2. ... + 600 shelves of 300 patch classes (patches of even coarse classes' photos on odd ones' photos)
 [ -d "$OUT/patches/classes" ] || python recipes/patch_classes.py "$DATA" "$OUT/patches" --num 300 --seed 0
 if [ ! -f "$OUT/patches/synth/annotations.csv" ]; then
