@@ -54,6 +54,31 @@ second_look_evals() {
     _tuning_pair "$1" -verify 2
 }
 
+# train_and_judge OUT CONFIG BASE: `os2d train --config CONFIG` from the weights file OUT/BASE.pt on OUT/data's CSVs into
+# OUT/run (resumed when interrupted), then both models on the three tuning sets (OUT/BASE holds the base model's
+# evaluations) and the later stages' rule (recipes/unseen_stage/rule.py) printed.
+train_and_judge() {
+    local out=$1 config=$2 base=$3
+    train_or_resume "$out/run" "$config" "train_data.annotations=$out/data/train_boxes.csv" \
+        "train_data.classes=$out/data/train_classes.csv" "init.weights=$out/$base.pt"
+    mkdir -p "$out/$base/run"
+    [ -f "$out/$base/run/final.pt" ] || cp "$out/$base.pt" "$out/$base/run/final.pt"
+    three_set_evals "$out/$base"
+    three_set_evals "$out"
+    python recipes/unseen_stage/rule.py "$out/$base" "$out"
+}
+
+# three_set_evals OUT: second_look_evals OUT + OUT/run/final.pt on the unseen-class tuning set (made when missing) into
+# OUT/unseen: the three tuning sets of the later stages' rules (recipes/unseen_stage/rule.py), at default settings.
+three_set_evals() {
+    local out=$1
+    second_look_evals "$out"
+    bash recipes/unseen_tuning_set.sh "$DATA" "$RUNS/unseen-logos"
+    [ -f "$out/unseen/metrics.json" ] || os2d eval --boxes "$RUNS/unseen-logos/set/annotations.csv" \
+        --classes "$RUNS/unseen-logos/set/class_images.csv" --weights "$out/run/final.pt" --output-dir "$out/unseen" \
+        --no-plots --quiet
+}
+
 # _tuning_pair OUT SUFFIX G: the two tuning sets (made when missing), evaluated with --verify-rescore G into
 # OUT/fl27-train6SUFFIX and OUT/synth-valSUFFIX (each skipped when done).
 _tuning_pair() {

@@ -18,7 +18,7 @@ RUNS=${RUNS:-runs}
 OUT="$RUNS/unseen-stage"
 STAGE3_COMMIT=${STAGE3_COMMIT:-6b10857}  # stage 3's weights as they ship (calibrated for the second look with rivals)
 
-mkdir -p "$OUT/stage3/run"
+mkdir -p "$OUT"
 [ -f "$OUT/stage3.pt" ] || git show "$STAGE3_COMMIT:src/os2d/assets/os2d_lite0_v2.pt" > "$OUT/stage3.pt"
 # 1. stage 3's own data (600 variant shelves, seed 0) ...
 variant_shelves "$OUT" 0
@@ -31,19 +31,9 @@ if [ ! -f "$OUT/patches/synth/annotations.csv" ]; then
 fi
 [ -f "$OUT/data/train_boxes.csv" ] || python recipes/default_model/make_train_csv.py --fl27 "$DATA/flickrlogos27-dev" \
     --synth "$OUT/synth/out" "$OUT/patches/synth" --out "$OUT/data"
-# 3. training (resumes when interrupted)
-train_or_resume "$OUT/run" recipes/unseen_stage/train.yaml "train_data.annotations=$OUT/data/train_boxes.csv" \
-    "train_data.classes=$OUT/data/train_classes.csv" "init.weights=$OUT/stage3.pt"
-# 4. the rule's evaluations at default settings, stage 3 and the new model
-[ -f "$OUT/stage3/run/final.pt" ] || cp "$OUT/stage3.pt" "$OUT/stage3/run/final.pt"
-bash recipes/unseen_tuning_set.sh "$DATA" "$RUNS/unseen-logos"
-for m in "$OUT/stage3" "$OUT"; do
-    second_look_evals "$m"
-    [ -f "$m/unseen/metrics.json" ] || os2d eval --boxes "$RUNS/unseen-logos/set/annotations.csv" \
-        --classes "$RUNS/unseen-logos/set/class_images.csv" --weights "$m/run/final.pt" --output-dir "$m/unseen" \
-        --no-plots --quiet
-done
-python recipes/unseen_stage/rule.py "$OUT/stage3" "$OUT"
+# 3. training (resumes when interrupted), then the rule's evaluations at default settings, stage 3 and the
+#    new model, and the rule
+train_and_judge "$OUT" recipes/unseen_stage/train.yaml stage3
 # 5. if it passed: calibrate on the new model's two tuning evaluations and write it into the package
 #    os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6-verify" "$OUT/synth-val-verify" \
 #        --output src/os2d/assets/os2d_lite0_v2.pt --force --plot "$OUT/calibration.png"
