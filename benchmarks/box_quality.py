@@ -18,13 +18,13 @@ import statistics
 import torch
 
 from os2d.evaluation.metrics import evaluate_detections
-from os2d.evaluation.runs import load_eval_run
+from os2d.evaluation.runs import EvalRun, load_eval_run
 from os2d.ops import box_iou
 
 MATCH_IOU = 0.3
 
 
-def first_matches(run) -> tuple[list[float], list[float], list[float]]:
+def first_matches(run: EvalRun) -> tuple[list[float], list[float], list[float]]:
     """(IoU, log aspect ratio det / box, log area det / box) of each box's first-ranked detection with IoU >= 0.3."""
     ious, aspects, areas = [], [], []
     for image, det in zip(run.images, run.detections, strict=True):

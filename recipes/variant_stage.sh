@@ -1,4 +1,5 @@
-# Shared steps of the default model's later stages (recipes/longer_training, recipes/stage4): sourced, not run.
+# Shared steps of the default model's later stages (recipes/longer_training, stage4, unseen_stage, aspect_stage):
+# sourced, not run.
 # Needs DATA (../shared/data) and RUNS set by the caller; every step is skipped when its output exists.
 
 # variant_stage_train OUT SEED CONFIG INIT: 600 variant shelves (os2d synth --seed SEED, variant_prob 0.5) on Grocery

@@ -34,7 +34,7 @@ fi
 # 3. training (resumes when interrupted), then the rule's evaluations at default settings, stage 3 and the
 #    new model, and the rule
 train_and_judge "$OUT" recipes/unseen_stage/train.yaml stage3
-# 5. if it passed: calibrate on the new model's two tuning evaluations and write it into the package
+# 4. if it passed: calibrate on the new model's two tuning evaluations and write it into the package
 #    os2d weights calibrate "$OUT/run/final.pt" --from-eval "$OUT/fl27-train6-verify" "$OUT/synth-val-verify" \
 #        --output src/os2d/assets/os2d_lite0_v2.pt --force --plot "$OUT/calibration.png"
 #
