@@ -35,9 +35,6 @@ class ModelConfig:
     # r^(-p/2) (area kept, r clamped to [1/4, 4]). 0 = the paper's square anchor (official weights); 1 = the class's
     # own aspect ratio (os2d.model.grids.stretch_to_aspect)
     anchor_aspect_power: float = 0.0
-    # Inference only: more anchor powers the heads also try at every location, each location keeping the anchor
-    # whose pooled score is highest (TransformNet runs once; os2d.model.head.os2d_head's aspect_search). () = none.
-    anchor_aspect_search: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_transform_params not in (4, 6):
@@ -48,9 +45,6 @@ class ModelConfig:
             raise ValueError("class_image_size must be at least 16 pixels")
         if not 0.0 <= self.anchor_aspect_power <= 1.0:
             raise ValueError(f"anchor_aspect_power must be in [0, 1], got {self.anchor_aspect_power}")
-        object.__setattr__(self, "anchor_aspect_search", tuple(float(p) for p in self.anchor_aspect_search))
-        if not all(0.0 <= p <= 1.0 for p in self.anchor_aspect_search):
-            raise ValueError(f"anchor_aspect_search powers must be in [0, 1], got {self.anchor_aspect_search}")
 
     @property
     def variant(self) -> str:
@@ -65,15 +59,11 @@ class ModelConfig:
         return cls(backbone=backbone, num_transform_params=6, invert_transform=True, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields; ``anchor_aspect_power`` only when it is not 0 and ``anchor_aspect_search`` only when it is
-        not empty, so the files and fingerprints of models made before they existed stay the same."""
+        """The fields; ``anchor_aspect_power`` only when it is not 0, so the files and fingerprints of models made
+        before it existed stay the same."""
         d = asdict(self)
         if d["anchor_aspect_power"] == 0:
             del d["anchor_aspect_power"]
-        if not d["anchor_aspect_search"]:
-            del d["anchor_aspect_search"]
-        else:
-            d["anchor_aspect_search"] = list(d["anchor_aspect_search"])
         return d
 
     @classmethod

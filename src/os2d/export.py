@@ -61,19 +61,17 @@ def _heads(model: Os2dModel, features: Tensor, kernels: Tensor,
            aspect: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     cfg = model.config
     power = cfg.anchor_aspect_power if aspect is not None else 0.0
-    search = cfg.anchor_aspect_search if aspect is not None else ()
     scores, boxes, corners, _ = _head_chunk(
         features, kernels.to(features.dtype), model.transform_net, invert_transform=cfg.invert_transform,
         grid_size=cfg.class_grid_size, pool_border=cfg.pool_border, stride=float(model.stride),
         anchor_size=cfg.anchor_size, with_detached_scores=False, aspect=aspect, aspect_power=power,
-        aspect_search=search,
     )
     return scores, boxes, corners
 
 
 def uses_aspect(model: Os2dModel) -> bool:
     """True when the model's anchors take the class aspect ratio: its graph then has an ``aspect`` (K,) input."""
-    return model.config.anchor_aspect_power != 0 or any(model.config.anchor_aspect_search)
+    return model.config.anchor_aspect_power != 0
 
 
 class DetectorGraph(nn.Module):

@@ -73,7 +73,6 @@ def os2d_head(
     with_detached_scores: bool = False,
     aspect: Tensor | None = None,
     aspect_power: float = 0.0,
-    aspect_search: tuple[float, ...] = (),
     transform_grad_at: Callable[[Tensor], Tensor] | None = None,
 ) -> HeadOutput:
     """Apply the OS2D head of K class views to B input feature maps.
@@ -87,9 +86,6 @@ def os2d_head(
         with_detached_scores: also compute scores with the grids detached (negatives in training).
         aspect: (K,) aspect ratio (w / h) of each class view's image; with ``aspect_power`` > 0 the anchor grid
             takes that shape (:func:`os2d.model.grids.stretch_to_aspect`). None = square anchors.
-        aspect_search: more anchor powers to try at every location (inference only): each location keeps the
-            anchor, of ``aspect_power`` and these, whose pooled score is highest (ties keep the earlier one).
-            TransformNet runs once; only the grids, their resampling and the boxes are made per anchor.
         transform_grad_at: training only. Given the (B, K, H, W, 4) boxes of a TransformNet pass without autograd,
             returns the (B, K, H, W) bool locations where its output needs a gradient (where the loss uses
             ``scores`` rather than ``scores_transform_detached``: the positives); TransformNet runs with
@@ -99,10 +95,8 @@ def os2d_head(
     k = kernels.shape[0]
     if aspect is not None and aspect.shape != (k,):
         raise ValueError(f"aspect must have shape ({k},), got {tuple(aspect.shape)}")
-    if aspect is None or (aspect_power == 0 and not any(aspect_search)):
-        aspect, aspect_power, aspect_search = None, 0.0, ()
-    if aspect_search and (with_detached_scores or transform_grad_at is not None):
-        raise ValueError("aspect_search is for inference: not with with_detached_scores or transform_grad_at")
+    if aspect is None or aspect_power == 0:
+        aspect, aspect_power = None, 0.0
     if transform_grad_at is not None and class_chunk is not None and 0 < class_chunk < k:
         raise ValueError("transform_grad_at needs all classes in one chunk (class_chunk None)")
     if k == 0:
@@ -110,14 +104,12 @@ def os2d_head(
     elif class_chunk is None or class_chunk <= 0 or class_chunk >= k:
         # one call, no Python loop over classes: also keeps K dynamic for ONNX export
         parts = [_head_chunk(features, kernels, transform_net, invert_transform, grid_size, pool_border,
-                             stride, anchor_size, with_detached_scores, aspect, aspect_power, transform_grad_at,
-                             aspect_search)]
+                             stride, anchor_size, with_detached_scores, aspect, aspect_power, transform_grad_at)]
     else:
         parts = [
             _head_chunk(features, kernels[i : i + class_chunk], transform_net, invert_transform, grid_size,
                         pool_border, stride, anchor_size, with_detached_scores,
-                        None if aspect is None else aspect[i : i + class_chunk], aspect_power,
-                        aspect_search=aspect_search)
+                        None if aspect is None else aspect[i : i + class_chunk], aspect_power)
             for i in range(0, k, class_chunk)
         ]
 
@@ -150,7 +142,6 @@ def _head_chunk(
     aspect: Tensor | None = None,
     aspect_power: float = 0.0,
     transform_grad_at: Callable[[Tensor], Tensor] | None = None,
-    aspect_search: tuple[float, ...] = (),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     b, _, h, w = features.shape
     k = kernels.shape[0]
@@ -170,23 +161,19 @@ def _head_chunk(
             params = _params_with_sparse_grad(transform_net, corr, transform_grad_at, b, k, invert_transform,
                                               anchor_size, stride, aspect, aspect_power)
         corr_inner = corr[:, inner]  # (N, M, H, W)
-    powers = anchor_powers(aspect, aspect_power, aspect_search)
-    best = None
-    for power in powers:  # one anchor shape at a time; a location keeps the best-scoring one
-        theta = _theta(params, invert_transform, aspect, power, b)  # (N, H, W, 2, 3)
-        # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
-        # Built directly in correlation-channel layout (N, M, H, W): point of cell (p, q) meets channel q*S + p.
-        grid = unit_grid_in_channel_layout(theta, s, h, w, inner)  # (N, M, H, W, 2)
-        scores = torch.einsum("nchw,c->nhw", sample_per_channel_unit(corr_inner, grid), mask[inner])
-        # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
-        # min/max box over all S*S points.
-        corners = grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
-        best = (scores, corners) if best is None else keep_better_anchor(best, (scores, corners))
-    scores, corners = best  # with_detached_scores: one power only, so ``grid`` is its grid
+    theta = _theta(params, invert_transform, aspect, aspect_power, b)  # (N, H, W, 2, 3)
+    # Feature-map frame: windows of S cells at stride 1, centred at l + 0.5 (reference's half-cell offset).
+    # Built directly in correlation-channel layout (N, M, H, W): point of cell (p, q) meets channel q*S + p.
+    grid = unit_grid_in_channel_layout(theta, s, h, w, inner)  # (N, M, H, W, 2)
+    scores = torch.einsum("nchw,c->nhw", sample_per_channel_unit(corr_inner, grid), mask[inner])
     scores_detached = None
     if with_detached_scores:
         sampled = sample_per_channel_unit(corr_inner, grid.detach())
         scores_detached = torch.einsum("nchw,c->nhw", sampled, mask[inner]).view(b, k, h, w)
+
+    # Image frame: the affine image of the square grid is a parallelogram, so its corners give the exact
+    # min/max box over all S*S points.
+    corners = grid_corners(theta, box_size=anchor_size, stride=stride)  # (N, H, W, 4, 2)
     boxes = corners_box(corners)  # (N, H, W, 4)
     return (
         scores.view(b, k, h, w),
@@ -194,25 +181,6 @@ def _head_chunk(
         corners.detach().view(b, k, h, w, 4, 2),
         scores_detached,
     )
-
-
-def anchor_powers(aspect: Tensor | None, aspect_power: float, aspect_search: tuple[float, ...]) -> list[float]:
-    """The anchor powers a head tries: ``aspect_power`` first, then the other distinct ones of ``aspect_search``
-    (just ``[aspect_power]`` without class aspect ratios or when every class view is square)."""
-    powers = [aspect_power]
-    if aspect is None:
-        return powers
-    exporting = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
-    if not exporting and bool((aspect == 1).all()):  # (a graph keeps every anchor: aspect is its input)
-        return powers
-    return powers + [p for p in dict.fromkeys(aspect_search) if p != aspect_power]
-
-
-def keep_better_anchor(old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Per location, the (scores (N, H, W), corners (N, H, W, 4, 2)) of the anchor with the higher score; ties
-    keep ``old``."""
-    better = new[0] > old[0]  # (N, H, W)
-    return torch.where(better, new[0], old[0]), torch.where(better[..., None, None], new[1], old[1])
 
 
 def _theta(params: Tensor, invert: bool, aspect: Tensor | None, aspect_power: float, b: int) -> Tensor:

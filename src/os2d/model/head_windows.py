@@ -35,7 +35,6 @@ from os2d.model.grids import (
     params_to_affine,
     stretch_to_aspect,
 )
-from os2d.model.head import anchor_powers, keep_better_anchor
 from os2d.model.resample import pool_mask
 from os2d.model.transform_net import TransformNet
 
@@ -76,7 +75,6 @@ def head_windows(
     anchor_size: float = 240.0,
     aspect: Tensor | None = None,
     aspect_power: float = 0.0,
-    aspect_search: tuple[float, ...] = (),
 ) -> WindowOutput:
     """The head's values at the windows of ``size`` (Rh, Rw) locations from (``top``, ``left``) of class views
     ``views``.
@@ -86,7 +84,6 @@ def head_windows(
         kernels: (V, S*S, C) normalised class kernels; ``views`` (P,) indexes them.
         top, left: (P,) the windows' first map row and column (a window may reach outside the map).
         aspect: (V,) class aspect ratios for models with ``aspect_power`` > 0 (as in ``os2d_head``).
-        aspect_search: more anchor powers, each location keeping the best-scoring anchor (as in ``os2d_head``).
     """
     _, c, h, w = features.shape
     s = grid_size
@@ -103,45 +100,31 @@ def head_windows(
     corr = torch.bmm(kern, crops.reshape(len(views), c, -1)).view(len(views), s * s, *crops.shape[-2:])
     params = transform_net.forward_windows(corr, top - halo, left - halo, (h, w))  # (P, num_params, Rh, Rw)
 
+    theta = params_to_affine(params, invert=invert_transform)  # (P, Rh, Rw, 2, 3)
+    if aspect is not None and aspect_power != 0:
+        theta = stretch_to_aspect(theta, aspect.to(theta.device)[views], aspect_power)
     loc_y = (top.view(-1, 1, 1) + torch.arange(rh, device=features.device).view(1, rh, 1)).expand(-1, rh, rw)
     loc_x = (left.view(-1, 1, 1) + torch.arange(rw, device=features.device).view(1, 1, rw)).expand(-1, rh, rw)
     inside = (loc_y >= 0) & (loc_y < h) & (loc_x >= 0) & (loc_x < w)
-    centre = torch.stack([loc_x, loc_y], dim=-1).to(params.dtype) + 0.5  # (P, Rh, Rw, 2) in cells
-    inner = inner_channels(s, pool_border, device=features.device)  # (M,)
-    weights = pool_mask(s, pool_border, device=features.device, dtype=features.dtype)[inner]
-    view_aspect = None if aspect is None else aspect.to(params.device)[views]
-    best = None
-    for power in anchor_powers(view_aspect, aspect_power, aspect_search):  # as the dense head: the best anchor
-        theta = params_to_affine(params, invert=invert_transform)  # (P, Rh, Rw, 2, 3)
-        if view_aspect is not None and power != 0:
-            theta = stretch_to_aspect(theta, view_aspect, power)
-        scores = _pooled_scores(theta, centre, feats, kern[:, inner], inner, weights, s, (h, w))
-        corners = corners_at(theta, centre * stride, anchor_size)  # (P, Rh, Rw, 4, 2), as the dense head's
-        best = (scores, corners) if best is None else keep_better_anchor(best, (scores, corners))
-    scores, corners = best
-    boxes = corners_box(corners)
-    return WindowOutput(ys=loc_y, xs=loc_x, inside=inside, scores=scores, boxes_xyxy=boxes, corners_xy=corners)
 
-
-def _pooled_scores(theta: Tensor, centre: Tensor, feats: Tensor, kern_inner: Tensor, inner: Tensor,
-                   weights: Tensor, s: int, size: tuple[int, int]) -> Tensor:
-    """(P, Rh, Rw) pooled scores of the alignments ``theta`` (P, Rh, Rw, 2, 3) at ``centre`` (P, Rh, Rw, 2) cells,
-    read from the normalised features ``feats`` (C, H, W) and the views' pooled class cells ``kern_inner`` (P, M, C)
-    (channels ``inner`` (M,), pooling weights ``weights`` (M,))."""
-    h, w = size
-    c = feats.shape[0]
-    p, rh, rw = theta.shape[:3]
-    m = len(inner)
     # Grid points of the pooled cells in feature-map pixels: x = S/2 (a x_q + b y_p + t_x) + l + 0.5.
+    inner = inner_channels(s, pool_border, device=features.device)  # (M,)
     xq, yp = cell_coords(s, inner, dtype=theta.dtype, device=theta.device)
     local = torch.stack([xq, yp, torch.ones_like(xq)], dim=0)  # (3, M)
-    pts = torch.einsum("prsij,jm->prsmi", theta, local) * (s / 2.0) + centre.unsqueeze(-2)  # (P, Rh, Rw, M, 2)
+    pts = torch.einsum("prsij,jm->prsmi", theta, local) * (s / 2.0)  # (P, Rh, Rw, M, 2)
+    centre = torch.stack([loc_x, loc_y], dim=-1).to(theta.dtype) + 0.5  # (P, Rh, Rw, 2) in cells
+    pts = pts + centre.unsqueeze(-2)
     unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=theta.dtype, device=theta.device)
     grid = (pts * unit - 1.0).reshape(1, -1, 1, 2)
     sampled = F.grid_sample(feats[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    sampled = sampled.view(c, p, rh * rw, m)  # (C, P, Rh*Rw, M)
-    values = torch.einsum("cpkm,pmc->pkm", sampled, kern_inner)  # sampled correlations (P, Rh*Rw, M)
-    return (values @ weights).view(p, rh, rw)
+    sampled = sampled.view(c, len(views), rh * rw, len(inner))  # (C, P, Rh*Rw, M)
+    values = torch.einsum("cpkm,pmc->pkm", sampled, kern[:, inner])  # sampled correlations (P, Rh*Rw, M)
+    weights = pool_mask(s, pool_border, device=features.device, dtype=features.dtype)[inner]
+    scores = (values @ weights).view(len(views), rh, rw)
+
+    corners = corners_at(theta, centre * stride, anchor_size)  # (P, Rh, Rw, 4, 2), as the dense head's
+    boxes = corners_box(corners)
+    return WindowOutput(ys=loc_y, xs=loc_x, inside=inside, scores=scores, boxes_xyxy=boxes, corners_xy=corners)
 
 
 __all__ = ["WindowOutput", "head_windows"]

@@ -129,8 +129,7 @@ class Os2dModel(nn.Module):
         """Head outputs for precomputed input features (B, C, H, W) and class kernels (K, S*S, C).
 
         ``aspect``: (K,) aspect ratios (w / h) of the class views' images, used when the model's
-        ``anchor_aspect_power`` is not 0 (None: square anchors); in eval mode the heads also try the anchors of
-        ``anchor_aspect_search`` (training uses ``anchor_aspect_power`` alone).
+        ``anchor_aspect_power`` is not 0 (None: square anchors).
         ``precision``: ``"int8"`` runs TransformNet's convolutions in int8 (:mod:`os2d.model.int8_transform`)
         where that applies (eval mode, no autograd, float32 on a CPU that supports it); float32 otherwise.
         ``transform_grad_at``: training only, TransformNet's gradient only where this picks (see
@@ -142,12 +141,8 @@ class Os2dModel(nn.Module):
             invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size, pool_border=cfg.pool_border,
             stride=float(self.stride), anchor_size=cfg.anchor_size, class_chunk=class_chunk,
             with_detached_scores=with_detached_scores, aspect=aspect, aspect_power=cfg.anchor_aspect_power,
-            aspect_search=self.aspect_search(), transform_grad_at=transform_grad_at,
+            transform_grad_at=transform_grad_at,
         )
-
-    def aspect_search(self) -> tuple[float, ...]:
-        """The extra anchor powers the heads try: ``config.anchor_aspect_search`` in eval mode, none in training."""
-        return () if self.training else self.config.anchor_aspect_search
 
     def _transform_for(self, features: Tensor, precision: HeadsPrecision):
         """The TransformNet to run: its int8 copy when ``precision`` asks for it and it applies."""
@@ -172,8 +167,7 @@ class Os2dModel(nn.Module):
         return head_windows(features, kernels, self.transform_net, views, top, left, size,
                             invert_transform=cfg.invert_transform, grid_size=cfg.class_grid_size,
                             pool_border=cfg.pool_border, stride=float(self.stride), anchor_size=cfg.anchor_size,
-                            aspect=aspect, aspect_power=cfg.anchor_aspect_power,
-                            aspect_search=self.aspect_search())
+                            aspect=aspect, aspect_power=cfg.anchor_aspect_power)
 
     def forward(self, images: Tensor, kernels: Tensor, class_chunk: int | None = None, *,
                 aspect: Tensor | None = None, transform_grad_at: Callable[[Tensor], Tensor] | None = None
