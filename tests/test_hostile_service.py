@@ -28,7 +28,7 @@ httpx = pytest.importorskip("httpx")
 
 API = "/api/v1"
 UPLOAD_MB = 1  # --max-upload-mb of the module's server
-MAX_ADHOC_IMAGES = 8  # os2d.apps.service.app.MAX_ADHOC_IMAGES
+MAX_ADHOC_IMAGES = 8  # os2d.apps.service.service.MAX_ADHOC_IMAGES
 
 
 
