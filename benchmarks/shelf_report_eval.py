@@ -31,6 +31,7 @@ import torch
 
 from os2d.calibration import best_f1_threshold
 from os2d.data.simple_csv import read_simple_csv
+from os2d.inference.one_label import cross_class_keep
 from os2d.ops import box_iou
 from os2d.report import ShelfReport, compare_planogram, shelf_report
 from os2d.weights import load_model
@@ -73,6 +74,16 @@ def per_image(data: Any, dets_by_image: dict[str, list[dict[str, Any]]]) -> list
     return out
 
 
+def one_label(dets: list[dict[str, Any]], iou: float) -> list[dict[str, Any]]:
+    """The records that no better-scoring record of another class overlaps with IoU >= ``iou``."""
+    if len(dets) < 2:
+        return dets
+    names: dict[str, int] = {}
+    keep = cross_class_keep(torch.tensor([d["box_xyxy"] for d in dets]), torch.tensor([d["score"] for d in dets]),
+                            torch.tensor([names.setdefault(d["label"], len(names)) for d in dets]), iou)
+    return [d for d, k in zip(dets, keep.tolist(), strict=True) if k]
+
+
 def f1_threshold(images: list[dict[str, Any]]) -> float:
     """The score threshold with the best F1 (IoU 0.5, same class) over ``images``."""
     scores, hits = [], []
@@ -85,11 +96,13 @@ def f1_threshold(images: list[dict[str, Any]]) -> float:
 
 def truth_report(im: dict[str, Any]) -> ShelfReport:
     return shelf_report([{"label": lab, "score": 1.0, "box_xyxy": b.tolist()}
-                         for lab, b in zip(im["labels"], im["boxes"], strict=True)])
+                         for lab, b in zip(im["labels"], im["boxes"], strict=True)], one_label_iou=None)
 
 
-def report_metrics(images: list[dict[str, Any]], threshold: float | None) -> dict[str, float]:
-    """Metrics of the reports of the detections (``threshold``) or of the truth boxes (None) vs the truth."""
+def report_metrics(images: list[dict[str, Any]], threshold: float | None, *,
+                   one_label_iou: float | None = None) -> dict[str, float]:
+    """Metrics of the reports of the detections (``threshold``; ``one_label_iou``: the report's cross-class
+    suppression, :func:`os2d.report.shelf_report`) or of the truth boxes (None) vs the truth."""
     ok = lines = exact = pairs = rows_right = right_row = matched = 0
     abs_err = 0.0
     for im in images:
@@ -99,7 +112,9 @@ def report_metrics(images: list[dict[str, Any]], threshold: float | None) -> dic
                     zip(im["labels"], im["boxes"], strict=True)]
         else:
             dets = [d for d in im["dets"] if d["score"] >= threshold]
-        pred = shelf_report(dets)
+            if one_label_iou is not None:
+                dets = one_label(dets, one_label_iou)
+        pred = shelf_report(dets, one_label_iou=None)  # the arm's suppression is applied above, on the records
         comparison = compare_planogram(pred, truth.row_counts())
         ok += sum(c["status"] == "ok" for c in comparison)
         lines += len(comparison)
@@ -126,13 +141,21 @@ def report_metrics(images: list[dict[str, Any]], threshold: float | None) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="os2d synth folder (annotations.csv, class_images.csv)")
-    ap.add_argument("--detections", required=True, help="os2d detect JSON of its images")
+    ap.add_argument("--detections", required=True,
+                    help="os2d detect JSON of its images, or an os2d eval detections.jsonl of them")
+    ap.add_argument("--one-label", type=float, nargs="*", default=[],
+                    help="also report with the report's cross-class suppression at these IoUs (rows on the even "
+                         "images too: the rule of recipes/cross_class/rule.txt decides on them)")
     ap.add_argument("--weights", default="default",
                     help="also report at these weights' calibrated confidence threshold (when they have one)")
     args = ap.parse_args()
     data = read_simple_csv(Path(args.data) / "annotations.csv", Path(args.data) / "class_images.csv",
                            check_class_images=False)
-    doc = json.loads(Path(args.detections).read_text())
+    text = Path(args.detections).read_text()
+    if args.detections.endswith(".jsonl"):  # os2d eval records: one image per line
+        doc = {"images": [json.loads(line) for line in text.splitlines() if line.strip()]}
+    else:
+        doc = json.loads(text)
     root = Path(args.data).resolve()
     dets_by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in doc["images"]:
@@ -150,10 +173,16 @@ def main() -> None:
     if calibration is not None:
         score = calibration.threshold_score
         rows.append((f"os2d, calibrated threshold {calibration.threshold} (score {score:.3f})", score))
-    for name, t in rows:
-        m = report_metrics(test, t)
-        print(f"| {name} | " + " | ".join(f"{m[c]:.2f}" if c == "count MAE" else f"{100 * m[c]:.1f}%"
-                                         for c in cols) + " |")
+    arms = [(name, t, None) for name, t in rows]
+    arms += [(f"{name}, one label at IoU >= {iou}", t, iou) for name, t in rows[1:] for iou in args.one_label]
+    halves = ([("even (decides)", tune)] if args.one_label else []) + [("odd", test)]
+    for half, ims in halves:
+        if len(halves) > 1:
+            print(f"{half} images:")
+        for name, t, iou in arms:
+            m = report_metrics(ims, t, one_label_iou=iou)
+            print(f"| {name} | " + " | ".join(f"{m[c]:.2f}" if c == "count MAE" else f"{100 * m[c]:.1f}%"
+                                             for c in cols) + " |")
 
 
 if __name__ == "__main__":

@@ -213,3 +213,40 @@ def test_cli_report_counts_from_the_calibrated_threshold_by_default(tmp_path):
     assert all(d["confidence"] >= cal.threshold - 1e-3 for d in counted)
     rows = list(csv.DictReader(report.open()))
     assert len(rows) == len(counted) == 2 and [r["position"] for r in rows] == ["1", "2"]
+
+
+def test_one_facing_detected_as_two_look_alike_classes_counts_once():
+    """A facing is one product: of two counted detections of different classes on it, the better one counts
+    (``one_label_iou``, default :data:`os2d.report.ONE_LABEL_IOU`); None counts both; same-class boxes are not merged."""
+    from os2d.report import ONE_LABEL_IOU
+
+    look_alike = ("juice", (22, 32, 100, 150))  # on the first cola of row 1 (IoU ~0.9), scored below it
+    dets = shelf(LAYOUT, extra=[look_alike])
+    assert dets.scores[dets.labels == NAMES.index("juice")].min() < dets.scores.max()
+    report = shelf_report(dets)
+    assert ONE_LABEL_IOU == 0.5 and report.one_label_iou == ONE_LABEL_IOU
+    kept = shelf_report(dets, one_label_iou=None)
+    assert sum(kept.counts().values()) == sum(report.counts().values()) + 1
+    assert report.to_dict()["one_label_iou"] == ONE_LABEL_IOU and kept.to_dict()["one_label_iou"] is None
+    records = dets.to_records()
+    assert shelf_report(records).counts() == report.counts()  # the JSON records give the same report
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="one_label_iou"):
+            shelf_report(dets, one_label_iou=bad)
+
+
+@pytest.mark.parametrize("value, expected", [("off", "off"), ("0.7", 0.7), ("1", 1.0)])
+def test_cli_report_one_label_option(value, expected):
+    from os2d.apps.cli.detect import _one_label_iou
+
+    assert _one_label_iou(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "1.2", "nan", "half"])
+def test_cli_report_one_label_refuses_bad_values(value):
+    import argparse
+
+    from os2d.apps.cli.detect import _one_label_iou
+
+    with pytest.raises(argparse.ArgumentTypeError, match="IoU in"):
+        _one_label_iou(value)

@@ -183,7 +183,12 @@ def test_shelf_report(client: TestClient, obj: Image.Image, scene: Image.Image) 
     assert rep["rows"][0]["classes"] == ["thing"] and rep["items"][0]["box_xyxy"] == dets[0]["box_xyxy"]
     assert rep["planogram"] == [{"class": "thing", "row": 1, "expected": 2, "found": 1, "status": "missing"}]
     assert client.post(f"{API}/report", json={"detections": dets}).json()["facings"] == {"thing": len(dets)}
-    for body, message in [({"detections": [{"label": "x", "score": 1}]}, "needs 'label', 'score' and 'box_xyxy'"),
+    twin = {**dets[0], "label": "twin", "score": dets[0]["score"] / 2}  # the same facing as a look-alike class
+    one = client.post(f"{API}/report", json={"detections": [dets[0], twin]}).json()
+    assert one["facings"] == {"thing": 1} and one["one_label_iou"] == 0.5  # one label per facing by default
+    both = client.post(f"{API}/report", json={"detections": [dets[0], twin], "one_label_iou": None}).json()
+    assert both["facings"] == {"thing": 1, "twin": 1} and both["one_label_iou"] is None
+    for body, message in [({"detections": dets, "one_label_iou": 2.0}, "one_label_iou"),({"detections": [{"label": "x", "score": 1}]}, "needs 'label', 'score' and 'box_xyxy'"),
                           ({"detections": [], "planogram": "a,b\n"}, "header must be"),
                           ({"detections": dets[:1] * 10_001}, "at most 10000"),
                           ({"detections": "no"}, "detections")]:

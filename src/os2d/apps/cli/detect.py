@@ -89,6 +89,19 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return _detect_json(args, detector, images, output, plan)
 
 
+def _one_label_iou(text: str) -> float | str:
+    """``--report-one-label``: an IoU in (0, 1], or ``"off"``."""
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IoU in (0, 1] or 'off', got {text!r}") from None
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected an IoU in (0, 1] or 'off', got {text!r}")
+    return value
+
+
 def _check_report_args(args: argparse.Namespace, jsonl: bool) -> dict | None:
     """``--report`` / ``--planogram`` / ``--unknown``: checked (and the planogram read) before any work."""
     if args.unknown is not None and jsonl:
@@ -229,9 +242,12 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             records[-1]["unknown"] = [u.to_record() for u in unknown_items(res.detections, known)]
         report = None
         if args.report:
-            from os2d.report import shelf_report
+            from os2d.report import ONE_LABEL_IOU, shelf_report
 
-            report = shelf_report(res.detections, min_score=_counting_score(args, detector))
+            one_label = args.report_one_label
+            report = shelf_report(res.detections, min_score=_counting_score(args, detector),
+                                  one_label_iou=ONE_LABEL_IOU if one_label is None else
+                                  None if one_label == "off" else one_label)
             records[-1]["shelf"] = report.to_dict()
             reports.append((records[-1]["path"], report))
         _draw_result(pictures, res, report, detector.confidence_threshold)
@@ -344,6 +360,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                                                    "(default: the weights' calibrated confidence threshold); "
                                                    "also a 'shelf' entry per image in the JSON and, with --draw, "
                                                    "pictures of the rows")
+    p.add_argument("--report-one-label", type=_one_label_iou, default=None, metavar="IOU|off",
+                   help="with --report: counted detections of different classes overlapping with IoU >= IOU are one "
+                        "facing, the best-scoring one (default: os2d.report.ONE_LABEL_IOU, 0.5; 'off' counts them "
+                        "all)")
     p.add_argument("--planogram", metavar="CSV", help="with --report: expected 'class,row,facings'; the comparison "
                                                       "(ok, missing, extra, misplaced) goes to REPORT_planogram.csv")
     p.add_argument("--unknown", nargs="?", type=float, const=-1.0, default=None, metavar="SCORE",

@@ -43,6 +43,7 @@ from os2d.apps.service.service import MAX_ADHOC_IMAGES, Service
 from os2d.apps.service.settings import MB, ServiceSettings, default_data_dir
 from os2d.apps.service.uploads import API, Upload, check_class_name, class_url, split_names, stored_name
 from os2d.config import AUTO
+from os2d.report import ONE_LABEL_IOU
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class ReportRequest(BaseModel):
     detections: list[dict[str, Any]] = Field(description="detection records (label, score, box_xyxy) of one photo")
     min_score: float | None = Field(None, description="the score a detection needs to count (all when null)")
     planogram: str | None = Field(None, description="expected facings, CSV text 'class,row,facings'")
+    one_label_iou: float | None = Field(ONE_LABEL_IOU, description="counted detections of different classes overlapping with "
+                                        "IoU >= this are one facing, the best-scoring one (null: all count)")
 
 
 def shelf_report_response(req: ReportRequest) -> dict[str, Any]:
@@ -79,7 +82,7 @@ def shelf_report_response(req: ReportRequest) -> dict[str, Any]:
     if req.min_score is not None and not math.isfinite(req.min_score):
         raise HTTPException(400, "min_score must be a finite number")
     try:
-        report = shelf_report(req.detections, min_score=req.min_score)
+        report = shelf_report(req.detections, min_score=req.min_score, one_label_iou=req.one_label_iou)
         plan = parse_planogram(req.planogram) if req.planogram and req.planogram.strip() else None
     except (ValueError, PlanogramError) as e:
         raise HTTPException(400, str(e)) from None
