@@ -169,9 +169,9 @@ def test_cache_invalidation_rule():
 
 
 def _unmarked(fused: nn.Module) -> nn.Module:
-    """The same folded copy with every ReLU6 and every shortcut addition as a separate pass."""
+    """The same folded copy with every ReLU6 as a separate pass."""
     other = copy.deepcopy(fused)
-    other.mark_folded(fuse_relu6=False, fuse_add=False)
+    other.mark_folded(fuse_relu6=False)
     return other
 
 
@@ -181,9 +181,9 @@ def test_efficientnet_folded_copy_fuses_relu6_into_its_convolutions_with_equal_v
 
     model = _model("efficientnet_lite0")
     fused = fused_copy(model.backbone)
-    assert fused.fuse_relu6 and all(b.fuse_relu6 and b.fuse_add for b in fused.blocks())  # marked after folding
+    assert fused.fuse_relu6 and all(b.fuse_relu6 for b in fused.blocks())  # mark_folded ran after the BatchNorms
     assert not model.backbone.fuse_relu6  # the trained / exported trunk never takes the fused path
-    assert not any(b.fuse_relu6 or b.fuse_add for b in _unmarked(fused).blocks())
+    assert not any(b.fuse_relu6 for b in _unmarked(fused).blocks())
     x = torch.rand(2, 3, 77, 101).contiguous(memory_format=memory_format) * 4 - 2  # odd sizes: uneven padding
     with torch.no_grad():
         fast, separate = fused(x), _unmarked(fused)(x)
@@ -191,43 +191,6 @@ def test_efficientnet_folded_copy_fuses_relu6_into_its_convolutions_with_equal_v
         torch.testing.assert_close(fast, separate, rtol=0, atol=1e-5)  # the same arithmetic (equal on this CPU)
     else:
         assert torch.equal(fast, separate)  # no op here: the separate pass runs
-
-
-@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
-def test_efficientnet_folded_copy_fuses_the_shortcut_addition_with_equal_values(memory_format):
-    from os2d.model.backbone.conv_act import fused_add_available
-
-    model = _model("efficientnet_lite0")
-    fused = fused_copy(model.backbone)
-    assert sum(b.use_skip for b in fused.blocks()) >= 3  # the shortcut blocks take the fused projection + addition
-    relu6_only = copy.deepcopy(fused)
-    relu6_only.mark_folded(fuse_relu6=True, fuse_add=False)
-    x = torch.rand(2, 3, 77, 101).contiguous(memory_format=memory_format) * 4 - 2
-    with torch.no_grad():
-        fast, separate = fused(x), relu6_only(x)
-        if fused_add_available():
-            torch.testing.assert_close(fast, separate, rtol=0, atol=1e-5)  # the same arithmetic (equal on this CPU)
-        else:
-            assert torch.equal(fast, separate)  # no op here: the separate addition runs
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16: the addition stays separate (rounding order)
-            assert torch.equal(fused(x), relu6_only(x))
-
-
-def test_fused_add_applies_only_to_float32_inference_with_matching_layouts():
-    from os2d.model.backbone import conv_act
-
-    x, w, other = torch.rand(1, 4, 5, 5), torch.rand(6, 4, 1, 1), torch.rand(1, 6, 5, 5)
-    with torch.no_grad():
-        here = conv_act.fused_add_available()
-        assert conv_act.fused_add_applies(x, w, other) == here
-        if here:
-            torch.testing.assert_close(conv_act.conv_add_fused(x, other, w, None, (1, 1), (0, 0), (1, 1), 1),
-                                       torch.nn.functional.conv2d(x, w) + other, rtol=0, atol=1e-6)
-        assert not conv_act.fused_add_applies(x.double(), w.double(), other.double())
-        assert not conv_act.fused_add_applies(x.contiguous(memory_format=torch.channels_last), w, other)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not conv_act.fused_add_applies(x, w, other)
-    assert not conv_act.fused_add_applies(x, w.requires_grad_(), other)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

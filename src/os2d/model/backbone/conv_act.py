@@ -1,5 +1,4 @@
-"""Convolution + ReLU6, and convolution + residual addition, in one oneDNN call each, for the BatchNorm-folded
-inference copy of EfficientNet-Lite.
+"""Convolution + ReLU6 in one oneDNN call, for the BatchNorm-folded inference copy of EfficientNet-Lite.
 
 After BatchNorm folding (:mod:`os2d.model.backbone.fuse`) every expand and depthwise convolution of EfficientNet-Lite
 is followed by a ReLU6, a separate pass over the convolution's output (the expanded activations are the largest
@@ -13,12 +12,6 @@ The op is private, so it is used only where :func:`fused_relu6_dtype` allows: th
 process on a small input, gives the same values as the convolution followed by ReLU6; on the CPU, in float32 or,
 under bfloat16 autocast (``trunk_precision`` / ``verify_precision`` "bf16"), in bfloat16 with the inputs cast as
 autocast casts them; never under autograd, tracing or export (those run the plain convolution and ``F.relu6``).
-
-The linear 1x1 projection that ends an MBConv block with a shortcut is followed by the addition of the block's
-input, another pass over a full tensor. oneDNN adds it as a binary post-op (``_convolution_pointwise.binary``,
-"add"): :func:`conv_add_fused`, in float32 only (in bfloat16 the separate addition rounds the convolution's output
-first, so the fused sum would differ in the last bit), under the same conditions, checked the same way
-(:func:`fused_add_available`). Timed on the default model's backbone: ``benchmarks/conv_act.py``.
 """
 
 from __future__ import annotations
@@ -83,63 +76,6 @@ def fused_relu6_dtype(x: Tensor, weight: Tensor) -> torch.dtype | None:
     return dtype if dtype is not None and fused_relu6_available(dtype) else None
 
 
-@functools.cache
-def _binary_op():
-    """``torch.ops.mkldnn._convolution_pointwise.binary`` (None where this PyTorch build lacks it)."""
-    try:
-        return torch.ops.mkldnn._convolution_pointwise.binary
-    except (AttributeError, RuntimeError):
-        return None
-
-
-@functools.cache
-def fused_add_available() -> bool:
-    """Whether the fused convolution + addition exists here and equals ``conv2d(x, w, b) + other`` in float32 on a
-    small case (1x1, channels-last and not): checked once per process."""
-    op = _binary_op()
-    if op is None or not torch.backends.mkldnn.is_available():
-        return False
-    g = torch.Generator().manual_seed(0)
-    try:
-        with torch.no_grad():
-            w, b = torch.randn(6, 8, 1, 1, generator=g), torch.randn(6, generator=g)
-            for fmt in (torch.channels_last, torch.contiguous_format):
-                x = torch.randn(2, 8, 9, 11, generator=g).contiguous(memory_format=fmt)
-                other = torch.randn(2, 6, 9, 11, generator=g).contiguous(memory_format=fmt)
-                want = F.conv2d(x, w, b) + other
-                got = op(x, other, w, b, [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None)
-                if got.shape != want.shape or got.dtype != want.dtype or not torch.allclose(got, want, rtol=1e-5,
-                                                                                            atol=1e-5):
-                    return False
-    except RuntimeError:
-        return False
-    return True
-
-
-def fused_add_applies(x: Tensor, weight: Tensor, other: Tensor) -> bool:
-    """Whether :func:`conv_add_fused` may run for input ``x``, ``weight`` and the addend ``other``: float32 CPU tensors
-    of the same memory format outside autocast, no gradient needed, not tracing or exporting, and the op checked
-    (:func:`fused_add_available`)."""
-    if (x.device.type != "cpu" or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                                                 or other.requires_grad))
-            or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.is_autocast_enabled("cpu")):
-        return False
-    if not (x.dtype == weight.dtype == other.dtype == torch.float32):
-        return False
-    same_format = x.is_contiguous(memory_format=torch.channels_last) == other.is_contiguous(
-        memory_format=torch.channels_last)
-    return same_format and fused_add_available()
-
-
-def conv_add_fused(x: Tensor, other: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
-                   padding: tuple[int, ...], dilation: tuple[int, ...], groups: int) -> Tensor:
-    """``conv2d(x, weight, bias, stride, padding, dilation, groups) + other`` as one oneDNN call (float32; see
-    :func:`fused_add_applies`)."""
-    return _binary_op()(x, other, weight, bias, list(padding), list(stride), list(dilation), groups, "add", None,
-                        None, [], None)
-
-
 def conv_relu6_fused(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
                      padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
                      dtype: torch.dtype = torch.float32) -> Tensor:
@@ -151,5 +87,4 @@ def conv_relu6_fused(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tup
     return op(x, weight, bias, list(padding), list(stride), list(dilation), groups, "hardtanh", [0.0, 6.0], "")
 
 
-__all__ = ["conv_add_fused", "conv_relu6_fused", "fused_add_applies", "fused_add_available",
-           "fused_relu6_available", "fused_relu6_dtype"]
+__all__ = ["conv_relu6_fused", "fused_relu6_available", "fused_relu6_dtype"]

@@ -49,12 +49,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from os2d.model.backbone.common import FrozenBNMixin, init_conv_bn
-from os2d.model.backbone.conv_act import (
-    conv_add_fused,
-    conv_relu6_fused,
-    fused_add_applies,
-    fused_relu6_dtype,
-)
+from os2d.model.backbone.conv_act import conv_relu6_fused, fused_relu6_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -163,16 +158,6 @@ def relu6_conv(conv: Conv2dSame, x: Tensor) -> Tensor:
     return conv_relu6_fused(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups, dtype)
 
 
-def conv_add(conv: Conv2dSame, x: Tensor, other: Tensor) -> Tensor:
-    """``conv(x) + other`` for the BatchNorm-folded inference copy: one oneDNN call with the addition as a post-op
-    where :func:`os2d.model.backbone.conv_act.fused_add_applies` allows (CPU inference in float32), which skips a
-    pass over the sum; the same values to the bit. Elsewhere the convolution, then the addition."""
-    if not fused_add_applies(x, conv.weight, other):
-        return conv(x) + other
-    x, weight, padding = conv.same_args(x)
-    return conv_add_fused(x, other, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
-
-
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     """BatchNorm with the TF hyper-parameters (eps 1e-3, decay 0.99)."""
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -232,7 +217,6 @@ class MBConvBlock(nn.Module):
     """
 
     fuse_relu6 = False  # True in the BatchNorm-folded inference copy (EfficientNetLiteTrunk.mark_folded)
-    fuse_add = False  # the same, for the shortcut's addition (projection + input as one call)
 
     def __init__(self, spec: BlockSpec) -> None:
         super().__init__()
@@ -262,8 +246,6 @@ class MBConvBlock(nn.Module):
             out = relu6_conv(self._depthwise_conv, self.expand(x))
         else:
             out = self.act(self._bn1(self._depthwise_conv(self.expand(x))))
-        if self.fuse_add and self.use_skip:  # folded: _bn2 is an identity
-            return conv_add(self._project_conv, out, x)
         out = self._bn2(self._project_conv(out))
         return out + x if self.use_skip else out
 
@@ -332,19 +314,16 @@ class EfficientNetLiteTrunk(FrozenBNMixin, nn.Module):
                       (f"_blocks.{i}._project_conv", f"_blocks.{i}._bn2")]
         return pairs
 
-    def mark_folded(self, fuse_relu6: bool = True, fuse_add: bool = True) -> None:
+    def mark_folded(self, fuse_relu6: bool = True) -> None:
         """Called by :func:`os2d.model.backbone.fuse.fused_copy` once every BatchNorm is folded into its
         convolution (replaced by ``nn.Identity``): from then on each convolution followed by ReLU6 runs as one
-        (:func:`relu6_conv`), and so does each shortcut's projection + addition (:func:`conv_add`). Only for that
-        inference copy: training and export run the plain trunk. ``fuse_relu6=False`` / ``fuse_add=False`` turn
-        them back into separate passes (the reference arms of tests and benchmarks)."""
-        norms = [self._bn0] + [getattr(b, n) for b in self._blocks for n in ("_bn0", "_bn1", "_bn2") if hasattr(b, n)]
+        (:func:`relu6_conv`). Only for that inference copy: training and export run the plain trunk.
+        ``fuse_relu6=False`` turns it back into separate ReLU6 passes (the reference arm of tests and benchmarks)."""
+        norms = [self._bn0] + [getattr(b, n) for b in self._blocks for n in ("_bn0", "_bn1") if hasattr(b, n)]
         if not all(isinstance(m, nn.Identity) for m in norms):
             raise ValueError("mark_folded needs every BatchNorm folded (nn.Identity) first")
         for m in (self, *self._blocks):
             m.fuse_relu6 = fuse_relu6
-        for b in self._blocks:
-            b.fuse_add = fuse_add
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised input -> (B, out_channels, ceil(H / 16), ceil(W / 16))."""
