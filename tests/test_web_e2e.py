@@ -227,6 +227,11 @@ def test_web_page_end_to_end(server_url, tmp_path):
             expect(page.locator("#report tbody tr.shelf-row")).to_have_count(expected and 1)
             report = page.evaluate("window.os2dPage.report()")
             assert len(report["items"]) == expected
+            assert report["one_label_iou"] == 0.5  # one label per facing: on by default (the server's IoU)
+            page.uncheck("#report-one-label")
+            page.wait_for_function("window.os2dPage.report() && window.os2dPage.report().one_label_iou === null")
+            page.check("#report-one-label")
+            page.wait_for_function("window.os2dPage.report() && window.os2dPage.report().one_label_iou === 0.5")
             if expected:
                 expect(page.locator("#report-summary")).to_contain_text(f"{CLASS_NAME} × {expected}")
                 expect(page.locator("#report tbody tr.shelf-row").first).to_contain_text(CLASS_NAME)

@@ -28,7 +28,8 @@
     threshold: $("threshold"), thresholdValue: $("threshold-value"), thresholdKind: $("threshold-kind"),
     detCount: $("det-count"), detTotal: $("det-total"), detTime: $("det-time"),
     results: $("results"),
-    report: $("report"), reportRows: $("report-rows"), reportSummary: $("report-summary"),
+    report: $("report"), reportRows: $("report-rows"), reportOneLabel: $("report-one-label"),
+    reportSummary: $("report-summary"),
     planogram: $("planogram"), planogramResult: $("planogram-result"),
     trainAddDetections: $("train-add-detections"), trainClass: $("train-class"), trainAddBox: $("train-add-box"),
     trainBoxes: $("train-boxes"), trainSave: $("train-save"), trainSummary: $("train-summary"),
@@ -736,6 +737,7 @@
       return;
     }
     const body = { detections: visibleDetections(), min_score: null };
+    if (!el.reportOneLabel.checked) body.one_label_iou = null;  // checked: the server's default IoU
     if (el.planogram.value.trim()) body.planogram = el.planogram.value;
     try {
       const r = await api("/report", {
@@ -754,6 +756,7 @@
     redraw();
   }
   el.reportRows.addEventListener("change", redraw);
+  el.reportOneLabel.addEventListener("change", scheduleReport);
   el.planogram.addEventListener("input", scheduleReport);
 
   function cell(text, cls) {
