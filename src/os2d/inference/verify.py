@@ -26,13 +26,6 @@ Chosen by rules written before the measurement (README, "Second look"): ``aligne
 (2.25x fewer pixels than 240^2, the same mAP on the tuning sets); rivals with delta 4 (+3.55 mAP on average), then 8 under the
 later aspect anchors (+0.77 on three tuning sets).
 
-Focus (``InferenceConfig.verify_focus`` = p > 0, off by default): look-alike classes share most of their cells (the
-brand, the layout) and differ in a few (the flavour picture, a colour band), which the plain mean dilutes. Each view's
-inner cell k is weighted by ``(1 - c_k)^p``, c_k the best cosine of that cell with the same cell of a view of another
-class (:func:`focus_weights`, mean 1), and the agreement and every rival agreement become weighted means, each with the
-weights of the class it compares with. A gallery of one class keeps the plain mean. Rule and result:
-``recipes/verify_focus/rule.txt``.
-
 Shape search (``InferenceConfig.reshape_top`` = K > 0): the heads barely stretch the square anchor, so wide or tall
 objects get squarish parallelograms. Each of the K best looked-at detections whose parallelogram's aspect ratio
 differs from its class image's by more than ``RESHAPE_MIN_RATIO`` is looked at again stretched toward the class's
@@ -133,30 +126,10 @@ def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
     return F.normalize(cells.float() @ projection.to(cells.device, torch.float32), dim=-1, eps=1e-6)
 
 
-def focus_weights(inner_kernels: Tensor, view_class: Tensor, power: float) -> Tensor:
-    """(V, I) weights of the inner class cells of each view, mean 1: ``(1 - c_k)^power`` with c_k the best cosine of
-    the view's cell k with the same cell of a view of another class (clamped to [0, 1]), so the cells a class shares
-    with its look-alikes weigh less (module docstring, Focus). Uniform (ones) with ``power`` 0, for views without
-    another class, and where every weight is ~0 (an exact duplicate). ``inner_kernels`` (V, I, C) L2-normal cells."""
-    v = inner_kernels.shape[0]
-    ones = inner_kernels.new_ones(v, inner_kernels.shape[1], dtype=torch.float32)
-    if power <= 0 or v < 2:
-        return ones
-    k = inner_kernels.float()
-    cos = torch.einsum("vic,uic->vui", k, k)  # (V, V, I) cell-wise cosines of every pair of views
-    vc = view_class.to(cos.device)
-    cos[vc[:, None].expand(v, v) == vc[None, :].expand(v, v)] = -math.inf  # only other classes count
-    nearest = cos.amax(dim=1)  # (V, I); -inf where the view has no other class
-    w = (1.0 - nearest.clamp(min=0.0, max=1.0)) ** power
-    mean = w.mean(dim=1, keepdim=True)
-    usable = torch.isfinite(nearest).all(dim=1, keepdim=True) & (mean > 1e-6)
-    return torch.where(usable, w / mean.clamp(min=1e-12), ones)
-
-
 @torch.no_grad()
 def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
               view_aspect: Tensor, *, precision: str = "fp32", size: int | None = None,
-              rivals: Tensor | None = None, projection: Tensor | None = None, focus: float = 0.0) -> Tensor:
+              rivals: Tensor | None = None, projection: Tensor | None = None) -> Tensor:
     """(N,) agreement in [-1, 1] of each detection's crop with its class.
 
     Args:
@@ -171,26 +144,21 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
             ``view_class`` (-1 where there is none); None: not computed.
         projection: (C, D) learned projection of the cells before the cosines (:func:`project_cells`); None: the
             backbone's cells as they are.
-        focus: power p > 0 weighs each class's inner cells by how much they differ from the other classes' (the
-            same cell; :func:`focus_weights`): agreements become weighted means (``InferenceConfig.verify_focus``;
-            0: the plain mean).
     """
     cfg = model.config
     inner = pool_mask(cfg.class_grid_size, cfg.pool_border) > 0  # (S*S,) symmetric: kernel order does not matter
     out = torch.full((labels.shape[0],), -1.0)
     cells_all = crop_cells(model, image, corners, labels, view_class, view_aspect, precision=precision, size=size)
     kernels = project_cells(kernels, projection)
-    weights = focus_weights(kernels[:, inner], view_class, focus)  # (V, I), mean 1 (ones: the plain mean)
-    # (V, I*C) the inner cells of every view, weighted, for the rivals: one matrix product per class's crops
-    inner_kernels = (kernels[:, inner].float() * weights[..., None]).flatten(1) if rivals is not None else None
+    # (V, I*C) the inner cells of every view, for the rivals: one matrix product per class's crops
+    inner_kernels = kernels[:, inner].float().flatten(1) if rivals is not None else None
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
         views, _ = class_views(c, view_class, view_aspect)
         if views.numel() == 0:
             continue
         cells = project_cells(cells_all[idx], projection)  # (n, S*S, C)
-        cos = torch.einsum("nkc,vkc->nvk", cells, kernels[views].to(cells.dtype))[..., inner]  # (n, V, I)
-        cos = (cos.float() * weights[views].to(cos.device)).mean(-1)  # (n, V) weighted mean (weights of mean 1)
+        cos = torch.einsum("nkc,vkc->nvk", cells, kernels[views].to(cells.dtype))[..., inner].mean(-1)  # (n, V)
         out[idx] = cos.amax(dim=1).float()
         if inner_kernels is not None and bool((view_class != c).any()):
             theirs = cells[:, inner].float().flatten(1) @ inner_kernels.T / int(inner.sum())  # (n, V) every view
@@ -227,8 +195,7 @@ def reshape_candidates(corners: Tensor, class_aspect: Tensor) -> tuple[Tensor, T
 
 def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v: Tensor, kernels: Tensor,
                    view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32",
-                   size: int | None = None, projection: Tensor | None = None,
-                   focus: float = 0.0) -> tuple[Tensor, Tensor]:
+                   size: int | None = None, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Shape search: (N, 4, 2) corners (pixels of ``image``) with each replaced by its stretched candidate whose
     crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape; and the (N,)
     mask of the replaced ones."""
@@ -238,7 +205,7 @@ def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v:
     if owner.numel() == 0:
         return out, moved
     v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision,
-                  size=size, projection=projection, focus=focus)
+                  size=size, projection=projection)
     best_v = own_v.clone().float()
     for m in range(len(owner)):  # a handful: K detections x len(RESHAPE_BETAS)
         i = int(owner[m])
@@ -252,7 +219,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                       score_threshold: float | None = None, max_detections: int | None = None,
                       precision: str = "fp32", reshape_top: int = 0, rest: str = "drop",
                       size: int | None = None, reshape_scope: str = "image", rival_power: float = 0.0,
-                      projection: Tensor | None = None, focus: float = 0.0) -> Detections:
+                      projection: Tensor | None = None) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -271,8 +238,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     by ``(v / max(v, r)) ** delta`` (both clamped to ``MIN_AGREEMENT``), r the crop's best agreement with another
     class of the gallery: a detection whose crop looks more like another class goes down
     (``InferenceConfig.verify_rivals``). ``projection``: (C, D) learned projection of the cells before every cosine
-    (:func:`project_cells`; None: the backbone's cells). ``focus``: the cells' focus power (:func:`agreement`;
-    ``InferenceConfig.verify_focus``)."""
+    (:func:`project_cells`; None: the backbone's cells)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if reshape_scope not in RESHAPE_SCOPES:
@@ -299,7 +265,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         end = min(n, done + step)
         rivals = torch.full((end - done,), -1.0) if rival_power > 0 else None
         v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
-                      precision=precision, size=size, rivals=rivals, projection=projection, focus=focus)
+                      precision=precision, size=size, rivals=rivals, projection=projection)
         factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
         if rivals is not None:
             own = v.clamp(min=MIN_AGREEMENT)
@@ -316,7 +282,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         best = top_per_scope(new, looked.labels[:done], reshape_top, reshape_scope)  # (K,) or (<= K per class,)
         shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
                                        view_class, view_aspect, precision=precision, size=size,
-                                       projection=projection, focus=focus)
+                                       projection=projection)
         idx, new = best[moved], (shaped[moved] / scale).to(looked.corners_xy.dtype)  # (m, 4, 2) original pixels
         bound = torch.tensor([width, height], dtype=new.dtype)
         looked.corners_xy[idx] = new  # looked is a copy (filter): nothing outside is written
@@ -349,5 +315,5 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
 
 
 __all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
-           "agreement", "box_corners", "class_views", "crop_cells", "crop_grid", "focus_weights", "project_cells", "reshape_candidates",
+           "agreement", "box_corners", "class_views", "crop_cells", "crop_grid", "project_cells", "reshape_candidates",
            "reshape_looked", "stretched_corners", "top_per_scope", "verify_detections"]
