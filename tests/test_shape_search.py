@@ -88,21 +88,6 @@ def test_a_square_box_on_a_wide_object_takes_its_shape(wide):
     torch.testing.assert_close(boxed.corners_xy, box_corners(boxed.boxes_xyxy))
 
 
-def test_reshape_rescore_gives_a_moved_detection_the_factor_of_its_new_crop(wide):
-    det, image = wide
-    g = det.gallery
-    square = torch.tensor([[100.0, 66, 212, 178]])  # the wide object's centre and area, 1:1
-    dets = Detections(square, torch.tensor([0.5]), torch.tensor([0]), box_corners(square), ["wide"], (320, 240))
-    kept = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, reshape_top=1)
-    new = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, reshape_top=1,
-                            reshape_rescore=True)
-    torch.testing.assert_close(new.boxes_xyxy, kept.boxes_xyxy)  # the same search, the same new box
-    v = agreement(det.model, image, new.corners_xy, torch.tensor([0]), g.kernels, g.view_class, g.view_aspect)
-    torch.testing.assert_close(new.scores, 0.5 * v.clamp(min=0.01) ** 2)  # the factor of the new crop (no rivals)
-    assert float(new.scores[0]) > float(kept.scores[0])  # the wide crop agrees better than the square one
-    assert InferenceConfig().reshape_rescore is False  # not the default: recipes/reshape_rescore/rule.txt
-
-
 def test_a_box_of_the_right_shape_is_left_alone_and_boxes_stay_in_the_image(wide):
     det, image = wide
     g = det.gallery
