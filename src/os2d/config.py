@@ -146,7 +146,6 @@ class InferenceConfig:
     verify_size: int | None = 160  # the second look's crops at area verify_size^2 (None: class_image_size)
     reshape_top: int = 10  # > 0: the second look's shape search on its reshape_top best (os2d.inference.verify)
     reshape_scope: str = "image"  # the reshape_top best of the "image" or of each "class"
-    reshape_rescore: bool = False  # True: a detection the shape search moves takes its new shape's second-look factor
     verify_rivals: float = 8.0  # > 0: the second look also pushes down crops that look more like another class
     refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
     refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"

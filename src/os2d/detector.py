@@ -283,7 +283,7 @@ class Detector:
                                      score_threshold=config.score_threshold, max_detections=config.max_detections,
                                      precision=config.verify_precision, reshape_top=config.reshape_top,
                                      size=config.verify_size, reshape_scope=config.reshape_scope,
-                                     rival_power=config.verify_rivals, reshape_rescore=config.reshape_rescore)
+                                     rival_power=config.verify_rivals)
         cal = self._calibration_for(config)
         if cal is not None:
             dets.confidence = cal(dets.scores)

@@ -195,28 +195,23 @@ def reshape_candidates(corners: Tensor, class_aspect: Tensor) -> tuple[Tensor, T
 
 def reshape_looked(model, image: Tensor, corners: Tensor, labels: Tensor, own_v: Tensor, kernels: Tensor,
                    view_class: Tensor, view_aspect: Tensor, *, precision: str = "fp32",
-                   size: int | None = None, projection: Tensor | None = None,
-                   rivals: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                   size: int | None = None, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Shape search: (N, 4, 2) corners (pixels of ``image``) with each replaced by its stretched candidate whose
-    crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape; the (N,)
-    mask of the replaced ones; and the (N,) agreement of the shape each keeps. ``rivals`` (N,), if given, receives
-    the best agreement with another class of the replaced ones' new crops (:func:`agreement`; the others untouched)."""
+    crop agrees best with the class, where that beats ``own_v`` (N,), the agreement of its own shape; and the (N,)
+    mask of the replaced ones."""
     class_aspect = torch.tensor([class_views(c, view_class, view_aspect)[1] for c in labels.tolist()])
     cands, owner = reshape_candidates(corners.float(), class_aspect)
     out, moved = corners.clone(), torch.zeros(len(corners), dtype=torch.bool)
-    best_v = own_v.clone().float()
     if owner.numel() == 0:
-        return out, moved, best_v
-    cand_rivals = torch.full((len(owner),), -1.0) if rivals is not None else None
+        return out, moved
     v = agreement(model, image, cands, labels[owner], kernels, view_class, view_aspect, precision=precision,
-                  size=size, projection=projection, rivals=cand_rivals)
+                  size=size, projection=projection)
+    best_v = own_v.clone().float()
     for m in range(len(owner)):  # a handful: K detections x len(RESHAPE_BETAS)
         i = int(owner[m])
         if v[m] > best_v[i]:
             best_v[i], out[i], moved[i] = v[m], cands[m].to(out.dtype), True
-            if rivals is not None:
-                rivals[i] = cand_rivals[m]
-    return out, moved, best_v
+    return out, moved
 
 
 def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, view_class: Tensor,
@@ -224,7 +219,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                       score_threshold: float | None = None, max_detections: int | None = None,
                       precision: str = "fp32", reshape_top: int = 0, rest: str = "drop",
                       size: int | None = None, reshape_scope: str = "image", rival_power: float = 0.0,
-                      projection: Tensor | None = None, reshape_rescore: bool = False) -> Detections:
+                      projection: Tensor | None = None) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -243,9 +238,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     by ``(v / max(v, r)) ** delta`` (both clamped to ``MIN_AGREEMENT``), r the crop's best agreement with another
     class of the gallery: a detection whose crop looks more like another class goes down
     (``InferenceConfig.verify_rivals``). ``projection``: (C, D) learned projection of the cells before every cosine
-    (:func:`project_cells`; None: the backbone's cells). ``reshape_rescore``: a detection the shape search moves
-    takes the factor of its new shape's crop (agreement and rivals) instead of keeping its old one
-    (``InferenceConfig.reshape_rescore``)."""
+    (:func:`project_cells`; None: the backbone's cells)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if reshape_scope not in RESHAPE_SCOPES:
@@ -287,16 +280,9 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         new = torch.where(looked.scores[:done] >= 0, looked.scores[:done] * factors[:done],
                           looked.scores[:done] / factors[:done])
         best = top_per_scope(new, looked.labels[:done], reshape_top, reshape_scope)  # (K,) or (<= K per class,)
-        new_rivals = torch.full((len(best),), -1.0) if reshape_rescore and rival_power > 0 else None
-        shaped, moved, shaped_v = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best],
-                                                 kernels, view_class, view_aspect, precision=precision, size=size,
-                                                 projection=projection, rivals=new_rivals)
-        if reshape_rescore and bool(moved.any()):  # the moved ones' factor from their new crop
-            own = shaped_v[moved].clamp(min=MIN_AGREEMENT)
-            factor = own ** gamma
-            if new_rivals is not None:
-                factor = factor * (own / torch.maximum(own, new_rivals[moved])) ** rival_power
-            factors[best[moved]] = factor
+        shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
+                                       view_class, view_aspect, precision=precision, size=size,
+                                       projection=projection)
         idx, new = best[moved], (shaped[moved] / scale).to(looked.corners_xy.dtype)  # (m, 4, 2) original pixels
         bound = torch.tensor([width, height], dtype=new.dtype)
         looked.corners_xy[idx] = new  # looked is a copy (filter): nothing outside is written
