@@ -16,6 +16,10 @@ detections (``os2d``), with:
         --num-images 40 --shelf-prob 1 --seed 21
     os2d detect --images-from list.txt --classes $S/class_images.csv -o $S/detections.json
     python benchmarks/shelf_report_eval.py --data $S --detections $S/detections.json
+
+``--detections`` also takes an ``os2d eval`` run's ``detections.jsonl`` of the same images. The report counts one label
+per facing (:data:`os2d.report.ONE_LABEL_IOU`); the rows here are computed without it, and ``--one-label IOU ...`` adds
+rows with it at those IoUs, on the even images as well (they decided its default: ``recipes/cross_class/rule.txt``).
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ import torch
 
 from os2d.calibration import best_f1_threshold
 from os2d.data.simple_csv import read_simple_csv
-from os2d.inference.one_label import cross_class_keep
 from os2d.ops import box_iou
 from os2d.report import ShelfReport, compare_planogram, shelf_report
+from os2d.report import one_label as report_one_label
 from os2d.weights import load_model
 
 
@@ -75,13 +79,11 @@ def per_image(data: Any, dets_by_image: dict[str, list[dict[str, Any]]]) -> list
 
 
 def one_label(dets: list[dict[str, Any]], iou: float) -> list[dict[str, Any]]:
-    """The records that no better-scoring record of another class overlaps with IoU >= ``iou``."""
-    if len(dets) < 2:
-        return dets
-    names: dict[str, int] = {}
-    keep = cross_class_keep(torch.tensor([d["box_xyxy"] for d in dets]), torch.tensor([d["score"] for d in dets]),
-                            torch.tensor([names.setdefault(d["label"], len(names)) for d in dets]), iou)
-    return [d for d, k in zip(dets, keep.tolist(), strict=True) if k]
+    """The records that no better-scoring record of another class overlaps with IoU >= ``iou`` (the report's own
+    :func:`os2d.report.one_label`, on the records so that they can still be matched to the boxes)."""
+    items = [(d["label"], float(d["score"]), tuple(float(v) for v in d["box_xyxy"])) for d in dets]
+    kept = {id(it) for it in report_one_label(items, iou)}
+    return [d for d, it in zip(dets, items, strict=True) if id(it) in kept]
 
 
 def f1_threshold(images: list[dict[str, Any]]) -> float:

@@ -175,6 +175,7 @@ def test_cli_report_and_planogram(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--report", "{t}/r.csv", "--weights", "efficientnet_lite0-imagenet"], "give --score-threshold (these weights"),
     (["--planogram", "{t}/plan.csv"], "--planogram needs --report"),
+    (["--report-one-label", "0.7"], "--report-one-label needs --report"),
     (["--report", "{t}/r.csv", "--score-threshold", "0.5", "-o", "{t}/d.jsonl"], "not .jsonl"),
     (["--report", "{t}/r.csv", "--score-threshold", "0.5", "--planogram", "{t}/bad.csv"], "header"),
 ])

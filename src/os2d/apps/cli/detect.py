@@ -108,6 +108,8 @@ def _check_report_args(args: argparse.Namespace, jsonl: bool) -> dict | None:
         raise CliError("--unknown works with a .json --output (one document at the end), not .jsonl")
     if args.planogram and not args.report:
         raise CliError("--planogram needs --report CSV (where the comparison is written beside)")
+    if args.report_one_label is not None and not args.report:
+        raise CliError("--report-one-label needs --report CSV (it decides what the report counts)")
     if not args.report:
         return None
     if jsonl:
