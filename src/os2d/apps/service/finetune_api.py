@@ -25,15 +25,13 @@ from starlette.concurrency import run_in_threadpool
 
 from os2d.apps.service.finetune import MAX_STEPS, MIN_STEPS
 from os2d.apps.service.training import TrainingBox
+from os2d.apps.service.uploads import API, image_suffix
 from os2d.train.finetune import DEFAULT_STEPS
 
-API = "/api/v1"
 MAX_BOXES_PER_PHOTO = 1000
 MAX_TRAINING_PHOTOS = 2000
 MIN_BOX_SIDE = 4  # pixels
 RowId = Annotated[int, PathParam(ge=1, le=2**62, description="row id")]  # SQLite INTEGER range
-_SUFFIXES = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
-             (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"), (b"RIFF", ".webp"))
 
 
 def parse_training_boxes(text: str, size: tuple[int, int], classes: list[str]) -> list[TrainingBox]:
@@ -79,7 +77,7 @@ def add_finetune_routes(app: FastAPI, service: Any, require_token: Callable[...,
             raise HTTPException(409, f"{MAX_TRAINING_PHOTOS} training photos stored already; delete some first")
         upload.file.seek(0)
         data = upload.file.read()
-        suffix = next((s for magic, s in _SUFFIXES if data.startswith(magic)), ".img")
+        suffix = image_suffix(data) or ".img"  # accept_upload sniffed it already
         try:
             photo = service.training.add_photo(data, suffix, img.size, boxes)
         except KeyError as e:  # a class deleted meanwhile

@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MB = 1024 * 1024
+from os2d.apps.service.settings import MB
+
 FORM_SLACK = MB  # multipart headers and form fields on top of the files
 
 

@@ -18,17 +18,23 @@ MAX_CLASS_NAME = 100
 MAX_LEVEL_SIDE = 4096  # sqrt(w*h) of the largest pyramid level a request may ask for
 MAX_SCALES = 8
 
-_MAGIC: tuple[tuple[int, bytes], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"GIF87a"), (0, b"GIF89a"), (0, b"BM"),
-    (0, b"II*\x00"), (0, b"MM\x00*"), (8, b"WEBP"),
+_MAGIC: tuple[tuple[int, bytes, str], ...] = (  # (offset, bytes, file suffix)
+    (0, b"\x89PNG\r\n\x1a\n", ".png"), (0, b"\xff\xd8\xff", ".jpg"), (0, b"GIF87a", ".gif"), (0, b"GIF89a", ".gif"),
+    (0, b"BM", ".bmp"), (0, b"II*\x00", ".tif"), (0, b"MM\x00*", ".tif"), (8, b"WEBP", ".webp"),
 )
+
+
+def image_suffix(data: bytes) -> str | None:
+    """The file suffix of the PNG, JPEG, GIF, BMP, TIFF or WebP that ``data`` starts like, else None."""
+    for off, magic, suffix in _MAGIC:
+        if data[off:off + len(magic)] == magic and (suffix != ".webp" or data[:4] == b"RIFF"):
+            return suffix
+    return None
 
 
 def sniff_image(data: bytes) -> bool:
     """True if ``data`` starts like PNG, JPEG, GIF, BMP, TIFF or WebP."""
-    if any(data[off:off + len(m)] == m for off, m in _MAGIC):
-        return data[8:12] != b"WEBP" or data[:4] == b"RIFF"
-    return False
+    return image_suffix(data) is not None
 
 
 def image_http_error(e: ImageError, what: str) -> HTTPException:
