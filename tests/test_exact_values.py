@@ -24,7 +24,8 @@ needs_int8 = pytest.mark.skipif(not int8_supported(), reason="no oneDNN int8 con
 
 @pytest.mark.parametrize("invert", [True, False])
 @pytest.mark.parametrize("radius", [0, 1, 2])
-def test_head_windows_equal_the_dense_head(invert, radius):
+@pytest.mark.parametrize("power", [0.5, 1.0])  # the shipped model's anchors (0.5) and the class's full aspect
+def test_head_windows_equal_the_dense_head(invert, radius, power):
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(1, 16, 20, 23, generator=g)
     kernels = class_kernels(torch.stack([resize_class_features(torch.randn(16, 9, 12, generator=g))
@@ -35,10 +36,10 @@ def test_head_windows_equal_the_dense_head(invert, radius):
     ys = torch.tensor([0, 5, 19, 10, 3, 19])  # corners and edges: windows reach outside the map
     xs = torch.tensor([0, 7, 22, 11, 21, 0])
     with torch.no_grad():
-        dense = os2d_head(feats, kernels, net, invert_transform=invert, aspect=aspect, aspect_power=1.0)
+        dense = os2d_head(feats, kernels, net, invert_transform=invert, aspect=aspect, aspect_power=power)
         r = 2 * radius + 1
         out = head_windows(feats, kernels, net, views, ys - radius, xs - radius, (r, r), invert_transform=invert,
-                           aspect=aspect, aspect_power=1.0)
+                           aspect=aspect, aspect_power=power)
     assert out.scores.shape == (6, r, r) and out.boxes_xyxy.shape == (6, r, r, 4)
     assert out.corners_xy.shape == (6, r, r, 4, 2)
     assert bool(out.inside[:, radius, radius].all()) and bool(out.inside.all()) == (radius == 0)
