@@ -13,6 +13,7 @@ from os2d.calibration import (
     Calibration,
     CalibrationError,
     best_f1_threshold,
+    config_score_kind,
     expected_calibration_error,
     fit_calibration,
     fit_platt,
@@ -110,7 +111,9 @@ def calibrated_weights(tmp_path_factory):
     # fitted on the scores the default settings give (the second look's)
     model.calibration = Calibration(a=10.0, b=-6.0, threshold=0.5, fitted_on="test",
                                     verify_rescore=InferenceConfig().verify_rescore,
-                                    verify_rivals=InferenceConfig().verify_rivals)
+                                    verify_rivals=InferenceConfig().verify_rivals,
+                                    verify_colour=InferenceConfig().verify_colour,
+                                    verify_colour_margin=InferenceConfig().verify_colour_margin)
     save_checkpoint(path, model, half=True)
     return path
 
@@ -191,8 +194,8 @@ def test_cli_calibrate_and_check(tmp_path, capsys):
     assert main(["weights", "calibrate", "default", "--from-eval", str(ev), str(ev2), "--output",
                  str(tmp_path / "c3.pt")]) == 2
     cfg = InferenceConfig()
-    default_kind = score_kind_name(0.0, cfg.verify_rescore, cfg.verify_rivals)  # the second look's, by default
-    both = score_kind_name(0.5, cfg.verify_rescore, cfg.verify_rivals)
+    default_kind = score_kind_name(*config_score_kind(cfg))  # the second look's, by default
+    both = score_kind_name(*config_score_kind(cfg.replace(colour_rescore=0.5)))
     assert f"re-scored differently ({default_kind}, {both})" in capsys.readouterr().err
     assert main(["weights", "calibrate", str(out), "--weights-name", "default", "--check", str(ev2)]) == 2
     assert f"fitted on {default_kind} scores, these evaluations have {both} scores" in capsys.readouterr().err

@@ -52,6 +52,24 @@ def test_eval_sift_writes_outputs(data, tmp_path, capsys):
     assert sorted(p.name for p in (out / "pr").iterdir()) == ["000_A.png", "001_B.png", "overall.png"]
 
 
+def test_eval_folder_reloads_from_another_working_directory(data, tmp_path, monkeypatch, capsys):
+    """Relative --boxes/--classes/--image-dir are recorded as absolute paths: the evaluation folder (os2d weights
+    calibrate, --check) reloads its dataset from any working directory."""
+    from os2d.evaluation.runs import load_eval_run
+
+    boxes, _ = data
+    monkeypatch.chdir(boxes.parent)
+    out = tmp_path / "out"
+    assert main(["eval", "--boxes", "boxes.csv", "--classes", "classes.csv", "--image-dir", ".", "--method", "sift",
+                 "--image-size", "0", "--output-dir", str(out), "-q", "--no-plots"]) == 0
+    spec = json.loads((out / "metrics.json").read_text())["config"]["dataset_spec"]
+    assert spec["annotations"] == str(boxes.resolve()) and spec["image_dir"] == str(boxes.parent.resolve())
+    monkeypatch.chdir(tmp_path)  # a folder with neither CSV
+    run = load_eval_run(out)
+    assert len(run.images) == len(run.detections) == 2
+    capsys.readouterr()
+
+
 def test_eval_with_spec_file_and_model_method(data, tmp_path, capsys):
     boxes, classes = data
     spec = tmp_path / "spec.yaml"

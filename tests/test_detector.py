@@ -136,14 +136,15 @@ def test_detect_with_a_subset_gallery_equals_the_full_run_of_that_class(detector
     d.add_class("a", textured_object(seed=1))
     d.add_class("b", textured_object(seed=2), rotations=True)
     scene = scene_with(textured_object(seed=2), [(50, 50)])
-    # the shape search looks at the image's best detections, which depend on the other classes: boxes only without it
-    full = d.detect(scene, max_detections=None, reshape_top=0)
-    only_b = d.detect(scene, gallery=d.gallery.subset(["b"]), max_detections=None, reshape_top=0)
+    # the shape search looks at the image's best detections, which depend on the other classes: boxes only without it;
+    # the second look's rivals compare each crop with the other classes of the gallery: scores only without them
+    full = d.detect(scene, max_detections=None, reshape_top=0, verify_rivals=0)
+    only_b = d.detect(scene, gallery=d.gallery.subset(["b"]), max_detections=None, reshape_top=0, verify_rivals=0)
     expected = full.filter(full.labels == 1)
     assert only_b.class_names == ["b"] and len(only_b) == len(expected) > 0
     torch.testing.assert_close(only_b.scores, expected.scores)
     torch.testing.assert_close(only_b.boxes_xyxy, expected.boxes_xyxy)
-    shaped = d.detect(scene, gallery=d.gallery.subset(["b"]), max_detections=None)  # with it: the same scores
+    shaped = d.detect(scene, gallery=d.gallery.subset(["b"]), max_detections=None, verify_rivals=0)  # the same scores
     torch.testing.assert_close(shaped.scores, expected.scores)
     with pytest.raises(KeyError, match="'c'"):
         d.gallery.subset(["c"])

@@ -148,7 +148,17 @@ def test_calibration_applies_to_its_own_score_kind_only():
     assert rivals.score_kind == "verify 2 + rivals 4" and Calibration.from_dict(rivals.to_dict()) == rivals
     assert cal.applies_to(0.0, 0.0, 0.0) is False and Calibration(a=1.0, b=0.0, threshold=0.5).applies_to(0.0, 0.0, 4.0)
     assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_rivals=4.0).verify_rivals == 0  # no second look: none
-    assert score_kind(0, 0, 4) == (0.0, 0.0, 0.0) and score_kind(0.5, 2, 4) == (0.5, 2.0, 4.0)
+    assert score_kind(0, 0, 4) == (0.0,) * 5 and score_kind(0.5, 2, 4) == (0.5, 2.0, 4.0, 0.0, 0.0)
+    # colour in the rivals: part of the kind only with rivals; its margin only with colour
+    assert score_kind(0, 2, 8, 1, 1.1) == (0.0, 2.0, 8.0, 1.0, 1.1) and score_kind(0, 2, 0, 1, 1.1)[3:] == (0.0, 0.0)
+    coloured = Calibration(a=1.0, b=0.0, threshold=0.5, verify_rescore=2.0, verify_rivals=8.0, verify_colour=1.0,
+                           verify_colour_margin=1.1)
+    assert coloured.applies_to(0.0, 2.0, 8.0, 1.0, 1.1) and not coloured.applies_to(0.0, 2.0, 8.0)
+    assert not coloured.applies_to(0.0, 2.0, 8.0, 1.0, 1.25) and not rivals.applies_to(0.0, 2.0, 8.0, 1.0, 1.1)
+    assert rivals.applies_to(0.0, 2.0, 4.0, 0.0, 1.1)  # no colour: its margin does not matter
+    assert coloured.score_kind == "verify 2 + rivals 8 + rival colour 1 (margin 1.1)"
+    assert Calibration.from_dict(coloured.to_dict()) == coloured
+    assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_colour=1.0, verify_colour_margin=1.1).verify_colour == 0
     back = Calibration.from_dict(cal.to_dict())
     assert back == cal
     old = cal.to_dict()
@@ -336,3 +346,64 @@ def test_crop_cells_batch_classes_of_one_shape_together(toy_model_module, monkey
         alone = crop_cells(det.model, image, box_corners(boxes[i : i + 1]), labels[i : i + 1], g.view_class,
                            g.view_aspect)
         torch.testing.assert_close(cells[i : i + 1], alone, atol=1e-6, rtol=0)
+
+
+def test_colour_in_the_rivals(toy_model_module):
+    """``verify_colour`` = g: the rivals compare features times colour agreement ** g on both sides. The rival a
+    detection receives is the best max(r_u, 0.01) * s_u^g / s_own^g; a crop labelled with the class whose colours it
+    lacks goes down further than with the features alone, the right label keeps its factor, and unknown colours
+    (NaN histograms) or g = 0 change nothing. With a margin m the colour ratio is clamped to [1/m, m]."""
+    from PIL import Image
+
+    from os2d.inference.colour import colour_similarity
+    from os2d.inference.verify import MIN_AGREEMENT, crop_colours
+
+    a = textured_object(seed=3)
+    b = Image.merge("RGB", a.split()[::-1])  # the same picture with red and blue swapped: a colour look-alike
+    det = Detector(toy_model_module, InferenceConfig(image_size=None, max_detections=None))
+    det.add_class("a", a)
+    det.add_class("b", b)
+    g = det.gallery
+    image = image_to_tensor(scene_with(a, [(40, 60)], size=(320, 240)))
+    boxes = torch.tensor([[40.0, 60, 136, 188], [40.0, 60, 136, 188]])  # the a object, labelled a then b
+    labels = torch.tensor([0, 1])
+    corners = box_corners(boxes)
+    plain_rivals, colour_rivals = torch.full((2,), -1.0), torch.full((2,), -1.0)
+    v = agreement(det.model, image, corners, labels, g.kernels, g.view_class, g.view_aspect, rivals=plain_rivals)
+    v_c = agreement(det.model, image, corners, labels, g.kernels, g.view_class, g.view_aspect, rivals=colour_rivals,
+                    colour=(2.0, g.view_colour, math.inf))
+    torch.testing.assert_close(v_c, v)  # the own agreement is the features' alone
+    s = colour_similarity(crop_colours(image, corners, labels, g.view_class, g.view_aspect), g.view_colour)  # (2, 2)
+    assert float(s[0, 0]) > float(s[0, 1]) + 0.1  # the crop's colours are a's
+    other = torch.tensor([1, 0])
+    expected = plain_rivals.clamp(min=MIN_AGREEMENT) * (s[[0, 1], other] / s[[0, 1], labels]) ** 2
+    torch.testing.assert_close(colour_rivals, expected, atol=1e-5, rtol=1e-5)
+    bounded = torch.full((2,), -1.0)  # margin m: the colour ratio clamped to [1/m, m]
+    agreement(det.model, image, corners, labels, g.kernels, g.view_class, g.view_aspect, rivals=bounded,
+              colour=(2.0, g.view_colour, 1.1))
+    ratio = ((s[[0, 1], other] / s[[0, 1], labels]) ** 2).clamp(1 / 1.1, 1.1)
+    torch.testing.assert_close(bounded, plain_rivals.clamp(min=MIN_AGREEMENT) * ratio, atol=1e-5, rtol=1e-5)
+
+    dets = Detections(boxes, torch.tensor([0.5, 0.6]), labels, corners, ["a", "b"], (320, 240))
+    run = {"crop": "box", "rival_power": 8.0}
+    features = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run)
+    coloured = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run,
+                                 rival_colour=(2.0, g.view_colour, math.inf))
+    score = {int(lab): float(sc) for sc, lab in zip(features.scores, features.labels, strict=True)}
+    score_c = {int(lab): float(sc) for sc, lab in zip(coloured.scores, coloured.labels, strict=True)}
+    assert score_c[1] < score[1]  # the wrong colour: further down
+    assert score_c[0] == pytest.approx(score[0])  # the right one: its features already won, colour agrees
+    unknown = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run,
+                                rival_colour=(2.0, torch.full_like(g.view_colour, math.nan), math.inf))
+    off = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run,
+                            rival_colour=(0.0, g.view_colour, math.inf))
+    for same in (unknown, off):
+        torch.testing.assert_close(same.scores, features.scores)
+        assert same.labels.tolist() == features.labels.tolist()
+    with pytest.raises(ValueError, match="verify_colour"):
+        InferenceConfig(verify_colour=-1.0)
+    with pytest.raises(ValueError, match="verify_colour"):
+        InferenceConfig(verify_colour=math.inf)
+    for bad in (0.9, math.nan):
+        with pytest.raises(ValueError, match="verify_colour_margin"):
+            InferenceConfig(verify_colour_margin=bad)

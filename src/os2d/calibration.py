@@ -46,6 +46,8 @@ class Calibration:
             the detector applies it only to scores of the same kind.
         verify_rescore: the ``InferenceConfig.verify_rescore`` of those scores (0: no second look), likewise.
         verify_rivals: the ``InferenceConfig.verify_rivals`` of those scores (0 without a second look), likewise.
+        verify_colour, verify_colour_margin: the ``InferenceConfig`` fields of those names (colour in the rivals; 0 and
+            0 without rivals), likewise.
     """
 
     a: float
@@ -58,9 +60,13 @@ class Calibration:
     colour_rescore: float = 0.0
     verify_rescore: float = 0.0
     verify_rivals: float = 0.0
+    verify_colour: float = 0.0
+    verify_colour_margin: float = 0.0
 
-    def __post_init__(self) -> None:  # the rivals act only within the second look
-        object.__setattr__(self, "verify_rivals", score_kind(0.0, self.verify_rescore, self.verify_rivals)[2])
+    def __post_init__(self) -> None:  # the rivals act only within the second look, their colour only with them
+        kind = score_kind(0.0, self.verify_rescore, self.verify_rivals, self.verify_colour, self.verify_colour_margin)
+        for name, value in zip(("verify_rivals", "verify_colour", "verify_colour_margin"), kind[2:], strict=True):
+            object.__setattr__(self, name, value)
 
     def __call__(self, scores: Tensor) -> Tensor:
         """Confidence in [0, 1] of raw scores (any shape)."""
@@ -90,28 +96,35 @@ class Calibration:
                       num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)),
                       colour_rescore=float(d.get("colour_rescore", 0.0)),  # absent: fitted before it existed
                       verify_rescore=float(d.get("verify_rescore", 0.0)),
-                      verify_rivals=float(d.get("verify_rivals", 0.0)))
+                      verify_rivals=float(d.get("verify_rivals", 0.0)),
+                      verify_colour=float(d.get("verify_colour", 0.0)),
+                      verify_colour_margin=float(d.get("verify_colour_margin", 0.0)))
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{source}: malformed calibration ({e})") from None
         if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
             raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
-        for name in ("colour_rescore", "verify_rescore", "verify_rivals"):
+        for name in ("colour_rescore", "verify_rescore", "verify_rivals", "verify_colour"):
             value = getattr(out, name)
             if not (math.isfinite(value) and value >= 0):
                 raise CalibrationError(f"{source}: calibration's {name} must be a finite number >= 0")
+        if out.verify_colour and not out.verify_colour_margin >= 1:
+            raise CalibrationError(f"{source}: calibration's verify_colour_margin must be >= 1")
         return out
 
-    def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0, verify_rivals: float = 0.0) -> bool:
-        """Whether scores made with this ``InferenceConfig.colour_rescore``, ``verify_rescore`` and ``verify_rivals``
-        are the kind it was fitted on (the rivals count only with a second look)."""
-        mine = (self.colour_rescore, self.verify_rescore, self.verify_rivals)
-        theirs = score_kind(colour_rescore, verify_rescore, verify_rivals)
+    def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0, verify_rivals: float = 0.0,
+                   verify_colour: float = 0.0, verify_colour_margin: float = math.inf) -> bool:
+        """Whether scores made with these ``InferenceConfig`` re-scoring fields are the kind it was fitted on (the
+        rivals count only with a second look, their colour only with rivals)."""
+        mine = (self.colour_rescore, self.verify_rescore, self.verify_rivals, self.verify_colour,
+                self.verify_colour_margin)
+        theirs = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin)
         return all(math.isclose(a, b, rel_tol=0, abs_tol=1e-9) for a, b in zip(mine, theirs, strict=True))
 
     @property
     def score_kind(self) -> str:
         """The re-scoring of the scores it was fitted on, for people (e.g. "raw", "verify 2")."""
-        return score_kind_name(self.colour_rescore, self.verify_rescore, self.verify_rivals)
+        return score_kind_name(self.colour_rescore, self.verify_rescore, self.verify_rivals, self.verify_colour,
+                               self.verify_colour_margin)
 
 
 def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou: float = 0.5
@@ -229,26 +242,43 @@ def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: i
                      for b in reliability(confidence, hits, bins) if b["count"]))
 
 
-def score_kind(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0) -> tuple[float, float, float]:
+SCORE_FIELDS = ("colour_rescore", "verify_rescore", "verify_rivals", "verify_colour", "verify_colour_margin")
+
+
+def config_score_kind(config: Any) -> tuple[float, float, float, float, float]:
+    """:func:`score_kind` of an ``InferenceConfig`` (its :data:`SCORE_FIELDS`)."""
+    return score_kind(*(getattr(config, k) for k in SCORE_FIELDS))
+
+
+def score_kind(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0, verify_colour: float = 0.0,
+               verify_colour_margin: float = math.inf) -> tuple[float, float, float, float, float]:
     """The kind of scores that ``InferenceConfig``'s re-scoring settings make: ``(colour_rescore, verify_rescore,
-    verify_rivals)`` as floats, the rivals 0 without a second look (they act only within it)."""
-    return float(colour_rescore), float(verify_rescore), float(verify_rivals) if verify_rescore else 0.0
+    verify_rivals, verify_colour, verify_colour_margin)`` as floats; the rivals 0 without a second look (they act
+    only within it), their colour 0 without rivals and its margin 0 without colour."""
+    rivals = float(verify_rivals) if verify_rescore else 0.0
+    colour = float(verify_colour) if rivals else 0.0
+    return float(colour_rescore), float(verify_rescore), rivals, colour, float(verify_colour_margin) if colour else 0.0
 
 
-def score_kind_name(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0) -> str:
+def score_kind_name(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0,
+                    verify_colour: float = 0.0, verify_colour_margin: float = math.inf) -> str:
     """"raw", or the re-scorings that made the scores ("colour 0.5", "verify 2", "colour 0.5 + verify 2",
-    "verify 2 + rivals 4"; the rivals count only with a second look)."""
-    kind = score_kind(colour_rescore, verify_rescore, verify_rivals)
-    parts = [f"{n} {g:g}" for n, g in zip(("colour", "verify", "rivals"), kind, strict=True) if g]
+    "verify 2 + rivals 4", "verify 2 + rivals 8 + rival colour 1 (margin 1.1)"; the rivals count only with a second
+    look, their colour only with rivals)."""
+    kind = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin)
+    parts = [f"{n} {g:g}" for n, g in zip(("colour", "verify", "rivals", "rival colour"), kind[:4], strict=True) if g]
+    if kind[3]:
+        parts[-1] += f" (margin {kind[4]:g})"
     return " + ".join(parts) or "raw"
 
 
 def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: float = 0.9,
                     fitted_on: str = "", colour_rescore: float = 0.0, verify_rescore: float = 0.0,
-                    verify_rivals: float = 0.0) -> Calibration:
+                    verify_rivals: float = 0.0, verify_colour: float = 0.0,
+                    verify_colour_margin: float = math.inf) -> Calibration:
     """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``,
-    ``verify_rescore`` and ``verify_rivals``: the kind of the scores (those fields of the detections'
-    ``InferenceConfig``)."""
+    ``verify_rescore``, ``verify_rivals``, ``verify_colour`` and ``verify_colour_margin``: the kind of the scores (those
+    fields of the detections' ``InferenceConfig``)."""
     a, b = fit_platt(scores, hits)
     if a <= 0:
         raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
@@ -256,8 +286,9 @@ def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: f
     return Calibration(a=a, b=b, threshold=round(precision_threshold(confidence, hits, precision_target), 4),
                        precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
                        num_correct=int(hits.sum()), colour_rescore=float(colour_rescore),
-                       verify_rescore=float(verify_rescore), verify_rivals=float(verify_rivals))
+                       verify_rescore=float(verify_rescore), verify_rivals=float(verify_rivals),
+                       verify_colour=float(verify_colour), verify_colour_margin=float(verify_colour_margin))
 
 
-__all__ = ["Calibration", "CalibrationError", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
+__all__ = ["SCORE_FIELDS", "Calibration", "CalibrationError", "config_score_kind", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
            "label_detections", "precision_threshold", "reliability", "score_kind", "score_kind_name"]

@@ -147,6 +147,8 @@ class InferenceConfig:
     reshape_top: int = 10  # > 0: the second look's shape search on its reshape_top best (os2d.inference.verify)
     reshape_scope: str = "image"  # the reshape_top best of the "image" or of each "class"
     verify_rivals: float = 8.0  # > 0: the second look also pushes down crops that look more like another class
+    verify_colour: float = 1.0  # > 0: the rivals compare features x colour agreement ** this (os2d.inference.verify)
+    verify_colour_margin: float = 1.1  # colour moves the rivals' comparison by at most this factor (>= 1; inf: no bound)
     refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
     refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"
     refine_check: bool = True  # keep a new box only where the second look's agreement with the class is higher
@@ -176,6 +178,10 @@ class InferenceConfig:
             raise ValueError(f"verify_top must be >= 1, got {self.verify_top}")
         if not (math.isfinite(self.verify_rivals) and self.verify_rivals >= 0):
             raise ValueError(f"verify_rivals must be >= 0, got {self.verify_rivals}")
+        if not (math.isfinite(self.verify_colour) and self.verify_colour >= 0):
+            raise ValueError(f"verify_colour must be a finite number >= 0 (0: off), got {self.verify_colour}")
+        if not self.verify_colour_margin >= 1.0:  # also refuses nan
+            raise ValueError(f"verify_colour_margin must be >= 1 (inf: unbounded), got {self.verify_colour_margin}")
         if self.verify_size is not None and self.verify_size < 16:
             raise ValueError(f"verify_size must be at least 16 pixels (or None: class_image_size), got "
                              f"{self.verify_size}")

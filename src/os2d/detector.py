@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from os2d.calibration import Calibration, score_kind_name
+from os2d.calibration import Calibration, config_score_kind, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
@@ -187,14 +187,14 @@ class Detector:
 
     def _calibration_for(self, config: InferenceConfig) -> Calibration | None:
         cal = self.model.calibration
-        if cal is None or cal.applies_to(config.colour_rescore, config.verify_rescore, config.verify_rivals):
+        kind = config_score_kind(config)
+        if cal is None or cal.applies_to(*kind):
             return cal
         if not self._warned_calibration:
             self._warned_calibration = True
             logger.warning("the weights' calibration was fitted on %s scores, not %s: no confidence (fit one with "
                            "os2d eval --colour-rescore/--verify-rescore ... and os2d weights calibrate)",
-                           cal.score_kind, score_kind_name(config.colour_rescore, config.verify_rescore,
-                                                           config.verify_rivals))
+                           cal.score_kind, score_kind_name(*kind))
         return None
 
     def save_gallery(self, path: str | Path) -> None:
@@ -283,7 +283,9 @@ class Detector:
                                      score_threshold=config.score_threshold, max_detections=config.max_detections,
                                      precision=config.verify_precision, reshape_top=config.reshape_top,
                                      size=config.verify_size, reshape_scope=config.reshape_scope,
-                                     rival_power=config.verify_rivals)
+                                     rival_power=config.verify_rivals,
+                                     rival_colour=(config.verify_colour, g.view_colour,
+                                                   config.verify_colour_margin))
         cal = self._calibration_for(config)
         if cal is not None:
             dets.confidence = cal(dets.scores)

@@ -17,6 +17,14 @@ the gallery, r the best of those agreements, and the factor is also multiplied b
 clamped to ``MIN_AGREEMENT``): a look-alike whose crop fits another class better goes down; a crop that fits its
 own class best keeps its factor.
 
+Colour in the rivals (``InferenceConfig.verify_colour`` = g > 0, off by default): both sides of the rivals' comparison
+are multiplied by the colour agreement s (Bhattacharyya coefficient of 36-bin histograms, :mod:`os2d.inference.colour`)
+of the crop's inner 80% with the class view compared: ``a = max(v, 0.01) * s_own ** g`` against the best
+``max(r_u, 0.01) * s_u ** g`` over the views u of other classes. Colour then demotes a detection only where another
+class fits better in features and colour together; views without a known histogram count with s = 1. With
+``InferenceConfig.verify_colour_margin`` = m the colour ratio ``(s_u / s_own) ** g`` is clamped to [1/m, m]: colour then
+decides only between classes whose features agree within the factor m (a tie-breaker among look-alikes).
+
 Crops (``InferenceConfig.verify_crop``):
     aligned  the parallelogram of the alignment the head estimated (``Detections.corners_xy``), warped into the
              class image's frame, so rotations and shears are undone before the cell-wise comparison;
@@ -43,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from os2d.inference.colour import apply_score_factors
+from os2d.inference.colour import NUM_BINS as NUM_COLOUR_BINS
+from os2d.inference.colour import apply_score_factors, colour_histogram, colour_similarity
 from os2d.model.correlation import resize_class_grids
 from os2d.model.resample import pool_mask
 from os2d.results import Detections
@@ -55,6 +64,8 @@ MIN_AGREEMENT = 0.01  # agreements below this (and negative ones) count as this:
 CROP_CHUNK = 16  # crops per backbone call: 1.45x faster than 87 at once on a 2-core CPU (cache-resident)
 RESHAPE_BETAS = (0.5, 1.0)  # shape search: how far toward the class's aspect ratio each candidate goes
 RESHAPE_MIN_RATIO = 1.1  # shape search: parallelograms within this factor of the class's aspect ratio are kept
+COLOUR_CROP_SIDE = 48  # the crops' colour histograms are read from crops of this area^(1/2) (a histogram needs few)
+COLOUR_INSET = 0.1  # share of the crop's width / height dropped on each side before its histogram
 
 
 def box_corners(boxes: Tensor) -> Tensor:
@@ -118,6 +129,37 @@ def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class
     return out if out is not None else image.new_zeros(labels.shape[0], s * s, 0)
 
 
+@torch.no_grad()
+def crop_colours(image: Tensor, corners: Tensor, labels: Tensor, view_class: Tensor, view_aspect: Tensor) -> Tensor:
+    """(N, 36) colour histograms of the inner 80% of each detection's crop: ``image`` (3, H, W) in [0, 1] resampled
+    inside the (N, 4, 2) ``corners`` to area ``COLOUR_CROP_SIDE``^2 with the aspect ratio of the class ``labels``
+    (N,) names (the crop :func:`crop_cells` encodes, at a lower resolution)."""
+    height, width = image.shape[-2:]
+    out = image.new_zeros(labels.shape[0], NUM_COLOUR_BINS)
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().squeeze(1)  # (n,)
+        _, aspect = class_views(c, view_class, view_aspect)
+        w = max(8, round(COLOUR_CROP_SIDE * math.sqrt(aspect)))
+        h = max(8, round(COLOUR_CROP_SIDE / math.sqrt(aspect)))
+        grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
+        crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
+                              padding_mode="border", align_corners=False)  # (n, 3, h, w)
+        dy, dx = round(COLOUR_INSET * h), round(COLOUR_INSET * w)
+        out[idx] = colour_histogram(crops[:, :, dy : h - dy, dx : w - dx].clamp(0, 1))
+    return out
+
+
+def colour_weights(image: Tensor, corners: Tensor, labels: Tensor, view_class: Tensor, view_aspect: Tensor,
+                   view_colour: Tensor, power: float) -> Tensor:
+    """(N, V) ``s ** power``: each crop's colour agreement with every class view (:func:`crop_colours`,
+    Bhattacharyya coefficient), 1 for views whose histogram is unknown (NaN)."""
+    known = ~torch.isnan(view_colour).any(dim=-1)  # (V,)
+    sims = colour_similarity(crop_colours(image, corners, labels, view_class, view_aspect),
+                             torch.nan_to_num(view_colour.float()))  # (N, V)
+    sims = torch.where(known[None], sims, torch.ones_like(sims))
+    return sims.clamp(min=MIN_AGREEMENT) ** power
+
+
 def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
     """(..., C) L2-normal cells -> (..., D) the same through a learned (C, D) ``projection`` of the second look
     (trained by ``recipes/verify_projection``; not a default), L2-normalised again; unchanged without one."""
@@ -129,7 +171,8 @@ def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
 @torch.no_grad()
 def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
               view_aspect: Tensor, *, precision: str = "fp32", size: int | None = None,
-              rivals: Tensor | None = None, projection: Tensor | None = None) -> Tensor:
+              rivals: Tensor | None = None, projection: Tensor | None = None,
+              colour: tuple[float, Tensor, float] | None = None) -> Tensor:
     """(N,) agreement in [-1, 1] of each detection's crop with its class.
 
     Args:
@@ -144,6 +187,10 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
             ``view_class`` (-1 where there is none); None: not computed.
         projection: (C, D) learned projection of the cells before the cosines (:func:`project_cells`); None: the
             backbone's cells as they are.
+        colour: (g, (V, 36) view colour histograms, m): with g > 0 and ``rivals``, colour enters the rivals'
+            comparison (module docstring): ``rivals`` receives the best ``max(r_u, 0.01) * w_u`` with
+            ``w_u = clamp((s_u / s_own) ** g, 1 / m, m)``, so that ``v / max(v, rivals)`` compares features times
+            colour on both sides, colour moving it by at most the factor m.
     """
     cfg = model.config
     inner = pool_mask(cfg.class_grid_size, cfg.pool_border) > 0  # (S*S,) symmetric: kernel order does not matter
@@ -152,6 +199,9 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
     kernels = project_cells(kernels, projection)
     # (V, I*C) the inner cells of every view, for the rivals: one matrix product per class's crops
     inner_kernels = kernels[:, inner].float().flatten(1) if rivals is not None else None
+    weights = None  # (N, V) s ** g of every crop and view, for the rivals
+    if rivals is not None and colour is not None and colour[0] > 0 and colour[1].shape[0] == view_class.shape[0]:
+        weights = colour_weights(image, corners, labels, view_class, view_aspect, colour[1], colour[0])
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
         views, _ = class_views(c, view_class, view_aspect)
@@ -162,7 +212,13 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
         out[idx] = cos.amax(dim=1).float()
         if inner_kernels is not None and bool((view_class != c).any()):
             theirs = cells[:, inner].float().flatten(1) @ inner_kernels.T / int(inner.sum())  # (n, V) every view
-            theirs[:, view_class.to(theirs.device) == c] = -math.inf
+            mine = view_class.to(theirs.device) == c  # (V,)
+            if weights is not None:  # features x colour on both sides, written as a rival for the own v alone
+                w = weights[idx].to(theirs.device)  # (n, V)
+                own_w = w[:, mine].amax(dim=1, keepdim=True)  # (n, 1) the best-coloured own view
+                ratio = (w / own_w).clamp(min=1.0 / colour[2], max=colour[2])  # (n, V) at most m either way
+                theirs = theirs.clamp(min=MIN_AGREEMENT) * ratio
+            theirs[:, mine] = -math.inf
             rivals[idx] = theirs.amax(dim=1).cpu()  # (n,) the best view of another class
     return out
 
@@ -219,7 +275,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                       score_threshold: float | None = None, max_detections: int | None = None,
                       precision: str = "fp32", reshape_top: int = 0, rest: str = "drop",
                       size: int | None = None, reshape_scope: str = "image", rival_power: float = 0.0,
-                      projection: Tensor | None = None) -> Detections:
+                      projection: Tensor | None = None,
+                      rival_colour: tuple[float, Tensor, float] | None = None) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -238,7 +295,9 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     by ``(v / max(v, r)) ** delta`` (both clamped to ``MIN_AGREEMENT``), r the crop's best agreement with another
     class of the gallery: a detection whose crop looks more like another class goes down
     (``InferenceConfig.verify_rivals``). ``projection``: (C, D) learned projection of the cells before every cosine
-    (:func:`project_cells`; None: the backbone's cells)."""
+    (:func:`project_cells`; None: the backbone's cells). ``rival_colour``: (g, (V, 36) view colour histograms,
+    m), colour in the rivals' comparison where g > 0, moving it by at most the factor m (module docstring;
+    ``InferenceConfig.verify_colour`` and ``verify_colour_margin``)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if reshape_scope not in RESHAPE_SCOPES:
@@ -265,7 +324,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         end = min(n, done + step)
         rivals = torch.full((end - done,), -1.0) if rival_power > 0 else None
         v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
-                      precision=precision, size=size, rivals=rivals, projection=projection)
+                      precision=precision, size=size, rivals=rivals, projection=projection, colour=rival_colour)
         factors[done:end] = v.clamp(min=MIN_AGREEMENT) ** gamma
         if rivals is not None:
             own = v.clamp(min=MIN_AGREEMENT)
@@ -314,6 +373,6 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
-           "agreement", "box_corners", "class_views", "crop_cells", "crop_grid", "project_cells", "reshape_candidates",
+__all__ = ["COLOUR_CROP_SIDE", "COLOUR_INSET", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
+           "agreement", "box_corners", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "project_cells", "reshape_candidates",
            "reshape_looked", "stretched_corners", "top_per_scope", "verify_detections"]

@@ -28,20 +28,24 @@ def _runs(folders: list[str], weights: str | None) -> list[Any]:
     return runs
 
 
-def _score_kind(runs: list[Any]) -> tuple[float, float, float]:
-    """The ``(colour_rescore, verify_rescore, verify_rivals)`` all ``runs`` were evaluated with (0 for runs made before
-    they existed; the rivals count only with a second look); runs that differ cannot be mixed."""
-    from os2d.calibration import score_kind, score_kind_name
+SCORE_FIELD_ABSENT = (0.0, 0.0, 0.0, 0.0, float("inf"))  # os2d.calibration.SCORE_FIELDS of runs made before they existed
 
-    def kind(run: Any) -> tuple[float, float, float]:
+
+def _score_kind(runs: list[Any]) -> tuple[float, float, float, float, float]:
+    """The ``InferenceConfig`` re-scoring fields (``os2d.calibration.SCORE_FIELDS``) all ``runs`` were evaluated with (runs made
+    before a field existed had it off; the rivals count only with a second look, their colour only with rivals);
+    runs that differ cannot be mixed."""
+    from os2d.calibration import SCORE_FIELDS, score_kind, score_kind_name
+
+    def kind(run: Any) -> tuple[float, float, float, float, float]:
         inference = (run.config or {}).get("inference") or {}
-        return score_kind(*(inference.get(k, 0.0) for k in ("colour_rescore", "verify_rescore", "verify_rivals")))
+        return score_kind(*(inference.get(k, d) for k, d in zip(SCORE_FIELDS, SCORE_FIELD_ABSENT, strict=True)))
 
     kinds = {kind(run) for run in runs}
     if len(kinds) > 1:
         raise CliError(f"these evaluations re-scored differently ({', '.join(score_kind_name(*k) for k in sorted(kinds))}):"
                        " their scores are not of one kind")
-    return kinds.pop() if kinds else (0.0, 0.0, 0.0)
+    return kinds.pop() if kinds else score_kind(0.0, 0.0)
 
 
 def _labelled(run: Any) -> tuple[Any, Any]:
@@ -94,7 +98,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = new_weights_file(args, " (or --check DIR ... to measure)")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.from_eval, args.weights)
-    colour_rescore, verify_rescore, verify_rivals = _score_kind(runs)
+    colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin = _score_kind(runs)
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     scores = np.concatenate([r[1] for r in rows])
     hits = np.concatenate([r[2] for r in rows])
@@ -102,11 +106,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                  + f"; IoU 0.5; precision target {args.precision}"
                  + (f"; colour re-scoring {colour_rescore}" if colour_rescore else "")
                  + (f"; second look {verify_rescore}" if verify_rescore else "")
-                 + (f", rivals {verify_rivals}" if verify_rivals else ""))
+                 + (f", rivals {verify_rivals}" if verify_rivals else "")
+                 + (f", rival colour {verify_colour} (margin {verify_colour_margin})" if verify_colour else ""))
     try:
         calibration = fit_calibration(scores, hits, precision_target=args.precision, fitted_on=fitted_on,
                                       colour_rescore=colour_rescore, verify_rescore=verify_rescore,
-                                      verify_rivals=verify_rivals)
+                                      verify_rivals=verify_rivals, verify_colour=verify_colour,
+                                      verify_colour_margin=verify_colour_margin)
     except CalibrationError as e:
         raise CliError(str(e)) from e
     model = load_model(args.weights)
@@ -137,7 +143,8 @@ def _check(args: argparse.Namespace) -> int:
     kind = _score_kind(runs)
     if not calibration.applies_to(*kind):
         raise CliError(f"{args.weights}'s calibration was fitted on {calibration.score_kind} scores, these "
-                       f"evaluations have {score_kind_name(*kind)} scores (--colour-rescore, --verify-rescore, --verify-rivals)")
+                       f"evaluations have {score_kind_name(*kind)} scores "
+                       "(--colour-rescore, --verify-rescore, --verify-rivals, --verify-colour, --verify-colour-margin)")
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     if args.plot:
         _plot(args.plot, rows, calibration, "held-out data")

@@ -133,6 +133,12 @@ def add_second_look_args(g: Any) -> None:
                    help="the second look also compares each crop with the other classes and multiplies the score by "
                         "(agreement / best agreement of any class)^D: look-alikes of another class go down (0 = off; "
                         "default: the library's, README 'Second look')")
+    g.add_argument("--verify-colour", type=float, default=None, metavar="G",
+                   help="colour in the rivals' comparison: each side times the crop's colour agreement with that "
+                        "class image to the power G (0 = off; default: the library's, README 'Second look')")
+    g.add_argument("--verify-colour-margin", type=float, default=None, metavar="M",
+                   help="colour moves the rivals' comparison by at most the factor M >= 1 (inf: no bound; default: "
+                        "the library's)")
     g.add_argument("--reshape-top", type=int, default=None, metavar="K",
                    help="shape search: the second look's K best detections also try their box stretched toward the "
                         "class image's aspect ratio and keep the shape that agrees best (0 = off; default: the "
@@ -248,8 +254,9 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["reshape_top"] = args.reshape_top
     if args.verify_size is not None:
         changes["verify_size"] = args.verify_size
-    if args.verify_rivals is not None:
-        changes["verify_rivals"] = args.verify_rivals
+    for key in ("verify_rivals", "verify_colour", "verify_colour_margin"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
     if args.refine_top is not None:
         changes["refine_top"] = args.refine_top
     if args.refine_crop is not None:

@@ -56,8 +56,11 @@ def _spec_from_args(args: argparse.Namespace):
         for flag, path in (("--boxes", args.boxes), ("--classes", args.classes)):
             if not Path(path).is_file():
                 raise CliError(f"{flag}: file not found: {path}")
-        spec = DatasetSpec(format="simple_csv", annotations=args.boxes, classes=args.classes,
-                           image_dir=args.image_dir)
+        # absolute paths: the evaluation folder reloads its dataset from any working directory (os2d weights
+        # calibrate, os2d eval --compare)
+        spec = DatasetSpec(format="simple_csv", annotations=str(Path(args.boxes).resolve()),
+                           classes=str(Path(args.classes).resolve()),
+                           image_dir=str(Path(args.image_dir).resolve()) if args.image_dir else None)
     else:
         raise CliError("no dataset: give --dataset SPEC, or --boxes CSV and --classes CSV")
     if args.image_dir and args.dataset:

@@ -108,6 +108,9 @@ class Service:
                                                           ("reshape_top", self.settings.reshape_top),
                                                           ("verify_size", self.settings.verify_size),
                                                           ("verify_rivals", self.settings.verify_rivals),
+                                                          ("verify_colour", self.settings.verify_colour),
+                                                          ("verify_colour_margin",
+                                                           self.settings.verify_colour_margin),
                                                           ("trunk_precision", self.settings.trunk_precision),
                                                           ("verify_precision", self.settings.verify_precision))
                                         if v is not None})

@@ -41,6 +41,8 @@ class ServiceSettings:
     reshape_top: int | None = None  # InferenceConfig.reshape_top (the second look's shape search); None: likewise
     verify_size: int | None = None  # InferenceConfig.verify_size (the second look's crop side); None: likewise
     verify_rivals: float | None = None  # InferenceConfig.verify_rivals (look-alikes of other classes); None: likewise
+    verify_colour: float | None = None  # InferenceConfig.verify_colour (colour in the rivals); None: likewise
+    verify_colour_margin: float | None = None  # InferenceConfig.verify_colour_margin (>= 1); None: likewise
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -64,6 +66,10 @@ class ServiceSettings:
             raise ValueError(f"verify_size must be at least 16 pixels, got {self.verify_size}")
         if self.verify_rivals is not None and not (math.isfinite(self.verify_rivals) and self.verify_rivals >= 0):
             raise ValueError(f"verify_rivals must be a finite number >= 0 (0: off), got {self.verify_rivals}")
+        if self.verify_colour is not None and not (math.isfinite(self.verify_colour) and self.verify_colour >= 0):
+            raise ValueError(f"verify_colour must be a finite number >= 0 (0: off), got {self.verify_colour}")
+        if self.verify_colour_margin is not None and not self.verify_colour_margin >= 1:
+            raise ValueError(f"verify_colour_margin must be >= 1, got {self.verify_colour_margin}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
