@@ -554,3 +554,15 @@ def test_store_made_before_negatives_opens_and_gains_the_column(tmp_path: Path, 
             store.add_image("missing", obj, negative=True)
     finally:
         store.close()
+
+
+def test_rival_colour_settings_reach_the_detector(tmp_path: Path) -> None:
+    """``verify_colour`` / ``verify_colour_margin``, when given, are the detector's config (None keeps the library
+    default: colour in the rivals, bounded to 1.1)."""
+    with make_client(tmp_path / "default") as c:
+        config = c.app.state.service.detector.config
+        assert (config.verify_colour, config.verify_colour_margin) == (InferenceConfig().verify_colour,
+                                                                        InferenceConfig().verify_colour_margin)
+    with make_client(tmp_path / "off", verify_colour=0.0, verify_colour_margin=1.25) as c:
+        config = c.app.state.service.detector.config
+        assert (config.verify_colour, config.verify_colour_margin) == (0.0, 1.25)

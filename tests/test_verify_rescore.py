@@ -407,3 +407,14 @@ def test_colour_in_the_rivals(toy_model_module):
     for bad in (0.9, math.nan):
         with pytest.raises(ValueError, match="verify_colour_margin"):
             InferenceConfig(verify_colour_margin=bad)
+        with pytest.raises(ValueError, match="verify_colour_margin"):
+            ServiceSettings(verify_colour_margin=bad)
+    with pytest.raises(ValueError, match="verify_colour"):
+        ServiceSettings(verify_colour=-1.0)
+    assert (InferenceConfig().verify_colour, InferenceConfig().verify_colour_margin) == (1.0, 1.1)  # the rule's arm
+    p = argparse.ArgumentParser()
+    add_inference_args(p, image_size_help="")
+    cfg = inference_config(p.parse_args(["--verify-colour", "0", "--verify-colour-margin", "inf"]))
+    assert (cfg.verify_colour, cfg.verify_colour_margin) == (0.0, math.inf)
+    cfg = inference_config(p.parse_args([]))
+    assert (cfg.verify_colour, cfg.verify_colour_margin) == (1.0, 1.1)
