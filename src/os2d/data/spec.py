@@ -178,7 +178,7 @@ def load_spec(path: str | os.PathLike[str]) -> DatasetSpec:
     if isinstance(data, dict) and isinstance(data.get("dataset"), dict) and len(data) == 1:
         data = data["dataset"]  # a file with one top-level "dataset:" section
     try:
-        return DatasetSpec.from_dict(data, base_dir=path.parent)
+        return DatasetSpec.from_dict(data, base_dir=path.resolve().parent)  # absolute: the spec reloads from anywhere
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
