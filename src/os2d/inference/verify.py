@@ -17,9 +17,9 @@ the gallery, r the best of those agreements, and the factor is also multiplied b
 clamped to ``MIN_AGREEMENT``): a look-alike whose crop fits another class better goes down; a crop that fits its
 own class best keeps its factor.
 
-Colour in the rivals (``InferenceConfig.verify_colour`` = g > 0, off by default): both sides of the rivals' comparison
-are multiplied by the colour agreement s (Bhattacharyya coefficient of 36-bin histograms, :mod:`os2d.inference.colour`)
-of the crop's inner 80% with the class view compared: ``a = max(v, 0.01) * s_own ** g`` against the best
+Colour in the rivals (``InferenceConfig.verify_colour`` = g > 0; g = 1, m = 1.1 by default): both sides of the
+rivals' comparison are multiplied by the colour agreement s (Bhattacharyya coefficient of 36-bin histograms,
+:mod:`os2d.inference.colour`) of the crop's inner 80% with the class view compared: ``a = max(v, 0.01) * s_own ** g`` against the best
 ``max(r_u, 0.01) * s_u ** g`` over the views u of other classes. Colour then demotes a detection only where another
 class fits better in features and colour together; views without a known histogram count with s = 1. With
 ``InferenceConfig.verify_colour_margin`` = m the colour ratio ``(s_u / s_own) ** g`` is clamped to [1/m, m]: colour then
@@ -32,7 +32,8 @@ Crops (``InferenceConfig.verify_crop``):
 
 Chosen by rules written before the measurement (README, "Second look"): ``aligned`` with gamma 2; crops of 160^2
 (2.25x fewer pixels than 240^2, the same mAP on the tuning sets); rivals with delta 4 (+3.55 mAP on average), then 8 under the
-later aspect anchors (+0.77 on three tuning sets).
+later aspect anchors (+0.77 on three tuning sets); colour in the rivals with g = 1 bounded to m = 1.1 (+1.25 on three
+tuning sets; unbounded, the logos lost 1.1).
 
 Shape search (``InferenceConfig.reshape_top`` = K > 0): the heads barely stretch the square anchor, so wide or tall
 objects get squarish parallelograms. Each of the K best looked-at detections whose parallelogram's aspect ratio
