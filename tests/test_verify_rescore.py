@@ -260,18 +260,26 @@ def test_verify_size_sets_the_crop_side_and_none_is_the_class_size(detector, mon
     assert inference_config(p.parse_args([])).verify_size == InferenceConfig().verify_size
 
 
+def two_labels_on_one_object(model, a, b, *, shown, labels: list[int]):
+    """A detector with classes "a" and "b", a 320 x 240 scene with ``shown`` at (40, 60), and two detections of its
+    box (scores 0.5, 0.6) with ``labels``: (detector, image tensor, boxes, labels, detections)."""
+    det = Detector(model, InferenceConfig(image_size=None, max_detections=None))
+    det.add_class("a", a)
+    det.add_class("b", b)
+    image = image_to_tensor(scene_with(shown, [(40, 60)], size=(320, 240)))
+    w, h = shown.size
+    boxes = torch.tensor([[40.0, 60, 40 + w, 60 + h]] * 2)
+    labels_t = torch.tensor(labels)
+    dets = Detections(boxes, torch.tensor([0.5, 0.6]), labels_t, box_corners(boxes), ["a", "b"], (320, 240))
+    return det, image, boxes, labels_t, dets
+
+
 def test_rivals_push_down_a_crop_that_looks_more_like_another_class(toy_model_module):
     """``verify_rivals`` = delta: the factor times (v / max(v, r))^delta, r the crop's best agreement with another
     class. The right class's detection keeps its factor; the wrong one on the same object goes down."""
     a, b = textured_object(seed=3), textured_object(seed=11)  # both 96 x 128
-    det = Detector(toy_model_module, InferenceConfig(image_size=None, max_detections=None))
-    det.add_class("a", a)
-    det.add_class("b", b)
+    det, image, boxes, labels, dets = two_labels_on_one_object(toy_model_module, a, b, shown=b, labels=[1, 0])
     g = det.gallery
-    image = image_to_tensor(scene_with(b, [(40, 60)], size=(320, 240)))
-    boxes = torch.tensor([[40.0, 60, 136, 188], [40.0, 60, 136, 188]])  # the b object, labelled b then a
-    labels = torch.tensor([1, 0])
-    dets = Detections(boxes, torch.tensor([0.5, 0.6]), labels, box_corners(boxes), ["a", "b"], (320, 240))
     rivals = torch.full((2,), -1.0)
     v = agreement(det.model, image, box_corners(boxes), labels, g.kernels, g.view_class, g.view_aspect,
                   rivals=rivals)
@@ -360,13 +368,8 @@ def test_colour_in_the_rivals(toy_model_module):
 
     a = textured_object(seed=3)
     b = Image.merge("RGB", a.split()[::-1])  # the same picture with red and blue swapped: a colour look-alike
-    det = Detector(toy_model_module, InferenceConfig(image_size=None, max_detections=None))
-    det.add_class("a", a)
-    det.add_class("b", b)
+    det, image, boxes, labels, dets = two_labels_on_one_object(toy_model_module, a, b, shown=a, labels=[0, 1])
     g = det.gallery
-    image = image_to_tensor(scene_with(a, [(40, 60)], size=(320, 240)))
-    boxes = torch.tensor([[40.0, 60, 136, 188], [40.0, 60, 136, 188]])  # the a object, labelled a then b
-    labels = torch.tensor([0, 1])
     corners = box_corners(boxes)
     plain_rivals, colour_rivals = torch.full((2,), -1.0), torch.full((2,), -1.0)
     v = agreement(det.model, image, corners, labels, g.kernels, g.view_class, g.view_aspect, rivals=plain_rivals)
@@ -384,7 +387,6 @@ def test_colour_in_the_rivals(toy_model_module):
     ratio = ((s[[0, 1], other] / s[[0, 1], labels]) ** 2).clamp(1 / 1.1, 1.1)
     torch.testing.assert_close(bounded, plain_rivals.clamp(min=MIN_AGREEMENT) * ratio, atol=1e-5, rtol=1e-5)
 
-    dets = Detections(boxes, torch.tensor([0.5, 0.6]), labels, corners, ["a", "b"], (320, 240))
     run = {"crop": "box", "rival_power": 8.0}
     features = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run)
     coloured = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run,

@@ -28,10 +28,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from os2d.inference.verify import CROP_CHUNK, agreement, box_corners, class_views, crop_grid
+from os2d.inference.verify import CROP_CHUNK, agreement, box_corners, class_views, sample_crops
 from os2d.model.head import os2d_head
 from os2d.ops import batched_nms, box_iou
 from os2d.results import Detections
@@ -80,9 +79,7 @@ def relocalise(model, image: Tensor, boxes: Tensor, labels: Tensor, kernels: Ten
             views = views[(view_aspect[views].float() / aspect - 1).abs() < 1e-3]
         n = len(idx)
         window, k, cw, ch = _crop_layout(boxes[idx].float(), aspect, float(cfg.anchor_size), context, crop)
-        grid = crop_grid(window, ch, cw, width, height)  # (n, ch, cw, 2)
-        crops = F.grid_sample(image[None].float().expand(n, -1, -1, -1), grid, mode="bilinear",
-                              padding_mode="border", align_corners=False)  # (n, 3, ch, cw)
+        crops = sample_crops(image, window, cw, ch)  # (n, 3, ch, cw)
         vk = kernels[views]
         out_boxes, out_corners, out_scores = [], [], []
         for i in range(0, n, CROP_CHUNK):

@@ -96,6 +96,18 @@ def class_views(c: int, view_class: Tensor, view_aspect: Tensor) -> tuple[Tensor
     return views, aspect
 
 
+def crop_shape(side: int, aspect: float, minimum: int) -> tuple[int, int]:
+    """(w, h) of a crop of area ``side``^2 with aspect ratio ``aspect`` (w / h), each at least ``minimum``."""
+    return max(minimum, round(side * math.sqrt(aspect))), max(minimum, round(side / math.sqrt(aspect)))
+
+
+def sample_crops(image: Tensor, corners: Tensor, w: int, h: int) -> Tensor:
+    """(3, H, W) image, (n, 4, 2) parallelograms in its pixels -> (n, 3, h, w) their bilinear resamplings."""
+    grid = crop_grid(corners.float(), h, w, image.shape[-1], image.shape[-2])  # (n, h, w, 2)
+    return F.grid_sample(image[None].float().expand(len(corners), -1, -1, -1), grid, mode="bilinear",
+                         padding_mode="border", align_corners=False)
+
+
 @torch.no_grad()
 def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class: Tensor, view_aspect: Tensor, *,
                precision: str = "fp32", size: int | None = None) -> Tensor:
@@ -105,21 +117,17 @@ def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class
     arguments). Detections of a class without views get zeros."""
     cfg = model.config
     s, side = cfg.class_grid_size, size or cfg.class_image_size
-    height, width = image.shape[-2:]
     by_shape: dict[tuple[int, int], list[Tensor]] = {}  # crop (w, h) -> detection indices, class by class
     for c in labels.unique().tolist():
         views, aspect = class_views(c, view_class, view_aspect)
         if views.numel():
-            shape = max(16, round(side * math.sqrt(aspect))), max(16, round(side / math.sqrt(aspect)))
-            by_shape.setdefault(shape, []).append((labels == c).nonzero().squeeze(1))
+            by_shape.setdefault(crop_shape(side, aspect, 16), []).append((labels == c).nonzero().squeeze(1))
     out: Tensor | None = None
     # classes whose crops have the same shape share the backbone's batches: fewer, fuller calls (a crop's features do
     # not depend on the other crops of its batch)
     for (w, h), parts in by_shape.items():
         idx = torch.cat(parts)  # (n,)
-        grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
-        crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
-                              padding_mode="border", align_corners=False)  # (n, 3, h, w)
+        crops = sample_crops(image, corners[idx], w, h)  # (n, 3, h, w)
         grids = torch.cat([resize_class_grids(model.extract_features(crops[i : i + CROP_CHUNK],
                                                                      align_to_anchors=False, precision=precision), s)
                            for i in range(0, len(idx), CROP_CHUNK)])  # (n, C, S, S)
@@ -135,16 +143,11 @@ def crop_colours(image: Tensor, corners: Tensor, labels: Tensor, view_class: Ten
     """(N, 36) colour histograms of the inner 80% of each detection's crop: ``image`` (3, H, W) in [0, 1] resampled
     inside the (N, 4, 2) ``corners`` to area ``COLOUR_CROP_SIDE``^2 with the aspect ratio of the class ``labels``
     (N,) names (the crop :func:`crop_cells` encodes, at a lower resolution)."""
-    height, width = image.shape[-2:]
     out = image.new_zeros(labels.shape[0], NUM_COLOUR_BINS)
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
-        _, aspect = class_views(c, view_class, view_aspect)
-        w = max(8, round(COLOUR_CROP_SIDE * math.sqrt(aspect)))
-        h = max(8, round(COLOUR_CROP_SIDE / math.sqrt(aspect)))
-        grid = crop_grid(corners[idx].float(), h, w, width, height)  # (n, h, w, 2)
-        crops = F.grid_sample(image[None].float().expand(len(idx), -1, -1, -1), grid, mode="bilinear",
-                              padding_mode="border", align_corners=False)  # (n, 3, h, w)
+        w, h = crop_shape(COLOUR_CROP_SIDE, class_views(c, view_class, view_aspect)[1], 8)
+        crops = sample_crops(image, corners[idx], w, h)  # (n, 3, h, w)
         dy, dx = round(COLOUR_INSET * h), round(COLOUR_INSET * w)
         out[idx] = colour_histogram(crops[:, :, dy : h - dy, dx : w - dx].clamp(0, 1))
     return out
@@ -201,7 +204,7 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
     # (V, I*C) the inner cells of every view, for the rivals: one matrix product per class's crops
     inner_kernels = kernels[:, inner].float().flatten(1) if rivals is not None else None
     weights = None  # (N, V) s ** g of every crop and view, for the rivals
-    if rivals is not None and colour is not None and colour[0] > 0 and colour[1].shape[0] == view_class.shape[0]:
+    if rivals is not None and colour is not None and colour[0] > 0:  # view_colour has a (maybe NaN) row per view
         weights = colour_weights(image, corners, labels, view_class, view_aspect, colour[1], colour[0])
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
@@ -375,5 +378,5 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
 
 
 __all__ = ["COLOUR_CROP_SIDE", "COLOUR_INSET", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
-           "agreement", "box_corners", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "project_cells", "reshape_candidates",
-           "reshape_looked", "stretched_corners", "top_per_scope", "verify_detections"]
+           "agreement", "box_corners", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "crop_shape", "project_cells", "reshape_candidates",
+           "reshape_looked", "sample_crops", "stretched_corners", "top_per_scope", "verify_detections"]
