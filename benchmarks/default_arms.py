@@ -33,6 +33,7 @@ from os2d.evaluation.metrics import evaluate_detections  # noqa: E402
 from os2d.results import Detections  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heads_precision import top_agreement  # noqa: E402
 from round_robin import run_round_robin  # noqa: E402
 
 SYNTH_DIR = Path.home() / "os2d-runs" / "synth-grocery-eval"
@@ -75,19 +76,25 @@ def run_arms(set_name: str, arms: dict[str, dict], **kwargs) -> ArmRuns:
     return ArmRuns(set_name, *run_round_robin(set_name, arms, **kwargs))
 
 
-TABLE_HEADER = ("| set | images | arm | mAP@0.5 (d) | recall@0.5 (d) | mAP@0.7 (d) | s / image | time ratio |",
-                "|---|---:|---|---:|---:|---:|---:|---:|")
+TABLE_HEADER = ("| set | images | arm | mAP@0.5 (d) | recall@0.5 (d) | mAP@0.7 (d) | s / image | time ratio "
+                "| same top-10 set / order |",
+                "|---|---:|---|---:|---:|---:|---:|---:|---:|")
 
 
 def table_rows(runs: ArmRuns) -> list[str]:
-    """One row per arm (columns of ``TABLE_HEADER``): the metrics and time, with the changes against the first arm."""
+    """One row per arm (columns of ``TABLE_HEADER``): the metrics and time, with the changes against the first arm,
+    and the share of images whose top-10 detections are the first arm's (``heads_precision.top_agreement``)."""
     rows, first = [], None
-    for a in runs.detections:
+    base = next(iter(runs.detections.values()))
+    for a, dets in runs.detections.items():
         m5, rc, m7 = runs.metrics(a)
         s = runs.seconds[a]
         first = first or (m5, rc, m7, s)
+        agree = [top_agreement(x, y) for x, y in zip(base, dets, strict=True)]
+        same_set, same_order = (100 * sum(t[i] for t in agree) / max(len(agree), 1) for i in (0, 1))
         rows.append(f"| {runs.set_name} | {len(runs.images)} | {a} | {m5:.2f} ({m5 - first[0]:+.2f}) | {rc:.1f} "
-                    f"({rc - first[1]:+.1f}) | {m7:.2f} ({m7 - first[2]:+.2f}) | {s:.3f} | {s / first[3]:.3f}x |")
+                    f"({rc - first[1]:+.1f}) | {m7:.2f} ({m7 - first[2]:+.2f}) | {s:.3f} | {s / first[3]:.3f}x "
+                    f"| {same_set:.1f}% / {same_order:.1f}% |")
         print(rows[-1], flush=True)
     return rows
 

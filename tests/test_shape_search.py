@@ -100,6 +100,30 @@ def test_a_box_of_the_right_shape_is_left_alone_and_boxes_stay_in_the_image(wide
     assert bool((out.boxes_xyxy[:, 3] <= 240).all())
 
 
+def test_a_shape_stretched_off_the_photo_is_not_taken(wide, monkeypatch):
+    """A thin parallelogram centred left of the photo overlaps it (its clipped box is a valid detection), but
+    stretched to the class's ratio about the same centre it leaves the photo: that candidate's crop would be the
+    replicated border, and its box, clipped to the photo, empty. It is not looked at, even where every candidate
+    would agree better (here forced), and every box stays non-empty."""
+    import os2d.inference.verify as verify
+
+    det, image = wide
+    g = det.gallery
+    thin = torch.tensor([[[-300.0, 90], [100, 90], [-300, 110], [100, 110]]])  # 400 x 20, centre (-100, 100)
+    dets = Detections(torch.tensor([[0.0, 90, 100, 110]]), torch.tensor([0.5]), torch.tensor([0]), thin, ["wide"],
+                      (320, 240))
+    cands, _ = verify.reshape_candidates(thin, torch.tensor([3.0]))
+    off = cands[..., 0].amax(dim=1) < 0
+    assert off.tolist() == [False, True]  # half-way to 3:1 it still overlaps the photo, at 3:1 it lies left of it
+    looked = []
+    monkeypatch.setattr(verify, "agreement", lambda model, image, corners, *a, **k: looked.append(corners)
+                        or torch.ones(len(corners)))
+    out = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, reshape_top=1)
+    assert len(looked) == 2 and torch.equal(looked[1], cands[~off])  # its own shape, then the one on the photo
+    box = out.boxes_xyxy[0]
+    assert float(box[2]) > float(box[0]) >= 0 and float(box[3]) > float(box[1]) >= 0
+
+
 def test_detector_keeps_the_scores(wide):
     det, _ = wide
     scene = scene_with(textured_object(size=(192, 64), seed=5), [(60, 90)], size=(320, 240))
