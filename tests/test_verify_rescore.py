@@ -356,6 +356,29 @@ def test_crop_cells_batch_classes_of_one_shape_together(toy_model_module, monkey
         torch.testing.assert_close(cells[i : i + 1], alone, atol=1e-6, rtol=0)
 
 
+def test_crops_of_one_shape_go_in_near_equal_batches(detector, monkeypatch):
+    """17 crops of one shape run as 9 + 8, not 16 + 1 (a one-crop call costs about as much as four crops in a
+    batch); 16 stay one batch."""
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(17, 2, generator=gen) * torch.tensor([200.0, 100.0])
+    corners = box_corners(torch.cat([xy, xy + torch.tensor([96.0, 128.0])], dim=1))
+    image = image_to_tensor(scene_with(textured_object(seed=3), [(40, 60)], size=(320, 240)))
+    g, calls = detector.gallery, []
+    extract = type(detector.model).extract_features
+
+    def counted(self, x, **kw):
+        calls.append(x.shape[0])
+        return extract(self, x, **kw)
+
+    monkeypatch.setattr(type(detector.model), "extract_features", counted)
+    labels = torch.zeros(17, dtype=torch.long)
+    crop_cells(detector.model, image, corners, labels, g.view_class, g.view_aspect)
+    assert calls == [9, 8]
+    calls.clear()
+    crop_cells(detector.model, image, corners[:16], labels[:16], g.view_class, g.view_aspect)
+    assert calls == [16]
+
+
 def test_colour_in_the_rivals(toy_model_module):
     """``verify_colour`` = g: the rivals compare features times colour agreement ** g on both sides. The rival a
     detection receives is the best max(r_u, 0.01) * s_u^g / s_own^g; a crop labelled with the class whose colours it

@@ -76,9 +76,7 @@ class ModelConfig:
 
 
 HEADS_PRECISIONS = ("fp32", "int8", "int8-exact")  # InferenceConfig.heads_precision (os2d.model.int8_transform)
-# InferenceConfig.verify_precision: the second look's crops in float32, bfloat16, or bfloat16 with float32 looks where the
-# top detections can be (os2d.inference.verify)
-VERIFY_PRECISIONS = ("fp32", "bf16", "bf16-exact")
+BACKBONE_PRECISIONS = ("fp32", "bf16")  # InferenceConfig.trunk_precision and verify_precision (os2d.model.trunk_precision)
 AUTO = "auto"  # InferenceConfig.image_size: levels chosen per image and class view (os2d.inference.autoscale)
 
 
@@ -141,8 +139,7 @@ class InferenceConfig:
     # (os2d.model.int8_transform). Both int8 kinds fall back to fp32 where int8 does not apply (GPU, no VNNI).
     exact_top: int | None = None  # "int8-exact": only the N best reported detections get exact values; None = all
     trunk_precision: str = "fp32"  # "bf16": the photo's backbone in bfloat16 where the device has bf16 dot products
-    verify_precision: str = "fp32"  # "bf16": the second look's crops through the backbone in bfloat16 (likewise);
-    # "bf16-exact": bfloat16, and float32 for every detection that can be in the top 10 (os2d.inference.verify)
+    verify_precision: str = "fp32"  # "bf16": the second look's crops through the backbone in bfloat16 (likewise)
     colour_rescore: float = 0.0  # > 0: scores x colour agreement with the class image ** this (os2d.inference.colour)
     verify_rescore: float = 2.0  # > 0: the verify_top best re-scored by a second look at class size (os2d.inference.verify)
     verify_crop: str = "aligned"  # the second look's crop: the head's "aligned" parallelogram or the "box"
@@ -168,10 +165,9 @@ class InferenceConfig:
             raise ValueError("exact_top must be >= 1 or None")
         if self.heads_precision not in HEADS_PRECISIONS:
             raise ValueError(f"heads_precision must be one of {HEADS_PRECISIONS}, got {self.heads_precision!r}")
-        if self.trunk_precision not in ("fp32", "bf16"):
-            raise ValueError(f"trunk_precision must be 'fp32' or 'bf16', got {self.trunk_precision!r}")
-        if self.verify_precision not in VERIFY_PRECISIONS:
-            raise ValueError(f"verify_precision must be one of {VERIFY_PRECISIONS}, got {self.verify_precision!r}")
+        for key in ("trunk_precision", "verify_precision"):
+            if getattr(self, key) not in BACKBONE_PRECISIONS:
+                raise ValueError(f"{key} must be 'fp32' or 'bf16', got {getattr(self, key)!r}")
         if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):

@@ -41,21 +41,12 @@ differs from its class image's by more than ``RESHAPE_MIN_RATIO`` is looked at a
 aspect ratio (centre and area kept; ``RESHAPE_BETAS``: aspect^(1 - beta) * class aspect^beta) and takes the shape
 whose crop agrees best with the class; its score stays the one of its own shape.
 
-Precision (``InferenceConfig.verify_precision``): the crops run through the backbone in float32 (``"fp32"``), in
-bfloat16 (``"bf16"``, where the device has bf16 dot products), or ``"bf16-exact"``: the ``CROP_CHUNK`` best detections
-(by raw score) are looked at in float32 and the others in bfloat16; then every detection still on a bfloat16 factor
-f' that could be among the ``EXACT_TOP`` best after the look (upper bound ``s * f' * BF16_MARGIN``, the bound of the
-float32 factor, against the ``EXACT_TOP``-th best float32 result so far) is looked at again in float32, best bound
-first, until none can. The top detections then carry float32 values (the shape search runs on them) and the rest
-bfloat16 ones.
-
 Shape glossary: N detections, n of one class, V views, S the class grid side, C channels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +56,6 @@ from os2d.inference.colour import NUM_BINS as NUM_COLOUR_BINS
 from os2d.inference.colour import apply_score_factors, colour_histogram, colour_similarity
 from os2d.model.correlation import resize_class_grids
 from os2d.model.resample import pool_mask
-from os2d.model.trunk_precision import bf16_applies
 from os2d.results import Detections
 
 VERIFY_CROPS = ("aligned", "box")
@@ -77,11 +67,6 @@ RESHAPE_BETAS = (0.5, 1.0)  # shape search: how far toward the class's aspect ra
 RESHAPE_MIN_RATIO = 1.1  # shape search: parallelograms within this factor of the class's aspect ratio are kept
 COLOUR_CROP_SIDE = 48  # the crops' colour histograms are read from crops of this area^(1/2) (a histogram needs few)
 COLOUR_INSET = 0.1  # share of the crop's width / height dropped on each side before its histogram
-# "bf16-exact": detections that can be among this many best after the look get float32 looks (at least reshape_top)
-EXACT_TOP = 10
-# "bf16-exact": a float32 factor is taken to be at most this times the bfloat16 one (tuning images: the ratio's 99th
-# percentile 1.36-1.62, recipes/verify_bf16_exact/rule.txt)
-BF16_MARGIN = 2.0
 
 
 def box_corners(boxes: Tensor) -> Tensor:
@@ -311,9 +296,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     looked at in order of their score, CROP_CHUNK at a time, and the looks stop as soon as the next score is below
     ``score_threshold`` or below the ``max_detections``-th best new score so far: those could not be in the
     result. The result is the one of looking at all ``top``; a threshold or a small cap makes it cheaper.
-    ``precision``: the crops' trunk arithmetic, ``"fp32"``, ``"bf16"`` or ``"bf16-exact"`` (module docstring;
-    ``InferenceConfig.verify_precision``; with a threshold or cap, a detection on a bfloat16 factor counts with the
-    lowest float32 factor it could have when the looks are cut short). ``reshape_top`` = K > 0:
+    ``precision``: the crops' trunk arithmetic (``InferenceConfig.verify_precision``). ``reshape_top`` = K > 0:
     the shape search (module docstring) on the K best re-scored detections, on the shape that was looked at
     (with ``crop="box"``: the box; a moved detection's corners become its new box's), the K best of the image
     (``reshape_scope="image"``) or of each class (``"class"``: a class's boxes then do not depend on the other classes
@@ -341,36 +324,24 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     scale = torch.tensor([image.shape[-1] / width, image.shape[-2] / height])
     n_all, n = len(kept), min(top, len(kept))
     corners = (kept.corners_xy[:n] if crop == "aligned" else box_corners(kept.boxes_xyxy[:n])).float() * scale
-    mixed = precision == "bf16-exact" and bf16_applies(image.device)  # else plain float32
-    precision = "bf16" if mixed else ("fp32" if precision == "bf16-exact" else precision)
-
-    def look(sel: Tensor, prec: str) -> None:
-        """Agreements and factors of the detections ``sel`` (indices into the first n), crops in ``prec``."""
-        rivals = torch.full((len(sel),), -1.0) if rival_power > 0 else None
-        v = agreement(model, image, corners[sel], kept.labels[sel], kernels, view_class, view_aspect,
-                      precision=prec, size=size, rivals=rivals, projection=projection, colour=rival_colour)
-        own = v.clamp(min=MIN_AGREEMENT)
-        f = own ** gamma
-        if rivals is not None:
-            f = f * (own / torch.maximum(own, rivals)) ** rival_power
-        factors[sel], agreements[sel], approx[sel] = f, v, prec == "bf16" and mixed
-
     prunable = score_threshold is not None or (max_detections is not None and max_detections < n)
     step = CROP_CHUNK if prunable else n
     factors, agreements = torch.ones(n_all), torch.full((n,), -1.0)
-    approx = torch.zeros(n, dtype=torch.bool)  # looked at in bfloat16 only ("bf16-exact")
     done = 0
     while done < n:
-        lower = factors[:done] / torch.where(approx[:done], BF16_MARGIN, 1.0)  # the float32 factor is at least this
-        if done and prunable and kept.scores[done] < _bound(kept.scores[:done], lower, score_threshold,
+        if done and prunable and kept.scores[done] < _bound(kept.scores[:done], factors[:done], score_threshold,
                                                             max_detections):
             break
-        first = mixed and done == 0  # "bf16-exact": the CROP_CHUNK best by raw score in float32
-        end = min(n, done + (CROP_CHUNK if first else step))
-        look(torch.arange(done, end), "fp32" if first else precision)
+        end = min(n, done + step)
+        rivals = torch.full((end - done,), -1.0) if rival_power > 0 else None
+        v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
+                      precision=precision, size=size, rivals=rivals, projection=projection, colour=rival_colour)
+        own = v.clamp(min=MIN_AGREEMENT)
+        factors[done:end] = own ** gamma
+        if rivals is not None:
+            factors[done:end] *= (own / torch.maximum(own, rivals)) ** rival_power
+        agreements[done:end] = v
         done = end
-    if mixed:
-        _exact_where_top(kept.scores[:done], factors, approx, max(EXACT_TOP, reshape_top), look)
     if rest == "floor" and done:
         looked, factors[done:] = kept, factors[:done].min()  # the unlooked: the image's lowest factor
     else:
@@ -379,7 +350,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
         new = _rescored(looked.scores[:done], factors[:done])
         best = top_per_scope(new, looked.labels[:done], reshape_top, reshape_scope)  # (K,) or (<= K per class,)
         shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
-                                       view_class, view_aspect, precision="fp32" if mixed else precision, size=size,
+                                       view_class, view_aspect, precision=precision, size=size,
                                        projection=projection)
         idx, new = best[moved], (shaped[moved] / scale).to(looked.corners_xy.dtype)  # (m, 4, 2) original pixels
         bound = torch.tensor([width, height], dtype=new.dtype)
@@ -403,24 +374,6 @@ def top_per_scope(scores: Tensor, labels: Tensor, k: int, scope: str) -> Tensor:
     return order[rank < k]
 
 
-def _exact_where_top(scores: Tensor, factors: Tensor, approx: Tensor, k: int,
-                     look: Callable[[Tensor, str], None]) -> None:
-    """``"bf16-exact"``: float32 looks (``look(sel, "fp32")``, which updates ``factors`` and clears ``approx``) for the
-    detections on a bfloat16 factor that could be among the ``k`` best new scores, ``CROP_CHUNK`` at a time, best
-    upper bound first. ``scores`` (n,) raw, sorted; ``factors`` and ``approx`` (>= n,) of the looked-at ones."""
-    n = len(scores)
-    while bool(approx[:n].any()):
-        exact = ~approx[:n]
-        new = _rescored(scores[exact], factors[:n][exact])
-        bar = float(new.topk(k).values[-1]) if len(new) >= k else -math.inf  # the k-th best float32 result
-        f = factors[:n] * BF16_MARGIN
-        upper = torch.where(scores >= 0, scores * f, scores / f)  # what a float32 look could give at most
-        cand = (approx[:n] & (upper >= bar)).nonzero().squeeze(1)
-        if cand.numel() == 0:
-            return
-        look(cand[torch.argsort(upper[cand], descending=True, stable=True)][:CROP_CHUNK], "fp32")
-
-
 def _rescored(scores: Tensor, factors: Tensor) -> Tensor:
     """New scores: ``score * factor``, a negative score divided by it (a look never raises a score)."""
     return torch.where(scores >= 0, scores * factors, scores / factors)
@@ -434,6 +387,6 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["BF16_MARGIN", "COLOUR_CROP_SIDE", "COLOUR_INSET", "EXACT_TOP", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
+__all__ = ["COLOUR_CROP_SIDE", "COLOUR_INSET", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
            "agreement", "box_corners", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "crop_shape", "project_cells", "reshape_candidates",
            "reshape_looked", "sample_crops", "stretched_corners", "top_per_scope", "verify_detections"]

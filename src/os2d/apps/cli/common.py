@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from os2d.config import HEADS_PRECISIONS, VERIFY_PRECISIONS
+from os2d.config import BACKBONE_PRECISIONS, HEADS_PRECISIONS
 from os2d.errors import Os2dError
 
 
@@ -165,14 +165,13 @@ def add_precision_args(g: Any) -> None:
     """``--trunk-precision``, ``--verify-precision`` (None: the library's defaults) and ``--fast``, for detect, eval
     and serve."""
     bf16 = "bf16 where the device has bf16 dot products (GPUs; CPUs with AVX512-BF16 or AMX), float32 elsewhere"
-    g.add_argument("--trunk-precision", choices=("fp32", "bf16"), default=None,
+    g.add_argument("--trunk-precision", choices=BACKBONE_PRECISIONS, default=None,
                    help=f"the photo's backbone: fp32 (exact, the reference's) or {bf16}; default: the library's "
                         "(README, Speed: with --verify-precision bf16 too, 1.3x faster here but -2.9 mAP on the "
                         "FL27 tuning logos)")
-    g.add_argument("--verify-precision", choices=VERIFY_PRECISIONS, default=None,
-                   help=f"the second look's crops through the backbone: fp32, {bf16} (README, Speed: 1.1x faster "
-                        "here, the same mAP), or bf16-exact (bf16, and fp32 for every detection that can be in the "
-                        "top 10); default: the library's")
+    g.add_argument("--verify-precision", choices=BACKBONE_PRECISIONS, default=None,
+                   help=f"the second look's crops through the backbone: fp32 or {bf16}; default: the library's "
+                        "(README, Speed: 1.1x faster here, the same mAP)")
     g.add_argument("--fast", action="store_true",
                    help="the approximations together: --heads-precision int8 --trunk-precision bf16 "
                         "--verify-precision bf16, each where the hardware has it (a precision option given "

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from os2d.config import HEADS_PRECISIONS, VERIFY_PRECISIONS, InferenceConfig
+from os2d.config import BACKBONE_PRECISIONS, HEADS_PRECISIONS, InferenceConfig
 
 MB = 1024 * 1024
 
@@ -34,7 +34,7 @@ class ServiceSettings:
     shortlist_top_k: int | None = None  # InferenceConfig.shortlist_top_k: heads only for the K best-ranked classes
     heads_precision: str = InferenceConfig.heads_precision  # "int8-exact" (the library's default), "fp32" or "int8"
     trunk_precision: str | None = None  # InferenceConfig.trunk_precision: "bf16" photo backbone; None: library default
-    verify_precision: str | None = None  # InferenceConfig.verify_precision: "bf16"/"bf16-exact" crops; None: likewise
+    verify_precision: str | None = None  # InferenceConfig.verify_precision: "bf16" second-look crops; None: likewise
     colour_rescore: float = 0.0  # InferenceConfig.colour_rescore: > 0 multiplies scores by a colour agreement
     verify_rescore: float | None = None  # InferenceConfig.verify_rescore (the second look); None: the library's default
     refine_top: int | None = None  # InferenceConfig.refine_top (zoomed re-localisation); None: the library's default
@@ -52,10 +52,9 @@ class ServiceSettings:
             raise ValueError("shortlist_top_k must be >= 1 or None")
         if self.heads_precision not in HEADS_PRECISIONS:
             raise ValueError(f"heads_precision must be one of {HEADS_PRECISIONS}, got {self.heads_precision!r}")
-        if self.trunk_precision not in (None, "fp32", "bf16"):
-            raise ValueError(f"trunk_precision must be 'fp32' or 'bf16', got {self.trunk_precision!r}")
-        if self.verify_precision is not None and self.verify_precision not in VERIFY_PRECISIONS:
-            raise ValueError(f"verify_precision must be one of {VERIFY_PRECISIONS}, got {self.verify_precision!r}")
+        for key in ("trunk_precision", "verify_precision"):
+            if getattr(self, key) not in (None, *BACKBONE_PRECISIONS):
+                raise ValueError(f"{key} must be 'fp32' or 'bf16', got {getattr(self, key)!r}")
         if not (math.isfinite(self.colour_rescore) and self.colour_rescore >= 0):
             raise ValueError(f"colour_rescore must be a finite number >= 0 (0: off), got {self.colour_rescore}")
         if self.verify_rescore is not None and not (math.isfinite(self.verify_rescore) and self.verify_rescore >= 0):
