@@ -128,7 +128,7 @@ def crop_cells(model, image: Tensor, corners: Tensor, labels: Tensor, view_class
     for (w, h), parts in by_shape.items():
         idx = torch.cat(parts)  # (n,)
         crops = sample_crops(image, corners[idx], w, h)  # (n, 3, h, w)
-        chunk = -(-len(idx) // -(-len(idx) // CROP_CHUNK))  # at most CROP_CHUNK, all (nearly) equal: no tiny last call
+        chunk = math.ceil(len(idx) / math.ceil(len(idx) / CROP_CHUNK))  # <= CROP_CHUNK, near-equal: no tiny last call
         grids = torch.cat([resize_class_grids(model.extract_features(crops[i : i + chunk],
                                                                      align_to_anchors=False, precision=precision), s)
                            for i in range(0, len(idx), chunk)])  # (n, C, S, S)
