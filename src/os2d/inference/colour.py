@@ -133,12 +133,17 @@ def rescore_detections(dets: Detections, image: Tensor, view_colour: Tensor, vie
     return apply_score_factors(dets, factors, score_threshold=score_threshold, max_detections=max_detections)
 
 
+def rescored(scores: Tensor, factors: Tensor) -> Tensor:
+    """(N,) scores times their (N,) positive factors; a factor < 1 demotes, so negative scores (correlations can be)
+    are divided by it, not multiplied."""
+    return torch.where(scores >= 0, scores * factors, scores / factors)
+
+
 def apply_score_factors(dets: Detections, factors: Tensor, *, score_threshold: float | None = None,
                         max_detections: int | None = None) -> Detections:
-    """Detections with every score times its (N,) positive factor, re-sorted by the new score, then
-    ``score_threshold`` and ``max_detections`` applied (a capped result is a prefix of an uncapped one)."""
-    # a factor < 1 demotes: negative scores (correlations can be) are divided by it, not multiplied
-    scores = torch.where(dets.scores >= 0, dets.scores * factors, dets.scores / factors)
+    """Detections with every score times its (N,) positive factor (:func:`rescored`), re-sorted by the new score,
+    then ``score_threshold`` and ``max_detections`` applied (a capped result is a prefix of an uncapped one)."""
+    scores = rescored(dets.scores, factors)
     order = torch.argsort(scores, descending=True, stable=True)
     if score_threshold is not None:
         order = order[scores[order] >= score_threshold]

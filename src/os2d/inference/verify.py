@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from os2d.inference.colour import NUM_BINS as NUM_COLOUR_BINS
-from os2d.inference.colour import apply_score_factors, colour_histogram, colour_similarity
+from os2d.inference.colour import apply_score_factors, colour_histogram, colour_similarity, rescored
 from os2d.model.correlation import resize_class_grids
 from os2d.model.resample import pool_mask
 from os2d.results import Detections
@@ -347,7 +347,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     else:
         looked, factors = kept.filter(torch.arange(done)), factors[:done]
     if reshape_top > 0:
-        new = _rescored(looked.scores[:done], factors[:done])
+        new = rescored(looked.scores[:done], factors[:done])
         best = top_per_scope(new, looked.labels[:done], reshape_top, reshape_scope)  # (K,) or (<= K per class,)
         shaped, moved = reshape_looked(model, image, corners[best], looked.labels[best], agreements[best], kernels,
                                        view_class, view_aspect, precision=precision, size=size,
@@ -374,16 +374,11 @@ def top_per_scope(scores: Tensor, labels: Tensor, k: int, scope: str) -> Tensor:
     return order[rank < k]
 
 
-def _rescored(scores: Tensor, factors: Tensor) -> Tensor:
-    """New scores: ``score * factor``, a negative score divided by it (a look never raises a score)."""
-    return torch.where(scores >= 0, scores * factors, scores / factors)
-
-
 def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_detections: int | None) -> float:
     """The score a detection not yet looked at must reach to possibly be in the result."""
     bound = -math.inf if score_threshold is None else score_threshold
     if max_detections and len(scores) >= max_detections:
-        bound = max(bound, float(_rescored(scores, factors).topk(max_detections).values[-1]))
+        bound = max(bound, float(rescored(scores, factors).topk(max_detections).values[-1]))
     return bound
 
 
