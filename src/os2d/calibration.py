@@ -94,16 +94,12 @@ class Calibration:
             out = cls(a=float(d["a"]), b=float(d["b"]), threshold=float(d["threshold"]),
                       precision_target=float(d.get("precision_target", 0.9)), fitted_on=str(d.get("fitted_on", "")),
                       num_detections=int(d.get("num_detections", 0)), num_correct=int(d.get("num_correct", 0)),
-                      colour_rescore=float(d.get("colour_rescore", 0.0)),  # absent: fitted before it existed
-                      verify_rescore=float(d.get("verify_rescore", 0.0)),
-                      verify_rivals=float(d.get("verify_rivals", 0.0)),
-                      verify_colour=float(d.get("verify_colour", 0.0)),
-                      verify_colour_margin=float(d.get("verify_colour_margin", 0.0)))
+                      **{k: float(d.get(k, 0.0)) for k in SCORE_FIELDS})  # absent: fitted before it existed
         except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{source}: malformed calibration ({e})") from None
         if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
             raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
-        for name in ("colour_rescore", "verify_rescore", "verify_rivals", "verify_colour"):
+        for name in SCORE_FIELDS[:-1]:  # the margin: below
             value = getattr(out, name)
             if not (math.isfinite(value) and value >= 0):
                 raise CalibrationError(f"{source}: calibration's {name} must be a finite number >= 0")
@@ -115,16 +111,14 @@ class Calibration:
                    verify_colour: float = 0.0, verify_colour_margin: float = math.inf) -> bool:
         """Whether scores made with these ``InferenceConfig`` re-scoring fields are the kind it was fitted on (the
         rivals count only with a second look, their colour only with rivals)."""
-        mine = (self.colour_rescore, self.verify_rescore, self.verify_rivals, self.verify_colour,
-                self.verify_colour_margin)
+        mine = tuple(getattr(self, k) for k in SCORE_FIELDS)
         theirs = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin)
         return all(math.isclose(a, b, rel_tol=0, abs_tol=1e-9) for a, b in zip(mine, theirs, strict=True))
 
     @property
     def score_kind(self) -> str:
         """The re-scoring of the scores it was fitted on, for people (e.g. "raw", "verify 2")."""
-        return score_kind_name(self.colour_rescore, self.verify_rescore, self.verify_rivals, self.verify_colour,
-                               self.verify_colour_margin)
+        return score_kind_name(*(getattr(self, k) for k in SCORE_FIELDS))
 
 
 def label_detections(detections: Sequence[Any], ground_truth: Sequence[Any], iou: float = 0.5
