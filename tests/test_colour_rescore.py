@@ -195,3 +195,39 @@ def test_rescored_detections_are_sorted_thresholded_and_capped_on_the_new_score(
     assert len(one) == 1 and one.boxes_xyxy[0].tolist() == full.boxes_xyxy[0].tolist()
     kept = rescore_detections(dets, small, views, view_class, 0.5, score_threshold=0.1)
     assert len(kept) == 1 and float(kept.scores[0]) == 0.5
+
+
+def test_chromatic_similarity_compares_the_coloured_pixels_only():
+    from os2d.inference.colour import CHROMA_MIN_MASS, chromatic_similarity
+
+    def mix(*parts):  # (colour, share) -> histogram of an image with those shares of pixels
+        return sum(share * colour_histogram(solid(c)) for c, share in parts)
+
+    white, red, blue = (1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+    cup_red = mix((white, 0.6), (red, 0.4))  # mostly white, red decoration
+    cup_blue = mix((white, 0.6), (blue, 0.4))
+    crops = torch.stack([mix((white, 0.1), (red, 0.9)), cup_blue, mix((white, 0.9), (red, 0.1))])  # (3, 36)
+    sims = chromatic_similarity(crops, torch.stack([cup_red, cup_blue]))  # (3, 2)
+    # the greys are dropped: a red crop agrees fully with the red cup however much white either has
+    torch.testing.assert_close(sims[0], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(sims[1], torch.tensor([0.0, 1.0]))
+    assert colour_similarity(crops[:1], cup_blue[None]).item() > 0.2  # the full histogram shares the white
+    assert CHROMA_MIN_MASS > 0.1 and sims[2].isnan().all()  # 10% coloured: nothing to compare
+    assert chromatic_similarity(crops[:1], cup_red[None], min_mass=0.05).item() == pytest.approx(1.0)
+
+
+def test_chroma_factors_bound_and_skip():
+    from os2d.inference.verify import MIN_AGREEMENT, chroma_factors
+
+    red, blue, grey = (colour_histogram(solid(c)) for c in ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.5, 0.5, 0.5)))
+    half = 0.5 * red + 0.5 * blue  # chromatic agreement with red: sqrt(0.5) = 0.707
+    views = torch.stack([red, blue, torch.full((NUM_BINS,), float("nan"))])  # class 0: red, class 1: blue, 2: unknown
+    view_class = torch.tensor([0, 1, 2])
+    crops = torch.stack([red, blue, half, grey, red])
+    labels = torch.tensor([0, 0, 0, 0, 2])
+    f = chroma_factors(crops, labels, views, view_class, 0.5)
+    # own colour: 1; another hue: the floor; 0.707 / 0.5 > 1: 1; a grey crop or an unknown view: 1 (not compared)
+    torch.testing.assert_close(f, torch.tensor([1.0, MIN_AGREEMENT, 1.0, 1.0, 1.0]))
+    f = chroma_factors(crops, labels, views, view_class, 0.9)
+    assert f[2].item() == pytest.approx(0.5 ** 0.5 / 0.9, rel=1e-5)
+    assert chroma_factors(crops, labels, views[:0], view_class[:0], 0.5).tolist() == [1.0] * 5  # no views

@@ -150,6 +150,7 @@ class InferenceConfig:
     verify_rivals: float = 8.0  # > 0: the second look also pushes down crops that look more like another class
     verify_colour: float = 1.0  # > 0: the rivals compare features x colour agreement ** this (os2d.inference.verify)
     verify_colour_margin: float = 1.1  # colour moves the rivals' comparison by at most this factor (>= 1; inf: no bound)
+    verify_chroma: float = 0.5  # > 0: the second look's factor also x min(1, chromatic colour agreement / this)
     refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
     refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"
     refine_check: bool = True  # keep a new box only where the second look's agreement with the class is higher
@@ -182,6 +183,8 @@ class InferenceConfig:
             raise ValueError(f"verify_colour must be a finite number >= 0 (0: off), got {self.verify_colour}")
         if not self.verify_colour_margin >= 1.0:  # also refuses nan
             raise ValueError(f"verify_colour_margin must be >= 1 (inf: unbounded), got {self.verify_colour_margin}")
+        if not (math.isfinite(self.verify_chroma) and 0.0 <= self.verify_chroma <= 1.0):
+            raise ValueError(f"verify_chroma must be in [0, 1] (0: off), got {self.verify_chroma}")
         if self.verify_size is not None and self.verify_size < 16:
             raise ValueError(f"verify_size must be at least 16 pixels (or None: class_image_size), got "
                              f"{self.verify_size}")

@@ -285,7 +285,8 @@ class Detector:
                                      size=config.verify_size, reshape_scope=config.reshape_scope,
                                      rival_power=config.verify_rivals,
                                      rival_colour=(config.verify_colour, g.view_colour,
-                                                   config.verify_colour_margin))
+                                                   config.verify_colour_margin),
+                                     chroma=(config.verify_chroma, g.view_colour))
         cal = self._calibration_for(config)
         if cal is not None:
             dets.confidence = cal(dets.scores)

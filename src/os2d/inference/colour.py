@@ -22,6 +22,8 @@ leaves the score unchanged.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,6 +35,8 @@ _HUES, _GREYS = 16, 4
 _MIN_SAT, _MIN_VAL, _HIGH_SAT = 0.25, 0.2, 0.6
 REGION_IMAGE_SIDE = 512  # the image is reduced to at most this side before the boxes' histograms
 REGION_INSET = 0.1  # share of the box's width / height dropped on each side
+CHROMATIC_BINS = 2 * _HUES  # the first bins of a histogram: the coloured pixels (hue x saturation)
+CHROMA_MIN_MASS = 0.3  # chromatic agreement only between histograms with at least this share of coloured pixels
 
 
 def pixel_bins(image: Tensor) -> Tensor:
@@ -103,6 +107,17 @@ def region_colours(image: Tensor, boxes_xyxy: Tensor) -> Tensor:
 def colour_similarity(regions: Tensor, views: Tensor) -> Tensor:
     """Bhattacharyya coefficients: (N, 36) x (M, 36) -> (N, M) in [0, 1]."""
     return regions.clamp_min(0).sqrt() @ views.clamp_min(0).sqrt().T
+
+
+def chromatic_similarity(regions: Tensor, views: Tensor, min_mass: float = CHROMA_MIN_MASS) -> Tensor:
+    """Bhattacharyya coefficients of the coloured parts alone: (N, 36) x (M, 36) -> (N, M) in [0, 1], each
+    histogram's :data:`CHROMATIC_BINS` renormalised to sum 1 (greys dropped); NaN where either has less than
+    ``min_mass`` of its pixels coloured (a grey crop or class image: no colour to compare)."""
+    h, c = regions[:, :CHROMATIC_BINS].clamp_min(0), views[:, :CHROMATIC_BINS].float().clamp_min(0)
+    mh, mc = h.sum(dim=1), c.sum(dim=1)  # (N,), (M,) chromatic mass
+    sims = (h / mh.clamp_min(1e-12)[:, None]).sqrt() @ (c / mc.clamp_min(1e-12)[:, None]).sqrt().T  # (N, M)
+    enough = (mh[:, None] >= min_mass) & (mc[None, :] >= min_mass)  # NaN masses (unknown views) compare False
+    return torch.where(enough, sims, torch.full_like(sims, math.nan))
 
 
 def rescore_factors(image: Tensor, scale: tuple[float, float], boxes_xyxy: Tensor, labels: Tensor,

@@ -53,7 +53,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from os2d.inference.colour import NUM_BINS as NUM_COLOUR_BINS
-from os2d.inference.colour import apply_score_factors, colour_histogram, colour_similarity, rescored
+from os2d.inference.colour import (apply_score_factors, chromatic_similarity, colour_histogram, colour_similarity,
+                                   rescored)
 from os2d.model.correlation import resize_class_grids
 from os2d.model.resample import pool_mask
 from os2d.results import Detections
@@ -155,14 +156,31 @@ def crop_colours(image: Tensor, corners: Tensor, labels: Tensor, view_class: Ten
 
 
 def colour_weights(image: Tensor, corners: Tensor, labels: Tensor, view_class: Tensor, view_aspect: Tensor,
-                   view_colour: Tensor, power: float) -> Tensor:
+                   view_colour: Tensor, power: float, crop_hist: Tensor | None = None) -> Tensor:
     """(N, V) ``s ** power``: each crop's colour agreement with every class view (:func:`crop_colours`,
-    Bhattacharyya coefficient), 1 for views whose histogram is unknown (NaN)."""
+    Bhattacharyya coefficient), 1 for views whose histogram is unknown (NaN). ``crop_hist``: the (N, 36) crop
+    histograms if already computed."""
     known = ~torch.isnan(view_colour).any(dim=-1)  # (V,)
-    sims = colour_similarity(crop_colours(image, corners, labels, view_class, view_aspect),
-                             torch.nan_to_num(view_colour.float()))  # (N, V)
+    if crop_hist is None:
+        crop_hist = crop_colours(image, corners, labels, view_class, view_aspect)
+    sims = colour_similarity(crop_hist, torch.nan_to_num(view_colour.float()))  # (N, V)
     sims = torch.where(known[None], sims, torch.ones_like(sims))
     return sims.clamp(min=MIN_AGREEMENT) ** power
+
+
+def chroma_factors(crop_hist: Tensor, labels: Tensor, view_colour: Tensor, view_class: Tensor,
+                   threshold: float) -> Tensor:
+    """(N,) chromatic colour factors ``min(1, sim / threshold)`` (at least ``MIN_AGREEMENT``) of (N, 36) crop
+    histograms (:func:`crop_colours`):
+    ``sim`` the best chromatic agreement (:func:`os2d.inference.colour.chromatic_similarity`) with a view of the
+    detection's own class (``labels`` (N,)); 1 where no own view can be compared (the crop or every own view mostly
+    grey, or histograms unknown)."""
+    if view_class.numel() == 0:
+        return torch.ones(len(labels))
+    sims = chromatic_similarity(crop_hist, torch.nan_to_num(view_colour.float(), nan=-1.0))  # (N, V) NaN: no colour
+    own = view_class.view(1, -1) == labels.view(-1, 1)  # (N, V)
+    best = sims.nan_to_num(-1.0).masked_fill(~own, -1.0).amax(dim=1)  # (N,) -1: nothing to compare
+    return torch.where(best < 0, torch.ones_like(best), (best / threshold).clamp(min=MIN_AGREEMENT, max=1.0))
 
 
 def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
@@ -177,7 +195,7 @@ def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
 def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Tensor, view_class: Tensor,
               view_aspect: Tensor, *, precision: str = "fp32", size: int | None = None,
               rivals: Tensor | None = None, projection: Tensor | None = None,
-              colour: tuple[float, Tensor, float] | None = None) -> Tensor:
+              colour: tuple[float, Tensor, float] | None = None, crop_hist: Tensor | None = None) -> Tensor:
     """(N,) agreement in [-1, 1] of each detection's crop with its class.
 
     Args:
@@ -206,7 +224,7 @@ def agreement(model, image: Tensor, corners: Tensor, labels: Tensor, kernels: Te
     inner_kernels = kernels[:, inner].float().flatten(1) if rivals is not None else None
     weights = None  # (N, V) s ** g of every crop and view, for the rivals
     if rivals is not None and colour is not None and colour[0] > 0:  # view_colour has a (maybe NaN) row per view
-        weights = colour_weights(image, corners, labels, view_class, view_aspect, colour[1], colour[0])
+        weights = colour_weights(image, corners, labels, view_class, view_aspect, colour[1], colour[0], crop_hist)
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)  # (n,)
         views, _ = class_views(c, view_class, view_aspect)
@@ -287,7 +305,8 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
                       precision: str = "fp32", reshape_top: int = 0, rest: str = "drop",
                       size: int | None = None, reshape_scope: str = "image", rival_power: float = 0.0,
                       projection: Tensor | None = None,
-                      rival_colour: tuple[float, Tensor, float] | None = None) -> Detections:
+                      rival_colour: tuple[float, Tensor, float] | None = None,
+                      chroma: tuple[float, Tensor] | None = None) -> Detections:
     """The ``top`` best of ``dets`` (original pixels, sorted by score) re-scored by their agreement, re-sorted;
     then ``score_threshold`` and ``max_detections`` on the new scores. ``image`` (3, h, w) in [0, 1] is the
     photo or a resized copy of it.
@@ -308,7 +327,9 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     (``InferenceConfig.verify_rivals``). ``projection``: (C, D) learned projection of the cells before every cosine
     (:func:`project_cells`; None: the backbone's cells). ``rival_colour``: (g, (V, 36) view colour histograms,
     m), colour in the rivals' comparison where g > 0, moving it by at most the factor m (module docstring;
-    ``InferenceConfig.verify_colour`` and ``verify_colour_margin``)."""
+    ``InferenceConfig.verify_colour`` and ``verify_colour_margin``). ``chroma``: (t, (V, 36) view colour histograms):
+    with t > 0 the factor is also multiplied by the crop's chromatic agreement with its class, ``min(1, sim / t)``
+    (:func:`chroma_factors`; ``InferenceConfig.verify_chroma``)."""
     if crop not in VERIFY_CROPS:
         raise ValueError(f"verify crop must be one of {VERIFY_CROPS}, got {crop!r}")
     if reshape_scope not in RESHAPE_SCOPES:
@@ -327,6 +348,7 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
     prunable = score_threshold is not None or (max_detections is not None and max_detections < n)
     step = CROP_CHUNK if prunable else n
     factors, agreements = torch.ones(n_all), torch.full((n,), -1.0)
+    use_chroma = chroma is not None and chroma[0] > 0
     done = 0
     while done < n:
         if done and prunable and kept.scores[done] < _bound(kept.scores[:done], factors[:done], score_threshold,
@@ -334,12 +356,18 @@ def verify_detections(model, dets: Detections, image: Tensor, kernels: Tensor, v
             break
         end = min(n, done + step)
         rivals = torch.full((end - done,), -1.0) if rival_power > 0 else None
+        hist = None  # the crops' colour histograms, where the rivals' colour or the chromatic factor reads them
+        if use_chroma or (rivals is not None and rival_colour is not None and rival_colour[0] > 0):
+            hist = crop_colours(image, corners[done:end], kept.labels[done:end], view_class, view_aspect)
         v = agreement(model, image, corners[done:end], kept.labels[done:end], kernels, view_class, view_aspect,
-                      precision=precision, size=size, rivals=rivals, projection=projection, colour=rival_colour)
+                      precision=precision, size=size, rivals=rivals, projection=projection, colour=rival_colour,
+                      crop_hist=hist)
         own = v.clamp(min=MIN_AGREEMENT)
         factors[done:end] = own ** gamma
         if rivals is not None:
             factors[done:end] *= (own / torch.maximum(own, rivals)) ** rival_power
+        if use_chroma:
+            factors[done:end] *= chroma_factors(hist, kept.labels[done:end], chroma[1], view_class, chroma[0])
         agreements[done:end] = v
         done = end
     if rest == "floor" and done:
@@ -383,5 +411,5 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
 
 
 __all__ = ["COLOUR_CROP_SIDE", "COLOUR_INSET", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
-           "agreement", "box_corners", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "crop_shape", "project_cells", "reshape_candidates",
+           "agreement", "box_corners", "chroma_factors", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "crop_shape", "project_cells", "reshape_candidates",
            "reshape_looked", "sample_crops", "stretched_corners", "top_per_scope", "verify_detections"]
