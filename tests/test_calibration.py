@@ -10,6 +10,7 @@ import torch
 from helpers import scene_with, textured_object
 
 from os2d.calibration import (
+    SCORE_FIELDS,
     Calibration,
     CalibrationError,
     best_f1_threshold,
@@ -110,10 +111,7 @@ def calibrated_weights(tmp_path_factory):
     model = load_model("default")
     # fitted on the scores the default settings give (the second look's)
     model.calibration = Calibration(a=10.0, b=-6.0, threshold=0.5, fitted_on="test",
-                                    verify_rescore=InferenceConfig().verify_rescore,
-                                    verify_rivals=InferenceConfig().verify_rivals,
-                                    verify_colour=InferenceConfig().verify_colour,
-                                    verify_colour_margin=InferenceConfig().verify_colour_margin)
+                                    **{k: getattr(InferenceConfig(), k) for k in SCORE_FIELDS})
     save_checkpoint(path, model, half=True)
     return path
 

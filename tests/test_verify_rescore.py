@@ -12,7 +12,7 @@ from helpers import ring_object, scene_with, textured_object
 
 from os2d.apps.cli.common import CliError, add_inference_args, inference_config
 from os2d.apps.service.app import ServiceSettings
-from os2d.calibration import Calibration, score_kind, score_kind_name
+from os2d.calibration import Calibration, CalibrationError, score_kind, score_kind_name
 from os2d.config import InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.colour import apply_score_factors
@@ -148,9 +148,10 @@ def test_calibration_applies_to_its_own_score_kind_only():
     assert rivals.score_kind == "verify 2 + rivals 4" and Calibration.from_dict(rivals.to_dict()) == rivals
     assert cal.applies_to(0.0, 0.0, 0.0) is False and Calibration(a=1.0, b=0.0, threshold=0.5).applies_to(0.0, 0.0, 4.0)
     assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_rivals=4.0).verify_rivals == 0  # no second look: none
-    assert score_kind(0, 0, 4) == (0.0,) * 5 and score_kind(0.5, 2, 4) == (0.5, 2.0, 4.0, 0.0, 0.0)
+    assert score_kind(0, 0, 4) == (0.0,) * 6 and score_kind(0.5, 2, 4) == (0.5, 2.0, 4.0, 0.0, 0.0, 0.0)
     # colour in the rivals: part of the kind only with rivals; its margin only with colour
-    assert score_kind(0, 2, 8, 1, 1.1) == (0.0, 2.0, 8.0, 1.0, 1.1) and score_kind(0, 2, 0, 1, 1.1)[3:] == (0.0, 0.0)
+    assert score_kind(0, 2, 8, 1, 1.1) == (0.0, 2.0, 8.0, 1.0, 1.1, 0.0)
+    assert score_kind(0, 2, 0, 1, 1.1)[3:5] == (0.0, 0.0)
     coloured = Calibration(a=1.0, b=0.0, threshold=0.5, verify_rescore=2.0, verify_rivals=8.0, verify_colour=1.0,
                            verify_colour_margin=1.1)
     assert coloured.applies_to(0.0, 2.0, 8.0, 1.0, 1.1) and not coloured.applies_to(0.0, 2.0, 8.0)
@@ -159,6 +160,19 @@ def test_calibration_applies_to_its_own_score_kind_only():
     assert coloured.score_kind == "verify 2 + rivals 8 + rival colour 1 (margin 1.1)"
     assert Calibration.from_dict(coloured.to_dict()) == coloured
     assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_colour=1.0, verify_colour_margin=1.1).verify_colour == 0
+    # the chromatic factor: part of the kind with a second look, with or without rivals
+    assert score_kind(0, 2, 8, 1, 1.1, 0.5)[5] == 0.5 and score_kind(0, 2, 0, 0, 1.1, 0.5)[5] == 0.5
+    assert score_kind(0, 0, 8, 1, 1.1, 0.5) == (0.0,) * 6  # no second look: no chroma either
+    chroma = Calibration(a=1.0, b=0.0, threshold=0.5, verify_rescore=2.0, verify_rivals=8.0, verify_colour=1.0,
+                         verify_colour_margin=1.1, verify_chroma=0.5)
+    assert chroma.applies_to(0.0, 2.0, 8.0, 1.0, 1.1, 0.5) and not chroma.applies_to(0.0, 2.0, 8.0, 1.0, 1.1)
+    assert not coloured.applies_to(0.0, 2.0, 8.0, 1.0, 1.1, 0.5)  # fitted before the chroma: not its scores
+    assert chroma.score_kind == "verify 2 + rivals 8 + rival colour 1 (margin 1.1) + chroma 0.5"
+    assert Calibration.from_dict(chroma.to_dict()) == chroma
+    assert Calibration(a=1.0, b=0.0, threshold=0.5, verify_chroma=0.5).verify_chroma == 0
+    bad = chroma.to_dict() | {"verify_chroma": -1}
+    with pytest.raises(CalibrationError, match="verify_chroma"):
+        Calibration.from_dict(bad)
     back = Calibration.from_dict(cal.to_dict())
     assert back == cal
     old = cal.to_dict()
@@ -194,6 +208,14 @@ def test_config_and_cli_options():
         inference_config(p.parse_args(["--verify-rivals", "-1"]))
     with pytest.raises(ValueError, match="verify_rivals"):
         ServiceSettings(verify_rivals=math.nan)
+    assert inference_config(p.parse_args(["--verify-chroma", "0"])).verify_chroma == 0
+    assert inference_config(p.parse_args([])).verify_chroma == InferenceConfig().verify_chroma == 0.5  # the rule's t
+    for bad in ("-0.1", "1.5", "nan"):
+        with pytest.raises(CliError, match="verify_chroma"):
+            inference_config(p.parse_args(["--verify-chroma", bad]))
+    with pytest.raises(ValueError, match="verify_chroma"):
+        ServiceSettings(verify_chroma=2.0)
+    assert ServiceSettings(verify_chroma=0.0).verify_chroma == 0.0
 
 
 def test_looks_stop_early_with_a_cap_or_threshold_and_give_the_same_result(detector, monkeypatch):

@@ -48,6 +48,8 @@ class Calibration:
         verify_rivals: the ``InferenceConfig.verify_rivals`` of those scores (0 without a second look), likewise.
         verify_colour, verify_colour_margin: the ``InferenceConfig`` fields of those names (colour in the rivals; 0 and
             0 without rivals), likewise.
+        verify_chroma: the ``InferenceConfig.verify_chroma`` of those scores (the second look's chromatic colour
+            factor; 0 without a second look), likewise.
     """
 
     a: float
@@ -62,10 +64,11 @@ class Calibration:
     verify_rivals: float = 0.0
     verify_colour: float = 0.0
     verify_colour_margin: float = 0.0
+    verify_chroma: float = 0.0
 
-    def __post_init__(self) -> None:  # the rivals act only within the second look, their colour only with them
-        kind = score_kind(0.0, self.verify_rescore, self.verify_rivals, self.verify_colour, self.verify_colour_margin)
-        for name, value in zip(("verify_rivals", "verify_colour", "verify_colour_margin"), kind[2:], strict=True):
+    def __post_init__(self) -> None:  # the rivals and the chroma act only within the second look, colour with rivals
+        kind = score_kind(0.0, *(getattr(self, k) for k in SCORE_FIELDS[1:]))
+        for name, value in zip(SCORE_FIELDS[2:], kind[2:], strict=True):
             object.__setattr__(self, name, value)
 
     def __call__(self, scores: Tensor) -> Tensor:
@@ -99,7 +102,7 @@ class Calibration:
             raise CalibrationError(f"{source}: malformed calibration ({e})") from None
         if not (math.isfinite(out.a) and out.a > 0 and math.isfinite(out.b) and 0 <= out.threshold <= 1):
             raise CalibrationError(f"{source}: calibration needs a > 0, a finite b and a threshold in [0, 1]")
-        for name in SCORE_FIELDS[:-1]:  # the margin: below
+        for name in (k for k in SCORE_FIELDS if k != "verify_colour_margin"):  # the margin: below
             value = getattr(out, name)
             if not (math.isfinite(value) and value >= 0):
                 raise CalibrationError(f"{source}: calibration's {name} must be a finite number >= 0")
@@ -108,11 +111,13 @@ class Calibration:
         return out
 
     def applies_to(self, colour_rescore: float, verify_rescore: float = 0.0, verify_rivals: float = 0.0,
-                   verify_colour: float = 0.0, verify_colour_margin: float = math.inf) -> bool:
+                   verify_colour: float = 0.0, verify_colour_margin: float = math.inf,
+                   verify_chroma: float = 0.0) -> bool:
         """Whether scores made with these ``InferenceConfig`` re-scoring fields are the kind it was fitted on (the
-        rivals count only with a second look, their colour only with rivals)."""
+        rivals and the chroma count only with a second look, the rivals' colour only with rivals)."""
         mine = tuple(getattr(self, k) for k in SCORE_FIELDS)
-        theirs = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin)
+        theirs = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin,
+                            verify_chroma)
         return all(math.isclose(a, b, rel_tol=0, abs_tol=1e-9) for a, b in zip(mine, theirs, strict=True))
 
     @property
@@ -236,43 +241,52 @@ def expected_calibration_error(confidence: np.ndarray, hits: np.ndarray, bins: i
                      for b in reliability(confidence, hits, bins) if b["count"]))
 
 
-SCORE_FIELDS = ("colour_rescore", "verify_rescore", "verify_rivals", "verify_colour", "verify_colour_margin")
+SCORE_FIELDS = ("colour_rescore", "verify_rescore", "verify_rivals", "verify_colour", "verify_colour_margin",
+                "verify_chroma")
+ScoreKind = tuple[float, float, float, float, float, float]  # the SCORE_FIELDS' values
 
 
-def config_score_kind(config: Any) -> tuple[float, float, float, float, float]:
+def config_score_kind(config: Any) -> ScoreKind:
     """:func:`score_kind` of an ``InferenceConfig`` (its :data:`SCORE_FIELDS`)."""
     return score_kind(*(getattr(config, k) for k in SCORE_FIELDS))
 
 
 def score_kind(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0, verify_colour: float = 0.0,
-               verify_colour_margin: float = math.inf) -> tuple[float, float, float, float, float]:
+               verify_colour_margin: float = math.inf, verify_chroma: float = 0.0) -> ScoreKind:
     """The kind of scores that ``InferenceConfig``'s re-scoring settings make: ``(colour_rescore, verify_rescore,
-    verify_rivals, verify_colour, verify_colour_margin)`` as floats; the rivals 0 without a second look (they act
-    only within it), their colour 0 without rivals and its margin 0 without colour."""
+    verify_rivals, verify_colour, verify_colour_margin, verify_chroma)`` as floats; the rivals and the chroma 0
+    without a second look (they act only within it), the rivals' colour 0 without rivals and its margin 0 without
+    colour."""
     rivals = float(verify_rivals) if verify_rescore else 0.0
     colour = float(verify_colour) if rivals else 0.0
-    return float(colour_rescore), float(verify_rescore), rivals, colour, float(verify_colour_margin) if colour else 0.0
+    chroma = float(verify_chroma) if verify_rescore else 0.0
+    return (float(colour_rescore), float(verify_rescore), rivals, colour,
+            float(verify_colour_margin) if colour else 0.0, chroma)
 
 
 def score_kind_name(colour_rescore: float, verify_rescore: float, verify_rivals: float = 0.0,
-                    verify_colour: float = 0.0, verify_colour_margin: float = math.inf) -> str:
+                    verify_colour: float = 0.0, verify_colour_margin: float = math.inf,
+                    verify_chroma: float = 0.0) -> str:
     """"raw", or the re-scorings that made the scores ("colour 0.5", "verify 2", "colour 0.5 + verify 2",
-    "verify 2 + rivals 4", "verify 2 + rivals 8 + rival colour 1 (margin 1.1)"; the rivals count only with a second
-    look, their colour only with rivals)."""
-    kind = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin)
+    "verify 2 + rivals 4", "verify 2 + rivals 8 + rival colour 1 (margin 1.1) + chroma 0.5"; the rivals and the
+    chroma count only with a second look, the rivals' colour only with rivals)."""
+    kind = score_kind(colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin,
+                      verify_chroma)
     parts = [f"{n} {g:g}" for n, g in zip(("colour", "verify", "rivals", "rival colour"), kind[:4], strict=True) if g]
     if kind[3]:
         parts[-1] += f" (margin {kind[4]:g})"
+    if kind[5]:
+        parts.append(f"chroma {kind[5]:g}")
     return " + ".join(parts) or "raw"
 
 
 def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: float = 0.9,
                     fitted_on: str = "", colour_rescore: float = 0.0, verify_rescore: float = 0.0,
                     verify_rivals: float = 0.0, verify_colour: float = 0.0,
-                    verify_colour_margin: float = math.inf) -> Calibration:
+                    verify_colour_margin: float = math.inf, verify_chroma: float = 0.0) -> Calibration:
     """Platt scaling of ``scores`` to ``hits`` and the threshold of ``precision_target`` on them; ``colour_rescore``,
-    ``verify_rescore``, ``verify_rivals``, ``verify_colour`` and ``verify_colour_margin``: the kind of the scores (those
-    fields of the detections' ``InferenceConfig``)."""
+    ``verify_rescore``, ``verify_rivals``, ``verify_colour``, ``verify_colour_margin`` and ``verify_chroma``: the kind
+    of the scores (those fields of the detections' ``InferenceConfig``)."""
     a, b = fit_platt(scores, hits)
     if a <= 0:
         raise CalibrationError(f"cannot calibrate: higher scores are not more often correct here (slope {a:.3g})")
@@ -281,8 +295,9 @@ def fit_calibration(scores: np.ndarray, hits: np.ndarray, *, precision_target: f
                        precision_target=precision_target, fitted_on=fitted_on, num_detections=len(scores),
                        num_correct=int(hits.sum()), colour_rescore=float(colour_rescore),
                        verify_rescore=float(verify_rescore), verify_rivals=float(verify_rivals),
-                       verify_colour=float(verify_colour), verify_colour_margin=float(verify_colour_margin))
+                       verify_colour=float(verify_colour), verify_colour_margin=float(verify_colour_margin),
+                       verify_chroma=float(verify_chroma))
 
 
-__all__ = ["SCORE_FIELDS", "Calibration", "CalibrationError", "config_score_kind", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
+__all__ = ["SCORE_FIELDS", "Calibration", "ScoreKind", "CalibrationError", "config_score_kind", "best_f1_threshold", "expected_calibration_error", "fit_calibration", "fit_platt",
            "label_detections", "precision_threshold", "reliability", "score_kind", "score_kind_name"]

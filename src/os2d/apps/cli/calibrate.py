@@ -4,9 +4,12 @@ the weights with it (:mod:`os2d.calibration`); ``--check`` measures a calibrated
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from os2d.apps.cli.common import CliError, add_output_file, add_quiet, check_writable_file, new_weights_file
+
+if TYPE_CHECKING:
+    from os2d.calibration import ScoreKind
 
 
 def _runs(folders: list[str], weights: str | None) -> list[Any]:
@@ -28,16 +31,16 @@ def _runs(folders: list[str], weights: str | None) -> list[Any]:
     return runs
 
 
-SCORE_FIELD_ABSENT = (0.0, 0.0, 0.0, 0.0, float("inf"))  # os2d.calibration.SCORE_FIELDS of runs made before they existed
+SCORE_FIELD_ABSENT = (0.0, 0.0, 0.0, 0.0, float("inf"), 0.0)  # os2d.calibration.SCORE_FIELDS of runs made before they existed
 
 
-def _score_kind(runs: list[Any]) -> tuple[float, float, float, float, float]:
+def _score_kind(runs: list[Any]) -> ScoreKind:
     """The ``InferenceConfig`` re-scoring fields (``os2d.calibration.SCORE_FIELDS``) all ``runs`` were evaluated with (runs made
     before a field existed had it off; the rivals count only with a second look, their colour only with rivals);
     runs that differ cannot be mixed."""
     from os2d.calibration import SCORE_FIELDS, score_kind, score_kind_name
 
-    def kind(run: Any) -> tuple[float, float, float, float, float]:
+    def kind(run: Any) -> ScoreKind:
         inference = (run.config or {}).get("inference") or {}
         return score_kind(*(inference.get(k, d) for k, d in zip(SCORE_FIELDS, SCORE_FIELD_ABSENT, strict=True)))
 
@@ -98,7 +101,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = new_weights_file(args, " (or --check DIR ... to measure)")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.from_eval, args.weights)
-    colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin = _score_kind(runs)
+    colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin, verify_chroma = _score_kind(runs)
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     scores = np.concatenate([r[1] for r in rows])
     hits = np.concatenate([r[2] for r in rows])
@@ -107,12 +110,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                  + (f"; colour re-scoring {colour_rescore}" if colour_rescore else "")
                  + (f"; second look {verify_rescore}" if verify_rescore else "")
                  + (f", rivals {verify_rivals}" if verify_rivals else "")
-                 + (f", rival colour {verify_colour} (margin {verify_colour_margin})" if verify_colour else ""))
+                 + (f", rival colour {verify_colour} (margin {verify_colour_margin})" if verify_colour else "")
+                 + (f", chroma {verify_chroma}" if verify_chroma else ""))
     try:
         calibration = fit_calibration(scores, hits, precision_target=args.precision, fitted_on=fitted_on,
                                       colour_rescore=colour_rescore, verify_rescore=verify_rescore,
                                       verify_rivals=verify_rivals, verify_colour=verify_colour,
-                                      verify_colour_margin=verify_colour_margin)
+                                      verify_colour_margin=verify_colour_margin, verify_chroma=verify_chroma)
     except CalibrationError as e:
         raise CliError(str(e)) from e
     model = load_model(args.weights)

@@ -139,6 +139,10 @@ def add_second_look_args(g: Any) -> None:
     g.add_argument("--verify-colour-margin", type=float, default=None, metavar="M",
                    help="colour moves the rivals' comparison by at most the factor M >= 1 (inf: no bound; default: "
                         "the library's)")
+    g.add_argument("--verify-chroma", type=float, default=None, metavar="T",
+                   help="the second look also multiplies each score by min(1, s / T), s the chromatic colour agreement "
+                        "of its crop with the class image where both are at least 30%% coloured (0 = off; default: the "
+                        "library's, README 'Second look')")
     g.add_argument("--reshape-top", type=int, default=None, metavar="K",
                    help="shape search: the second look's K best detections also try their box stretched toward the "
                         "class image's aspect ratio and keep the shape that agrees best (0 = off; default: the "
@@ -254,7 +258,7 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["reshape_top"] = args.reshape_top
     if args.verify_size is not None:
         changes["verify_size"] = args.verify_size
-    for key in ("verify_rivals", "verify_colour", "verify_colour_margin"):
+    for key in ("verify_rivals", "verify_colour", "verify_colour_margin", "verify_chroma"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
     if args.refine_top is not None:

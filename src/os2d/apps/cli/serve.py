@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             colour_rescore=args.colour_rescore, verify_rescore=args.verify_rescore,
             refine_top=args.refine_top, reshape_top=args.reshape_top, verify_size=args.verify_size,
             verify_rivals=args.verify_rivals, verify_colour=args.verify_colour,
-            verify_colour_margin=args.verify_colour_margin,
+            verify_colour_margin=args.verify_colour_margin, verify_chroma=args.verify_chroma,
             trunk_precision=args.trunk_precision,
             verify_precision=args.verify_precision)
     except ValueError as e:

@@ -111,6 +111,7 @@ class Service:
                                                           ("verify_colour", self.settings.verify_colour),
                                                           ("verify_colour_margin",
                                                            self.settings.verify_colour_margin),
+                                                          ("verify_chroma", self.settings.verify_chroma),
                                                           ("trunk_precision", self.settings.trunk_precision),
                                                           ("verify_precision", self.settings.verify_precision))
                                         if v is not None})

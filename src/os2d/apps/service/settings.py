@@ -43,6 +43,7 @@ class ServiceSettings:
     verify_rivals: float | None = None  # InferenceConfig.verify_rivals (look-alikes of other classes); None: likewise
     verify_colour: float | None = None  # InferenceConfig.verify_colour (colour in the rivals); None: likewise
     verify_colour_margin: float | None = None  # InferenceConfig.verify_colour_margin (>= 1); None: likewise
+    verify_chroma: float | None = None  # InferenceConfig.verify_chroma (chromatic colour, in [0, 1]); None: likewise
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -70,6 +71,8 @@ class ServiceSettings:
             raise ValueError(f"verify_colour must be a finite number >= 0 (0: off), got {self.verify_colour}")
         if self.verify_colour_margin is not None and not self.verify_colour_margin >= 1:
             raise ValueError(f"verify_colour_margin must be >= 1, got {self.verify_colour_margin}")
+        if self.verify_chroma is not None and not (math.isfinite(self.verify_chroma) and 0 <= self.verify_chroma <= 1):
+            raise ValueError(f"verify_chroma must be in [0, 1] (0: off), got {self.verify_chroma}")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.timeout_s <= 0:
             raise ValueError("max_upload_mb, max_pixels and timeout_s must be positive")
 
