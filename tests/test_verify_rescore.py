@@ -465,3 +465,43 @@ def test_colour_in_the_rivals(toy_model_module):
     assert (cfg.verify_colour, cfg.verify_colour_margin) == (0.0, math.inf)
     cfg = inference_config(p.parse_args([]))
     assert (cfg.verify_colour, cfg.verify_colour_margin) == (1.0, 1.1)
+
+
+def test_chromatic_factor_demotes_the_wrong_colours_only(toy_model_module, monkeypatch):
+    """``verify_chroma`` = t: the factor is also multiplied by min(1, s_c / t), s_c the crop's agreement with its own
+    class over the coloured histogram bins alone (``chroma_factors``). A detection on a colour look-alike goes down by
+    exactly that factor, the right colour keeps its score, t = 0 changes nothing, and the detector passes its config's
+    t and the gallery's colours."""
+    from PIL import Image
+
+    from os2d.inference.verify import chroma_factors, crop_colours
+
+    a = textured_object(seed=3)
+    b = Image.merge("RGB", a.split()[::-1])  # red and blue swapped: same shapes, other colours
+    det, image, boxes, labels, dets = two_labels_on_one_object(toy_model_module, a, b, shown=b, labels=[0, 1])
+    g = det.gallery
+    run = {"crop": "box"}
+    plain = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run)
+    chroma = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run,
+                               chroma=(0.9, g.view_colour))
+    f = chroma_factors(crop_colours(image, box_corners(boxes), labels, g.view_class, g.view_aspect), labels,
+                       g.view_colour, g.view_class, 0.9)
+    assert float(f[0]) < 0.9 and float(f[1]) == 1.0  # a's colours are not on the object; b's are
+    before = {int(lab): float(sc) for sc, lab in zip(plain.scores, plain.labels, strict=True)}
+    after = {int(lab): float(sc) for sc, lab in zip(chroma.scores, chroma.labels, strict=True)}
+    assert after[0] == pytest.approx(before[0] * float(f[0]), rel=1e-5)
+    assert after[1] == pytest.approx(before[1])
+    off = verify_detections(det.model, dets, image, g.kernels, g.view_class, g.view_aspect, 2.0, **run,
+                            chroma=(0.0, g.view_colour))
+    torch.testing.assert_close(off.scores, plain.scores)
+
+    seen = {}
+    real = verify_detections
+
+    def spy(*args, **kwargs):
+        seen["chroma"] = kwargs["chroma"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("os2d.detector.verify_detections", spy)
+    det.detect(scene_with(b, [(40, 60)], size=(320, 240)), verify_chroma=0.7)
+    assert seen["chroma"][0] == 0.7 and seen["chroma"][1] is g.view_colour
