@@ -215,11 +215,12 @@ def load_set(name: str, synth_dir: Path):
     fl27 = SHARED / "flickrlogos27-dev"
     if name == "fl27-val":
         return load_dataset(fl27_val_spec(fl27))
-    if name == "fl27-train":
+    if name in ("fl27-train", "fl27-train-b"):  # b: the disjoint sixth images[3::6] (recipes/verify_chroma_floor)
         ds = load_dataset(DatasetSpec(format="simple_csv", annotations=str(fl27 / "annotations.csv"),
                                       classes=str(fl27 / "class_images.csv"), class_names=FL27_TRAIN_BRANDS,
                                       exclude_class_sources=True, name="fl27-train"))
-        return ds.subset(image_ids=[im.image_id for im in ds.images[::6]], name="fl27-train/6")
+        start = 3 if name == "fl27-train-b" else 0
+        return ds.subset(image_ids=[im.image_id for im in ds.images[start::6]], name=f"{name}/6")
     if name == "demo":
         return demo_dataset(SHARED / "os2d-demo")
     if name == "synth-val":

@@ -217,7 +217,7 @@ def test_chromatic_similarity_compares_the_coloured_pixels_only():
 
 
 def test_chroma_factors_bound_and_skip():
-    from os2d.inference.verify import MIN_AGREEMENT, chroma_factors
+    from os2d.inference.verify import CHROMA_FLOOR, chroma_factors
 
     red, blue, grey = (colour_histogram(solid(c)) for c in ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.5, 0.5, 0.5)))
     half = 0.5 * red + 0.5 * blue  # chromatic agreement with red: sqrt(0.5) = 0.707
@@ -227,7 +227,7 @@ def test_chroma_factors_bound_and_skip():
     labels = torch.tensor([0, 0, 0, 0, 2])
     f = chroma_factors(crops, labels, views, view_class, 0.5)
     # own colour: 1; another hue: the floor; 0.707 / 0.5 > 1: 1; a grey crop or an unknown view: 1 (not compared)
-    torch.testing.assert_close(f, torch.tensor([1.0, MIN_AGREEMENT, 1.0, 1.0, 1.0]))
+    torch.testing.assert_close(f, torch.tensor([1.0, CHROMA_FLOOR, 1.0, 1.0, 1.0]))
     f = chroma_factors(crops, labels, views, view_class, 0.9)
     assert f[2].item() == pytest.approx(0.5 ** 0.5 / 0.9, rel=1e-5)
     assert chroma_factors(crops, labels, views[:0], view_class[:0], 0.5).tolist() == [1.0] * 5  # no views

@@ -77,6 +77,7 @@ VERIFY_CROPS = ("aligned", "box")
 RESHAPE_SCOPES = ("image", "class")  # shape search on the K best of the image, or of each class
 VERIFY_REST = ("drop", "floor")  # the detections beyond the top looked at: dropped, or kept at the lowest factor
 MIN_AGREEMENT = 0.01  # agreements below this (and negative ones) count as this: a factor, never 0
+CHROMA_FLOOR = 0.01  # the chromatic colour factor is at least this (colour alone lowers a score by at most 1 / this)
 CROP_CHUNK = 16  # crops per backbone call: 1.45x faster than 87 at once on a 2-core CPU (cache-resident)
 RESHAPE_BETAS = (0.5, 1.0)  # shape search: how far toward the class's aspect ratio each candidate goes
 RESHAPE_MIN_RATIO = 1.1  # shape search: parallelograms within this factor of the class's aspect ratio are kept
@@ -184,7 +185,7 @@ def colour_weights(image: Tensor, corners: Tensor, labels: Tensor, view_class: T
 
 def chroma_factors(crop_hist: Tensor, labels: Tensor, view_colour: Tensor, view_class: Tensor,
                    threshold: float) -> Tensor:
-    """(N,) chromatic colour factors ``min(1, sim / threshold)`` (at least ``MIN_AGREEMENT``) of (N, 36) crop
+    """(N,) chromatic colour factors ``min(1, sim / threshold)`` (at least ``CHROMA_FLOOR``) of (N, 36) crop
     histograms (:func:`crop_colours`):
     ``sim`` the best chromatic agreement (:func:`os2d.inference.colour.chromatic_similarity`) with a view of the
     detection's own class (``labels`` (N,)); 1 where no own view can be compared (the crop or every own view mostly
@@ -194,7 +195,7 @@ def chroma_factors(crop_hist: Tensor, labels: Tensor, view_colour: Tensor, view_
     sims = chromatic_similarity(crop_hist, torch.nan_to_num(view_colour.float(), nan=-1.0))  # (N, V) NaN: no colour
     own = view_class.view(1, -1) == labels.view(-1, 1)  # (N, V)
     best = sims.nan_to_num(-1.0).masked_fill(~own, -1.0).amax(dim=1)  # (N,) -1: nothing to compare
-    return torch.where(best < 0, torch.ones_like(best), (best / threshold).clamp(min=MIN_AGREEMENT, max=1.0))
+    return torch.where(best < 0, torch.ones_like(best), (best / threshold).clamp(min=CHROMA_FLOOR, max=1.0))
 
 
 def project_cells(cells: Tensor, projection: Tensor | None) -> Tensor:
@@ -424,6 +425,6 @@ def _bound(scores: Tensor, factors: Tensor, score_threshold: float | None, max_d
     return bound
 
 
-__all__ = ["COLOUR_CROP_SIDE", "COLOUR_INSET", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
+__all__ = ["CHROMA_FLOOR", "COLOUR_CROP_SIDE", "COLOUR_INSET", "MIN_AGREEMENT", "RESHAPE_BETAS", "RESHAPE_MIN_RATIO", "RESHAPE_SCOPES", "VERIFY_CROPS", "VERIFY_REST",
            "agreement", "box_corners", "chroma_factors", "class_views", "colour_weights", "crop_cells", "crop_colours", "crop_grid", "crop_shape", "project_cells", "reshape_candidates",
            "reshape_looked", "sample_crops", "stretched_corners", "top_per_scope", "verify_detections"]
