@@ -16,7 +16,7 @@ from default_arms import print_table, run_arms, table_rows  # noqa: E402
 
 from os2d.inference import verify  # noqa: E402
 
-FLOORS = {"control": verify.CHROMA_FLOOR, "floor0.25": 0.25}
+FLOORS = {"control": 0.01, "floor0.25": 0.25}  # control: the floor before the rule (MIN_AGREEMENT)
 
 
 def main() -> None:
