@@ -26,7 +26,7 @@ class fits better in features and colour together; views without a known histogr
 decides only between classes whose features agree within the factor m (a tie-breaker among look-alikes).
 
 Chromatic colour (``InferenceConfig.verify_chroma`` = t > 0; 0.5 by default): the factor is also multiplied by
-``min(1, sim / t)`` (at least ``MIN_AGREEMENT``), ``sim`` the Bhattacharyya coefficient of the coloured bins alone
+``max(CHROMA_FLOOR, min(1, sim / t))`` (floor 0.25), ``sim`` the Bhattacharyya coefficient of the coloured bins alone
 (greys dropped, renormalised; :func:`os2d.inference.colour.chromatic_similarity`) of the crop's inner 80% and the best
 view of the detection's own class, computed only where both have at least ``CHROMA_MIN_MASS`` (30%) of their pixels
 coloured; otherwise the factor is 1. Packages are mostly white or grey and the rivals' full histograms hardly tell
@@ -42,7 +42,7 @@ Chosen by rules written before the measurement (README, "Second look"): ``aligne
 (2.25x fewer pixels than 240^2, the same mAP on the tuning sets); rivals with delta 4 (+3.55 mAP on average), then 8 under the
 later aspect anchors (+0.77 on three tuning sets); colour in the rivals with g = 1 bounded to m = 1.1 (+1.25 on three
 tuning sets; unbounded, the logos lost 1.1); the chromatic factor with t = 0.5 (+1.32 / +3.63 / +0.15 on the three
-tuning sets; recipes/verify_chroma).
+tuning sets; recipes/verify_chroma), then its floor 0.25 (no tuning set moved by more than 0.01; recipes/verify_chroma_floor).
 
 Shape search (``InferenceConfig.reshape_top`` = K > 0): the heads barely stretch the square anchor, so wide or tall
 objects get squarish parallelograms. Each of the K best looked-at detections whose parallelogram's aspect ratio
