@@ -140,9 +140,9 @@ def add_second_look_args(g: Any) -> None:
                    help="colour moves the rivals' comparison by at most the factor M >= 1 (inf: no bound; default: "
                         "the library's)")
     g.add_argument("--verify-chroma", type=float, default=None, metavar="T",
-                   help="the second look also multiplies each score by min(1, s / T), s the chromatic colour agreement "
-                        "of its crop with the class image where both are at least 30%% coloured (0 = off; default: the "
-                        "library's, README 'Second look')")
+                   help="the second look also multiplies each score by max(0.25, min(1, s / T)), s the chromatic colour "
+                        "agreement of its crop with the class image where both are at least 30%% coloured (0 = off; "
+                        "default: the library's, README 'Second look')")
     g.add_argument("--reshape-top", type=int, default=None, metavar="K",
                    help="shape search: the second look's K best detections also try their box stretched toward the "
                         "class image's aspect ratio and keep the shape that agrees best (0 = off; default: the "
