@@ -177,6 +177,9 @@ def test_cli_calibrate_and_check(tmp_path, capsys):
     text = capsys.readouterr().out
     cal = load_model(str(out)).calibration
     assert cal is not None and cal.num_correct >= 1 and "weights default" in cal.fitted_on
+    # the fit records the default's score kind, in its fields and in words
+    assert tuple(getattr(cal, k) for k in SCORE_FIELDS) == config_score_kind(InferenceConfig())
+    assert f"{score_kind_name(*config_score_kind(InferenceConfig()))} scores" in cal.fitted_on
     n = sum(len(json.loads(line)["detections"]) for line in (ev / "detections.jsonl").read_text().splitlines())
     row = f"| ev | {n} | {cal.num_correct} |"
     assert cal.num_detections == n and row in text and "default threshold" in text and plot.stat().st_size > 1000

@@ -91,7 +91,7 @@ def _plot(path: str, rows: list[tuple[str, Any, Any]], calibration: Any, title: 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from os2d.calibration import CalibrationError, fit_calibration
+    from os2d.calibration import SCORE_FIELDS, CalibrationError, fit_calibration, score_kind_name
     from os2d.weights import load_model, save_checkpoint
 
     if not 0 < args.precision < 1:
@@ -101,22 +101,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = new_weights_file(args, " (or --check DIR ... to measure)")
     check_writable_file(args.plot, "--plot")
     runs = _runs(args.from_eval, args.weights)
-    colour_rescore, verify_rescore, verify_rivals, verify_colour, verify_colour_margin, verify_chroma = _score_kind(runs)
+    kind = _score_kind(runs)
     rows = [(run.folder.name, *_labelled(run)) for run in runs]
     scores = np.concatenate([r[1] for r in rows])
     hits = np.concatenate([r[2] for r in rows])
     fitted_on = (f"weights {args.weights}; " + ", ".join(f"{name} ({len(s)} detections)" for name, s, _ in rows)
-                 + f"; IoU 0.5; precision target {args.precision}"
-                 + (f"; colour re-scoring {colour_rescore}" if colour_rescore else "")
-                 + (f"; second look {verify_rescore}" if verify_rescore else "")
-                 + (f", rivals {verify_rivals}" if verify_rivals else "")
-                 + (f", rival colour {verify_colour} (margin {verify_colour_margin})" if verify_colour else "")
-                 + (f", chroma {verify_chroma}" if verify_chroma else ""))
+                 + f"; IoU 0.5; precision target {args.precision}; {score_kind_name(*kind)} scores")
     try:
         calibration = fit_calibration(scores, hits, precision_target=args.precision, fitted_on=fitted_on,
-                                      colour_rescore=colour_rescore, verify_rescore=verify_rescore,
-                                      verify_rivals=verify_rivals, verify_colour=verify_colour,
-                                      verify_colour_margin=verify_colour_margin, verify_chroma=verify_chroma)
+                                      **dict(zip(SCORE_FIELDS, kind, strict=True)))
     except CalibrationError as e:
         raise CliError(str(e)) from e
     model = load_model(args.weights)
