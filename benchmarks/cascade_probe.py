@@ -33,6 +33,7 @@ shelves, ``recipes/default_model/run.sh`` step 7).
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import resource
 import statistics
@@ -41,11 +42,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from os2d.config import InferenceConfig
+from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
 from os2d.data.spec import FL27_TRAIN_BRANDS, DatasetSpec, load_dataset
 from os2d.detector import Detector
 from os2d.evaluation.detector_method import DetectorMethod
@@ -233,7 +236,28 @@ def load_set(name: str, synth_dir: Path):
             raise SystemExit(f"{d} has no annotations.csv: bash recipes/unseen_tuning_set.sh ../shared/data {d.parent}")
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
                                         classes=str(d / "class_images.csv"), image_dir=str(d), name="unseen"))
+    if name == "grocery-real":
+        return grocery_real_dataset(SHARED / "grocerystore")
     raise SystemExit(f"unknown set {name!r}")
+
+
+def grocery_real_dataset(root: Path) -> DetectionDataset:
+    """``benchmarks/grocery_real.py``'s set: the Grocery Store *val* photos of the package classes, each with one
+    whole-photo box labelled its product (the box only carries the label: the set is scored per image), and all 31
+    package classes' web images as the gallery."""
+    with open(root / "class_images.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if "/Packages/" in r["class_image"]]
+    index = {r["class_id"]: i for i, r in enumerate(rows)}
+    classes = [ClassRecord(class_id=r["class"], name=r["class"], image_paths=[root / r["class_image"]]) for r in rows]
+    images = []
+    with open(root / "natural_images.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if r["split"] == "val" and r["class_id"] in index:
+                path = root / r["image"]
+                images.append(ImageRecord(image_id=path.stem, path=path, width=None, height=None,
+                                          boxes_xyxy=np.zeros((1, 4), np.float32),
+                                          labels=np.array([index[r["class_id"]]]), difficult=np.zeros(1, bool)))
+    return DetectionDataset(name="grocery-real", images=images, classes=classes)
 
 
 
