@@ -209,7 +209,7 @@ def test_config_and_cli_options():
     with pytest.raises(ValueError, match="verify_rivals"):
         ServiceSettings(verify_rivals=math.nan)
     assert inference_config(p.parse_args(["--verify-chroma", "0"])).verify_chroma == 0
-    assert inference_config(p.parse_args([])).verify_chroma == InferenceConfig().verify_chroma == 0.5  # the rule's t
+    assert inference_config(p.parse_args([])).verify_chroma == InferenceConfig().verify_chroma == 0.0  # recipes/verify_chroma_real
     for bad in ("-0.1", "1.5", "nan"):
         with pytest.raises(CliError, match="verify_chroma"):
             inference_config(p.parse_args(["--verify-chroma", bad]))

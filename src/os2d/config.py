@@ -150,7 +150,7 @@ class InferenceConfig:
     verify_rivals: float = 8.0  # > 0: the second look also pushes down crops that look more like another class
     verify_colour: float = 1.0  # > 0: the rivals compare features x colour agreement ** this (os2d.inference.verify)
     verify_colour_margin: float = 1.1  # colour moves the rivals' comparison by at most this factor (>= 1; inf: no bound)
-    verify_chroma: float = 0.5  # > 0: the second look's factor also x min(1, chromatic colour agreement / this)
+    verify_chroma: float = 0.0  # > 0: the second look's factor also x min(1, chromatic colour agreement / this)
     refine_top: int = 0  # > 0: the refine_top best re-localised by the heads on zoomed crops (os2d.inference.refine)
     refine_crop: str = "aspect"  # the zoomed crop: "aspect" (isotropic, aspect-shaped anchor) or "squeeze"
     refine_check: bool = True  # keep a new box only where the second look's agreement with the class is higher

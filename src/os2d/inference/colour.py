@@ -13,7 +13,7 @@ where ``sim`` in [0, 1] is the Bhattacharyya coefficient of two colour histogram
 The histogram (36 bins, sums to 1) is over hue and saturation for coloured pixels (16 hue x 2 saturation bins:
 saturation >= 0.25 and value >= 0.2; saturation split at 0.6) and over value for the others (4 grey bins), so
 it ignores where colours are (boxes are loose, views rotate) and most of the illumination's brightness.
-The second look's chromatic factor (:func:`chromatic_similarity`, ``InferenceConfig.verify_chroma``, on by default)
+The second look's chromatic factor (:func:`chromatic_similarity`, ``InferenceConfig.verify_chroma``, off by default)
 compares the 32 coloured bins alone, renormalised, where both histograms have at least ``CHROMA_MIN_MASS`` of them.
 
 Off by default: gamma 0.5 passed a rule written before the measurement on two tuning sets, but lowered mAP on

@@ -25,7 +25,7 @@ class fits better in features and colour together; views without a known histogr
 ``InferenceConfig.verify_colour_margin`` = m the colour ratio ``(s_u / s_own) ** g`` is clamped to [1/m, m]: colour then
 decides only between classes whose features agree within the factor m (a tie-breaker among look-alikes).
 
-Chromatic colour (``InferenceConfig.verify_chroma`` = t > 0; 0.5 by default): the factor is also multiplied by
+Chromatic colour (``InferenceConfig.verify_chroma`` = t > 0; off by default since recipes/verify_chroma_real): the factor is also multiplied by
 ``max(CHROMA_FLOOR, min(1, sim / t))`` (floor 0.25), ``sim`` the Bhattacharyya coefficient of the coloured bins alone
 (greys dropped, renormalised; :func:`os2d.inference.colour.chromatic_similarity`) of the crop's inner 80% and the best
 view of the detection's own class, computed only where both have at least ``CHROMA_MIN_MASS`` (30%) of their pixels
@@ -42,7 +42,9 @@ Chosen by rules written before the measurement (README, "Second look"): ``aligne
 (2.25x fewer pixels than 240^2, the same mAP on the tuning sets); rivals with delta 4 (+3.55 mAP on average), then 8 under the
 later aspect anchors (+0.77 on three tuning sets); colour in the rivals with g = 1 bounded to m = 1.1 (+1.25 on three
 tuning sets; unbounded, the logos lost 1.1); the chromatic factor with t = 0.5 (+1.32 / +3.63 / +0.15 on the three
-tuning sets; recipes/verify_chroma), then its floor 0.25 (no tuning set moved by more than 0.01; recipes/verify_chroma_floor).
+tuning sets; recipes/verify_chroma), then its floor 0.25 (no tuning set moved by more than 0.01; recipes/verify_chroma_floor);
+the chromatic factor off again by a rule judged on real photos alone (FL27 training brands +0.15, their other sixth
+-0.24, real package photos +0.02; recipes/verify_chroma_real).
 
 Shape search (``InferenceConfig.reshape_top`` = K > 0): the heads barely stretch the square anchor, so wide or tall
 objects get squarish parallelograms. Each of the K best looked-at detections whose parallelogram's aspect ratio
