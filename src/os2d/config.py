@@ -97,6 +97,8 @@ class AutoScaleConfig:
     max_levels: int = 2  # heads run on at most this many levels per image
     weak_margin: float = 0.1  # views whose probe score is this far below the best view's go to the main level
     template_aspect_power: float = 0.0  # templates take the class image's aspect ratio^p (area kept); 0: square
+    size_prior: float = 0.0  # the template picked maximises score + size_prior * ln(cells) (small ones peak higher)
+    pool_above: int = 10_000  # templates of more cells than this slide over 2x2-pooled features at half the side
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:
@@ -104,9 +106,10 @@ class AutoScaleConfig:
         if not 64 <= self.min_size <= self.max_size:
             raise ValueError("auto_scale: 64 <= min_size <= max_size needed")
         if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0
-                and self.template_aspect_power >= 0):
+                and self.template_aspect_power >= 0 and math.isfinite(self.size_prior) and self.size_prior >= 0
+                and self.pool_above >= 1):
             raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0, "
-                             "template_aspect_power >= 0 needed")
+                             "template_aspect_power >= 0, finite size_prior >= 0 and pool_above >= 1 needed")
         object.__setattr__(self, "template_cells", tuple(int(c) for c in self.template_cells))
 
 

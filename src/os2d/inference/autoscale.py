@@ -8,7 +8,9 @@ Probe: the photo at sqrt(w*h) = ``probe_size``, its backbone features L2-normali
 class grid is resampled to templates of ``template_cells`` sides (square, or with the class image's aspect ratio
 to the power ``template_aspect_power``, area kept) and slid over the probe (score = mean
 cosine of the template cells with the cells under them: one convolution per view and size). The template with
-the best peak, s* cells, estimates the objects' size in probe cells; the photo fills the class grid at
+the best peak plus ``size_prior * ln(s)`` (smaller templates peak higher on any photo: on a close-up whose product fills
+the frame the 4-cell template scores best), s* cells, estimates the objects' size in probe cells (templates larger
+than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); the photo fills the class grid at
 ``image_size = probe_size * S / s* * ratio``, rounded to the ladder ``probe_size * level_step^k`` within
 ``[min_size, max_size]``. A view whose best probe score is more than ``weak_margin`` below the best view's
 carries no size information (it is probably absent): it joins the level most strong views chose, so an absent
@@ -71,7 +73,7 @@ def template_shapes(side: int, aspect: Tensor, power: float) -> list[tuple[int, 
 
 @torch.no_grad()
 def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...], *, aspect: Tensor | None = None,
-                 aspect_power: float = 0.0) -> Tensor:
+                 aspect_power: float = 0.0, pool_above: int | None = None) -> Tensor:
     """Best template score of every class view and template size on the probe.
 
     Args:
@@ -81,23 +83,33 @@ def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...], *, a
         aspect: (V,) aspect ratios w / h of the views' class images; with ``aspect_power`` p != 0 a template of
             side s is s * r^(p/2) cells wide and s * r^(-p/2) tall (rounded; r clamped to 1/4..4). None or p = 0:
             square templates.
+        pool_above: templates of a side larger than this many cells slide over the features average-pooled 2 x 2
+            (and normalised again), at half their side: 16x fewer operations for the largest templates, whose
+            full-resolution convolutions would cost more than all the others together. None: never.
     Returns:
         (V, len(cells)) best mean cosine of each template over the probe (templates may hang over the border by
         half their size; the missing cells count as 0).
     """
     # channels-last for both operands: oneDNN's plain-layout path is 3x slower for the largest (20 x 20) templates
-    feats = l2_normalize(features.float(), dim=1).contiguous(memory_format=torch.channels_last)
+    feats = l2_normalize(features.float(), dim=1)
+    pooled = None
+    if pool_above is not None and max(cells) > pool_above:
+        pooled = l2_normalize(F.avg_pool2d(feats, 2, ceil_mode=True), dim=1).contiguous(memory_format=torch.channels_last)
+    feats = feats.contiguous(memory_format=torch.channels_last)
     grids = kernel_grids(kernels.to(device=feats.device, dtype=torch.float32))  # (V, C, S, S)
     v = grids.shape[0]
     out = torch.empty(v, len(cells))
     for j, s in enumerate(cells):
         shapes = [(s, s)] * v if aspect is None or aspect_power == 0 else template_shapes(s, aspect, aspect_power)
+        fmap = feats
+        if pooled is not None and s > pool_above:  # half the side on the 2x2-pooled features
+            shapes, fmap = [(max(1, round(th / 2)), max(1, round(tw / 2))) for th, tw in shapes], pooled
         for th, tw in sorted(set(shapes)):
             views = [i for i, shape in enumerate(shapes) if shape == (th, tw)]
             group = grids if len(views) == v else grids[views]
             t = l2_normalize(F.interpolate(group, size=(th, tw), mode="bilinear", align_corners=True), dim=1)
             t = t.contiguous(memory_format=torch.channels_last)
-            score = F.conv2d(feats, t, padding=(th // 2, tw // 2)) / (th * tw)  # (1, V', H', W')
+            score = F.conv2d(fmap, t, padding=(th // 2, tw // 2)) / (th * tw)  # (1, V', H', W')
             out[views, j] = score.flatten(2).amax(dim=2)[0].cpu()
     return out
 
@@ -113,8 +125,12 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     """(V, T) probe scores from :func:`probe_scores` -> the :class:`ScalePlan` of one photo."""
     sizes = ladder(config)
     log_sizes = torch.tensor([math.log(s) for s in sizes])
-    best, arg = scores.max(dim=1)  # (V,)
-    cells = torch.tensor(config.template_cells, dtype=torch.float32)[arg]
+    all_cells = torch.tensor(config.template_cells, dtype=torch.float32)
+    # the size: the best template after the size prior (smaller templates peak higher on any photo); the strength
+    # of a view (weak_margin, level ranking): its score there
+    arg = (scores + config.size_prior * all_cells.log()[None]).argmax(dim=1)  # (V,)
+    best = scores.gather(1, arg[:, None])[:, 0]
+    cells = all_cells[arg]
     target = config.probe_size * grid_size / cells * config.ratio  # (V,) size at which the object fills the grid
     level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)  # (V,) index into sizes
     strong = best >= best.max() - config.weak_margin

@@ -95,7 +95,8 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
     kernels = kernels.to(probe.device)
     aspect = None if view_aspect is None else view_aspect.cpu()
     plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells, aspect=aspect,
-                                    aspect_power=auto.template_aspect_power), auto, model.config.class_grid_size)
+                                    aspect_power=auto.template_aspect_power, pool_above=auto.pool_above),
+                        auto, model.config.class_grid_size)
     cands, used = [], {}
     stride = float(model.stride)
     config = _with_heads_precision(config, int(sum(len(plan.views_at(lv)) * (lv * s / stride) ** 2
