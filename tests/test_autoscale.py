@@ -25,7 +25,7 @@ from os2d.results import image_record
 
 
 def test_ladder_is_probe_times_powers_of_the_step_within_bounds():
-    assert ladder(AutoScaleConfig()) == [384, 543, 768, 1086, 1536]
+    assert ladder(AutoScaleConfig()) == [272, 384, 543, 768, 1086, 1536]
     assert ladder(AutoScaleConfig(probe_size=512, level_step=2.0, min_size=256, max_size=4096)) == [256, 512, 1024,
                                                                                                   2048, 4096]
 
@@ -41,8 +41,43 @@ def test_plan_puts_each_view_where_its_template_says_and_weak_views_on_the_main_
     plan = plan_levels(scores, cfg, grid_size=15)
     assert plan.view_levels == (1536, 768, 768, 768)  # main level = the one most strong views chose
     assert plan.levels() == [768, 1536] and plan.views_at(768) == [1, 2, 3]
-    one = plan_levels(scores, AutoScaleConfig(max_levels=1), grid_size=15)
+    one = plan_levels(scores, AutoScaleConfig(template_cells=cfg.template_cells, max_levels=1), grid_size=15)
     assert one.levels() == [1536]  # the level of the best-scoring view is kept; the others move to it
+
+
+def test_size_prior_picks_the_large_template_of_a_close_up():
+    """On a close-up every template's peak falls with its size (the product is everywhere), so the plain argmax takes
+    the smallest template and the photo would run at the largest level. score + size_prior * ln(cells) picks the size;
+    the view's strength (weak_margin, level ranking) stays its plain score at that template."""
+    cells = (4, 5, 7, 10, 14, 20, 28, 40)
+    scores = torch.tensor([[0.31, 0.27, 0.23, 0.22, 0.20, 0.19, 0.20, 0.17]])  # like a Grocery Store close-up's
+    plain = plan_levels(scores, AutoScaleConfig(template_cells=cells, min_size=256, size_prior=0.0), grid_size=15)
+    assert plain.view_levels == (1536,) and plain.view_scores == pytest.approx((0.31,))
+    cfg = AutoScaleConfig(template_cells=cells, min_size=256, size_prior=0.06)
+    prior = plan_levels(scores, cfg, grid_size=15)
+    # 0.20 + 0.06 ln 28 = 0.400 is the best; 768 * 15 / 28 = 411 -> ladder level 384
+    assert prior.view_levels == (384,) and prior.view_scores == pytest.approx((0.20,))
+    assert ladder(cfg)[:2] == [272, 384]
+
+
+def test_large_templates_slide_over_pooled_features_at_half_their_side():
+    g = torch.Generator().manual_seed(4)
+    kernels = class_kernels(torch.nn.functional.normalize(torch.randn(2, 24, 15, 15, generator=g), dim=1))
+    feats = torch.rand(1, 24, 21, 30, generator=g)
+    cells = (5, 20, 28, 40)
+    fn = feats / (feats.norm(dim=1, keepdim=True) + 1e-5)
+    pooled = torch.nn.functional.avg_pool2d(fn, 2, ceil_mode=True)  # (1, 24, 11, 15)
+    pooled = pooled / (pooled.norm(dim=1, keepdim=True) + 1e-5)
+    expected = torch.empty(2, len(cells))
+    for j, s in enumerate(cells):
+        f, side = (pooled, round(s / 2)) if s > 20 else (fn, s)
+        t = torch.nn.functional.interpolate(kernel_grids(kernels), size=(side, side), mode="bilinear",
+                                            align_corners=True)
+        t = t / (t.norm(dim=1, keepdim=True) + 1e-5)
+        expected[:, j] = torch.nn.functional.conv2d(f, t, padding=side // 2).flatten(2).amax(2)[0] / side**2
+    torch.testing.assert_close(probe_scores(feats, kernels, cells, pool_above=20), expected, rtol=1e-5, atol=1e-6)
+    # nothing above the bound: the full-resolution scores, bit for bit
+    assert torch.equal(probe_scores(feats, kernels, cells, pool_above=40), probe_scores(feats, kernels, cells))
 
 
 def test_kernel_grids_undo_the_column_major_cell_order():
@@ -121,6 +156,10 @@ def test_config_checks():
         AutoScaleConfig(level_step=1.0)
     with pytest.raises(ValueError, match="template_aspect_power"):
         AutoScaleConfig(template_aspect_power=-1.0)
+    with pytest.raises(ValueError, match="size_prior"):
+        AutoScaleConfig(size_prior=-0.1)
+    with pytest.raises(ValueError, match="pool_above"):
+        AutoScaleConfig(pool_above=0)
     assert InferenceConfig(auto_scale={"probe_size": 512}).auto_scale.probe_size == 512  # from JSON / YAML
 
 

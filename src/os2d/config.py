@@ -85,20 +85,21 @@ class AutoScaleConfig:
     """The probe that picks pyramid levels when ``InferenceConfig.image_size == "auto"``.
 
     See :mod:`os2d.inference.autoscale`; the defaults were fixed on the FlickrLogos-27 training brands and
-    synthetic shelves (README model card), never on the held-out sets.
+    synthetic shelves (README model card), never on the held-out sets; the close-up settings (templates of 28 and 40
+    cells, ``min_size`` 256, ``size_prior``, ``pool_above``) by recipes/autoscale_closeups on five tuning sets.
     """
 
     probe_size: int = 768  # sqrt(w*h) of the probe level
-    template_cells: tuple[int, ...] = (4, 5, 7, 10, 14, 20)  # template sides tried on the probe (cells)
+    template_cells: tuple[int, ...] = (4, 5, 7, 10, 14, 20, 28, 40)  # template sides tried on the probe (cells)
     ratio: float = 1.0  # multiplies the image size at which an object would fill the class grid
     level_step: float = 2.0**0.5  # levels are probe_size * level_step^k ...
-    min_size: int = 384  # ... with sqrt(w*h) in [min_size, max_size]
+    min_size: int = 256  # ... with sqrt(w*h) in [min_size, max_size]
     max_size: int = 2048
     max_levels: int = 2  # heads run on at most this many levels per image
     weak_margin: float = 0.1  # views whose probe score is this far below the best view's go to the main level
     template_aspect_power: float = 0.0  # templates take the class image's aspect ratio^p (area kept); 0: square
-    size_prior: float = 0.0  # the template picked maximises score + size_prior * ln(cells) (small ones peak higher)
-    pool_above: int = 10_000  # templates of more cells than this slide over 2x2-pooled features at half the side
+    size_prior: float = 0.06  # the template picked maximises score + size_prior * ln(cells) (small ones peak higher)
+    pool_above: int = 20  # templates of more cells than this slide over 2x2-pooled features at half the side
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

@@ -126,6 +126,8 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     sizes = ladder(config)
     log_sizes = torch.tensor([math.log(s) for s in sizes])
     all_cells = torch.tensor(config.template_cells, dtype=torch.float32)
+    if scores.shape[1] != len(all_cells):
+        raise ValueError(f"probe scores for {scores.shape[1]} templates, config has {len(all_cells)} template_cells")
     # the size: the best template after the size prior (smaller templates peak higher on any photo); the strength
     # of a view (weak_margin, level ranking): its score there
     arg = (scores + config.size_prior * all_cells.log()[None]).argmax(dim=1)  # (V,)
