@@ -70,10 +70,10 @@ def _table(rows: list[tuple[str, Any, Any]], calibration: Any) -> list[str]:
     for name, scores, hits in rows:
         conf = calibration(torch.from_numpy(scores)).double().numpy()
         kept = conf >= calibration.threshold
-        prec = float(hits[kept].mean()) if kept.any() else float("nan")
+        prec = f"{float(hits[kept].mean()):.2f}" if kept.any() else "- (none kept)"
         lines.append(f"| {name} | {len(scores)} | {int(hits.sum())} | "
                      f"{expected_calibration_error(np.clip(scores, 0, 1), hits):.3f} | "
-                     f"{expected_calibration_error(conf, hits):.3f} | {prec:.2f} | "
+                     f"{expected_calibration_error(conf, hits):.3f} | {prec} | "
                      f"{int(hits[kept].sum())}/{int(hits.sum())} |")
     return lines
 
