@@ -188,3 +188,18 @@ def test_default_detector_runs_small_objects_at_a_larger_level(small_object_scen
     assert record["levels"] == {"thing": [level]}
     fixed = d.detect(scene, image_size=1024)
     assert fixed.levels is None and "levels" not in image_record("scene.jpg", scene.size, fixed)
+
+
+def test_cli_size_prior_sets_only_the_probe_prior():
+    import argparse
+
+    from os2d.apps.cli.common import CliError, add_inference_args, inference_config
+
+    p = argparse.ArgumentParser()
+    add_inference_args(p, image_size_help="")
+    plain = inference_config(p.parse_args(["--size-prior", "0"])).auto_scale
+    assert plain.size_prior == 0.0
+    assert plain == AutoScaleConfig(size_prior=0.0)  # every other probe setting stays the default
+    assert inference_config(p.parse_args([])).auto_scale == AutoScaleConfig()
+    with pytest.raises(CliError, match="--size-prior"):
+        inference_config(p.parse_args(["--size-prior", "-1"]))
