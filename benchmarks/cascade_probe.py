@@ -243,7 +243,7 @@ def load_set(name: str, synth_dir: Path):
 
 def grocery_real_dataset(root: Path) -> DetectionDataset:
     """``benchmarks/grocery_real.py``'s set: the Grocery Store *val* photos of the package classes, each with one
-    whole-photo box labelled its product (the box only carries the label: the set is scored per image), and all 31
+    placeholder box (zeros) labelled its product (it only carries the label: the set is scored per image), and all 31
     package classes' web images as the gallery."""
     with open(root / "class_images.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if "/Packages/" in r["class_image"]]
