@@ -49,15 +49,12 @@ def class_scores(dets: list[Detections], num_classes: int) -> np.ndarray:
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Non-interpolated AP of one class's image ranking; positives without a score (-inf) count as misses."""
-    npos = int(positive.sum())
+    """Non-interpolated AP of one class's image ranking (at least one positive); positives without a score (-inf)
+    count as misses."""
     found = np.isfinite(scores)
-    order = np.argsort(-scores[found], kind="stable")
-    hits = positive[found][order]
-    if npos == 0:
-        return float("nan")
+    hits = positive[found][np.argsort(-scores[found], kind="stable")]
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / npos)
+    return float((precision * hits).sum() / positive.sum())
 
 
 def image_metrics(dets: list[Detections], truth: np.ndarray, num_classes: int) -> tuple[float, float]:
