@@ -212,6 +212,7 @@ def cascade_head(features: Tensor, kernels: Tensor, transform_net: TransformNet,
 
 
 UNSEEN_DIR = Path.home() / "os2d-runs" / "unseen-logos" / "set"
+DENSE_DIR = Path.home() / "os2d-runs" / "dense-shelves"
 
 
 def load_set(name: str, synth_dir: Path):
@@ -236,6 +237,12 @@ def load_set(name: str, synth_dir: Path):
             raise SystemExit(f"{d} has no annotations.csv: bash recipes/unseen_tuning_set.sh ../shared/data {d.parent}")
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
                                         classes=str(d / "class_images.csv"), image_dir=str(d), name="unseen"))
+    if name == "dense-shelves":  # small look-alike facings packed in rows (recipes/dense_shelves_set.sh)
+        d = DENSE_DIR
+        if not (d / "annotations.csv").is_file():
+            raise SystemExit(f"{d} has no annotations.csv: bash recipes/dense_shelves_set.sh ../shared/data {d}")
+        return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
+                                        classes=str(d / "class_images.csv"), image_dir=str(d), name="dense-shelves"))
     if name == "grocery-real":
         return grocery_real_dataset(SHARED / "grocerystore")
     raise SystemExit(f"unknown set {name!r}")

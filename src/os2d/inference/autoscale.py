@@ -129,15 +129,17 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     if scores.shape[1] != len(all_cells):
         raise ValueError(f"probe scores for {scores.shape[1]} templates, config has {len(all_cells)} template_cells")
     # the size: the best template after the size prior (smaller templates peak higher on any photo); the strength
-    # of a view (weak_margin, level ranking): its score there
-    arg = (scores + config.size_prior * all_cells.log()[None]).argmax(dim=1)  # (V,)
+    # of a view (weak_margin, level ranking): its score there, with the prior too when ``prior_strength``
+    corrected = scores + config.size_prior * all_cells.log()[None]  # (V, T)
+    arg = corrected.argmax(dim=1)  # (V,)
     best = scores.gather(1, arg[:, None])[:, 0]
+    strength = corrected.gather(1, arg[:, None])[:, 0] if config.prior_strength else best
     cells = all_cells[arg]
     target = config.probe_size * grid_size / cells * config.ratio  # (V,) size at which the object fills the grid
     level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)  # (V,) index into sizes
-    strong = best >= best.max() - config.weak_margin
-    # levels ranked by the best score among their strong views; the first max_levels are kept
-    ranked = sorted({int(i) for i in level[strong]}, key=lambda i: -float(best[strong & (level == i)].max()))
+    strong = strength >= strength.max() - config.weak_margin
+    # levels ranked by the best strength among their strong views; the first max_levels are kept
+    ranked = sorted({int(i) for i in level[strong]}, key=lambda i: -float(strength[strong & (level == i)].max()))
     kept = torch.tensor(ranked[: config.max_levels])
     votes = torch.bincount(level[strong], minlength=len(sizes))[kept]
     main = int(kept[votes.argmax()])  # most strong views; ties: the better-scoring level
