@@ -4,6 +4,7 @@ larger level for a small object."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -58,6 +59,25 @@ def test_size_prior_picks_the_large_template_of_a_close_up():
     # 0.20 + 0.06 ln 28 = 0.400 is the best; 768 * 15 / 28 = 411 -> ladder level 384
     assert prior.view_levels == (384,) and prior.view_scores == pytest.approx((0.20,))
     assert ladder(cfg)[:2] == [272, 384]
+
+
+def test_prior_strength_keeps_a_close_up_view_strong():
+    """A close-up's product picks a large template by the prior, but its plain score there (0.20) is far below another
+    class's 4-cell patch match (0.33): by plain strength it is weak and joins that class's level (1536). With
+    ``prior_strength`` its strength is 0.20 + 0.06 ln 28 = 0.400, against 0.33 + 0.06 ln 4 = 0.413: strong, its own
+    level (384) is kept, and it ranks first among the levels (max_levels 1 keeps 384)."""
+    cells = (4, 5, 7, 10, 14, 20, 28, 40)
+    scores = torch.tensor([
+        [0.31, 0.27, 0.23, 0.22, 0.20, 0.19, 0.20, 0.17],  # the product: prior picks 28 cells -> 384
+        [0.33, 0.24, 0.20, 0.17, 0.14, 0.12, 0.10, 0.08],  # another class, a patch: 4 cells -> 1536
+    ])
+    plain = plan_levels(scores, AutoScaleConfig(template_cells=cells, min_size=256), grid_size=15)
+    assert plain.view_levels == (1536, 1536)  # 0.20 < 0.33 - 0.1: weak, joins the main level
+    cfg = AutoScaleConfig(template_cells=cells, min_size=256, prior_strength=True)
+    strong = plan_levels(scores, cfg, grid_size=15)
+    assert strong.view_levels == (384, 1536) and strong.view_scores == pytest.approx((0.20, 0.33))
+    scores[0, 6] = 0.22  # 0.22 + 0.06 ln 28 = 0.420 beats 0.413: the close-up's level ranks first
+    assert plan_levels(scores, replace(cfg, max_levels=1), grid_size=15).view_levels == (384, 384)
 
 
 def test_large_templates_slide_over_pooled_features_at_half_their_side():
