@@ -12,9 +12,9 @@ the best peak plus ``size_prior * ln(s)`` (smaller templates peak higher on any 
 the frame the 4-cell template scores best), s* cells, estimates the objects' size in probe cells (templates larger
 than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); the photo fills the class grid at
 ``image_size = probe_size * S / s* * ratio``, rounded to the ladder ``probe_size * level_step^k`` within
-``[min_size, max_size]``. A view whose best probe score is more than ``weak_margin`` below the best view's
-carries no size information (it is probably absent): it joins the level most strong views chose, so an absent
-class adds no level. At most ``max_levels`` levels run: those holding the best-scoring views; other views move
+``[min_size, max_size]``. A view whose best probe score (with ``prior_strength``, off by default: plus the size
+prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view's carries no size information (it
+is probably absent): it joins the level most strong views chose, so an absent class adds no level. At most ``max_levels`` levels run: those holding the best-scoring views; other views move
 to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
