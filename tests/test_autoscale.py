@@ -80,6 +80,44 @@ def test_prior_strength_keeps_a_close_up_view_strong():
     assert plan_levels(scores, replace(cfg, max_levels=1), grid_size=15).view_levels == (384, 384)
 
 
+def test_hedge_runs_a_view_strong_only_with_the_prior_at_its_own_level_too():
+    """``hedge``: the close-up view above is weak by its plain score (joins 1536) but strong with the prior (0.400
+    against 0.413): it keeps 1536 and runs at its own level, 384, as well. A plainly strong view gets no extra level;
+    with ``prior_strength`` the hedge has nothing to do (the view is strong and runs at 384 only)."""
+    cells = (4, 5, 7, 10, 14, 20, 28, 40)
+    scores = torch.tensor([
+        [0.31, 0.27, 0.23, 0.22, 0.20, 0.19, 0.20, 0.17],  # strong only with the prior: 28 cells -> 384
+        [0.33, 0.24, 0.20, 0.17, 0.14, 0.12, 0.10, 0.08],  # strong: 4 cells -> 1536
+        [0.10, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03],  # weak either way: the main level only
+    ])
+    cfg = AutoScaleConfig(template_cells=cells, min_size=256, hedge=True)
+    plan = plan_levels(scores, cfg, grid_size=15)
+    assert plan.view_levels == (1536, 1536, 1536) and plan.extra == ((0, 384),)
+    assert plan.levels() == [384, 1536] and plan.views_at(384) == [0] and plan.views_at(1536) == [0, 1, 2]
+    assert plan_levels(scores, replace(cfg, hedge=False), grid_size=15).extra == ()
+    both = plan_levels(scores, replace(cfg, prior_strength=True), grid_size=15)
+    assert both.extra == () and both.view_levels[0] == 384
+
+
+def test_detector_runs_the_hedged_view_at_both_levels(small_object_scene, monkeypatch):
+    """The detection loop runs a view at every level the plan gives it, extra ones included, and reports them."""
+    import os2d.inference.detect as detect_module
+    from os2d.inference.autoscale import ScalePlan
+
+    obj, scene = small_object_scene
+    d = Detector.from_weights("default", max_detections=10)
+    d.add_class("thing", obj)
+    views = d.gallery.kernels.shape[0]
+    plan = ScalePlan(768, (1536,) * views, (0.3,) * views, tuple((v, 543) for v in range(views)))
+    monkeypatch.setattr(detect_module, "plan_levels", lambda *a, **k: plan)
+    dets = d.detect(scene)
+    assert dets.levels == {"thing": [543, 1536]}
+    box = dets.boxes_xyxy[0].tolist()
+    ix = max(0.0, min(box[2], 620) - max(box[0], 500))
+    iy = max(0.0, min(box[3], 420) - max(box[1], 300))
+    assert ix * iy / ((box[2] - box[0]) * (box[3] - box[1]) + 120 * 120 - ix * iy) > 0.6
+
+
 def test_large_templates_slide_over_pooled_features_at_half_their_side():
     g = torch.Generator().manual_seed(4)
     kernels = class_kernels(torch.nn.functional.normalize(torch.randn(2, 24, 15, 15, generator=g), dim=1))

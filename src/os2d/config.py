@@ -101,6 +101,7 @@ class AutoScaleConfig:
     size_prior: float = 0.06  # the template picked maximises score + size_prior * ln(cells) (small ones peak higher)
     pool_above: int = 20  # templates of more cells than this slide over 2x2-pooled features at half the side
     prior_strength: bool = False  # a view's strength (weak_margin, level ranking) includes the size prior too
+    hedge: bool = False  # a view strong only with the prior also runs at its own level (recipes/autoscale_hedge)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

@@ -14,7 +14,8 @@ than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); 
 ``image_size = probe_size * S / s* * ratio``, rounded to the ladder ``probe_size * level_step^k`` within
 ``[min_size, max_size]``. A view whose best probe score (with ``prior_strength``, off by default: plus the size
 prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view's carries no size information (it
-is probably absent): it joins the level most strong views chose, so an absent class adds no level. At most ``max_levels`` levels run: those holding the best-scoring views; other views move
+is probably absent): it joins the level most strong views chose, so an absent class adds no level (with ``hedge``,
+off by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge). At most ``max_levels`` levels run: those holding the best-scoring views; other views move
 to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
@@ -41,19 +42,22 @@ class ScalePlan:
         probe_size: sqrt(w*h) of the probe level.
         view_levels: (V,) sqrt(w*h) of the level each class view runs at (before ``InferenceConfig.scales``).
         view_scores: (V,) best probe template score of each view.
+        extra: (view, level) pairs: a view that runs at a second level too (``AutoScaleConfig.hedge``).
     """
 
     probe_size: int
     view_levels: tuple[int, ...]
     view_scores: tuple[float, ...]
+    extra: tuple[tuple[int, int], ...] = ()
 
     def levels(self) -> list[int]:
         """The distinct level sizes, increasing."""
-        return sorted(set(self.view_levels))
+        return sorted(set(self.view_levels) | {lv for _, lv in self.extra})
 
     def views_at(self, level: int) -> list[int]:
         """Indices (increasing) of the views that run at ``level``."""
-        return [v for v, lv in enumerate(self.view_levels) if lv == level]
+        return sorted({v for v, lv in enumerate(self.view_levels) if lv == level}
+                      | {v for v, lv in self.extra if lv == level})
 
 
 def kernel_grids(kernels: Tensor) -> Tensor:
@@ -147,7 +151,31 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     for v in range(scores.shape[0]):
         i = int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()]) if strong[v] else main
         view_levels.append(sizes[i])
-    return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()))
+    extra = _hedged(corrected.gather(1, arg[:, None])[:, 0], strong, level, view_levels, sizes, config)
+    return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra)
+
+
+def _hedged(corrected: Tensor, strong: Tensor, level: Tensor, view_levels: list[int], sizes: list[int],
+            config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
+    """``hedge``: the views that are weak by their plain score but strong by their score with the size prior (a
+    large template picked on a close-up, or a too-large estimate of a small logo) run at their own level as well as
+    where the plan put them. At most ``max_levels`` such extra levels (ranked by the best prior-corrected score among
+    their views); a view whose own level is not kept takes the nearest kept one. (V,) tensors; ``level`` indexes
+    ``sizes``."""
+    if not config.hedge or config.prior_strength:
+        return ()
+    hedged = ~strong & (corrected >= corrected.max() - config.weak_margin)
+    if not bool(hedged.any()):
+        return ()
+    log_sizes = torch.tensor([math.log(s) for s in sizes])
+    ranked = sorted({int(i) for i in level[hedged]}, key=lambda i: -float(corrected[hedged & (level == i)].max()))
+    kept = torch.tensor(ranked[: config.max_levels])
+    extra = []
+    for v in hedged.nonzero().flatten().tolist():
+        lv = sizes[int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()])]
+        if lv != view_levels[v]:
+            extra.append((v, lv))
+    return tuple(extra)
 
 
 def resize_to_side(image: Tensor, side: float) -> Tensor:
