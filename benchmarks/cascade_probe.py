@@ -213,6 +213,7 @@ def cascade_head(features: Tensor, kernels: Tensor, transform_net: TransformNet,
 
 UNSEEN_DIR = Path.home() / "os2d-runs" / "unseen-logos" / "set"
 DENSE_DIR = Path.home() / "os2d-runs" / "dense-shelves"
+DENSE_UNSEEN_DIR = Path.home() / "os2d-runs" / "dense-unseen"
 
 
 def load_set(name: str, synth_dir: Path):
@@ -237,12 +238,13 @@ def load_set(name: str, synth_dir: Path):
             raise SystemExit(f"{d} has no annotations.csv: bash recipes/unseen_tuning_set.sh ../shared/data {d.parent}")
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
                                         classes=str(d / "class_images.csv"), image_dir=str(d), name="unseen"))
-    if name == "dense-shelves":  # small look-alike facings packed in rows (recipes/dense_shelves_set.sh)
-        d = DENSE_DIR
+    if name in ("dense-shelves", "dense-unseen"):  # small facings packed in rows (recipes/dense_shelves_set.sh)
+        d = DENSE_DIR if name == "dense-shelves" else DENSE_UNSEEN_DIR
         if not (d / "annotations.csv").is_file():
-            raise SystemExit(f"{d} has no annotations.csv: bash recipes/dense_shelves_set.sh ../shared/data {d}")
+            raise SystemExit(f"{d} has no annotations.csv: bash recipes/dense_shelves_set.sh ../shared/data "
+                             f"{d.parent}")
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
-                                        classes=str(d / "class_images.csv"), image_dir=str(d), name="dense-shelves"))
+                                        classes=str(d / "class_images.csv"), image_dir=str(d), name=name))
     if name == "grocery-real":
         return grocery_real_dataset(SHARED / "grocerystore")
     raise SystemExit(f"unknown set {name!r}")

@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# The dense-shelf tuning set: 40 synthetic shelves (os2d synth, shelf scenes only) of 3-6 rows packed with runs of
-# 2-6 facings of the 31 Grocery Store packages (milk cartons, juices, yoghurts: near look-alikes, plus labelled variant
-# classes), small in the frame (800 px, products about 1/5 of the height) on Grocery Store *val* backgrounds. It is
-# the tuning set for the failure the other sets miss: a photo full of small, near-identical facings, where a large probe
-# template matching a group of products can beat the small one matching one product (the demo shelf's collapse,
-# recipes/autoscale_dense). ~10 s. Deterministic.
-#   bash recipes/dense_shelves_set.sh [DATA] [OUT]      (defaults ../shared/data, runs/dense-shelves)
+# The two dense-shelf tuning sets, 40 synthetic shelves each (os2d synth, shelf scenes only) of 3-6 rows packed with
+# runs of 2-6 facings, small in the frame (800 px, a row about 1/4 of the height), on Grocery Store *val* backgrounds
+# (never a training background), near look-alikes and labelled variant classes among them. They are the tuning sets
+# for the failure the others miss: a photo full of small, near-identical facings, where a large probe template
+# matching a group of products can beat the small one matching one product (the demo shelf's collapse,
+# recipes/autoscale_dense).
+#   OUT/dense-shelves: the 31 Grocery Store packages (classes the shipped model trained on).
+#   OUT/dense-unseen: 30 made-up wide logos no model trained on (recipes/unseen_logos.py, logos 30-59: not the
+#   unseen-class set's 20), never mirrored (text).
+# ~20 s. Deterministic.
+#   bash recipes/dense_shelves_set.sh [DATA] [OUT]      (defaults ../shared/data, runs)
 set -euo pipefail
 DATA=${1:-../shared/data}
-OUT=${2:-runs/dense-shelves}
-[ -f "$OUT/annotations.csv" ] || os2d synth \
+OUT=${2:-runs}
+DENSE='"aspect_range": [1.2, 1.45], "shelf_rows": [3, 6], "facings": [2, 6], "product_height": [0.75, 0.95], "classes_per_image": [2, 4], "variant_prob": 0.3'
+[ -f "$OUT/dense-shelves/annotations.csv" ] || os2d synth \
     --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions/Packages" \
-    --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$OUT" --num-images 40 --image-size 800 \
-    --shelf-prob 1 --seed 31 --preview 6 --overwrite --quiet --config-json \
-    '{"aspect_range": [1.2, 1.45], "shelf_rows": [3, 6], "facings": [2, 6], "product_height": [0.75, 0.95], "classes_per_image": [2, 4], "variant_prob": 0.3}'
-echo "dense-shelf tuning set: $OUT (annotations.csv, class_images.csv)"
+    --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$OUT/dense-shelves" --num-images 40 --image-size 800 \
+    --shelf-prob 1 --seed 31 --preview 6 --overwrite --quiet --config-json "{$DENSE}"
+if [ ! -f "$OUT/dense-unseen/annotations.csv" ]; then
+    [ -d "$OUT/unseen-logos/classes" ] || python recipes/unseen_logos.py "$OUT/unseen-logos/classes" --num 60 --seed 0
+    mkdir -p "$OUT/dense-unseen-classes"
+    { echo "name,path"; for i in $(seq 30 59); do echo "logo0$i,$(cd "$OUT/unseen-logos/classes" && pwd)/logo0$i.png"; done; } \
+        > "$OUT/dense-unseen-classes/classes.csv"
+    os2d synth --class-images "$OUT/dense-unseen-classes/classes.csv" \
+        --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$OUT/dense-unseen" --num-images 40 --image-size 800 \
+        --shelf-prob 1 --seed 41 --preview 6 --overwrite --quiet --config-json "{$DENSE, \"flip_prob\": 0.0}"
+fi
+echo "dense-shelf tuning sets: $OUT/dense-shelves, $OUT/dense-unseen (annotations.csv, class_images.csv)"
