@@ -15,8 +15,8 @@ than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); 
 ``[min_size, max_size]``. A view whose best probe score (with ``prior_strength``, off by default: plus the size
 prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view's carries no size information (it
 is probably absent): it joins the level most strong views chose, so an absent class adds no level (with ``hedge``,
-off by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge). At most ``max_levels`` levels run: those holding the best-scoring views; other views move
-to the nearest kept level.
+off by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge). At most
+``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
 """
@@ -137,7 +137,8 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     corrected = scores + config.size_prior * all_cells.log()[None]  # (V, T)
     arg = corrected.argmax(dim=1)  # (V,)
     best = scores.gather(1, arg[:, None])[:, 0]
-    strength = corrected.gather(1, arg[:, None])[:, 0] if config.prior_strength else best
+    best_corrected = corrected.gather(1, arg[:, None])[:, 0]
+    strength = best_corrected if config.prior_strength else best
     cells = all_cells[arg]
     target = config.probe_size * grid_size / cells * config.ratio  # (V,) size at which the object fills the grid
     level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)  # (V,) index into sizes
@@ -151,7 +152,7 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     for v in range(scores.shape[0]):
         i = int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()]) if strong[v] else main
         view_levels.append(sizes[i])
-    extra = _hedged(corrected.gather(1, arg[:, None])[:, 0], strong, level, view_levels, sizes, config)
+    extra = _hedged(best_corrected, strong, level, view_levels, sizes, config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra)
 
 
