@@ -34,9 +34,11 @@ SETS = ("grocery-real", "fl27-train", "synth-val", "unseen")
 CLOSE_UP_CELLS = 34.0  # grocery-real: the product fills about the 768 probe's 48 cells
 
 
-def dump(out: Path) -> None:
-    rows = []
-    for set_name in SETS:
+def probe_photos(set_names: tuple[str, ...]):
+    """Every 2nd image of each set -> (set name, gallery, (1, C, H, W) features of the image at the probe size 768,
+    [(true size in probe cells or None, (k,) indices of the class's gallery views) for each class present]). The true
+    size is the median sqrt(area) of the class's boxes; grocery-real has none (its boxes are placeholders)."""
+    for set_name in set_names:
         ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
         det = Detector.from_weights("default")
         for name, imgs in zip(_class_names(ds), _load_class_images(ds), strict=True):
@@ -47,16 +49,23 @@ def dump(out: Path) -> None:
             probe = resize_to_side(prepare_levels(pil, InferenceConfig())[0], 768)
             with torch.no_grad():
                 feats = det.model.extract_features(probe[None])
-            peaks = probe_scores(feats, g.kernels, CELLS, pool_above=20)  # (V, T)
             r = 768 / math.sqrt(pil.size[0] * pil.size[1])
+            classes = []
             for c in sorted({int(x) for x in rec.labels}):
                 size = None
                 if set_name != "grocery-real":
                     b = torch.from_numpy(rec.boxes_xyxy[rec.labels == c])
                     size = float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp(min=1).sqrt().median()) * r / 16
-                views = (g.view_class == c).nonzero().flatten()
-                rows.append({"set": set_name, "size": size, "peaks": peaks[views]})
+                classes.append((size, (g.view_class == c).nonzero().flatten()))
+            yield set_name, g, feats, classes
         print(set_name, "done", flush=True)
+
+
+def dump(out: Path) -> None:
+    rows = []
+    for set_name, g, feats, classes in probe_photos(SETS):
+        peaks = probe_scores(feats, g.kernels, CELLS, pool_above=20)  # (V, T)
+        rows += [{"set": set_name, "size": size, "peaks": peaks[views]} for size, views in classes]
     torch.save(rows, out)
 
 

@@ -24,22 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from cascade_probe import load_set  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from autoscale_closeups.offline import CELLS, CLOSE_UP_CELLS, probe_photos  # noqa: E402
 
-from os2d.config import InferenceConfig  # noqa: E402
-from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
-from os2d.inference.autoscale import kernel_grids, resize_to_side  # noqa: E402
-from os2d.inference.pyramid import prepare_levels  # noqa: E402
-from os2d.io import load_image  # noqa: E402
+from os2d.inference.autoscale import kernel_grids  # noqa: E402
 from os2d.model.correlation import l2_normalize  # noqa: E402
 
-CELLS = (4, 5, 7, 10, 14, 20, 28, 40)
 POOL_ABOVE = 20
 DELTAS = (0.02, 0.04, 0.06)
 SETS = ("grocery-real", "fl27-train", "synth-val", "unseen", "dense-shelves")
-CLOSE_UP_CELLS = 34.0  # grocery-real: the product fills about the 768 probe's 48 cells
 
 
 def breadth(score: torch.Tensor, radius: int) -> list[float]:
@@ -72,28 +65,11 @@ def view_stats(features: torch.Tensor, grids: torch.Tensor) -> tuple[torch.Tenso
 
 def dump(out: Path) -> None:
     rows = []
-    for set_name in SETS:
-        ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
-        det = Detector.from_weights("default")
-        for name, imgs in zip(_class_names(ds), _load_class_images(ds), strict=True):
-            det.add_class(name, list(imgs))
-        g = det.gallery
+    for set_name, g, feats, classes in probe_photos(SETS):
         grids = kernel_grids(g.kernels.float())
-        for rec in ds.images[::2]:
-            pil = load_image(rec.path)
-            probe = resize_to_side(prepare_levels(pil, InferenceConfig())[0], 768)
-            with torch.no_grad():
-                feats = det.model.extract_features(probe[None])
-            r = 768 / math.sqrt(pil.size[0] * pil.size[1])
-            for c in sorted({int(x) for x in rec.labels}):
-                size = None
-                if set_name != "grocery-real":
-                    b = torch.from_numpy(rec.boxes_xyxy[rec.labels == c])
-                    size = float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).clamp(min=1).sqrt().median()) * r / 16
-                views = (g.view_class == c).nonzero().flatten()
-                peaks, breadths = view_stats(feats, grids[views])
-                rows.append({"set": set_name, "size": size, "peaks": peaks, "breadths": breadths})
-        print(set_name, "done", flush=True)
+        for size, views in classes:
+            peaks, breadths = view_stats(feats, grids[views])
+            rows.append({"set": set_name, "size": size, "peaks": peaks, "breadths": breadths})
     torch.save(rows, out)
 
 
