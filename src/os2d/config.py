@@ -86,7 +86,8 @@ class AutoScaleConfig:
 
     See :mod:`os2d.inference.autoscale`; the defaults were fixed on the FlickrLogos-27 training brands and
     synthetic shelves (README model card), never on the held-out sets; the close-up settings (templates of 28 and 40
-    cells, ``min_size`` 256, ``size_prior``, ``pool_above``) by recipes/autoscale_closeups on five tuning sets.
+    cells, ``min_size`` 256, ``size_prior``, ``pool_above``) by recipes/autoscale_closeups on five tuning sets;
+    ``hedge`` by recipes/autoscale_hedge on seven.
     """
 
     probe_size: int = 768  # sqrt(w*h) of the probe level
@@ -101,7 +102,7 @@ class AutoScaleConfig:
     size_prior: float = 0.06  # the template picked maximises score + size_prior * ln(cells) (small ones peak higher)
     pool_above: int = 20  # templates of more cells than this slide over 2x2-pooled features at half the side
     prior_strength: bool = False  # a view's strength (weak_margin, level ranking) includes the size prior too
-    hedge: bool = False  # a view strong only with the prior also runs at its own level (recipes/autoscale_hedge)
+    hedge: bool = True  # a view strong only with the prior also runs at its own level (recipes/autoscale_hedge)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

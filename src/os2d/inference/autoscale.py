@@ -15,7 +15,7 @@ than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); 
 ``[min_size, max_size]``. A view whose best probe score (with ``prior_strength``, off by default: plus the size
 prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view's carries no size information (it
 is probably absent): it joins the level most strong views chose, so an absent class adds no level (with ``hedge``,
-off by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge). At most
+on by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
