@@ -90,13 +90,34 @@ def test_hedge_runs_a_view_strong_only_with_the_prior_at_its_own_level_too():
         [0.33, 0.24, 0.20, 0.17, 0.14, 0.12, 0.10, 0.08],  # strong: 4 cells -> 1536
         [0.10, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03],  # weak either way: the main level only
     ])
-    cfg = AutoScaleConfig(template_cells=cells, min_size=256, hedge=True)
+    cfg = AutoScaleConfig(template_cells=cells, min_size=256)
+    assert cfg.hedge  # the default since recipes/autoscale_hedge
     plan = plan_levels(scores, cfg, grid_size=15)
     assert plan.view_levels == (1536, 1536, 1536) and plan.extra == ((0, 384),)
     assert plan.levels() == [384, 1536] and plan.views_at(384) == [0] and plan.views_at(1536) == [0, 1, 2]
     assert plan_levels(scores, replace(cfg, hedge=False), grid_size=15).extra == ()
     both = plan_levels(scores, replace(cfg, prior_strength=True), grid_size=15)
     assert both.extra == () and both.view_levels[0] == 384
+
+
+def test_hedge_peak_runs_a_strong_views_plain_peak_level_too():
+    """``hedge_peak``: on a shelf of small near-identical facings (the demo's cups: plain peak at 7 cells, 0.304 and
+    0.315) the prior picks a group of them (28 cells -> 384; 40 -> 272); the plain 7-cell peak's level (768 * 15 / 7
+    -> 1536) runs too. A view whose plain best is the smallest template (the small-template bias) or a weak view gets
+    no extra level."""
+    scores = torch.tensor([
+        [0.28, 0.29, 0.304, 0.29, 0.28, 0.27, 0.262, 0.24],  # plain peak 7 cells, prior 28 cells
+        [0.27, 0.30, 0.315, 0.30, 0.28, 0.26, 0.237, 0.22],  # plain peak 7 cells, prior 40 cells
+        [0.33, 0.30, 0.27, 0.25, 0.24, 0.23, 0.22, 0.21],  # plain best: the smallest template
+        [0.12, 0.15, 0.11, 0.10, 0.09, 0.08, 0.07, 0.06],  # weak: no extra level
+    ])
+    cfg = AutoScaleConfig(hedge_peak=True)
+    assert not AutoScaleConfig().hedge_peak
+    plan = plan_levels(scores, cfg, grid_size=15)
+    assert plan_levels(scores, replace(cfg, hedge_peak=False), grid_size=15).view_levels == plan.view_levels
+    assert plan.view_levels[:2] == (384, 272)
+    assert set(plan.extra) == {(0, 1536), (1, 1536)}
+    assert plan.views_at(1536) == sorted({0, 1} | {v for v, lv in enumerate(plan.view_levels) if lv == 1536})
 
 
 def test_detector_runs_the_hedged_view_at_both_levels(small_object_scene, monkeypatch):

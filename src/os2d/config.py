@@ -103,6 +103,7 @@ class AutoScaleConfig:
     pool_above: int = 20  # templates of more cells than this slide over 2x2-pooled features at half the side
     prior_strength: bool = False  # a view's strength (weak_margin, level ranking) includes the size prior too
     hedge: bool = True  # a view strong only with the prior also runs at its own level (recipes/autoscale_hedge)
+    hedge_peak: bool = False  # a strong view whose plain best template is not the smallest also runs at its level
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

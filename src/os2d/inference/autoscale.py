@@ -153,6 +153,9 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         i = int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()]) if strong[v] else main
         view_levels.append(sizes[i])
     extra = _hedged(best_corrected, strong, level, view_levels, sizes, config)
+    if config.hedge_peak:
+        extra = _peak_hedged(scores, strength, strong, target_levels(scores, sizes, grid_size, config), view_levels,
+                             extra, sizes, config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra)
 
 
@@ -179,6 +182,38 @@ def _hedged(corrected: Tensor, strong: Tensor, level: Tensor, view_levels: list[
     return tuple(extra)
 
 
+def target_levels(scores: Tensor, sizes: list[int], grid_size: int, config: AutoScaleConfig) -> Tensor:
+    """(V, T) probe scores -> (V,) index into ``sizes`` of each view's level by its *plain* best template (no size
+    prior), or -1 where that is the smallest template (the small-template bias, no size information)."""
+    arg = scores.argmax(dim=1)  # (V,)
+    cells = torch.tensor(config.template_cells, dtype=torch.float32)[arg]
+    target = config.probe_size * grid_size / cells * config.ratio
+    log_sizes = torch.tensor([math.log(s) for s in sizes])
+    level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)
+    smallest = arg == int(torch.tensor(config.template_cells).argmin())
+    return torch.where(smallest, torch.full_like(level, -1), level)
+
+
+def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, peak_level: Tensor, view_levels: list[int],
+                 extra: tuple[tuple[int, int], ...], sizes: list[int],
+                 config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
+    """``hedge_peak``: a strong view whose plain best template is larger than the smallest one (a real peak of the
+    score over the template sizes, not the small templates' bias) runs at that template's level too, when the plan
+    put it elsewhere: on a shelf of small near-identical facings the size prior picks a group of them. At most
+    ``max_levels`` such levels (ranked by the best strength among their views); their views are added to ``extra``.
+    (V,) tensors; ``peak_level`` from :func:`target_levels`."""
+    have = set(enumerate(view_levels)) | set(extra)
+    cand = [(v, sizes[int(peak_level[v])]) for v in range(len(view_levels))
+            if bool(strong[v]) and int(peak_level[v]) >= 0 and (v, sizes[int(peak_level[v])]) not in have]
+    if not cand:
+        return extra
+    best = {}
+    for v, lv in cand:
+        best[lv] = max(best.get(lv, -math.inf), float(strength[v]))
+    kept = set(sorted(best, key=lambda lv: -best[lv])[: config.max_levels])
+    return extra + tuple((v, lv) for v, lv in cand if lv in kept)
+
+
 def resize_to_side(image: Tensor, side: float) -> Tensor:
     """(3, h, w) image -> (3, h', w') with sqrt(w'*h') = ``side`` (aspect kept; ``int`` sizes as the pyramid;
     bilinear with antialiasing when shrinking, like PIL's BILINEAR resize)."""
@@ -190,4 +225,5 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "template_shapes"]
+__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "target_levels",
+           "template_shapes"]
