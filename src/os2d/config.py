@@ -103,7 +103,9 @@ class AutoScaleConfig:
     pool_above: int = 20  # templates of more cells than this slide over 2x2-pooled features at half the side
     prior_strength: bool = False  # a view's strength (weak_margin, level ranking) includes the size prior too
     hedge: bool = True  # a view strong only with the prior also runs at its own level (recipes/autoscale_hedge)
-    hedge_peak: bool = False  # a strong view whose plain best template is not the smallest also runs at its level
+    hedge_peak: bool = False  # a strong view whose plain best template is not the smallest also runs at its level,
+    peak_margin: float = 0.02  # ... when that template's score beats the smallest template's by this much
+    peak_top: float = 0.05  # ... and the view's plain score is within this of the best view's
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

@@ -199,12 +199,17 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, peak_level: T
                  config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
     """``hedge_peak``: a strong view whose plain best template is larger than the smallest one (a real peak of the
     score over the template sizes, not the small templates' bias) runs at that template's level too, when the plan
-    put it elsewhere: on a shelf of small near-identical facings the size prior picks a group of them. At most
+    put it elsewhere: on a shelf of small near-identical facings the size prior picks a group of them. Only a clear
+    peak counts: its score ``peak_margin`` above the smallest template's, and the
+    view's plain score within ``peak_top`` of the photo's best view's. At most
     ``max_levels`` such levels (ranked by the best strength among their views); their views are added to ``extra``.
     (V,) tensors; ``peak_level`` from :func:`target_levels`."""
     have = set(enumerate(view_levels)) | set(extra)
+    plain = scores.max(dim=1).values  # (V,)
+    small = int(torch.tensor(config.template_cells).argmin())
+    clear = (plain - scores[:, small] >= config.peak_margin) & (plain >= plain.max() - config.peak_top)
     cand = [(v, sizes[int(peak_level[v])]) for v in range(len(view_levels))
-            if bool(strong[v]) and int(peak_level[v]) >= 0 and (v, sizes[int(peak_level[v])]) not in have]
+            if bool(strong[v] & clear[v]) and int(peak_level[v]) >= 0 and (v, sizes[int(peak_level[v])]) not in have]
     if not cand:
         return extra
     best = {}
