@@ -15,7 +15,8 @@ than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); 
 ``[min_size, max_size]``. A view whose best probe score (with ``prior_strength``, off by default: plus the size
 prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view's carries no size information (it
 is probably absent): it joins the level most strong views chose, so an absent class adds no level (with ``hedge``,
-on by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge). At most
+on by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge; with
+``hedge_peak``, off, a strong view's clear plain peak over template sizes does too; recipes/autoscale_peak). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
@@ -200,9 +201,9 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, peak_level: T
     """``hedge_peak``: a strong view whose plain best template is larger than the smallest one (a real peak of the
     score over the template sizes, not the small templates' bias) runs at that template's level too, when the plan
     put it elsewhere: on a shelf of small near-identical facings the size prior picks a group of them. Only a clear
-    peak counts: its score ``peak_margin`` above the smallest template's, and the
-    view's plain score within ``peak_top`` of the photo's best view's. At most
-    ``max_levels`` such levels (ranked by the best strength among their views); their views are added to ``extra``.
+    peak counts: its score ``peak_margin`` above the smallest template's, and the view's plain score within
+    ``peak_top`` of the photo's best view's. At most ``max_levels`` such levels (ranked by the best strength among
+    their views); their views are added to ``extra``. Off by default (recipes/autoscale_peak: not passed).
     (V,) tensors; ``peak_level`` from :func:`target_levels`."""
     have = set(enumerate(view_levels)) | set(extra)
     plain = scores.max(dim=1).values  # (V,)
