@@ -115,9 +115,11 @@ def test_hedge_peak_runs_a_strong_views_plain_peak_level_too():
     assert not AutoScaleConfig().hedge_peak
     plan = plan_levels(scores, cfg, grid_size=15)
     assert plan_levels(scores, replace(cfg, hedge_peak=False), grid_size=15).view_levels == plan.view_levels
-    assert plan.view_levels[:2] == (384, 272)
-    assert set(plan.extra) == {(0, 1536), (1, 1536)}
-    assert plan.views_at(1536) == sorted({0, 1} | {v for v, lv in enumerate(plan.view_levels) if lv == 1536})
+    assert plan.view_levels == (384, 272, 272, 272)
+    assert plan.extra == ((0, 1536), (1, 1536))
+    assert plan.levels() == [272, 384, 1536] and plan.views_at(1536) == [0, 1] and plan.views_at(272) == [1, 2, 3]
+    # no clear peak: the extra level goes
+    assert plan_levels(scores, replace(cfg, peak_margin=0.05), grid_size=15).extra == ()
 
 
 def test_detector_runs_the_hedged_view_at_both_levels(small_object_scene, monkeypatch):

@@ -43,7 +43,7 @@ class ScalePlan:
         probe_size: sqrt(w*h) of the probe level.
         view_levels: (V,) sqrt(w*h) of the level each class view runs at (before ``InferenceConfig.scales``).
         view_scores: (V,) best probe template score of each view.
-        extra: (view, level) pairs: a view that runs at a second level too (``AutoScaleConfig.hedge``).
+        extra: (view, level) pairs: a view that runs at another level too (``AutoScaleConfig.hedge``, ``hedge_peak``).
     """
 
     probe_size: int
@@ -140,84 +140,77 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     best = scores.gather(1, arg[:, None])[:, 0]
     best_corrected = corrected.gather(1, arg[:, None])[:, 0]
     strength = best_corrected if config.prior_strength else best
-    cells = all_cells[arg]
-    target = config.probe_size * grid_size / cells * config.ratio  # (V,) size at which the object fills the grid
-    level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)  # (V,) index into sizes
+    level = _level_index(all_cells[arg], log_sizes, grid_size, config)  # (V,) index into sizes
     strong = strength >= strength.max() - config.weak_margin
-    # levels ranked by the best strength among their strong views; the first max_levels are kept
-    ranked = sorted({int(i) for i in level[strong]}, key=lambda i: -float(strength[strong & (level == i)].max()))
-    kept = torch.tensor(ranked[: config.max_levels])
+    kept = _top_levels(level, strength, strong, config.max_levels)
     votes = torch.bincount(level[strong], minlength=len(sizes))[kept]
     main = int(kept[votes.argmax()])  # most strong views; ties: the better-scoring level
-    view_levels = []
-    for v in range(scores.shape[0]):
-        i = int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()]) if strong[v] else main
-        view_levels.append(sizes[i])
-    extra = _hedged(best_corrected, strong, level, view_levels, sizes, config)
+    view_levels = [sizes[_nearest_kept(int(level[v]), kept, log_sizes) if strong[v] else main]
+                   for v in range(scores.shape[0])]
+    extra = ()
+    if config.hedge and not config.prior_strength:
+        extra = _hedged(best_corrected, strong, level, view_levels, sizes, log_sizes, config)
     if config.hedge_peak:
-        extra = _peak_hedged(scores, strength, strong, target_levels(scores, sizes, grid_size, config), view_levels,
-                             extra, sizes, config)
+        extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra)
 
 
+def _level_index(cells: Tensor, log_sizes: Tensor, grid_size: int, config: AutoScaleConfig) -> Tensor:
+    """(V,) object sizes in probe cells -> (V,) index of the ladder level nearest (in log size) to the one where the
+    object fills the class grid."""
+    target = config.probe_size * grid_size / cells * config.ratio  # (V,)
+    return (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)
+
+
+def _top_levels(level: Tensor, score: Tensor, mask: Tensor, n: int) -> Tensor:
+    """The (at most ``n``) distinct levels of the ``mask``ed views, ranked by the best ``score`` among their views.
+    (V,) tensors; ``level`` holds level indices."""
+    ranked = sorted({int(i) for i in level[mask]}, key=lambda i: -float(score[mask & (level == i)].max()))
+    return torch.tensor(ranked[:n])
+
+
+def _nearest_kept(i: int, kept: Tensor, log_sizes: Tensor) -> int:
+    """The kept level index nearest (in log size) to level index ``i``."""
+    return int(kept[(log_sizes[kept] - log_sizes[i]).abs().argmin()])
+
+
 def _hedged(corrected: Tensor, strong: Tensor, level: Tensor, view_levels: list[int], sizes: list[int],
-            config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
+            log_sizes: Tensor, config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
     """``hedge``: the views that are weak by their plain score but strong by their score with the size prior (a
     large template picked on a close-up, or a too-large estimate of a small logo) run at their own level as well as
     where the plan put them. At most ``max_levels`` such extra levels (ranked by the best prior-corrected score among
     their views); a view whose own level is not kept takes the nearest kept one. (V,) tensors; ``level`` indexes
     ``sizes``."""
-    if not config.hedge or config.prior_strength:
-        return ()
     hedged = ~strong & (corrected >= corrected.max() - config.weak_margin)
     if not bool(hedged.any()):
         return ()
-    log_sizes = torch.tensor([math.log(s) for s in sizes])
-    ranked = sorted({int(i) for i in level[hedged]}, key=lambda i: -float(corrected[hedged & (level == i)].max()))
-    kept = torch.tensor(ranked[: config.max_levels])
-    extra = []
-    for v in hedged.nonzero().flatten().tolist():
-        lv = sizes[int(kept[(log_sizes[kept] - log_sizes[level[v]]).abs().argmin()])]
-        if lv != view_levels[v]:
-            extra.append((v, lv))
-    return tuple(extra)
+    kept = _top_levels(level, corrected, hedged, config.max_levels)
+    pairs = ((v, sizes[_nearest_kept(int(level[v]), kept, log_sizes)]) for v in hedged.nonzero().flatten().tolist())
+    return tuple((v, lv) for v, lv in pairs if lv != view_levels[v])
 
 
-def target_levels(scores: Tensor, sizes: list[int], grid_size: int, config: AutoScaleConfig) -> Tensor:
-    """(V, T) probe scores -> (V,) index into ``sizes`` of each view's level by its *plain* best template (no size
-    prior), or -1 where that is the smallest template (the small-template bias, no size information)."""
-    arg = scores.argmax(dim=1)  # (V,)
-    cells = torch.tensor(config.template_cells, dtype=torch.float32)[arg]
-    target = config.probe_size * grid_size / cells * config.ratio
-    log_sizes = torch.tensor([math.log(s) for s in sizes])
-    level = (target.log()[:, None] - log_sizes[None]).abs().argmin(dim=1)
-    smallest = arg == int(torch.tensor(config.template_cells).argmin())
-    return torch.where(smallest, torch.full_like(level, -1), level)
-
-
-def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, peak_level: Tensor, view_levels: list[int],
-                 extra: tuple[tuple[int, int], ...], sizes: list[int],
+def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: list[int],
+                 extra: tuple[tuple[int, int], ...], sizes: list[int], log_sizes: Tensor, grid_size: int,
                  config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
-    """``hedge_peak``: a strong view whose plain best template is larger than the smallest one (a real peak of the
-    score over the template sizes, not the small templates' bias) runs at that template's level too, when the plan
-    put it elsewhere: on a shelf of small near-identical facings the size prior picks a group of them. Only a clear
-    peak counts: its score ``peak_margin`` above the smallest template's, and the view's plain score within
+    """``hedge_peak``: a strong view whose plain best template (no size prior) is larger than the smallest one (a real
+    peak of the score over the template sizes, not the small templates' bias) runs at that template's level too, when
+    the plan put it elsewhere: on a shelf of small near-identical facings the size prior picks a group of them. Only a
+    clear peak counts: its score ``peak_margin`` above the smallest template's, and the view's plain score within
     ``peak_top`` of the photo's best view's. At most ``max_levels`` such levels (ranked by the best strength among
-    their views); their views are added to ``extra``. Off by default (recipes/autoscale_peak: not passed).
-    (V,) tensors; ``peak_level`` from :func:`target_levels`."""
+    their views). Off by default (recipes/autoscale_peak: not passed). Returns the pairs to add to ``extra``.
+    (V, T) ``scores``, (V,) tensors."""
+    all_cells = torch.tensor(config.template_cells, dtype=torch.float32)
+    plain, arg = scores.max(dim=1)  # (V,)
+    small = int(all_cells.argmin())
+    peak = _level_index(all_cells[arg], log_sizes, grid_size, config)  # (V,)
     have = set(enumerate(view_levels)) | set(extra)
-    plain = scores.max(dim=1).values  # (V,)
-    small = int(torch.tensor(config.template_cells).argmin())
-    clear = (plain - scores[:, small] >= config.peak_margin) & (plain >= plain.max() - config.peak_top)
-    cand = [(v, sizes[int(peak_level[v])]) for v in range(len(view_levels))
-            if bool(strong[v] & clear[v]) and int(peak_level[v]) >= 0 and (v, sizes[int(peak_level[v])]) not in have]
-    if not cand:
-        return extra
-    best = {}
-    for v, lv in cand:
-        best[lv] = max(best.get(lv, -math.inf), float(strength[v]))
-    kept = set(sorted(best, key=lambda lv: -best[lv])[: config.max_levels])
-    return extra + tuple((v, lv) for v, lv in cand if lv in kept)
+    new = torch.tensor([(v, sizes[int(i)]) not in have for v, i in enumerate(peak.tolist())])
+    cand = (strong & new & (arg != small) & (plain - scores[:, small] >= config.peak_margin)
+            & (plain >= plain.max() - config.peak_top))
+    if not bool(cand.any()):
+        return ()
+    kept = set(_top_levels(peak, strength, cand, config.max_levels).tolist())
+    return tuple((v, sizes[int(peak[v])]) for v in cand.nonzero().flatten().tolist() if int(peak[v]) in kept)
 
 
 def resize_to_side(image: Tensor, side: float) -> Tensor:
@@ -231,5 +224,4 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "target_levels",
-           "template_shapes"]
+__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "template_shapes"]
