@@ -52,7 +52,7 @@ from os2d.data.records import ClassRecord, DetectionDataset, ImageRecord
 from os2d.data.spec import FL27_TRAIN_BRANDS, DatasetSpec, load_dataset
 from os2d.detector import Detector
 from os2d.evaluation.detector_method import DetectorMethod
-from os2d.evaluation.harness import run_method
+from os2d.evaluation.harness import _class_names, _load_class_images, run_method
 from os2d.model.correlation import correlate, l2_normalize
 from os2d.model.grids import grid_corners, params_to_affine
 from os2d.model.head import HeadOutput
@@ -248,6 +248,14 @@ def load_set(name: str, synth_dir: Path):
     if name == "grocery-real":
         return grocery_real_dataset(SHARED / "grocerystore")
     raise SystemExit(f"unknown set {name!r}")
+
+
+def add_set_classes(det: Detector, dataset: DetectionDataset) -> list[str]:
+    """Register every class of ``dataset`` (its class images) on ``det``; returns the class names in label order."""
+    names = _class_names(dataset)
+    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
+        det.add_class(name, list(imgs))
+    return names
 
 
 def grocery_real_dataset(root: Path) -> DetectionDataset:

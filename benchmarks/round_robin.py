@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cascade_probe import load_set
+from cascade_probe import add_set_classes, load_set
 from torch import Tensor
 
 from os2d.detector import Detector
-from os2d.evaluation.harness import _class_names, _load_class_images
 from os2d.io import load_image
 
 
@@ -36,9 +35,7 @@ def run_round_robin(set_name: str, arms: dict[Hashable, dict[str, Any]], *, weig
     each arm's detections (one per image)."""
     dataset = load_set(set_name, synth_dir)
     det = detector or Detector.from_weights(weights)
-    names = _class_names(dataset)
-    for name, imgs in zip(names, _load_class_images(dataset), strict=True):
-        det.add_class(name, list(imgs))
+    names = add_set_classes(det, dataset)
     images = dataset.images[::every][:max_images]
 
     def detect(arm: Hashable, image):

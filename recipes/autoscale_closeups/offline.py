@@ -20,11 +20,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from cascade_probe import load_set  # noqa: E402
+from cascade_probe import add_set_classes, load_set  # noqa: E402
 
 from os2d.config import InferenceConfig  # noqa: E402
 from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.inference.autoscale import probe_scores, resize_to_side  # noqa: E402
 from os2d.inference.pyramid import prepare_levels  # noqa: E402
 from os2d.io import load_image  # noqa: E402
@@ -41,8 +40,7 @@ def probe_photos(set_names: tuple[str, ...]):
     for set_name in set_names:
         ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
         det = Detector.from_weights("default")
-        for name, imgs in zip(_class_names(ds), _load_class_images(ds), strict=True):
-            det.add_class(name, list(imgs))
+        add_set_classes(det, ds)
         g = det.gallery
         for rec in ds.images[::2]:
             pil = load_image(rec.path)

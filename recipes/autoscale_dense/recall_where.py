@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from cascade_probe import load_set  # noqa: E402
+from cascade_probe import add_set_classes, load_set  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.io import load_image  # noqa: E402
 from os2d.ops.boxes import box_iou  # noqa: E402
 
@@ -26,10 +25,8 @@ ARMS = {"control": {}, "strength": {"auto_scale": {"prior_strength": True}}}
 
 def main(set_name: str) -> None:
     ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
-    names = _class_names(ds)
     det = Detector.from_weights("default")
-    for name, imgs in zip(names, _load_class_images(ds), strict=True):
-        det.add_class(name, list(imgs))
+    names = add_set_classes(det, ds)
     rows = []
     for rec in ds.images:
         pil = load_image(rec.path)

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from cascade_probe import load_set  # noqa: E402
+from cascade_probe import add_set_classes, load_set  # noqa: E402
 
 from os2d.detector import Detector  # noqa: E402
-from os2d.evaluation.harness import _class_names, _load_class_images  # noqa: E402
 from os2d.io import load_image  # noqa: E402
 from os2d.ops.boxes import box_iou  # noqa: E402
 
@@ -33,8 +32,7 @@ def found_and_top_fp(dets, boxes: torch.Tensor, labels: torch.Tensor) -> tuple[i
 def main(set_name: str) -> None:
     ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
     det = Detector.from_weights("default")
-    for name, imgs in zip(_class_names(ds), _load_class_images(ds), strict=True):
-        det.add_class(name, list(imgs))
+    add_set_classes(det, ds)
     changed, totals = 0, {arm: [0, 0, 0] for arm in ARMS}
     for rec in ds.images:
         pil = load_image(rec.path)
