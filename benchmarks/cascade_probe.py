@@ -214,6 +214,7 @@ def cascade_head(features: Tensor, kernels: Tensor, transform_net: TransformNet,
 UNSEEN_DIR = Path.home() / "os2d-runs" / "unseen-logos" / "set"
 DENSE_DIR = Path.home() / "os2d-runs" / "dense-shelves"
 DENSE_UNSEEN_DIR = Path.home() / "os2d-runs" / "dense-unseen"
+DENSE_BLOCKS_DIR = Path.home() / "os2d-runs" / "dense-blocks"
 
 
 def load_set(name: str, synth_dir: Path):
@@ -238,8 +239,8 @@ def load_set(name: str, synth_dir: Path):
             raise SystemExit(f"{d} has no annotations.csv: bash recipes/unseen_tuning_set.sh ../shared/data {d.parent}")
         return load_dataset(DatasetSpec(format="simple_csv", annotations=str(d / "annotations.csv"),
                                         classes=str(d / "class_images.csv"), image_dir=str(d), name="unseen"))
-    if name in ("dense-shelves", "dense-unseen"):  # small facings packed in rows (recipes/dense_shelves_set.sh)
-        d = DENSE_DIR if name == "dense-shelves" else DENSE_UNSEEN_DIR
+    if name in ("dense-shelves", "dense-unseen", "dense-blocks"):  # small facings in rows (recipes/dense_shelves_set.sh)
+        d = {"dense-shelves": DENSE_DIR, "dense-unseen": DENSE_UNSEEN_DIR, "dense-blocks": DENSE_BLOCKS_DIR}[name]
         if not (d / "annotations.csv").is_file():
             raise SystemExit(f"{d} has no annotations.csv: bash recipes/dense_shelves_set.sh ../shared/data "
                              f"{d.parent}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from helpers import scene_with, textured_object
 
+from os2d.apps.cli.common import read_classes_folder
 from os2d.apps.cli.main import main
+from os2d.detector import Detector
 
 
 @pytest.fixture
@@ -63,6 +66,61 @@ def test_classes_csv_images_from_and_gallery(files):
     assert rc == 0
     again = json.loads(out.read_text())
     assert again["images"][0]["detections"] == first["images"][0]["detections"]
+
+
+def test_classes_folder_names_classes_by_file_and_subfolder(files, capsys):
+    classes = files / "classes"
+    (classes / "other").mkdir(parents=True)
+    shutil.copy(files / "thing.png", classes / "thing.png")
+    shutil.copy(files / "other.png", classes / "other" / "front.png")
+    shutil.copy(files / "other.png", classes / "other" / "side.png")
+    (classes / "notes.txt").write_text("not a class")
+    (classes / ".hidden.png").write_bytes(b"")
+    out = files / "o.json"
+    rc = main(["detect", str(files / "scene1.jpg"), "--classes", str(classes), "--output", str(out),
+               "--image-size", "0", "-q"])
+    assert rc == 0
+    assert json.loads(out.read_text())["classes"] == ["other", "thing"]  # sorted; the subfolder is one class
+    assert read_classes_folder(classes) == [("other", str(classes / "other" / "front.png")),
+                                            ("other", str(classes / "other" / "side.png")),
+                                            ("thing", str(classes / "thing.png"))]
+
+
+@pytest.mark.parametrize("entries, message", [
+    (["a.png", "a.jpg"], "two classes named 'a'"),
+    (["a.png", "a/b.png"], "two classes named 'a'"),
+    (["empty/"], "the class folder empty/ has no images"),
+    (["readme.txt"], "no class images"),
+])
+def test_classes_folder_errors_say_what_is_wrong(files, capsys, entries, message):
+    classes = files / "classes"
+    for entry in entries:  # checked before any image is read: the files need not be images
+        (classes / entry).parent.mkdir(parents=True, exist_ok=True)
+        (classes / entry).mkdir() if entry.endswith("/") else (classes / entry).write_bytes(b"x")
+    rc = main(["detect", str(files / "scene1.jpg"), "--classes", str(classes), "--image-size", "0"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_without_output_the_detections_are_listed_and_with_dash_the_json_goes_to_stdout(files, capsys):
+    args = ["detect", str(files / "scene1.jpg"), str(files / "scene2.png"), "--class", f"thing={files / 'thing.png'}",
+            "--image-size", "0", "--max-detections", "5"]
+    assert main(args + ["--output", "-"]) == 0
+    payload = json.loads(capsys.readouterr().out)  # the whole of stdout is the document
+    _check_contract(payload)
+    assert not list(files.glob("*.json"))  # nothing written
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    t = Detector.from_weights("default").confidence_threshold
+    expected = []
+    for rec in payload["images"]:  # the listing: the detections at the calibrated threshold, as --draw shows
+        shown = [d for d in rec["detections"] if d["confidence"] >= t]
+        expected.append(f"{rec['path']}: {len(shown)} detections at confidence >= {t:.2f} "
+                        f"({len(rec['detections'])} in all)")
+        expected += [f"{d['label']:>20s} {d['score']:.3f} confidence {d['confidence']:.2f} "
+                     f"{[round(v, 1) for v in d['box_xyxy']]}" for d in shown]
+    assert lines == expected
+    assert [ln.split()[0] for ln in lines if ln.startswith(" ")] == ["thing", "thing"]  # each scene's object
 
 
 def test_corrupt_and_missing_images_fail_clearly_but_keep_the_rest(files, capsys):

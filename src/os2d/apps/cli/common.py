@@ -286,7 +286,9 @@ def add_class_args(p: argparse.ArgumentParser, *, what: str) -> None:
     g = p.add_argument_group(f"classes ({what})")
     g.add_argument("--class", dest="class_args", action="append", metavar="NAME=PATH",
                    help="a class image (repeat; repeat a NAME for several images of one class)")
-    g.add_argument("--classes", metavar="CSV", help="CSV with header name,path")
+    g.add_argument("--classes", metavar="CSV|DIR",
+                   help="CSV with header name,path, or a folder of class pictures: each image in it is a class named "
+                        "by its file stem, each subfolder a class named by the folder with every image inside")
     g.add_argument("--gallery", metavar="FILE", help="load a saved class gallery")
 
 
@@ -326,11 +328,44 @@ def read_classes_csv(path: str | Path) -> list[tuple[str, str]]:
     return rows
 
 
+def read_classes_folder(folder: str | Path) -> list[tuple[str, str]]:
+    """A folder of class pictures -> (name, path) rows, as :func:`read_classes_csv` gives them.
+
+    Each image directly in ``folder`` is a class named by its file stem (``cereal.jpg`` -> ``cereal``); each subfolder
+    is a class named by the folder, with every image inside it (recursively) as its pictures (few-shot: ``tea/front.jpg``,
+    ``tea/side.jpg``). Hidden files and folders are skipped; names are sorted. Two classes of one name (``tea.jpg`` and
+    ``tea.png``, or ``tea.jpg`` and ``tea/``) and an empty subfolder are errors.
+    """
+    from os2d.runner.discover import images_in_folder, is_image_name
+
+    folder = Path(folder)
+    found: dict[str, list[str]] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            name, paths = entry.name, images_in_folder(entry)
+            if not paths:
+                raise CliError(f"--classes {folder}: the class folder {entry.name}/ has no images")
+        elif entry.is_file() and is_image_name(entry.name):
+            name, paths = entry.stem, [str(entry)]
+        else:
+            continue
+        if name in found:
+            raise CliError(f"--classes {folder}: two classes named {name!r} ({Path(found[name][0]).name} and "
+                           f"{entry.name}); rename one")
+        found[name] = paths
+    if not found:
+        raise CliError(f"--classes {folder}: no class images (.jpg, .png, ... files or subfolders of them)")
+    return [(name, p) for name, paths in found.items() for p in paths]
+
+
 def classes_from_args(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(name, path) of the ``--class`` and ``--classes`` options of :func:`add_class_args`, in that order."""
+    """(name, path) of the ``--class`` and ``--classes`` (CSV or folder) options of :func:`add_class_args`, in that
+    order."""
     classes = [parse_class_arg(c) for c in args.class_args or []]
     if args.classes:
-        classes += read_classes_csv(args.classes)
+        classes += read_classes_folder(args.classes) if Path(args.classes).is_dir() else read_classes_csv(args.classes)
     return classes
 
 
@@ -471,5 +506,5 @@ __all__ = [
     "CliError", "DeprecatedAlias", "add_class_args", "add_inference_args", "add_model_args", "add_output_dir",
     "add_output_file", "add_quiet", "add_second_look_args", "check_writable_dir", "check_writable_file", "classes_from_args", "new_weights_file",
     "device_from_args",
-    "inference_config", "parse_class_arg", "parse_image_size", "read_classes_csv", "read_image_list", "register_classes", "warn",
+    "inference_config", "parse_class_arg", "parse_image_size", "read_classes_csv", "read_classes_folder", "read_image_list", "register_classes", "warn",
 ]

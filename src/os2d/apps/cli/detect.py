@@ -29,8 +29,8 @@ from os2d.apps.cli.common import (
 def cmd_detect(args: argparse.Namespace) -> int:
     from os2d.runner import Shard, discover_images, find_shards, merge_shards
 
-    output = Path(args.output)
-    jsonl = output.suffix.lower() == ".jsonl"
+    output = None if args.output in (None, "-") else Path(args.output)  # None: stdout (JSON with "-", else a listing)
+    jsonl = output is not None and output.suffix.lower() == ".jsonl"
     try:
         images = discover_images(list(args.images) + list(args.image_sources or []))
     except ValueError as e:
@@ -38,7 +38,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.images_from:
         images += read_image_list(args.images_from)
     if args.merge:
-        if not jsonl:
+        if output is None or not jsonl:
             raise CliError("--merge combines the shard files of a .jsonl output: give --output NAME.jsonl")
         check_writable_file(output, "--output")
         shards = find_shards(output)
@@ -62,7 +62,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise CliError(f"a sharded run (WORLD_SIZE={shard.world_size}) writes JSON Lines: give --output NAME.jsonl")
     if args.workers < 0 or args.prefetch < 1:
         raise CliError("--workers must be >= 0 and --prefetch >= 1")
-    check_writable_file(output, "--output")
+    if output is not None:
+        check_writable_file(output, "--output")
     check_writable_file(args.save_gallery, "--save-gallery")
     check_writable_dir(args.draw, "--draw")
     plan = _check_report_args(args, jsonl)
@@ -87,6 +88,27 @@ def cmd_detect(args: argparse.Namespace) -> int:
         identity = class_images_digest(classes + [(f"not:{n}", path) for n, path in negatives], args.gallery)
         return _detect_jsonl(args, detector, images, output, shard, identity)
     return _detect_json(args, detector, images, output, plan)
+
+
+def _print_listing(record: dict[str, Any], threshold: float | None) -> None:
+    """Without ``--output``: one image's detections on stdout, those at or above the calibrated confidence
+    ``threshold`` (the ones ``--draw`` shows), or the 10 best for weights without one."""
+    dets = record["detections"]
+    if threshold is None:
+        shown, what = dets[:10], f"{min(len(dets), 10)} best of {len(dets)} detections"
+    else:
+        shown = [d for d in dets if d.get("confidence", 0.0) >= threshold]
+        what = f"{len(shown)} detections at confidence >= {threshold:.2f} ({len(dets)} in all)"
+    print(f"{record['path']}: {what}")
+    for d in shown:
+        conf = f" confidence {d['confidence']:.2f}" if "confidence" in d else ""
+        print(f"{d['label']:>20s} {d['score']:.3f}{conf} {[round(v, 1) for v in d['box_xyxy']]}")
+    for u in record.get("unknown", []):
+        print(f"{'unknown':>20s} {[round(v, 1) for v in u['box_xyxy']]}")
+    if not shown and dets:
+        best = dets[0]
+        conf = f", confidence {best['confidence']:.2f}" if "confidence" in best else ""
+        print(f"{'':>20s} none; the best: {best['label']} {best['score']:.3f}{conf}")
 
 
 def _one_label_iou(text: str) -> float | str:
@@ -217,9 +239,10 @@ def _draw_result(pictures: dict[str, Path] | None, res: Any, report: Any = None,
     draw_detections(res.image, dets).save(target)
 
 
-def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path,
+def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], output: Path | None,
                  plan: dict | None = None) -> int:
-    """Small runs: one JSON document written at the end (the ``version`` 1 contract)."""
+    """Small runs: one JSON document written at the end (the ``version`` 1 contract); ``output`` None: the document
+    on stdout (``--output -``) or, without ``--output``, a listing of each image's detections."""
     from tqdm import tqdm
 
     from os2d.results import write_detections_json
@@ -229,8 +252,9 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
     records, failures, reports = [], 0, []
     results = iter_detections(detector, images, workers=args.workers, depth=args.prefetch,
                               keep_images=pictures is not None)
-    bar = tqdm(results, total=len(images), desc="detect", unit="img", disable=len(images) < 2 or args.quiet,
-               file=sys.stderr)
+    listing = args.output is None  # the listing on stdout is the progress then
+    bar = tqdm(results, total=len(images), desc="detect", unit="img",
+               disable=len(images) < 2 or args.quiet or listing, file=sys.stderr)
     for res in bar:
         records.append(res.record())
         if res.error is not None:
@@ -253,14 +277,24 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             records[-1]["shelf"] = report.to_dict()
             reports.append((records[-1]["path"], report))
         _draw_result(pictures, res, report, detector.confidence_threshold)
-        if not args.quiet and len(images) == 1:
+        if listing:
+            _print_listing(records[-1], detector.confidence_threshold)
+        elif not args.quiet and len(images) == 1 and output is not None:
             for d in records[-1]["detections"][:10]:
                 conf = f" confidence {d['confidence']:.2f}" if "confidence" in d else ""
                 print(f"{d['label']:>20s} {d['score']:.3f}{conf} {d['box_xyxy']}")
-    write_detections_json(output, detector.classes, records)
+    if output is not None:
+        write_detections_json(output, detector.classes, records)
+    elif args.output == "-":
+        import json
+
+        from os2d.results import detections_document
+
+        json.dump(detections_document(detector.classes, records), sys.stdout, indent=1)
+        sys.stdout.write("\n")
     if args.report:
         _write_reports(args, reports, plan)
-    if not args.quiet:
+    if not args.quiet and output is not None:
         n = sum(len(r["detections"]) for r in records)
         print(f"wrote {output}: {len(records) - failures} images, {n} detections"
               + (f", {failures} failed" if failures else ""), file=sys.stderr)
@@ -352,9 +386,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="a picture of what class NAME must not be (the neighbouring flavour, a competitor's logo; "
                         "repeat): its detections that the negative matches at least as well are dropped")
     p.add_argument("--save-gallery", metavar="FILE", help="save the class gallery for reuse")
-    add_output_file(p, metavar="OUT.json|OUT.jsonl", deprecated=("--out",),
+    add_output_file(p, metavar="OUT.json|OUT.jsonl|-", deprecated=("--out",), required=False,
                     help="OUT.json: one document at the end; OUT.jsonl: one line per image as it finishes "
-                         "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end)")
+                         "(resumable; under torchrun one OUT.rankR.jsonl per rank, merged at the end); '-': the "
+                         "JSON document on stdout. Without it: each image's confident detections listed on stdout")
     p.add_argument("--draw", metavar="DIR", help="write pictures of the detections in this folder (with calibrated "
                                                  "weights: those at or above the default confidence threshold)")
     p.add_argument("--report", metavar="CSV", help="shelf report: one line per facing (image, shelf row, position, "
