@@ -284,3 +284,17 @@ def test_cli_size_prior_sets_only_the_probe_prior():
     assert inference_config(p.parse_args([])).auto_scale == AutoScaleConfig()
     with pytest.raises(CliError, match="--size-prior"):
         inference_config(p.parse_args(["--size-prior", "-1"]))
+
+
+def test_floor_level_adds_the_small_level_to_views_that_run_far_above_it():
+    scores = torch.tensor([[0.40, 0.35, 0.30, 0.25, 0.20, 0.18, 0.15, 0.10],    # small objects: 1536
+                           [0.10, 0.10, 0.10, 0.10, 0.12, 0.15, 0.30, 0.35]])   # a close-up: 272
+    plain = plan_levels(scores, AutoScaleConfig(), 15)
+    assert plain.view_levels == (1536, 272) and plain.extra == ()
+    floored = plan_levels(scores, AutoScaleConfig(floor_level=384), 15)
+    assert floored.view_levels == (1536, 272) and floored.extra == ((0, 384),)  # 272 is below it: nothing added
+    assert floored.levels() == [272, 384, 1536] and floored.views_at(384) == [0]
+    near = plan_levels(scores, AutoScaleConfig(floor_level=1086), 15)  # 1536 is one step above 1086: near enough
+    assert near.extra == ()
+    with pytest.raises(ValueError):
+        AutoScaleConfig(floor_level=10)

@@ -106,6 +106,7 @@ class AutoScaleConfig:
     hedge_peak: bool = False  # a strong view whose plain best template is not the smallest also runs at its level,
     peak_margin: float = 0.02  # ... when that template's score beats the smallest template's by this much
     peak_top: float = 0.05  # ... and the view's plain score is within this of the best view's
+    floor_level: int | None = None  # every view whose levels all lie more than a step above this also runs at it
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:
@@ -114,9 +115,10 @@ class AutoScaleConfig:
             raise ValueError("auto_scale: 64 <= min_size <= max_size needed")
         if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0
                 and self.template_aspect_power >= 0 and math.isfinite(self.size_prior) and self.size_prior >= 0
-                and self.pool_above >= 1):
+                and self.pool_above >= 1 and (self.floor_level is None or self.floor_level >= 64)):
             raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0, "
-                             "template_aspect_power >= 0, finite size_prior >= 0 and pool_above >= 1 needed")
+                             "template_aspect_power >= 0, finite size_prior >= 0, pool_above >= 1 and floor_level >= 64 "
+                             "(or None) needed")
         object.__setattr__(self, "template_cells", tuple(int(c) for c in self.template_cells))
 
 

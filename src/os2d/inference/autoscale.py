@@ -16,7 +16,8 @@ than ``pool_above`` cells slide over 2 x 2-pooled features at half their side); 
 prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view's carries no size information (it
 is probably absent): it joins the level most strong views chose, so an absent class adds no level (with ``hedge``,
 on by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge; with
-``hedge_peak``, off, a strong view's clear plain peak over template sizes does too; recipes/autoscale_peak). At most
+``hedge_peak``, off, a strong view's clear plain peak over template sizes does too; recipes/autoscale_peak; with
+``floor_level``, off, every view also runs at that small level unless it runs near it; recipes/autoscale_floor). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
@@ -152,6 +153,8 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         extra = _hedged(best_corrected, strong, level, view_levels, sizes, log_sizes, config)
     if config.hedge_peak:
         extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
+    if config.floor_level is not None:
+        extra += _floored(view_levels, extra, config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra)
 
 
@@ -211,6 +214,18 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: 
         return ()
     kept = set(_top_levels(peak, strength, cand, config.max_levels).tolist())
     return tuple((v, sizes[int(peak[v])]) for v in cand.nonzero().flatten().tolist() if int(peak[v]) in kept)
+
+
+def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],
+             config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
+    """``floor_level``: every view whose levels (the plan's and ``extra``) all lie more than one ``level_step`` above
+    ``floor_level`` also runs at ``floor_level`` (a product filling the frame of a close-up that the probe's templates
+    missed). Off by default (recipes/autoscale_floor). Returns the pairs to add to ``extra``."""
+    lowest = list(view_levels)
+    for v, lv in extra:
+        lowest[v] = min(lowest[v], lv)
+    limit = config.floor_level * config.level_step * 1.01  # a level one step up (rounded to pixels) is close enough
+    return tuple((v, config.floor_level) for v, lv in enumerate(lowest) if lv > limit)
 
 
 def resize_to_side(image: Tensor, side: float) -> Tensor:
