@@ -13,6 +13,7 @@ from helpers import scene_with, textured_object
 from os2d.config import AUTO, AutoScaleConfig, InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.autoscale import (
+    fills_floor,
     kernel_grids,
     ladder,
     plan_levels,
@@ -298,3 +299,24 @@ def test_floor_level_adds_the_small_level_to_views_that_run_far_above_it():
     assert near.extra == ()
     with pytest.raises(ValueError):
         AutoScaleConfig(floor_level=10)
+
+
+def test_floor_fill_keeps_only_boxes_of_the_floor_levels_size():
+    scores = torch.tensor([[0.40, 0.35, 0.30, 0.25, 0.20, 0.18, 0.15, 0.10],
+                           [0.10, 0.10, 0.10, 0.10, 0.12, 0.15, 0.30, 0.35]])
+    assert plan_levels(scores, AutoScaleConfig(floor_level=384), 15).floor == (0,)
+    assert plan_levels(scores, AutoScaleConfig(), 15).floor == ()
+    # 240 px grid at level 384 on a ladder of sqrt(2) steps: at least 240 / (384 * 2**0.25) = 0.526 of the photo's side
+    photo = (400, 400)
+    boxes = torch.tensor([[0.0, 0.0, 211.0, 211.0], [0.0, 0.0, 209.0, 209.0], [0.0, 0.0, 400.0, 100.0]])
+    assert fills_floor(boxes, photo, 384, 2**0.5, 240).tolist() == [True, False, False]  # 210.2 px is the least
+
+
+def test_floor_fill_runs_end_to_end():
+    det = Detector.from_weights("default")
+    obj = textured_object((160, 192), seed=4)
+    det.add_class("thing", obj)
+    scene = scene_with(obj, [(40, 30)], size=(320, 240), seed=2)
+    plain = det.detect(scene)
+    both = det.detect(scene, auto_scale={"floor_level": 384, "floor_fill": True})
+    assert len(both) > 0 and both.levels["thing"][0] <= plain.levels["thing"][0]

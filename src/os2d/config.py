@@ -107,6 +107,7 @@ class AutoScaleConfig:
     peak_margin: float = 0.02  # ... when that template's score beats the smallest template's by this much
     peak_top: float = 0.05  # ... and the view's plain score is within this of the best view's
     floor_level: int | None = None  # every view whose levels all lie more than a step above this also runs at it
+    floor_fill: bool = False  # ... keeping there only boxes of that level's size (recipes/autoscale_floor round 2)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

@@ -44,13 +44,17 @@ class ScalePlan:
         probe_size: sqrt(w*h) of the probe level.
         view_levels: (V,) sqrt(w*h) of the level each class view runs at (before ``InferenceConfig.scales``).
         view_scores: (V,) best probe template score of each view.
-        extra: (view, level) pairs: a view that runs at another level too (``AutoScaleConfig.hedge``, ``hedge_peak``).
+        extra: (view, level) pairs: a view that runs at another level too (``AutoScaleConfig.hedge``, ``hedge_peak``,
+            ``floor_level``).
+        floor: the views of ``extra`` that run at ``floor_level`` only because of it (``AutoScaleConfig.floor_fill``
+            keeps only their frame-filling detections there).
     """
 
     probe_size: int
     view_levels: tuple[int, ...]
     view_scores: tuple[float, ...]
     extra: tuple[tuple[int, int], ...] = ()
+    floor: tuple[int, ...] = ()
 
     def levels(self) -> list[int]:
         """The distinct level sizes, increasing."""
@@ -153,9 +157,9 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         extra = _hedged(best_corrected, strong, level, view_levels, sizes, log_sizes, config)
     if config.hedge_peak:
         extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
-    if config.floor_level is not None:
-        extra += _floored(view_levels, extra, config)
-    return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra)
+    floored = _floored(view_levels, extra, config) if config.floor_level is not None else ()
+    return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra + floored,
+                     tuple(v for v, _ in floored))
 
 
 def _level_index(cells: Tensor, log_sizes: Tensor, grid_size: int, config: AutoScaleConfig) -> Tensor:
@@ -228,6 +232,15 @@ def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],
     return tuple((v, config.floor_level) for v, lv in enumerate(lowest) if lv > limit)
 
 
+def fills_floor(boxes: Tensor, image_size: tuple[int, int], floor_level: int, level_step: float,
+                grid_px: int) -> Tensor:
+    """(M, 4) boxes in the photo's pixels -> (M,) bool: the box is an object of the floor level's size, i.e. its own
+    level (where it fills the ``grid_px`` class grid) rounds to ``floor_level`` or below on a ladder of ``level_step``:
+    sqrt(box area) >= grid_px / (floor_level * sqrt(level_step)) of sqrt(photo area)."""
+    side = (boxes[:, 2] - boxes[:, 0]).clamp(min=0).mul((boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
+    return side >= grid_px / (floor_level * level_step**0.5) * math.sqrt(image_size[0] * image_size[1])
+
+
 def resize_to_side(image: Tensor, side: float) -> Tensor:
     """(3, h, w) image -> (3, h', w') with sqrt(w'*h') = ``side`` (aspect kept; ``int`` sizes as the pyramid;
     bilinear with antialiasing when shrinking, like PIL's BILINEAR resize)."""
@@ -239,4 +252,4 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "template_shapes"]
+__all__ = ["ScalePlan", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "template_shapes"]

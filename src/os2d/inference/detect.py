@@ -11,7 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from os2d.config import AUTO, InferenceConfig
-from os2d.inference.autoscale import plan_levels, probe_scores, resize_to_side
+from os2d.inference.autoscale import fills_floor, plan_levels, probe_scores, resize_to_side
 from os2d.inference.decode import LevelCandidates, level_candidates, merge_and_nms
 from os2d.inference.exact_values import exact_detections, heads_precision_for
 from os2d.inference.pyramid import prepare_levels
@@ -110,6 +110,10 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
             c = level_candidates(model, image, kernels[views.to(kernels.device)], original_size, config,
                                  features=feats, aspect=None if view_aspect is None else view_aspect.cpu()[views])
             c.views = views.to(c.views.device)[c.views]  # back to indices into ``kernels``
+            if auto.floor_fill and plan.floor and level == auto.floor_level:
+                floored = torch.isin(c.views, torch.tensor(plan.floor, device=c.views.device))
+                grid_px = model.config.class_grid_size * model.stride
+                c = _subset(c, ~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
             cands.append(c)
             for v in views.tolist():
                 used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
@@ -117,6 +121,15 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
                    None if view_aspect is None else view_aspect.cpu())
     dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
     return dets
+
+
+def _subset(c: LevelCandidates, keep: Tensor) -> LevelCandidates:
+    """The candidates of ``c`` where the (M,) bool ``keep`` holds (the level's features and size stay)."""
+    def pick(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t[keep]
+
+    return replace(c, boxes_xyxy=c.boxes_xyxy[keep], scores=c.scores[keep], views=c.views[keep],
+                   corners_xy=c.corners_xy[keep], anchors=pick(c.anchors), exact=pick(c.exact))
 
 
 @torch.no_grad()
