@@ -309,7 +309,7 @@ def read_classes_csv(path: str | Path) -> list[tuple[str, str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CliError(f"classes CSV not found: {path}")
+        raise CliError(f"classes CSV (or folder) not found: {path}")
     rows: list[tuple[str, str]] = []
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
