@@ -33,7 +33,7 @@ def test_ladder_is_probe_times_powers_of_the_step_within_bounds():
 
 
 def test_plan_puts_each_view_where_its_template_says_and_weak_views_on_the_main_level():
-    cfg = AutoScaleConfig(template_cells=(4, 5, 7, 10, 14, 20), max_levels=2, weak_margin=0.1)
+    cfg = AutoScaleConfig(template_cells=(4, 5, 7, 10, 14, 20), max_levels=2, weak_margin=0.1, floor_level=None)
     scores = torch.tensor([
         [0.1, 0.9, 0.2, 0.1, 0.0, 0.0],  # object ~5 cells on the probe: fills 15 cells at 768*15/5 = 2304 -> 1536
         [0.0, 0.1, 0.2, 0.3, 0.85, 0.3],  # ~14 cells -> 823 -> 768
@@ -43,7 +43,7 @@ def test_plan_puts_each_view_where_its_template_says_and_weak_views_on_the_main_
     plan = plan_levels(scores, cfg, grid_size=15)
     assert plan.view_levels == (1536, 768, 768, 768)  # main level = the one most strong views chose
     assert plan.levels() == [768, 1536] and plan.views_at(768) == [1, 2, 3]
-    one = plan_levels(scores, AutoScaleConfig(template_cells=cfg.template_cells, max_levels=1), grid_size=15)
+    one = plan_levels(scores, replace(cfg, max_levels=1), grid_size=15)
     assert one.levels() == [1536]  # the level of the best-scoring view is kept; the others move to it
 
 
@@ -91,7 +91,7 @@ def test_hedge_runs_a_view_strong_only_with_the_prior_at_its_own_level_too():
         [0.33, 0.24, 0.20, 0.17, 0.14, 0.12, 0.10, 0.08],  # strong: 4 cells -> 1536
         [0.10, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03],  # weak either way: the main level only
     ])
-    cfg = AutoScaleConfig(template_cells=cells, min_size=256)
+    cfg = AutoScaleConfig(template_cells=cells, min_size=256, floor_level=None)
     assert cfg.hedge  # the default since recipes/autoscale_hedge
     plan = plan_levels(scores, cfg, grid_size=15)
     assert plan.view_levels == (1536, 1536, 1536) and plan.extra == ((0, 384),)
@@ -258,16 +258,17 @@ def test_default_detector_runs_small_objects_at_a_larger_level(small_object_scen
     d.add_class("thing", obj)
     dets = d.detect(scene)
     # sqrt(w*h) = 831: the object (120 px) fills the 240 px class grid at ~1660. The probe's estimate is coarse
-    # (templates 4..20 cells on a 768 probe), so assert the direction: a ladder level above the image's own size.
-    (level,) = dets.levels["thing"]
-    assert level in ladder(d.config.auto_scale) and level > 831
+    # (templates 4..20 cells on a 768 probe), so assert the direction: a ladder level above the image's own size; the
+    # floor level 384 runs too (it keeps only frame-filling boxes there)
+    floor, level = dets.levels["thing"]
+    assert floor == 384 and level in ladder(d.config.auto_scale) and level > 831
     box = dets.boxes_xyxy[0].tolist()
     ix = max(0.0, min(box[2], 620) - max(box[0], 500))
     iy = max(0.0, min(box[3], 420) - max(box[1], 300))
     iou = ix * iy / ((box[2] - box[0]) * (box[3] - box[1]) + 120 * 120 - ix * iy)
     assert dets.label_names[0] == "thing" and iou > 0.6
     record = image_record("scene.jpg", scene.size, dets)
-    assert record["levels"] == {"thing": [level]}
+    assert record["levels"] == {"thing": [384, level]}
     fixed = d.detect(scene, image_size=1024)
     assert fixed.levels is None and "levels" not in image_record("scene.jpg", scene.size, fixed)
 
@@ -290,7 +291,7 @@ def test_cli_size_prior_sets_only_the_probe_prior():
 def test_floor_level_adds_the_small_level_to_views_that_run_far_above_it():
     scores = torch.tensor([[0.40, 0.35, 0.30, 0.25, 0.20, 0.18, 0.15, 0.10],    # small objects: 1536
                            [0.10, 0.10, 0.10, 0.10, 0.12, 0.15, 0.30, 0.35]])   # a close-up: 272
-    plain = plan_levels(scores, AutoScaleConfig(), 15)
+    plain = plan_levels(scores, AutoScaleConfig(floor_level=None), 15)
     assert plain.view_levels == (1536, 272) and plain.extra == ()
     floored = plan_levels(scores, AutoScaleConfig(floor_level=384), 15)
     assert floored.view_levels == (1536, 272) and floored.extra == ((0, 384),)  # 272 is below it: nothing added
@@ -305,18 +306,22 @@ def test_floor_fill_keeps_only_boxes_of_the_floor_levels_size():
     scores = torch.tensor([[0.40, 0.35, 0.30, 0.25, 0.20, 0.18, 0.15, 0.10],
                            [0.10, 0.10, 0.10, 0.10, 0.12, 0.15, 0.30, 0.35]])
     assert plan_levels(scores, AutoScaleConfig(floor_level=384), 15).floor == (0,)
-    assert plan_levels(scores, AutoScaleConfig(), 15).floor == ()
+    assert plan_levels(scores, AutoScaleConfig(), 15).floor == (0,)  # the default: 384, with floor_fill
+    assert AutoScaleConfig().floor_fill
+    assert plan_levels(scores, AutoScaleConfig(floor_level=None), 15).floor == ()
     # 240 px grid at level 384 on a ladder of sqrt(2) steps: at least 240 / (384 * 2**0.25) = 0.526 of the photo's side
     photo = (400, 400)
     boxes = torch.tensor([[0.0, 0.0, 211.0, 211.0], [0.0, 0.0, 209.0, 209.0], [0.0, 0.0, 400.0, 100.0]])
     assert fills_floor(boxes, photo, 384, 2**0.5, 240).tolist() == [True, False, False]  # 210.2 px is the least
 
 
-def test_floor_fill_runs_end_to_end():
-    det = Detector.from_weights("default")
-    obj = textured_object((160, 192), seed=4)
+def test_floor_fill_runs_end_to_end(small_object_scene):
+    obj, scene = small_object_scene
+    det = Detector.from_weights("default", max_detections=10)
     det.add_class("thing", obj)
-    scene = scene_with(obj, [(40, 30)], size=(320, 240), seed=2)
-    plain = det.detect(scene)
-    both = det.detect(scene, auto_scale={"floor_level": 384, "floor_fill": True})
-    assert len(both) > 0 and both.levels["thing"][0] <= plain.levels["thing"][0]
+    off = det.detect(scene, auto_scale={"floor_level": None})
+    on = det.detect(scene)  # the default: floor 384 with floor_fill
+    assert on.levels["thing"] == [384, *off.levels["thing"]]
+    assert torch.allclose(on.boxes_xyxy[0], off.boxes_xyxy[0])  # the small object is still found at its own level
+    unfilled = det.detect(scene, auto_scale={"floor_fill": False})
+    assert unfilled.levels == on.levels

@@ -87,7 +87,8 @@ class AutoScaleConfig:
     See :mod:`os2d.inference.autoscale`; the defaults were fixed on the FlickrLogos-27 training brands and
     synthetic shelves (README model card), never on the held-out sets; the close-up settings (templates of 28 and 40
     cells, ``min_size`` 256, ``size_prior``, ``pool_above``) by recipes/autoscale_closeups on five tuning sets;
-    ``hedge`` by recipes/autoscale_hedge on seven.
+    ``hedge`` by recipes/autoscale_hedge on seven; ``floor_level`` and ``floor_fill`` by recipes/autoscale_floor on
+    eight.
     """
 
     probe_size: int = 768  # sqrt(w*h) of the probe level
@@ -106,8 +107,8 @@ class AutoScaleConfig:
     hedge_peak: bool = False  # a strong view whose plain best template is not the smallest also runs at its level,
     peak_margin: float = 0.02  # ... when that template's score beats the smallest template's by this much
     peak_top: float = 0.05  # ... and the view's plain score is within this of the best view's
-    floor_level: int | None = None  # every view whose levels all lie more than a step above this also runs at it
-    floor_fill: bool = False  # ... keeping there only boxes of that level's size (recipes/autoscale_floor round 2)
+    floor_level: int | None = 384  # every view whose levels all lie more than a step above this also runs at it,
+    floor_fill: bool = True  # ... keeping there only boxes of that level's size (recipes/autoscale_floor, round 2)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

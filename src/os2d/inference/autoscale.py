@@ -17,7 +17,8 @@ prior; recipes/autoscale_dense) is more than ``weak_margin`` below the best view
 is probably absent): it joins the level most strong views chose, so an absent class adds no level (with ``hedge``,
 on by default, a view strong only with the prior also runs at its own level; recipes/autoscale_hedge; with
 ``hedge_peak``, off, a strong view's clear plain peak over template sizes does too; recipes/autoscale_peak; with
-``floor_level``, off, every view also runs at that small level unless it runs near it; recipes/autoscale_floor). At most
+``floor_level``, 384 by default, every view also runs at that small level unless it runs near it, where with
+``floor_fill`` it keeps only frame-filling boxes; recipes/autoscale_floor). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
@@ -224,7 +225,7 @@ def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],
              config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
     """``floor_level``: every view whose levels (the plan's and ``extra``) all lie more than one ``level_step`` above
     ``floor_level`` also runs at ``floor_level`` (a product filling the frame of a close-up that the probe's templates
-    missed). Off by default (recipes/autoscale_floor). Returns the pairs to add to ``extra``."""
+    missed). 384 by default (recipes/autoscale_floor). Returns the pairs to add to ``extra``."""
     lowest = list(view_levels)
     for v, lv in extra:
         lowest[v] = min(lowest[v], lv)
