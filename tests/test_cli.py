@@ -182,3 +182,13 @@ def test_bad_image_size_is_a_one_line_usage_error(files, capsys, value):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--image-size" in err and "Traceback" not in err
+
+
+def test_one_image_with_output_also_prints_its_ten_best(files, capsys):
+    out = files / "one.json"
+    assert main(["detect", str(files / "scene1.jpg"), "--class", f"thing={files / 'thing.png'}", "--output", str(out),
+                 "--image-size", "0"]) == 0
+    dets = json.loads(out.read_text())["images"][0]["detections"]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{d['label']:>20s} {d['score']:.3f} confidence {d['confidence']:.2f} {[round(v, 1) for v in d['box_xyxy']]}"
+        for d in dets[:10]]

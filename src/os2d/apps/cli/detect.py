@@ -90,6 +90,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return _detect_json(args, detector, images, output, plan)
 
 
+def _detection_line(d: dict[str, Any]) -> str:
+    """One detection record as a line of the terminal output: label, score, confidence (if calibrated), box."""
+    conf = f" confidence {d['confidence']:.2f}" if "confidence" in d else ""
+    return f"{d['label']:>20s} {d['score']:.3f}{conf} {[round(v, 1) for v in d['box_xyxy']]}"
+
+
 def _print_listing(record: dict[str, Any], threshold: float | None) -> None:
     """Without ``--output``: one image's detections on stdout, those at or above the calibrated confidence
     ``threshold`` (the ones ``--draw`` shows), or the 10 best for weights without one."""
@@ -101,8 +107,7 @@ def _print_listing(record: dict[str, Any], threshold: float | None) -> None:
         what = f"{len(shown)} detections at confidence >= {threshold:.2f} ({len(dets)} in all)"
     print(f"{record['path']}: {what}")
     for d in shown:
-        conf = f" confidence {d['confidence']:.2f}" if "confidence" in d else ""
-        print(f"{d['label']:>20s} {d['score']:.3f}{conf} {[round(v, 1) for v in d['box_xyxy']]}")
+        print(_detection_line(d))
     for u in record.get("unknown", []):
         print(f"{'unknown':>20s} {[round(v, 1) for v in u['box_xyxy']]}")
     if not shown and dets:
@@ -281,8 +286,7 @@ def _detect_json(args: argparse.Namespace, detector: Any, images: list[str], out
             _print_listing(records[-1], detector.confidence_threshold)
         elif not args.quiet and len(images) == 1 and output is not None:
             for d in records[-1]["detections"][:10]:
-                conf = f" confidence {d['confidence']:.2f}" if "confidence" in d else ""
-                print(f"{d['label']:>20s} {d['score']:.3f}{conf} {d['box_xyxy']}")
+                print(_detection_line(d))
     if output is not None:
         write_detections_json(output, detector.classes, records)
     elif args.output == "-":
