@@ -15,29 +15,19 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autoscale_closeups.offline import probe_photos  # noqa: E402
 
 from os2d.config import InferenceConfig  # noqa: E402
-from os2d.inference.autoscale import kernel_grids, probe_scores  # noqa: E402
-from os2d.model.correlation import l2_normalize  # noqa: E402
+from os2d.inference.autoscale import probe_scores, template_score_maps  # noqa: E402
 
 
 def probe_maps(features: Tensor, kernels: Tensor, cells: tuple[int, ...], pool_above: int) -> list[Tensor]:
-    """As :func:`os2d.inference.autoscale.probe_scores` with square templates, but every template's whole score map:
-    per template a (V, H', W') tensor (H' x W' the probe's grid, or the pooled grid above ``pool_above`` cells)."""
-    feats = l2_normalize(features.float(), dim=1)
-    pooled = l2_normalize(F.avg_pool2d(feats, 2, ceil_mode=True), dim=1)
-    grids = kernel_grids(kernels.float())
-    maps = []
-    for s in cells:
-        fmap, side = (pooled, max(1, round(s / 2))) if s > pool_above else (feats, s)
-        t = l2_normalize(F.interpolate(grids, size=(side, side), mode="bilinear", align_corners=True), dim=1)
-        maps.append((F.conv2d(fmap, t, padding=side // 2) / side**2)[0])
-    return maps
+    """Every square template's whole score map (:func:`os2d.inference.autoscale.template_score_maps`): per template
+    a (V, H', W') tensor (H' x W' the probe's grid, or the pooled grid above ``pool_above`` cells)."""
+    return [maps for _, _, maps in template_score_maps(features, kernels, cells, pool_above=pool_above)]
 
 
 def main(out: Path, sets: tuple[str, ...]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,30 +49,30 @@ def block_peaks(maps: list[torch.Tensor], a: int, b: int, cells: tuple[int, ...]
 
 def main(path: Path) -> None:
     rows = torch.load(path, weights_only=False)
-    auto = InferenceConfig().auto_scale
+    auto = replace(InferenceConfig().auto_scale, floor_level=None)  # the plan this study saw (before the floor level)
     cells = auto.template_cells
     sizes = ladder(auto)
     log_cells = torch.tensor(cells, dtype=torch.float32).log()
+    log_sizes = torch.tensor([math.log(s) for s in sizes])
     settings = [None] + [(d, k) for d in (0.02, 0.04, 0.06) for k in (2, 3)]
     stats = defaultdict(lambda: [0, 0, 0, 0])  # (set, setting) -> [views, within 1.41, within 2, moved]
     for r in rows:
         scores = r["scores"]
         plan = plan_levels(scores, auto, GRID)
         corrected = scores + auto.size_prior * log_cells[None]
+        strength = scores.gather(1, corrected.argmax(dim=1, keepdim=True))[:, 0]  # the plan's plain strength
+        strong = strength >= strength.max() - auto.weak_margin  # (V,)
         for size, views in r["classes"]:
             size = CLOSE_UP_CELLS if size is None else size
             ideal = auto.probe_size * GRID / size
             for v in views:
                 levels = {plan.view_levels[v]} | {lv for w, lv in plan.extra if w == v}
                 a, b = int(corrected[v].argmax()), int(scores[v].argmax())
-                strong = float(scores[v, a]) >= max(float(scores[u, int(corrected[u].argmax())])
-                                                   for u in range(len(scores))) - auto.weak_margin
                 for st in settings:
                     lv, moved = set(levels), 0
-                    if st is not None and strong and cells[a] > cells[b] and cells[b] <= auto.pool_above:
+                    if st is not None and bool(strong[v]) and cells[a] > cells[b] and cells[b] <= auto.pool_above:
                         if block_peaks(r["maps"][v], a, b, cells, auto.pool_above, st[0]) >= st[1]:
-                            own = sizes[int((math.log(auto.probe_size * GRID / cells[b])
-                                             - torch.tensor([math.log(s) for s in sizes])).abs().argmin())]
+                            own = sizes[int((math.log(auto.probe_size * GRID / cells[b]) - log_sizes).abs().argmin())]
                             if own not in lv:
                                 lv, moved = (lv - {plan.view_levels[v]}) | {own}, 1
                     err = min(abs(math.log(x / ideal)) for x in lv)

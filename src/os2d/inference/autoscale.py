@@ -83,6 +83,36 @@ def template_shapes(side: int, aspect: Tensor, power: float) -> list[tuple[int, 
 
 
 @torch.no_grad()
+def template_score_maps(features: Tensor, kernels: Tensor, cells: tuple[int, ...], *, aspect: Tensor | None = None,
+                        aspect_power: float = 0.0, pool_above: int | None = None):
+    """The probe's score maps, one template size and shape at a time (what :func:`probe_scores` takes the maxima of).
+
+    Arguments as :func:`probe_scores`. Yields ``(j, views, maps)``: ``j`` the index into ``cells``, ``views`` the
+    indices of the class views whose template of that size has one shape, ``maps`` (len(views), H', W') the mean
+    cosine of that template at every position of the probe (or of the 2 x 2-pooled probe above ``pool_above``).
+    """
+    # channels-last for both operands: oneDNN's plain-layout path is 3x slower for the largest (20 x 20) templates
+    feats = l2_normalize(features.float(), dim=1)
+    pooled = None
+    if pool_above is not None and max(cells) > pool_above:
+        pooled = l2_normalize(F.avg_pool2d(feats, 2, ceil_mode=True), dim=1).contiguous(memory_format=torch.channels_last)
+    feats = feats.contiguous(memory_format=torch.channels_last)
+    grids = kernel_grids(kernels.to(device=feats.device, dtype=torch.float32))  # (V, C, S, S)
+    v = grids.shape[0]
+    for j, s in enumerate(cells):
+        shapes = [(s, s)] * v if aspect is None or aspect_power == 0 else template_shapes(s, aspect, aspect_power)
+        fmap = feats
+        if pooled is not None and s > pool_above:  # half the side on the 2x2-pooled features
+            shapes, fmap = [(max(1, round(th / 2)), max(1, round(tw / 2))) for th, tw in shapes], pooled
+        for th, tw in sorted(set(shapes)):
+            views = [i for i, shape in enumerate(shapes) if shape == (th, tw)]
+            group = grids if len(views) == v else grids[views]
+            t = l2_normalize(F.interpolate(group, size=(th, tw), mode="bilinear", align_corners=True), dim=1)
+            t = t.contiguous(memory_format=torch.channels_last)
+            yield j, views, (F.conv2d(fmap, t, padding=(th // 2, tw // 2)) / (th * tw))[0]  # (V', H', W')
+
+
+@torch.no_grad()
 def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...], *, aspect: Tensor | None = None,
                  aspect_power: float = 0.0, pool_above: int | None = None) -> Tensor:
     """Best template score of every class view and template size on the probe.
@@ -101,27 +131,10 @@ def probe_scores(features: Tensor, kernels: Tensor, cells: tuple[int, ...], *, a
         (V, len(cells)) best mean cosine of each template over the probe (templates may hang over the border by
         half their size; the missing cells count as 0).
     """
-    # channels-last for both operands: oneDNN's plain-layout path is 3x slower for the largest (20 x 20) templates
-    feats = l2_normalize(features.float(), dim=1)
-    pooled = None
-    if pool_above is not None and max(cells) > pool_above:
-        pooled = l2_normalize(F.avg_pool2d(feats, 2, ceil_mode=True), dim=1).contiguous(memory_format=torch.channels_last)
-    feats = feats.contiguous(memory_format=torch.channels_last)
-    grids = kernel_grids(kernels.to(device=feats.device, dtype=torch.float32))  # (V, C, S, S)
-    v = grids.shape[0]
-    out = torch.empty(v, len(cells))
-    for j, s in enumerate(cells):
-        shapes = [(s, s)] * v if aspect is None or aspect_power == 0 else template_shapes(s, aspect, aspect_power)
-        fmap = feats
-        if pooled is not None and s > pool_above:  # half the side on the 2x2-pooled features
-            shapes, fmap = [(max(1, round(th / 2)), max(1, round(tw / 2))) for th, tw in shapes], pooled
-        for th, tw in sorted(set(shapes)):
-            views = [i for i, shape in enumerate(shapes) if shape == (th, tw)]
-            group = grids if len(views) == v else grids[views]
-            t = l2_normalize(F.interpolate(group, size=(th, tw), mode="bilinear", align_corners=True), dim=1)
-            t = t.contiguous(memory_format=torch.channels_last)
-            score = F.conv2d(fmap, t, padding=(th // 2, tw // 2)) / (th * tw)  # (1, V', H', W')
-            out[views, j] = score.flatten(2).amax(dim=2)[0].cpu()
+    out = torch.empty(kernels.shape[0], len(cells))
+    for j, views, maps in template_score_maps(features, kernels, cells, aspect=aspect, aspect_power=aspect_power,
+                                              pool_above=pool_above):
+        out[views, j] = maps.flatten(1).amax(dim=1).cpu()
     return out
 
 
@@ -253,4 +266,5 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side", "template_shapes"]
+__all__ = ["ScalePlan", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side",
+           "template_score_maps", "template_shapes"]
