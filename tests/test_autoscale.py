@@ -315,13 +315,24 @@ def test_floor_fill_keeps_only_boxes_of_the_floor_levels_size():
     assert fills_floor(boxes, photo, 384, 2**0.5, 240).tolist() == [True, False, False]  # 210.2 px is the least
 
 
-def test_floor_fill_runs_end_to_end(small_object_scene):
+def test_floor_fill_runs_end_to_end(small_object_scene, monkeypatch):
+    """The default runs the small object's class at its own level and at the floor level 384; at 384 only boxes of at
+    least 0.526 of the photo's side reach the NMS (without ``floor_fill`` smaller ones do too)."""
+    import os2d.inference.detect as detect_module
+
     obj, scene = small_object_scene
     det = Detector.from_weights("default", max_detections=10)
     det.add_class("thing", obj)
     off = det.detect(scene, auto_scale={"floor_level": None})
+    merged, seen = detect_module._merged, []
+    monkeypatch.setattr(detect_module, "_merged", lambda model, cands, *a, **k: seen.append(cands) or merged(
+        model, cands, *a, **k))
     on = det.detect(scene)  # the default: floor 384 with floor_fill
-    assert on.levels["thing"] == [384, *off.levels["thing"]]
-    assert torch.allclose(on.boxes_xyxy[0], off.boxes_xyxy[0])  # the small object is still found at its own level
     unfilled = det.detect(scene, auto_scale={"floor_fill": False})
-    assert unfilled.levels == on.levels
+    assert on.levels["thing"] == [384, *off.levels["thing"]] == unfilled.levels["thing"]
+    assert torch.allclose(on.boxes_xyxy[0], off.boxes_xyxy[0])  # the small object is still found at its own level
+    floor_on, floor_unfilled = ([c for c in cands if round(math.sqrt(c.level_size[0] * c.level_size[1])) == 384][0]
+                                for cands in seen)
+    fills = [fills_floor(c.boxes_xyxy, scene.size, 384, 2**0.5, 240) for c in (floor_on, floor_unfilled)]
+    assert len(floor_on.scores) > 0 and bool(fills[0].all())
+    assert not bool(fills[1].all()) and int(fills[1].sum()) == len(floor_on.scores)  # the filter removed just those
