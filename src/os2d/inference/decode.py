@@ -7,7 +7,7 @@ dropped, mapped back to original pixels, then all levels and all views of a clas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -30,6 +30,14 @@ class LevelCandidates:
     features: Tensor | None = None  # (1, C, H, W) the level's features (for exact values at a few windows)
     level_size: tuple[int, int] | None = None  # (w, h) of the level image
     exact: Tensor | None = None  # (M,) bool: the values are the exact float32 heads' (heads_precision "int8-exact")
+
+    def subset(self, mask: Tensor) -> LevelCandidates:
+        """The candidates where ``mask`` (M,) is True (the level's features and size stay)."""
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[mask]
+
+        return replace(self, boxes_xyxy=self.boxes_xyxy[mask], scores=self.scores[mask], views=self.views[mask],
+                       corners_xy=self.corners_xy[mask], anchors=pick(self.anchors), exact=pick(self.exact))
 
 
 def level_candidates(model: Os2dModel, level_image: Tensor, kernels: Tensor, original_size: tuple[int, int],

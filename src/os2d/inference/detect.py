@@ -113,7 +113,7 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
             if auto.floor_fill and plan.floor and level == auto.floor_level:
                 floored = torch.isin(c.views, torch.tensor(plan.floor, device=c.views.device))
                 grid_px = model.config.class_grid_size * model.stride
-                c = _subset(c, ~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
+                c = c.subset(~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
             cands.append(c)
             for v in views.tolist():
                 used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
@@ -121,15 +121,6 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
                    None if view_aspect is None else view_aspect.cpu())
     dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
     return dets
-
-
-def _subset(c: LevelCandidates, keep: Tensor) -> LevelCandidates:
-    """The candidates of ``c`` where the (M,) bool ``keep`` holds (the level's features and size stay)."""
-    def pick(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t[keep]
-
-    return replace(c, boxes_xyxy=c.boxes_xyxy[keep], scores=c.scores[keep], views=c.views[keep],
-                   corners_xy=c.corners_xy[keep], anchors=pick(c.anchors), exact=pick(c.exact))
 
 
 @torch.no_grad()

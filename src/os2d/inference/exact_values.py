@@ -64,7 +64,7 @@ def exact_detections(model: Os2dModel, cands: list[LevelCandidates], kernels: Te
     masks = [c.scores >= floor for c in cands]
     in_pool = torch.cat(masks)
     pool_keep = (torch.cumsum(in_pool.long(), 0) - 1)[keep]  # every reported candidate is in the pool
-    dets = _rounds(model, [_subset(c, m) for c, m in zip(cands, masks, strict=True)], pool_keep, kernels,
+    dets = _rounds(model, [c.subset(m) for c, m in zip(cands, masks, strict=True)], pool_keep, kernels,
                    view_class, class_names, original_size, config, view_aspect, radius, rounds)
     if int((dets.scores >= floor).sum()) >= n:
         return dets
@@ -93,14 +93,6 @@ def _rounds(model: Os2dModel, cands: list[LevelCandidates], keep: Tensor | None,
             start = end
         keep = merged_keep(cands, view_class, config)
     return detections_at(cands, keep, view_class, class_names, original_size)
-
-
-def _subset(c: LevelCandidates, mask: Tensor) -> LevelCandidates:
-    """The candidates of ``c`` where ``mask`` (M,) is True."""
-    return LevelCandidates(boxes_xyxy=c.boxes_xyxy[mask], scores=c.scores[mask], views=c.views[mask],
-                           corners_xy=c.corners_xy[mask], anchors=None if c.anchors is None else c.anchors[mask],
-                           features=c.features, level_size=c.level_size,
-                           exact=None if c.exact is None else c.exact[mask])
 
 
 def _exact_windows(model: Os2dModel, c: LevelCandidates, sel: Tensor, kernels: Tensor,
