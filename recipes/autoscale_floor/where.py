@@ -12,6 +12,7 @@ over the set.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def main(set_name: str, cache: Path | None = None) -> None:
     names, images = runs.class_names, runs.images
     ap = {a: evaluate_detections(runs.detections[a], images, len(names), 0.5, False, class_names=names).ap_per_class
           for a in ARMS}
-    moved = sorted(range(len(names)), key=lambda c: float(ap["floor"][c] - ap["control"][c]))
+    scored = [c for c in range(len(names)) if math.isfinite(float(ap["control"][c]))]  # classes with true boxes
+    moved = sorted(scored, key=lambda c: float(ap["floor"][c] - ap["control"][c]))
     print("classes moved most (AP@0.5 control -> floor):")
     for c in moved[:5] + moved[-3:]:
         print(f"  {names[c]:>12s} {100 * ap['control'][c]:6.2f} -> {100 * ap['floor'][c]:6.2f}")
