@@ -109,6 +109,8 @@ class AutoScaleConfig:
     peak_top: float = 0.05  # ... and the view's plain score is within this of the best view's
     floor_level: int | None = 384  # every view whose levels all lie more than a step above this also runs at it,
     floor_fill: bool = True  # ... keeping there only boxes of that level's size (recipes/autoscale_floor, round 2)
+    rescue_confidence: float | None = None  # a photo whose best detection's calibrated confidence is below this
+    # runs its strong views at their levels without the size prior too (recipes/autoscale_rescue); None: never
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:
@@ -117,10 +119,11 @@ class AutoScaleConfig:
             raise ValueError("auto_scale: 64 <= min_size <= max_size needed")
         if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0
                 and self.template_aspect_power >= 0 and math.isfinite(self.size_prior) and self.size_prior >= 0
-                and self.pool_above >= 1 and (self.floor_level is None or self.floor_level >= 64)):
+                and self.pool_above >= 1 and (self.floor_level is None or self.floor_level >= 64)
+                and (self.rescue_confidence is None or 0 < self.rescue_confidence < 1)):
             raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0, "
-                             "template_aspect_power >= 0, finite size_prior >= 0, pool_above >= 1 and floor_level >= 64 "
-                             "(or None) needed")
+                             "template_aspect_power >= 0, finite size_prior >= 0, pool_above >= 1, floor_level >= 64 "
+                             "(or None) and 0 < rescue_confidence < 1 (or None) needed")
         object.__setattr__(self, "template_cells", tuple(int(c) for c in self.template_cells))
 
 

@@ -14,7 +14,7 @@ from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
 from os2d.inference.colour import apply_score_factors, rescore_detections
-from os2d.inference.detect import detect_levels
+from os2d.inference.detect import Finish, Rescue, detect_levels
 from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.refine import refine_detections
@@ -258,43 +258,54 @@ class Detector:
                                  max_detections=config.verify_top if verify else config.max_detections)
         else:
             run = config
-        if g.negative_kernels is not None and g.negative_class.numel():
-            dets = self._detect_with_negatives(levels, size, run, g)
-        else:
-            desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
-                    if config.shortlist_top_k is not None else None)
-            dets = detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, run,
-                                 class_desc=desc, view_aspect=g.view_aspect)
         image = max(levels, key=lambda t: t.shape[-1] * t.shape[-2])  # (3, h, w) in [0, 1]: the largest level
-        if colour:
-            dets = rescore_detections(dets, image, g.view_colour, g.view_class, config.colour_rescore,
-                                      score_threshold=None if verify else config.score_threshold,
-                                      max_detections=config.verify_top if verify else config.max_detections)
-        if refine:
-            dets = refine_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
-                                     top=config.refine_top, nms_iou=config.nms_iou_threshold,
-                                     crop=config.refine_crop, check=config.refine_check)
-            if not verify:
-                dets = apply_score_factors(dets, torch.ones(len(dets)), score_threshold=config.score_threshold,
-                                           max_detections=config.max_detections)
-        if verify:
-            dets = verify_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
-                                     config.verify_rescore, crop=config.verify_crop, top=config.verify_top,
-                                     score_threshold=config.score_threshold, max_detections=config.max_detections,
-                                     precision=config.verify_precision, reshape_top=config.reshape_top,
-                                     size=config.verify_size, reshape_scope=config.reshape_scope,
-                                     rival_power=config.verify_rivals,
-                                     rival_colour=(config.verify_colour, g.view_colour,
-                                                   config.verify_colour_margin),
-                                     chroma=(config.verify_chroma, g.view_colour))
         cal = self._calibration_for(config)
-        if cal is not None:
-            dets.confidence = cal(dets.scores)
-        return dets
+
+        def finish(dets: Detections) -> Detections:
+            """Re-scoring, re-localising and the second look of the merged detections, then their confidence."""
+            if colour:
+                dets = rescore_detections(dets, image, g.view_colour, g.view_class, config.colour_rescore,
+                                          score_threshold=None if verify else config.score_threshold,
+                                          max_detections=config.verify_top if verify else config.max_detections)
+            if refine:
+                dets = refine_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
+                                         top=config.refine_top, nms_iou=config.nms_iou_threshold,
+                                         crop=config.refine_crop, check=config.refine_check)
+                if not verify:
+                    dets = apply_score_factors(dets, torch.ones(len(dets)), score_threshold=config.score_threshold,
+                                               max_detections=config.max_detections)
+            if verify:
+                dets = verify_detections(self.model, dets, image, g.kernels, g.view_class, g.view_aspect,
+                                         config.verify_rescore, crop=config.verify_crop, top=config.verify_top,
+                                         score_threshold=config.score_threshold,
+                                         max_detections=config.max_detections,
+                                         precision=config.verify_precision, reshape_top=config.reshape_top,
+                                         size=config.verify_size, reshape_scope=config.reshape_scope,
+                                         rival_power=config.verify_rivals,
+                                         rival_colour=(config.verify_colour, g.view_colour,
+                                                       config.verify_colour_margin),
+                                         chroma=(config.verify_chroma, g.view_colour))
+            if cal is not None:
+                dets.confidence = cal(dets.scores)
+            return dets
+
+        rescue = None
+        floor = config.auto_scale.rescue_confidence
+        if floor is not None and cal is not None:  # the rescue needs a confidence to judge the planned levels by
+            def rescue(dets: Detections) -> bool:
+                return dets.confidence is None or not bool((dets.confidence >= floor).any())
+
+        if g.negative_kernels is not None and g.negative_class.numel():
+            return self._detect_with_negatives(levels, size, run, g, finish, rescue)
+        desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
+                if config.shortlist_top_k is not None else None)
+        return detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, run,
+                             class_desc=desc, view_aspect=g.view_aspect, finish=finish, rescue=rescue)
 
     def _detect_with_negatives(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig,
-                               g: ClassGallery) -> Detections:
-        """Classes and their negatives (shadow classes) in one pass, then :func:`suppress_by_negatives`."""
+                               g: ClassGallery, finish: Finish, rescue: Rescue) -> Detections:
+        """Classes and their negatives (shadow classes) in one pass, then :func:`suppress_by_negatives`, then
+        ``finish``."""
         assert g.kernels is not None and g.negative_kernels is not None
         views = with_negatives(g.kernels, g.view_class, g.class_names, g.negative_kernels, g.negative_class,
                                view_aspect=g.view_aspect, negative_aspect=g.negative_aspect)
@@ -302,8 +313,11 @@ class Detector:
         run = config.replace(max_detections=None)
         desc = (self._shortlist_desc.get(views.kernels, self.model.config.pool_border)
                 if config.shortlist_top_k is not None else None)
-        dets = detect_levels(self.model, levels, size, views.kernels, views.view_class, views.class_names, run,
-                             class_desc=desc, view_aspect=views.view_aspect)
-        return suppress_by_negatives(dets, views, config.negative_iou, config.max_detections,
-                                     config.negative_mode)
+
+        def suppressed(dets: Detections) -> Detections:
+            dets = suppress_by_negatives(dets, views, config.negative_iou, config.max_detections, config.negative_mode)
+            return dets if finish is None else finish(dets)
+
+        return detect_levels(self.model, levels, size, views.kernels, views.view_class, views.class_names, run,
+                             class_desc=desc, view_aspect=views.view_aspect, finish=suppressed, rescue=rescue)
 

@@ -49,6 +49,9 @@ class ScalePlan:
             ``floor_level``).
         floor: the views of ``extra`` that run at ``floor_level`` only because of it (``AutoScaleConfig.floor_fill``
             keeps only their frame-filling detections there).
+        rescue: (view, level) pairs that run only when the planned levels find nothing credible
+            (``AutoScaleConfig.rescue_confidence``): strong views at the level of their best template without the size
+            prior, where the plan put them elsewhere.
     """
 
     probe_size: int
@@ -56,6 +59,7 @@ class ScalePlan:
     view_scores: tuple[float, ...]
     extra: tuple[tuple[int, int], ...] = ()
     floor: tuple[int, ...] = ()
+    rescue: tuple[tuple[int, int], ...] = ()
 
     def levels(self) -> list[int]:
         """The distinct level sizes, increasing."""
@@ -172,8 +176,12 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
     if config.hedge_peak:
         extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
     floored = _floored(view_levels, extra, config) if config.floor_level is not None else ()
+    rescue = ()
+    if config.rescue_confidence is not None:
+        rescue = _rescue_pairs(scores, strength, strong, view_levels, extra + floored, sizes, log_sizes, grid_size,
+                               config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra + floored,
-                     tuple(v for v, _ in floored))
+                     tuple(v for v, _ in floored), rescue)
 
 
 def _level_index(cells: Tensor, log_sizes: Tensor, grid_size: int, config: AutoScaleConfig) -> Tensor:
@@ -232,6 +240,24 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: 
         return ()
     kept = set(_top_levels(peak, strength, cand, config.max_levels).tolist())
     return tuple((v, sizes[int(peak[v])]) for v in cand.nonzero().flatten().tolist() if int(peak[v]) in kept)
+
+
+def _rescue_pairs(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: list[int],
+                  extra: tuple[tuple[int, int], ...], sizes: list[int], log_sizes: Tensor, grid_size: int,
+                  config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
+    """``rescue_confidence``: the (view, level) pairs a photo runs when its planned levels found nothing credible.
+    Each strong view at the level of its best template *without* the size prior, when none of its levels is that one
+    (on a shelf of small near-identical facings the prior picks a template over a group of them, and the heads at
+    that level find nothing). At most ``max_levels`` such levels (ranked by the best strength among their views).
+    (V, T) ``scores``, (V,) tensors; ``sizes`` the ladder."""
+    all_cells = torch.tensor(config.template_cells, dtype=torch.float32)
+    plain = _level_index(all_cells[scores.argmax(dim=1)], log_sizes, grid_size, config)  # (V,)
+    have = set(enumerate(view_levels)) | set(extra)
+    cand = strong & torch.tensor([(v, sizes[int(i)]) not in have for v, i in enumerate(plain.tolist())])
+    if not bool(cand.any()):
+        return ()
+    kept = set(_top_levels(plain, strength, cand, config.max_levels).tolist())
+    return tuple((v, sizes[int(plain[v])]) for v in cand.nonzero().flatten().tolist() if int(plain[v]) in kept)
 
 
 def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -19,11 +20,15 @@ from os2d.inference.shortlist import shortlist_views
 from os2d.model.os2d import Os2dModel
 from os2d.results import Detections
 
+Finish = Callable[[Detections], Detections] | None  # what the caller does to the merged detections (second look, ...)
+Rescue = Callable[[Detections], bool] | None  # finished detections -> whether to run the plan's rescue levels
+
 
 @torch.no_grad()
 def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[int, int], kernels: Tensor,
                   view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
-                  class_desc: Tensor | None = None, view_aspect: Tensor | None = None) -> Detections:
+                  class_desc: Tensor | None = None, view_aspect: Tensor | None = None, finish: Finish = None,
+                  rescue: Rescue = None) -> Detections:
     """Detect every class of a gallery in an image pyramid from :func:`prepare_levels`.
 
     ``view_aspect``: (V,) aspect ratios (w / h) of the views' class images, for models whose anchors take them
@@ -33,6 +38,10 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     of the K classes ranked best by :func:`os2d.inference.shortlist.shortlist_views` on the same backbone features;
     ``class_desc`` (V, C) are the kernels' precomputed ``os2d.inference.shortlist.class_descriptors(kernels,
     model.config.pool_border)`` (optional).
+
+    ``finish``: applied to the merged detections before they are returned (the caller's re-scoring); ``rescue``: with
+    ``image_size="auto"``, called on the finished detections of the planned levels; True runs the plan's rescue levels
+    (:attr:`os2d.inference.autoscale.ScalePlan.rescue`) as well and finishes the merged candidates of all levels again.
     """
     if kernels.shape[0] == 0:
         return Detections.empty(class_names, original_size)
@@ -40,7 +49,7 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     levels = [lv.to(device, non_blocking=True) for lv in levels]
     if config.image_size == AUTO:
         return _detect_auto(model, levels[0], original_size, kernels, view_class, class_names, config,
-                            class_desc=class_desc, view_aspect=view_aspect)
+                            class_desc=class_desc, view_aspect=view_aspect, finish=finish, rescue=rescue)
     feats = [model.extract_features(lv[None], precision=config.trunk_precision) for lv in levels]
     kernels, view_class, view_aspect = _shortlisted(model, feats, kernels, view_class, len(class_names), config,
                                                     class_desc, view_aspect)
@@ -48,7 +57,8 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     config = _with_heads_precision(config, sum(kernels.shape[0] * f.shape[-2] * f.shape[-1] for f in feats))
     cands = [level_candidates(model, lv, kernels, original_size, config, features=f, aspect=view_aspect)
              for lv, f in zip(levels, feats, strict=True)]
-    return _merged(model, cands, kernels, view_class, class_names, original_size, config, view_aspect)
+    dets = _merged(model, cands, kernels, view_class, class_names, original_size, config, view_aspect)
+    return dets if finish is None else finish(dets)
 
 
 def _with_heads_precision(config: InferenceConfig, locations: int) -> InferenceConfig:
@@ -84,9 +94,12 @@ def _shortlisted(model: Os2dModel, feats: list[Tensor], kernels: Tensor, view_cl
 
 def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int], kernels: Tensor,
                  view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
-                 class_desc: Tensor | None, view_aspect: Tensor | None = None) -> Detections:
+                 class_desc: Tensor | None, view_aspect: Tensor | None = None, finish: Finish = None,
+                 rescue: Rescue = None) -> Detections:
     """``image_size="auto"``: probe the (3, h, w) ``source`` image, then run every view's heads on the level
-    (times each of ``config.scales``) its :class:`~os2d.inference.autoscale.ScalePlan` gives it."""
+    (times each of ``config.scales``) its :class:`~os2d.inference.autoscale.ScalePlan` gives it. When the plan has
+    rescue pairs and ``rescue(finish(detections))`` says the planned levels found nothing credible, the heads run at
+    those pairs too and the candidates of all levels are merged and finished again."""
     auto = config.auto_scale
     probe = resize_to_side(source, auto.probe_size)
     probe_feats = model.extract_features(probe[None], precision=config.trunk_precision)
@@ -97,29 +110,43 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
     plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells, aspect=aspect,
                                     aspect_power=auto.template_aspect_power, pool_above=auto.pool_above),
                         auto, model.config.class_grid_size)
-    cands, used = [], {}
     stride = float(model.stride)
     config = _with_heads_precision(config, int(sum(len(plan.views_at(lv)) * (lv * s / stride) ** 2
                                                    for lv in plan.levels() for s in config.scales)))
-    for level in plan.levels():
-        views = torch.tensor(plan.views_at(level), dtype=torch.long)
-        for s in config.scales:
-            side = level * s
-            image = probe if round(side) == auto.probe_size else resize_to_side(source, side)
-            feats = probe_feats if image is probe else None
-            c = level_candidates(model, image, kernels[views.to(kernels.device)], original_size, config,
-                                 features=feats, aspect=None if view_aspect is None else view_aspect.cpu()[views])
-            c.views = views.to(c.views.device)[c.views]  # back to indices into ``kernels``
-            if auto.floor_fill and plan.floor and level == auto.floor_level:
-                floored = torch.isin(c.views, torch.tensor(plan.floor, device=c.views.device))
-                grid_px = model.config.class_grid_size * model.stride
-                c = c.subset(~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
-            cands.append(c)
-            for v in views.tolist():
-                used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
-    dets = _merged(model, cands, kernels, view_class, class_names, original_size, config,
-                   None if view_aspect is None else view_aspect.cpu())
-    dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
+    used: dict[str, set[int]] = {}
+
+    def run(pairs: list[tuple[int, list[int]]]) -> list[LevelCandidates]:
+        """The heads of each (level, views) pair at every scale; records the levels each class ran at."""
+        out = []
+        for level, view_list in pairs:
+            views = torch.tensor(view_list, dtype=torch.long)
+            for s in config.scales:
+                side = level * s
+                image = probe if round(side) == auto.probe_size else resize_to_side(source, side)
+                feats = probe_feats if image is probe else None
+                c = level_candidates(model, image, kernels[views.to(kernels.device)], original_size, config,
+                                     features=feats, aspect=None if aspect is None else aspect[views])
+                c.views = views.to(c.views.device)[c.views]  # back to indices into ``kernels``
+                if auto.floor_fill and plan.floor and level == auto.floor_level:
+                    floored = torch.isin(c.views, torch.tensor(plan.floor, device=c.views.device))
+                    grid_px = model.config.class_grid_size * model.stride
+                    c = c.subset(~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
+                out.append(c)
+                for v in view_list:
+                    used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
+        return out
+
+    def merged(cands: list[LevelCandidates]) -> Detections:
+        dets = _merged(model, cands, kernels, view_class, class_names, original_size, config, aspect)
+        dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
+        return dets if finish is None else finish(dets)
+
+    cands = run([(level, plan.views_at(level)) for level in plan.levels()])
+    dets = merged(cands)
+    if plan.rescue and rescue is not None and rescue(dets):
+        extra = sorted({lv for _, lv in plan.rescue})
+        cands += run([(lv, sorted(v for v, x in plan.rescue if x == lv)) for lv in extra])
+        dets = merged(cands)
     return dets
 
 
