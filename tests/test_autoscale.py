@@ -286,6 +286,11 @@ def test_cli_size_prior_sets_only_the_probe_prior():
     assert inference_config(p.parse_args([])).auto_scale == AutoScaleConfig()
     with pytest.raises(CliError, match="--size-prior"):
         inference_config(p.parse_args(["--size-prior", "-1"]))
+    both = inference_config(p.parse_args(["--size-prior", "0", "--rescue-confidence", "0.05"])).auto_scale
+    assert both == AutoScaleConfig(size_prior=0.0, rescue_confidence=0.05)
+    assert inference_config(p.parse_args(["--rescue-confidence", "0"])).auto_scale.rescue_confidence is None
+    with pytest.raises(CliError, match="rescue"):
+        inference_config(p.parse_args(["--rescue-confidence", "1.5"]))
 
 
 def test_floor_level_adds_the_small_level_to_views_that_run_far_above_it():
@@ -336,3 +341,80 @@ def test_floor_fill_runs_end_to_end(small_object_scene, monkeypatch):
     fills = [fills_floor(c.boxes_xyxy, scene.size, 384, 2**0.5, 240) for c in (floor_on, floor_unfilled)]
     assert len(floor_on.scores) > 0 and bool(fills[0].all())
     assert not bool(fills[1].all()) and int(fills[1].sum()) == len(floor_on.scores)  # the filter removed just those
+
+
+def test_rescue_pairs_are_the_strong_views_levels_without_the_prior():
+    """``rescue_confidence``: the demo shelf's cups (plain peak 7 cells, the prior picks 28 / 40 cells -> 384 / 272)
+    get their prior-free level 1536 as a rescue pair, and so does a strong view that ``max_levels`` moved off it; a weak
+    view gets none. The plan itself is unchanged; off (the default) there are no pairs."""
+    scores = torch.tensor([
+        [0.28, 0.29, 0.304, 0.29, 0.28, 0.27, 0.262, 0.24],  # plain 7 cells -> 1536, prior 28 -> 384
+        [0.27, 0.30, 0.315, 0.30, 0.28, 0.26, 0.237, 0.22],  # plain 7 cells -> 1536, prior 40 -> 272
+        [0.33, 0.30, 0.27, 0.25, 0.24, 0.23, 0.22, 0.21],  # plain and prior: 4 cells -> 1536, moved to 272
+        [0.12, 0.15, 0.11, 0.10, 0.09, 0.08, 0.07, 0.06],  # weak
+    ])
+    assert AutoScaleConfig().rescue_confidence is None
+    off = plan_levels(scores, AutoScaleConfig(), 15)
+    on = plan_levels(scores, AutoScaleConfig(rescue_confidence=0.01), 15)
+    assert off.rescue == () and replace(on, rescue=()) == off
+    assert on.view_levels == (384, 272, 272, 272)  # at most max_levels 2
+    assert on.rescue == ((0, 1536), (1, 1536), (2, 1536))
+    assert on.levels() == [272, 384]  # rescue pairs are not planned levels
+    near = torch.tensor([[0.28, 0.29, 0.304, 0.29, 0.28, 0.27, 0.262, 0.24]])
+    assert plan_levels(near, AutoScaleConfig(rescue_confidence=0.01, size_prior=0.0), 15).rescue == ()
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError):
+            AutoScaleConfig(rescue_confidence=bad)
+
+
+def _rescue_plan(views: int):
+    """Every view planned at 384 (where the 120 px object of ``small_object_scene`` is a few px), rescued at 1536."""
+    from os2d.inference.autoscale import ScalePlan
+
+    return ScalePlan(768, (384,) * views, (0.3,) * views, rescue=tuple((v, 1536) for v in range(views)))
+
+
+def test_rescue_runs_only_when_the_planned_levels_find_nothing_credible(small_object_scene, monkeypatch):
+    """The rescue levels run after the planned ones when no detection reaches ``rescue_confidence``; the planned
+    level's heads are not run again, and the levels are reported. When a detection is credible, nothing more runs."""
+    import os2d.inference.detect as detect_module
+
+    obj, scene = small_object_scene
+    det = Detector.from_weights("default", max_detections=10)
+    det.add_class("thing", obj)
+    assert det.calibration is not None
+    monkeypatch.setattr(detect_module, "plan_levels", lambda *a, **k: _rescue_plan(det.gallery.kernels.shape[0]))
+    runs, heads = [], detect_module.level_candidates
+    monkeypatch.setattr(detect_module, "level_candidates", lambda model, image, *a, **k: runs.append(
+        round(math.sqrt(image.shape[-1] * image.shape[-2]))) or heads(model, image, *a, **k))
+    planned = det.detect(scene)  # rescue off (the default): 384 only
+    assert runs == [384] and planned.levels == {"thing": [384]}
+    runs.clear()
+    unsure = det.detect(scene, auto_scale={"rescue_confidence": 0.999999})  # nothing is that sure: rescue
+    assert runs == [384, 1536] and unsure.levels == {"thing": [384, 1536]}
+    box = unsure.boxes_xyxy[0].tolist()
+    ix = max(0.0, min(box[2], 620) - max(box[0], 500))
+    iy = max(0.0, min(box[3], 420) - max(box[1], 300))
+    assert ix * iy / ((box[2] - box[0]) * (box[3] - box[1]) + 120 * 120 - ix * iy) > 0.6
+    assert float(unsure.confidence[0]) > float(planned.confidence[0])
+    runs.clear()
+    sure = det.detect(scene, auto_scale={"rescue_confidence": 1e-9})  # the planned level's best is credible enough
+    assert runs == [384] and torch.equal(sure.scores, planned.scores)
+    # without a calibration for the scores (raw scores: verify_rescore 0) there is no judge and no rescue
+    runs.clear()
+    det.detect(scene, verify_rescore=0, auto_scale={"rescue_confidence": 0.999999})
+    assert runs == [384]
+
+
+def test_rescue_with_negative_exemplars(small_object_scene, monkeypatch):
+    """With negatives the judge sees the detections after the negatives' suppression; the rescue still runs."""
+    import os2d.inference.detect as detect_module
+
+    obj, scene = small_object_scene
+    det = Detector.from_weights("default", max_detections=10)
+    det.add_class("thing", obj)
+    det.add_negative("thing", textured_object((120, 120), seed=9))
+    monkeypatch.setattr(detect_module, "plan_levels", lambda model_scores, *a, **k: _rescue_plan(
+        model_scores.shape[0]))
+    dets = det.detect(scene, auto_scale={"rescue_confidence": 0.999999})
+    assert dets.levels == {"thing": [384, 1536]} and dets.label_names[0] == "thing"

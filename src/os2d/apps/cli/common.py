@@ -103,6 +103,10 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
                    help="automatic scale: the probe picks the template of the best score + A * ln(cells) (default: the "
                         "library's, 0.06, which finds close-ups; 0: the plain score, better on shelves of small facings; "
                         "README 'Automatic scale, close-ups')")
+    g.add_argument("--rescue-confidence", type=float, default=None, metavar="C",
+                   help="automatic scale: when no detection of the planned levels reaches the calibrated confidence C, "
+                        "the classes the probe saw also run at their level without the size prior (0: never; README "
+                        "'Automatic scale, the rescue')")
     g.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below this")
     g.add_argument("--max-detections", type=int, default=None, metavar="N",
                    help="keep the N best per image after NMS (default 100; 0 = no cap)")
@@ -240,11 +244,16 @@ def inference_config(args: argparse.Namespace, *, image_size: Any = _FROM_ARGS):
         changes["image_size"] = None if args.image_size == 0 else args.image_size
     if args.scales:
         changes["scales"] = tuple(args.scales)
+    auto: dict[str, Any] = {}
     if getattr(args, "size_prior", None) is not None:
+        auto["size_prior"] = args.size_prior
+    if getattr(args, "rescue_confidence", None) is not None:
+        auto["rescue_confidence"] = args.rescue_confidence or None  # 0: off
+    if auto:
         try:
-            changes["auto_scale"] = replace(InferenceConfig().auto_scale, size_prior=args.size_prior)
+            changes["auto_scale"] = replace(InferenceConfig().auto_scale, **auto)
         except ValueError as e:
-            raise CliError(f"--size-prior: {e}") from e
+            raise CliError(f"--size-prior / --rescue-confidence: {e}") from e
     if args.score_threshold is not None:
         changes["score_threshold"] = args.score_threshold
     if args.max_detections is not None:
