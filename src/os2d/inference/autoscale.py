@@ -20,6 +20,9 @@ on by default, a view strong only with the prior also runs at its own level; rec
 ``floor_level``, 384 by default, every view also runs at that small level unless it runs near it, where with
 ``floor_fill`` it keeps only frame-filling boxes; recipes/autoscale_floor). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
+With ``rescue_confidence`` the plan also names rescue levels (each strong view's level without the size prior), which
+:func:`os2d.inference.detect.detect_levels` runs only when the planned levels' detections are not credible
+(recipes/autoscale_rescue).
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
 """
