@@ -345,12 +345,13 @@ def test_floor_fill_runs_end_to_end(small_object_scene, monkeypatch):
 
 def test_rescue_pairs_are_the_strong_views_levels_without_the_prior():
     """``rescue_confidence``: the demo shelf's cups (plain peak 7 cells, the prior picks 28 / 40 cells -> 384 / 272)
-    get their prior-free level 1536 as a rescue pair, and so does a strong view that ``max_levels`` moved off it; a weak
-    view gets none. The plan itself is unchanged; off (the default) there are no pairs."""
+    get the level of that clear peak, 1536, as a rescue pair (``hedge_peak``'s pairs); a strong view whose plain best is
+    the smallest template (the small templates' bias, as on a close-up) and a weak view get none. The plan itself is
+    unchanged; off (the default) there are no pairs."""
     scores = torch.tensor([
         [0.28, 0.29, 0.304, 0.29, 0.28, 0.27, 0.262, 0.24],  # plain 7 cells -> 1536, prior 28 -> 384
         [0.27, 0.30, 0.315, 0.30, 0.28, 0.26, 0.237, 0.22],  # plain 7 cells -> 1536, prior 40 -> 272
-        [0.33, 0.30, 0.27, 0.25, 0.24, 0.23, 0.22, 0.21],  # plain and prior: 4 cells -> 1536, moved to 272
+        [0.33, 0.30, 0.27, 0.25, 0.24, 0.23, 0.22, 0.21],  # plain best: the smallest template (moved to 272)
         [0.12, 0.15, 0.11, 0.10, 0.09, 0.08, 0.07, 0.06],  # weak
     ])
     assert AutoScaleConfig().rescue_confidence is None
@@ -358,7 +359,8 @@ def test_rescue_pairs_are_the_strong_views_levels_without_the_prior():
     on = plan_levels(scores, AutoScaleConfig(rescue_confidence=0.01), 15)
     assert off.rescue == () and replace(on, rescue=()) == off
     assert on.view_levels == (384, 272, 272, 272)  # at most max_levels 2
-    assert on.rescue == ((0, 1536), (1, 1536), (2, 1536))
+    assert on.rescue == ((0, 1536), (1, 1536))
+    assert on.rescue == plan_levels(scores, AutoScaleConfig(hedge_peak=True), 15).extra
     assert on.levels() == [272, 384]  # rescue pairs are not planned levels
     near = torch.tensor([[0.28, 0.29, 0.304, 0.29, 0.28, 0.27, 0.262, 0.24]])
     assert plan_levels(near, AutoScaleConfig(rescue_confidence=0.01, size_prior=0.0), 15).rescue == ()

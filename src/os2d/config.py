@@ -110,7 +110,7 @@ class AutoScaleConfig:
     floor_level: int | None = 384  # every view whose levels all lie more than a step above this also runs at it,
     floor_fill: bool = True  # ... keeping there only boxes of that level's size (recipes/autoscale_floor, round 2)
     rescue_confidence: float | None = None  # a photo whose best detection's calibrated confidence is below this
-    # runs its strong views at their levels without the size prior too (recipes/autoscale_rescue); None: never
+    # runs hedge_peak's levels too (peak_margin, peak_top; recipes/autoscale_rescue, round 2); None: never
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

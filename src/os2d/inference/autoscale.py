@@ -20,8 +20,8 @@ on by default, a view strong only with the prior also runs at its own level; rec
 ``floor_level``, 384 by default, every view also runs at that small level unless it runs near it, where with
 ``floor_fill`` it keeps only frame-filling boxes; recipes/autoscale_floor). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
-With ``rescue_confidence`` the plan also names rescue levels (each strong view's level without the size prior), which
-:func:`os2d.inference.detect.detect_levels` runs only when the planned levels' detections are not credible
+With ``rescue_confidence`` the plan also names rescue levels (a strong view's clear prior-free peak, as
+``hedge_peak``), which :func:`os2d.inference.detect.detect_levels` runs only when the planned levels' detections are not credible
 (recipes/autoscale_rescue).
 
 Shape glossary: V class views, C channels, S class grid side, H x W probe feature map.
@@ -53,8 +53,8 @@ class ScalePlan:
         floor: the views of ``extra`` that run at ``floor_level`` only because of it (``AutoScaleConfig.floor_fill``
             keeps only their frame-filling detections there).
         rescue: (view, level) pairs that run only when the planned levels find nothing credible
-            (``AutoScaleConfig.rescue_confidence``): strong views at the level of their best template without the size
-            prior, where the plan put them elsewhere.
+            (``AutoScaleConfig.rescue_confidence``): strong views with a clear peak of the probe score over the template
+            sizes (without the size prior), at that peak's level, where the plan put them elsewhere.
     """
 
     probe_size: int
@@ -248,19 +248,12 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: 
 def _rescue_pairs(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: list[int],
                   extra: tuple[tuple[int, int], ...], sizes: list[int], log_sizes: Tensor, grid_size: int,
                   config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
-    """``rescue_confidence``: the (view, level) pairs a photo runs when its planned levels found nothing credible.
-    Each strong view at the level of its best template *without* the size prior, when none of its levels is that one
-    (on a shelf of small near-identical facings the prior picks a template over a group of them, and the heads at
-    that level find nothing). At most ``max_levels`` such levels (ranked by the best strength among their views).
-    (V, T) ``scores``, (V,) tensors; ``sizes`` the ladder."""
-    all_cells = torch.tensor(config.template_cells, dtype=torch.float32)
-    plain = _level_index(all_cells[scores.argmax(dim=1)], log_sizes, grid_size, config)  # (V,)
-    have = set(enumerate(view_levels)) | set(extra)
-    cand = strong & torch.tensor([(v, sizes[int(i)]) not in have for v, i in enumerate(plain.tolist())])
-    if not bool(cand.any()):
-        return ()
-    kept = set(_top_levels(plain, strength, cand, config.max_levels).tolist())
-    return tuple((v, sizes[int(plain[v])]) for v in cand.nonzero().flatten().tolist() if int(plain[v]) in kept)
+    """``rescue_confidence``: the (view, level) pairs a photo runs when its planned levels found nothing credible: the
+    pairs of :func:`_peak_hedged` (a strong view whose score over the template sizes, without the size prior, has a
+    clear peak above the smallest template, at that peak's level; on a shelf of small near-identical facings the prior
+    picks a template over a group of them, and the heads at that level find nothing). Round 1 of
+    recipes/autoscale_rescue took every strong view's prior-free level and cost 1.35x on the close-ups."""
+    return _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
 
 
 def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],
