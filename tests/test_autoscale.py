@@ -347,15 +347,15 @@ def test_rescue_pairs_are_the_strong_views_levels_without_the_prior():
     """``rescue_confidence``: the demo shelf's cups (plain peak 7 cells, the prior picks 28 / 40 cells -> 384 / 272)
     get the level of that clear peak, 1536, as a rescue pair (``hedge_peak``'s pairs); a strong view whose plain best is
     the smallest template (the small templates' bias, as on a close-up) and a weak view get none. The plan itself is
-    unchanged; off (the default) there are no pairs."""
+    unchanged; off there are no pairs (on by default: 0.01, recipes/autoscale_rescue)."""
     scores = torch.tensor([
         [0.28, 0.29, 0.304, 0.29, 0.28, 0.27, 0.262, 0.24],  # plain 7 cells -> 1536, prior 28 -> 384
         [0.27, 0.30, 0.315, 0.30, 0.28, 0.26, 0.237, 0.22],  # plain 7 cells -> 1536, prior 40 -> 272
         [0.33, 0.30, 0.27, 0.25, 0.24, 0.23, 0.22, 0.21],  # plain best: the smallest template (moved to 272)
         [0.12, 0.15, 0.11, 0.10, 0.09, 0.08, 0.07, 0.06],  # weak
     ])
-    assert AutoScaleConfig().rescue_confidence is None
-    off = plan_levels(scores, AutoScaleConfig(), 15)
+    assert AutoScaleConfig().rescue_confidence == 0.01
+    off = plan_levels(scores, AutoScaleConfig(rescue_confidence=None), 15)
     on = plan_levels(scores, AutoScaleConfig(rescue_confidence=0.01), 15)
     assert off.rescue == () and replace(on, rescue=()) == off
     assert on.view_levels == (384, 272, 272, 272)  # at most max_levels 2
@@ -389,7 +389,7 @@ def test_rescue_runs_only_when_the_planned_levels_find_nothing_credible(small_ob
     runs, heads = [], detect_module.level_candidates
     monkeypatch.setattr(detect_module, "level_candidates", lambda model, image, *a, **k: runs.append(
         round(math.sqrt(image.shape[-1] * image.shape[-2]))) or heads(model, image, *a, **k))
-    planned = det.detect(scene)  # rescue off (the default): 384 only
+    planned = det.detect(scene, auto_scale={"rescue_confidence": None})  # rescue off: 384 only
     assert runs == [384] and planned.levels == {"thing": [384]}
     runs.clear()
     unsure = det.detect(scene, auto_scale={"rescue_confidence": 0.999999})  # nothing is that sure: rescue

@@ -88,7 +88,7 @@ class AutoScaleConfig:
     synthetic shelves (README model card), never on the held-out sets; the close-up settings (templates of 28 and 40
     cells, ``min_size`` 256, ``size_prior``, ``pool_above``) by recipes/autoscale_closeups on five tuning sets;
     ``hedge`` by recipes/autoscale_hedge on seven; ``floor_level`` and ``floor_fill`` by recipes/autoscale_floor on
-    eight.
+    eight; ``rescue_confidence`` by recipes/autoscale_rescue on eight.
     """
 
     probe_size: int = 768  # sqrt(w*h) of the probe level
@@ -109,7 +109,7 @@ class AutoScaleConfig:
     peak_top: float = 0.05  # ... and the view's plain score is within this of the best view's
     floor_level: int | None = 384  # every view whose levels all lie more than a step above this also runs at it,
     floor_fill: bool = True  # ... keeping there only boxes of that level's size (recipes/autoscale_floor, round 2)
-    rescue_confidence: float | None = None  # a photo whose best detection's calibrated confidence is below this
+    rescue_confidence: float | None = 0.01  # a photo whose best detection's calibrated confidence is below this
     # runs hedge_peak's levels too (peak_margin, peak_top; recipes/autoscale_rescue, round 2); None: never
 
     def __post_init__(self) -> None:

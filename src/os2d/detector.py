@@ -290,10 +290,11 @@ class Detector:
             return dets
 
         rescue = None
-        floor = config.auto_scale.rescue_confidence
-        if floor is not None and cal is not None:  # the rescue needs a confidence to judge the planned levels by
+        least = config.auto_scale.rescue_confidence
+        if least is not None and cal is not None:  # the rescue needs a confidence to judge the planned levels by
             def rescue(dets: Detections) -> bool:
-                return dets.confidence is None or not bool((dets.confidence >= floor).any())
+                """No detection is credible (``finish`` set the confidence): run the plan's rescue levels too."""
+                return not bool((cal(dets.scores) >= least).any())
 
         if g.negative_kernels is not None and g.negative_class.numel():
             return self._detect_with_negatives(levels, size, run, g, finish, rescue)
