@@ -293,7 +293,7 @@ class Detector:
         least = config.auto_scale.rescue_confidence
         if least is not None and cal is not None:  # the rescue needs a confidence to judge the planned levels by
             def rescue(dets: Detections) -> bool:
-                """No detection is credible (``finish`` set the confidence): run the plan's rescue levels too."""
+                """No finished detection reaches the calibrated confidence ``least``: run the plan's rescue levels."""
                 return not bool((cal(dets.scores) >= least).any())
 
         if g.negative_kernels is not None and g.negative_class.numel():
