@@ -343,7 +343,7 @@ def test_floor_fill_runs_end_to_end(small_object_scene, monkeypatch):
     assert not bool(fills[1].all()) and int(fills[1].sum()) == len(floor_on.scores)  # the filter removed just those
 
 
-def test_rescue_pairs_are_the_strong_views_levels_without_the_prior():
+def test_rescue_pairs_are_the_strong_views_clear_prior_free_peaks():
     """``rescue_confidence``: the demo shelf's cups (plain peak 7 cells, the prior picks 28 / 40 cells -> 384 / 272)
     get the level of that clear peak, 1536, as a rescue pair (``hedge_peak``'s pairs); a strong view whose plain best is
     the smallest template (the small templates' bias, as on a close-up) and a weak view get none. The plan itself is

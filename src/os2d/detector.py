@@ -293,8 +293,8 @@ class Detector:
         least = config.auto_scale.rescue_confidence
         if least is not None and cal is not None:  # the rescue needs a confidence to judge the planned levels by
             def rescue(dets: Detections) -> bool:
-                """No finished detection reaches the calibrated confidence ``least``: run the plan's rescue levels."""
-                return not bool((cal(dets.scores) >= least).any())
+                """No finished detection (``finish`` set their confidence) reaches ``least``: run the rescue levels."""
+                return not bool((dets.confidence >= least).any())
 
         if g.negative_kernels is not None and g.negative_class.numel():
             return self._detect_with_negatives(levels, size, run, g, finish, rescue)

@@ -180,9 +180,10 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
     floored = _floored(view_levels, extra, config) if config.floor_level is not None else ()
     rescue = ()
-    if config.rescue_confidence is not None:
-        rescue = _rescue_pairs(scores, strength, strong, view_levels, extra + floored, sizes, log_sizes, grid_size,
-                               config)
+    if config.rescue_confidence is not None:  # hedge_peak's pairs, run only if the planned levels find nothing credible
+        # (recipes/autoscale_rescue round 2; round 1 took every strong view's prior-free level: 1.35x on close-ups)
+        rescue = _peak_hedged(scores, strength, strong, view_levels, extra + floored, sizes, log_sizes, grid_size,
+                              config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra + floored,
                      tuple(v for v, _ in floored), rescue)
 
@@ -243,17 +244,6 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: 
         return ()
     kept = set(_top_levels(peak, strength, cand, config.max_levels).tolist())
     return tuple((v, sizes[int(peak[v])]) for v in cand.nonzero().flatten().tolist() if int(peak[v]) in kept)
-
-
-def _rescue_pairs(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: list[int],
-                  extra: tuple[tuple[int, int], ...], sizes: list[int], log_sizes: Tensor, grid_size: int,
-                  config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
-    """``rescue_confidence``: the (view, level) pairs a photo runs when its planned levels found nothing credible: the
-    pairs of :func:`_peak_hedged` (a strong view whose score over the template sizes, without the size prior, has a
-    clear peak above the smallest template, at that peak's level; on a shelf of small near-identical facings the prior
-    picks a template over a group of them, and the heads at that level find nothing). Round 1 of
-    recipes/autoscale_rescue took every strong view's prior-free level and cost 1.35x on the close-ups."""
-    return _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
 
 
 def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],

@@ -105,8 +105,8 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
                         "README 'Automatic scale, close-ups')")
     g.add_argument("--rescue-confidence", type=float, default=None, metavar="C",
                    help="automatic scale: when no detection of the planned levels reaches the calibrated confidence C, "
-                        "the classes the probe saw also run at their level without the size prior (0: never; README "
-                        "'Automatic scale, the rescue')")
+                        "classes whose probe score peaks clearly at another size also run at that size (default 0.01; "
+                        "0: never; README 'Automatic scale, the rescue')")
     g.add_argument("--score-threshold", type=float, default=None, help="drop detections scoring below this")
     g.add_argument("--max-detections", type=int, default=None, metavar="N",
                    help="keep the N best per image after NMS (default 100; 0 = no cap)")
