@@ -293,6 +293,25 @@ def test_cli_size_prior_sets_only_the_probe_prior():
         inference_config(p.parse_args(["--rescue-confidence", "1.5"]))
 
 
+def test_cli_all_levels_is_the_fixed_six_level_pyramid_unless_size_or_scales_are_given():
+    import argparse
+
+    from os2d.apps.cli.common import add_inference_args, inference_config
+    from os2d.config import ALL_LEVELS_SCALES, ALL_LEVELS_SIZE, AUTO
+
+    p = argparse.ArgumentParser()
+    add_inference_args(p, image_size_help="")
+    every = inference_config(p.parse_args(["--all-levels"]))
+    assert (every.image_size, every.scales) == (ALL_LEVELS_SIZE, ALL_LEVELS_SCALES)
+    assert [round(ALL_LEVELS_SIZE * s) for s in every.scales] == [384, 543, 768, 1086, 1536, 2048]
+    # eval passes the dataset's size (auto): the option still wins over it, an explicit --image-size does not
+    assert inference_config(p.parse_args(["--all-levels"]), image_size=AUTO).image_size == ALL_LEVELS_SIZE
+    given = inference_config(p.parse_args(["--all-levels", "--image-size", "1024"]), image_size=1024)
+    assert (given.image_size, given.scales) == (1024, ALL_LEVELS_SCALES)
+    assert inference_config(p.parse_args(["--all-levels", "--scales", "1", "2"])).scales == (1.0, 2.0)
+    assert inference_config(p.parse_args([])).image_size == AUTO
+
+
 def test_floor_level_adds_the_small_level_to_views_that_run_far_above_it():
     scores = torch.tensor([[0.40, 0.35, 0.30, 0.25, 0.20, 0.18, 0.15, 0.10],    # small objects: 1536
                            [0.10, 0.10, 0.10, 0.10, 0.12, 0.15, 0.30, 0.35]])   # a close-up: 272
