@@ -15,7 +15,7 @@ REFERENCE_PYRAMID = (0.5, 0.625, 0.8, 1.0, 1.2, 1.4, 1.6)
 
 # Every class view at six fixed levels, sqrt(w*h) 384, 543, 768, 1086, 1536 and 2048 (the automatic scale's ladder
 # from 384 up) instead of the one or two levels the automatic scale picks per view: ``InferenceConfig(image_size=
-# ALL_LEVELS_SIZE, scales=ALL_LEVELS_SCALES)``, ``--all-levels``. More recall at about 3.5x the time (README,
+# ALL_LEVELS_SIZE, scales=ALL_LEVELS_SCALES)``, ``--all-levels``. More recall at 2.4-4.4x the time (README,
 # "Automatic scale, what the levels leave").
 ALL_LEVELS_SIZE = 768
 ALL_LEVELS_SCALES = (0.5, 0.7071, 1.0, 1.4142, 2.0, 2.6667)

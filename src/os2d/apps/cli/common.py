@@ -101,7 +101,7 @@ def add_inference_args(p: argparse.ArgumentParser, *, image_size_help: str, shor
                    help="pyramid scales (default 1.0; reference: 0.5 0.625 0.8 1 1.2 1.4 1.6)")
     g.add_argument("--all-levels", action="store_true",
                    help="every class at each of six fixed pyramid levels, sqrt(w*h) 384 to 2048, instead of the one or "
-                        "two the automatic scale picks: more recall (every small instance) at about 3.5x the time; "
+                        "two the automatic scale picks: more recall (small instances) at 2.4-4.4x the time; "
                         "--image-size / --scales given explicitly win (README 'Automatic scale, what the levels leave')")
     g.add_argument("--size-prior", type=float, default=None, metavar="A",
                    help="automatic scale: the probe picks the template of the best score + A * ln(cells) (default: the "
