@@ -259,6 +259,21 @@ def add_set_classes(det: Detector, dataset: DetectionDataset) -> list[str]:
     return names
 
 
+def set_detector(set_name: str, weights: str = "default") -> tuple[DetectionDataset, Detector, list[str]]:
+    """A set of :func:`load_set` (synthetic val shelves from ``~/os2d-runs/synth-grocery-eval``) and a detector with
+    its classes (:func:`add_set_classes`): the dataset, the detector and the class names in label order."""
+    ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
+    det = Detector.from_weights(weights)
+    return ds, det, add_set_classes(det, ds)
+
+
+def probe_cells(box, photo_size: tuple[int, int], probe: int = 768, stride: int = 16) -> float:
+    """sqrt(area) of one (x1, y1, x2, y2) box of a photo of ``photo_size`` (w, h) in cells of the automatic scale's
+    probe (the photo at sqrt(w*h) = ``probe``, features at ``stride``); at least one pixel of area."""
+    area = max(1.0, float((box[2] - box[0]) * (box[3] - box[1])))
+    return math.sqrt(area) * probe / math.sqrt(photo_size[0] * photo_size[1]) / stride
+
+
 def grocery_real_dataset(root: Path) -> DetectionDataset:
     """``benchmarks/grocery_real.py``'s set: the Grocery Store *val* photos of the package classes, each with one
     placeholder box (zeros) labelled its product (it only carries the label: the set is scored per image), and all 31

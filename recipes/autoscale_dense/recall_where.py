@@ -7,16 +7,14 @@ each box's size in 768-probe cells and the levels its class and the photo ran at
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from cascade_probe import add_set_classes, load_set  # noqa: E402
+from cascade_probe import probe_cells, set_detector  # noqa: E402
 
-from os2d.detector import Detector  # noqa: E402
 from os2d.io import load_image  # noqa: E402
 from os2d.ops.boxes import box_iou  # noqa: E402
 
@@ -24,13 +22,10 @@ ARMS = {"control": {}, "strength": {"auto_scale": {"prior_strength": True}}}
 
 
 def main(set_name: str) -> None:
-    ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
-    det = Detector.from_weights("default")
-    names = add_set_classes(det, ds)
+    ds, det, names = set_detector(set_name)
     rows = []
     for rec in ds.images:
         pil = load_image(rec.path)
-        r = 768 / math.sqrt(pil.size[0] * pil.size[1])
         found, levels = {}, {}
         for arm, changes in ARMS.items():
             d = det.detect(pil, **changes)
@@ -42,8 +37,7 @@ def main(set_name: str) -> None:
                 found[arm].append(bool(m.any()) and float(box_iou(gt, d.boxes_xyxy[m].float()).max()) >= 0.5)
         for k in range(len(rec.labels)):
             name = names[int(rec.labels[k])]
-            b = rec.boxes_xyxy[k]
-            cells = math.sqrt(max(1.0, float((b[2] - b[0]) * (b[3] - b[1])))) * r / 16
+            cells = probe_cells(rec.boxes_xyxy[k], pil.size)
             photo = {arm: sorted({x for v in levels[arm].values() for x in v}) for arm in ARMS}
             rows.append((rec.image_id, name, round(cells, 1), found["control"][k], found["strength"][k],
                          levels["control"].get(name), levels["strength"].get(name), photo["control"], photo["strength"]))

@@ -19,15 +19,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from cascade_probe import add_set_classes, load_set  # noqa: E402
+from cascade_probe import probe_cells, set_detector  # noqa: E402
 
-from os2d.detector import Detector  # noqa: E402
 from os2d.io import load_image  # noqa: E402
 from os2d.ops.boxes import box_iou  # noqa: E402
 from os2d.results import Detections  # noqa: E402
 
 PYRAMID = {"image_size": 768, "scales": [0.5, 0.7071, 1.0, 1.4142, 2.0, 2.6667]}  # 384, 543, 768, 1086, 1536, 2048
-PROBE, CELL, GRID = 768, 16, 15  # probe sqrt(w*h), feature stride, class grid side
+PROBE, GRID = 768, 15  # probe sqrt(w*h), class grid side
 
 
 def best_hit(dets: Detections, box: torch.Tensor, label: int) -> tuple[float, int] | None:
@@ -44,24 +43,21 @@ def best_hit(dets: Detections, box: torch.Tensor, label: int) -> tuple[float, in
 
 def ideal_level(side_cells: float) -> int:
     """The ladder level (768 * sqrt(2)^k) nearest to the one where an object of this many probe cells fills the grid."""
-    k = round(math.log(PROBE * GRID / max(side_cells, 0.1) / PROBE, 2**0.5))
+    k = round(math.log(GRID / max(side_cells, 0.1), 2**0.5))  # the level's ratio to the probe: GRID / side_cells
     return round(PROBE * 2 ** (k / 2))
 
 
 def main(set_name: str) -> None:
-    ds = load_set(set_name, Path.home() / "os2d-runs" / "synth-grocery-eval")
-    det = Detector.from_weights("default")
-    names = add_set_classes(det, ds)
+    ds, det, names = set_detector(set_name)
     rows = []
     for rec in ds.images:
         pil = load_image(rec.path)
-        cells_per_px = PROBE / math.sqrt(pil.size[0] * pil.size[1]) / CELL
         default, pyramid = det.detect(pil), det.detect(pil, **PYRAMID)
         for k in range(len(rec.labels)):
             if rec.difficult is not None and bool(rec.difficult[k]):
                 continue
             box = torch.as_tensor(rec.boxes_xyxy[k : k + 1]).float()
-            side = math.sqrt(max(1.0, float((box[0, 2] - box[0, 0]) * (box[0, 3] - box[0, 1])))) * cells_per_px
+            side = probe_cells(rec.boxes_xyxy[k], pil.size, PROBE)
             c = int(rec.labels[k])
             rows.append((Path(rec.path).name, names[c], side, best_hit(default, box, c), best_hit(pyramid, box, c),
                          (default.levels or {}).get(names[c])))
