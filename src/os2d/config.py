@@ -118,6 +118,7 @@ class AutoScaleConfig:
     floor_fill: bool = True  # ... keeping there only boxes of that level's size (recipes/autoscale_floor, round 2)
     rescue_confidence: float | None = 0.01  # a photo whose best detection's calibrated confidence is below this
     # runs hedge_peak's levels too (peak_margin, peak_top; recipes/autoscale_rescue, round 2); None: never
+    up_steps: int = 0  # every strong view also runs this many ladder steps above its highest level (recipes/level_up)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:
@@ -127,10 +128,10 @@ class AutoScaleConfig:
         if not (self.level_step > 1.0 and self.max_levels >= 1 and self.ratio > 0 and self.weak_margin >= 0
                 and self.template_aspect_power >= 0 and math.isfinite(self.size_prior) and self.size_prior >= 0
                 and self.pool_above >= 1 and (self.floor_level is None or self.floor_level >= 64)
-                and (self.rescue_confidence is None or 0 < self.rescue_confidence < 1)):
+                and (self.rescue_confidence is None or 0 < self.rescue_confidence < 1) and self.up_steps >= 0):
             raise ValueError("auto_scale: level_step > 1, max_levels >= 1, ratio > 0, weak_margin >= 0, "
                              "template_aspect_power >= 0, finite size_prior >= 0, pool_above >= 1, floor_level >= 64 "
-                             "(or None) and 0 < rescue_confidence < 1 (or None) needed")
+                             "(or None), 0 < rescue_confidence < 1 (or None) and up_steps >= 0 needed")
         object.__setattr__(self, "template_cells", tuple(int(c) for c in self.template_cells))
 
 

@@ -178,6 +178,8 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         extra = _hedged(best_corrected, strong, level, view_levels, sizes, log_sizes, config)
     if config.hedge_peak:
         extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
+    if config.up_steps:
+        extra += _upped(strong, view_levels, extra, sizes, config)
     floored = _floored(view_levels, extra, config) if config.floor_level is not None else ()
     rescue = ()
     if config.rescue_confidence is not None:  # hedge_peak's pairs, run only if the planned levels find nothing credible
@@ -244,6 +246,23 @@ def _peak_hedged(scores: Tensor, strength: Tensor, strong: Tensor, view_levels: 
         return ()
     kept = set(_top_levels(peak, strength, cand, config.max_levels).tolist())
     return tuple((v, sizes[int(peak[v])]) for v in cand.nonzero().flatten().tolist() if int(peak[v]) in kept)
+
+
+def _upped(strong: Tensor, view_levels: list[int], extra: tuple[tuple[int, int], ...], sizes: list[int],
+           config: AutoScaleConfig) -> tuple[tuple[int, int], ...]:
+    """``up_steps``: every strong view also runs at the ladder levels up to ``up_steps`` steps above its highest level
+    (the plan's and ``extra``'s), where the ladder has them: small repeated objects (a shelf of cans) make the probe's
+    best template cover a group of them, so their level comes out too small (recipes/level_up). Returns the pairs to
+    add to ``extra``. (V,) ``strong``."""
+    highest = list(view_levels)
+    for v, lv in extra:
+        highest[v] = max(highest[v], lv)
+    have = set(enumerate(view_levels)) | set(extra)
+    pairs = []
+    for v in strong.nonzero().flatten().tolist():
+        i = min(range(len(sizes)), key=lambda k: abs(math.log(sizes[k] / highest[v])))
+        pairs += [(v, lv) for lv in sizes[i + 1 : i + 1 + config.up_steps] if (v, lv) not in have]
+    return tuple(pairs)
 
 
 def _floored(view_levels: list[int], extra: tuple[tuple[int, int], ...],
