@@ -13,6 +13,7 @@ from helpers import scene_with, textured_object
 from os2d.config import AUTO, AutoScaleConfig, InferenceConfig
 from os2d.detector import Detector
 from os2d.inference.autoscale import (
+    below_level,
     fills_floor,
     kernel_grids,
     ladder,
@@ -121,6 +122,29 @@ def test_hedge_peak_runs_a_strong_views_plain_peak_level_too():
     assert plan.levels() == [272, 384, 1536] and plan.views_at(1536) == [0, 1] and plan.views_at(272) == [1, 2, 3]
     # no clear peak: the extra level goes
     assert plan_levels(scores, replace(cfg, peak_margin=0.05), grid_size=15).extra == ()
+
+
+def test_up_steps_run_strong_views_above_their_highest_level_too():
+    """``up_steps``: every strong view also runs that many ladder steps above its highest level (the plan's and the
+    hedge's), never above the ladder's top; weak views and the default (0) get nothing."""
+    cfg = AutoScaleConfig(template_cells=(4, 5, 7, 10, 14, 20), max_levels=3, weak_margin=0.1, floor_level=None,
+                          hedge=False)
+    scores = torch.tensor([
+        [0.1, 0.2, 0.3, 0.4, 0.85, 0.3],  # ~14 cells -> 768
+        [0.0, 0.1, 0.2, 0.3, 0.3, 0.82],  # ~20 cells -> 543
+        [0.9, 0.2, 0.1, 0.1, 0.0, 0.0],  # ~4 cells -> 1536, the ladder's top
+        [0.1, 0.1, 0.1, 0.2, 0.3, 0.3],  # weak: the main level (ties: the best view's, 1536)
+    ])
+    assert AutoScaleConfig().up_steps == 0
+    base = plan_levels(scores, cfg, grid_size=15)
+    assert base.view_levels == (768, 543, 1536, 1536) and base.extra == ()
+    one = plan_levels(scores, replace(cfg, up_steps=1), grid_size=15)
+    assert one.view_levels == base.view_levels
+    assert one.extra == ((0, 1086), (1, 768)) and one.up == one.extra
+    two = plan_levels(scores, replace(cfg, up_steps=2), grid_size=15)
+    assert two.extra == ((0, 1086), (0, 1536), (1, 768), (1, 1086))
+    with pytest.raises(ValueError, match="up_steps"):
+        AutoScaleConfig(up_steps=-1)
 
 
 def test_detector_runs_the_hedged_view_at_both_levels(small_object_scene, monkeypatch):
@@ -337,6 +361,13 @@ def test_floor_fill_keeps_only_boxes_of_the_floor_levels_size():
     photo = (400, 400)
     boxes = torch.tensor([[0.0, 0.0, 211.0, 211.0], [0.0, 0.0, 209.0, 209.0], [0.0, 0.0, 400.0, 100.0]])
     assert fills_floor(boxes, photo, 384, 2**0.5, 240).tolist() == [True, False, False]  # 210.2 px is the least
+
+
+def test_below_level_keeps_boxes_too_small_for_the_level_below():
+    # 240 px grid at level 1086 on a ladder of sqrt(2) steps: at most 240 * 2**0.25 / 1086 = 0.263 of the photo's side
+    photo = (400, 400)
+    boxes = torch.tensor([[0.0, 0.0, 104.0, 104.0], [0.0, 0.0, 106.0, 106.0], [0.0, 0.0, 10.0, 10.0]])
+    assert below_level(boxes, photo, 1086, 2**0.5, 240).tolist() == [True, False, True]  # 105.1 px is the most
 
 
 def test_floor_fill_runs_end_to_end(small_object_scene, monkeypatch):

@@ -119,6 +119,7 @@ class AutoScaleConfig:
     rescue_confidence: float | None = 0.01  # a photo whose best detection's calibrated confidence is below this
     # runs hedge_peak's levels too (peak_margin, peak_top; recipes/autoscale_rescue, round 2); None: never
     up_steps: int = 0  # every strong view also runs this many ladder steps above its highest level (recipes/level_up)
+    up_fill: bool = False  # ... keeping there only boxes too small for the level below (recipes/level_up, round 2)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

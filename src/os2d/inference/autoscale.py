@@ -52,6 +52,8 @@ class ScalePlan:
             ``floor_level``).
         floor: the views of ``extra`` that run at ``floor_level`` only because of it (``AutoScaleConfig.floor_fill``
             keeps only their frame-filling detections there).
+        up: the pairs of ``extra`` that run only because of ``AutoScaleConfig.up_steps`` (``up_fill`` keeps only their
+            boxes too small for the level below there).
         rescue: (view, level) pairs that run only when the planned levels find nothing credible
             (``AutoScaleConfig.rescue_confidence``): strong views with a clear peak of the probe score over the template
             sizes (without the size prior), at that peak's level, where the plan put them elsewhere.
@@ -63,6 +65,7 @@ class ScalePlan:
     extra: tuple[tuple[int, int], ...] = ()
     floor: tuple[int, ...] = ()
     rescue: tuple[tuple[int, int], ...] = ()
+    up: tuple[tuple[int, int], ...] = ()
 
     def levels(self) -> list[int]:
         """The distinct level sizes, increasing."""
@@ -178,8 +181,8 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         extra = _hedged(best_corrected, strong, level, view_levels, sizes, log_sizes, config)
     if config.hedge_peak:
         extra += _peak_hedged(scores, strength, strong, view_levels, extra, sizes, log_sizes, grid_size, config)
-    if config.up_steps:
-        extra += _upped(strong, view_levels, extra, sizes, config)
+    upped = _upped(strong, view_levels, extra, sizes, config) if config.up_steps else ()
+    extra += upped
     floored = _floored(view_levels, extra, config) if config.floor_level is not None else ()
     rescue = ()
     if config.rescue_confidence is not None:  # hedge_peak's pairs, run only if the planned levels find nothing credible
@@ -187,7 +190,7 @@ def plan_levels(scores: Tensor, config: AutoScaleConfig, grid_size: int) -> Scal
         rescue = _peak_hedged(scores, strength, strong, view_levels, extra + floored, sizes, log_sizes, grid_size,
                               config)
     return ScalePlan(config.probe_size, tuple(view_levels), tuple(best.tolist()), extra + floored,
-                     tuple(v for v, _ in floored), rescue)
+                     tuple(v for v, _ in floored), rescue, upped)
 
 
 def _level_index(cells: Tensor, log_sizes: Tensor, grid_size: int, config: AutoScaleConfig) -> Tensor:
@@ -286,6 +289,14 @@ def fills_floor(boxes: Tensor, image_size: tuple[int, int], floor_level: int, le
     return side >= grid_px / (floor_level * level_step**0.5) * math.sqrt(image_size[0] * image_size[1])
 
 
+def below_level(boxes: Tensor, image_size: tuple[int, int], level: int, level_step: float, grid_px: int) -> Tensor:
+    """(M, 4) boxes in the photo's pixels -> (M,) bool: the box is an object of ``level``'s size or smaller, i.e. its
+    own level (where it fills the ``grid_px`` class grid) rounds to ``level`` or above on a ladder of ``level_step``
+    (the mirror of :func:`fills_floor`): sqrt(box area) <= grid_px * sqrt(level_step) / level of sqrt(photo area)."""
+    side = (boxes[:, 2] - boxes[:, 0]).clamp(min=0).mul((boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
+    return side <= grid_px * level_step**0.5 / level * math.sqrt(image_size[0] * image_size[1])
+
+
 def resize_to_side(image: Tensor, side: float) -> Tensor:
     """(3, h, w) image -> (3, h', w') with sqrt(w'*h') = ``side`` (aspect kept; ``int`` sizes as the pyramid;
     bilinear with antialiasing when shrinking, like PIL's BILINEAR resize)."""
@@ -297,5 +308,5 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side",
+__all__ = ["ScalePlan", "below_level", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side",
            "template_score_maps", "template_shapes"]

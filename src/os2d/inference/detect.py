@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from os2d.config import AUTO, InferenceConfig
-from os2d.inference.autoscale import fills_floor, plan_levels, probe_scores, resize_to_side
+from os2d.inference.autoscale import below_level, fills_floor, plan_levels, probe_scores, resize_to_side
 from os2d.inference.decode import LevelCandidates, level_candidates, merge_and_nms
 from os2d.inference.exact_values import exact_detections, heads_precision_for
 from os2d.inference.pyramid import prepare_levels
@@ -131,6 +131,11 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
                     floored = torch.isin(c.views, torch.tensor(plan.floor, device=c.views.device))
                     grid_px = model.config.class_grid_size * model.stride
                     c = c.subset(~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
+                upped = [v for v, lv in plan.up if lv == level]
+                if auto.up_fill and upped:  # an up pair keeps only the boxes the level below would not fit
+                    up = torch.isin(c.views, torch.tensor(upped, device=c.views.device))
+                    grid_px = model.config.class_grid_size * model.stride
+                    c = c.subset(~up | below_level(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
                 out.append(c)
                 for v in view_list:
                     used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
