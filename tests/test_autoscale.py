@@ -393,6 +393,32 @@ def test_floor_fill_runs_end_to_end(small_object_scene, monkeypatch):
     assert not bool(fills[1].all()) and int(fills[1].sum()) == len(floor_on.scores)  # the filter removed just those
 
 
+def test_up_fill_runs_end_to_end(monkeypatch):
+    """``up_steps`` 1 runs the object's class one ladder step above its level too; with ``up_fill`` only the boxes too
+    small for the level below (:func:`below_level`) reach the NMS from there, without it larger ones do too."""
+    import os2d.inference.detect as detect_module
+
+    obj = textured_object((300, 300), seed=5)
+    scene = scene_with(obj, [(300, 200)], size=(960, 720), seed=2)
+    det = Detector.from_weights("default", max_detections=10)
+    det.add_class("thing", obj)
+    base = det.detect(scene)
+    merged, seen = detect_module._merged, []
+    monkeypatch.setattr(detect_module, "_merged", lambda model, cands, *a, **k: seen.append(cands) or merged(
+        model, cands, *a, **k))
+    filled = det.detect(scene, auto_scale={"up_steps": 1, "up_fill": True})
+    unfilled = det.detect(scene, auto_scale={"up_steps": 1})
+    sizes = ladder(det.config.auto_scale)
+    top = max(base.levels["thing"])
+    up = sizes[sizes.index(top) + 1]
+    assert filled.levels["thing"] == sorted([*base.levels["thing"], up]) == unfilled.levels["thing"]
+    up_filled, up_unfilled = ([c for c in cands if round(math.sqrt(c.level_size[0] * c.level_size[1])) == up][0]
+                              for cands in seen)
+    below = [below_level(c.boxes_xyxy, scene.size, up, 2**0.5, 240) for c in (up_filled, up_unfilled)]
+    assert bool(below[0].all())
+    assert not bool(below[1].all()) and int(below[1].sum()) == len(up_filled.scores)  # the filter removed just those
+
+
 def test_rescue_pairs_are_the_strong_views_clear_prior_free_peaks():
     """``rescue_confidence``: the demo shelf's cups (plain peak 7 cells, the prior picks 28 / 40 cells -> 384 / 272)
     get the level of that clear peak, 1536, as a rescue pair (``hedge_peak``'s pairs); a strong view whose plain best is
