@@ -120,6 +120,8 @@ class AutoScaleConfig:
     # runs hedge_peak's levels too (peak_margin, peak_top; recipes/autoscale_rescue, round 2); None: never
     up_steps: int = 0  # every strong view also runs this many ladder steps above its highest level (recipes/level_up)
     up_fill: bool = False  # ... keeping there only boxes too small for the level below (recipes/level_up, round 2)
+    up_confident: bool = False  # ... run only after the planned levels, for the classes found there with a detection
+    # that counts (calibrated confidence >= the weights' threshold; recipes/level_up_confident)
 
     def __post_init__(self) -> None:
         if self.probe_size < 64 or not self.template_cells or min(self.template_cells) < 1:

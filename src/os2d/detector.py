@@ -14,7 +14,7 @@ from os2d.config import InferenceConfig
 from os2d.exemplar import ExemplarWarning, duplicate_warnings, image_warnings
 from os2d.gallery import ClassGallery, EncodedViews, encode_class_images
 from os2d.inference.colour import apply_score_factors, rescore_detections
-from os2d.inference.detect import Finish, Rescue, detect_levels
+from os2d.inference.detect import Counts, Finish, Rescue, detect_levels
 from os2d.inference.negatives import suppress_by_negatives, with_negatives
 from os2d.inference.pyramid import prepare_levels
 from os2d.inference.refine import refine_detections
@@ -296,15 +296,21 @@ class Detector:
                 """No finished detection (``finish`` set their confidence) reaches ``least``: run the rescue levels."""
                 return not bool((dets.confidence >= least).any())
 
+        counts = None
+        if config.auto_scale.up_confident and cal is not None:  # the levels above the plan, for the classes found
+            def counts(dets: Detections) -> torch.Tensor:
+                """(N,) bool: the finished detection counts (calibrated confidence >= the weights' threshold)."""
+                return dets.confidence >= cal.threshold
+
         if g.negative_kernels is not None and g.negative_class.numel():
-            return self._detect_with_negatives(levels, size, run, g, finish, rescue)
+            return self._detect_with_negatives(levels, size, run, g, finish, rescue, counts)
         desc = (self._shortlist_desc.get(g.kernels, self.model.config.pool_border)
                 if config.shortlist_top_k is not None else None)
         return detect_levels(self.model, levels, size, g.kernels, g.view_class, g.class_names, run,
-                             class_desc=desc, view_aspect=g.view_aspect, finish=finish, rescue=rescue)
+                             class_desc=desc, view_aspect=g.view_aspect, finish=finish, rescue=rescue, counts=counts)
 
     def _detect_with_negatives(self, levels: list[torch.Tensor], size: tuple[int, int], config: InferenceConfig,
-                               g: ClassGallery, finish: Finish, rescue: Rescue) -> Detections:
+                               g: ClassGallery, finish: Finish, rescue: Rescue, counts: Counts = None) -> Detections:
         """Classes and their negatives (shadow classes) in one pass, then :func:`suppress_by_negatives`, then
         ``finish``."""
         assert g.kernels is not None and g.negative_kernels is not None
@@ -320,5 +326,6 @@ class Detector:
             return dets if finish is None else finish(dets)
 
         return detect_levels(self.model, levels, size, views.kernels, views.view_class, views.class_names, run,
-                             class_desc=desc, view_aspect=views.view_aspect, finish=suppressed, rescue=rescue)
+                             class_desc=desc, view_aspect=views.view_aspect, finish=suppressed, rescue=rescue,
+                             counts=counts)
 

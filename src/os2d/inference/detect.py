@@ -22,13 +22,14 @@ from os2d.results import Detections
 
 Finish = Callable[[Detections], Detections] | None  # what the caller does to the merged detections (second look, ...)
 Rescue = Callable[[Detections], bool] | None  # finished detections -> whether to run the plan's rescue levels
+Counts = Callable[[Detections], Tensor] | None  # finished detections -> (N,) bool: the detection counts (is confident)
 
 
 @torch.no_grad()
 def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[int, int], kernels: Tensor,
                   view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
                   class_desc: Tensor | None = None, view_aspect: Tensor | None = None, finish: Finish = None,
-                  rescue: Rescue = None) -> Detections:
+                  rescue: Rescue = None, counts: Counts = None) -> Detections:
     """Detect every class of a gallery in an image pyramid from :func:`prepare_levels`.
 
     ``view_aspect``: (V,) aspect ratios (w / h) of the views' class images, for models whose anchors take them
@@ -41,7 +42,9 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
 
     ``finish``: applied to the merged detections before they are returned (the caller's re-scoring); ``rescue``: with
     ``image_size="auto"``, called on the finished detections of the planned levels; True runs the plan's rescue levels
-    (:attr:`os2d.inference.autoscale.ScalePlan.rescue`) as well and finishes the merged candidates of all levels again.
+    (:attr:`os2d.inference.autoscale.ScalePlan.rescue`) as well and finishes the merged candidates of all levels again;
+    ``counts``: with ``auto_scale.up_confident``, says which finished detections count: the plan's up pairs
+    (:attr:`~os2d.inference.autoscale.ScalePlan.up`) run afterwards, only for the classes of those (none without it).
     """
     if kernels.shape[0] == 0:
         return Detections.empty(class_names, original_size)
@@ -49,7 +52,8 @@ def detect_levels(model: Os2dModel, levels: list[Tensor], original_size: tuple[i
     levels = [lv.to(device, non_blocking=True) for lv in levels]
     if config.image_size == AUTO:
         return _detect_auto(model, levels[0], original_size, kernels, view_class, class_names, config,
-                            class_desc=class_desc, view_aspect=view_aspect, finish=finish, rescue=rescue)
+                            class_desc=class_desc, view_aspect=view_aspect, finish=finish, rescue=rescue,
+                            counts=counts)
     feats = [model.extract_features(lv[None], precision=config.trunk_precision) for lv in levels]
     kernels, view_class, view_aspect = _shortlisted(model, feats, kernels, view_class, len(class_names), config,
                                                     class_desc, view_aspect)
@@ -95,11 +99,12 @@ def _shortlisted(model: Os2dModel, feats: list[Tensor], kernels: Tensor, view_cl
 def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int], kernels: Tensor,
                  view_class: Tensor, class_names: list[str], config: InferenceConfig, *,
                  class_desc: Tensor | None, view_aspect: Tensor | None = None, finish: Finish = None,
-                 rescue: Rescue = None) -> Detections:
+                 rescue: Rescue = None, counts: Counts = None) -> Detections:
     """``image_size="auto"``: probe the (3, h, w) ``source`` image, then run every view's heads on the level
     (times each of ``config.scales``) its :class:`~os2d.inference.autoscale.ScalePlan` gives it. When the plan has
     rescue pairs and ``rescue(finish(detections))`` says the planned levels found nothing credible, the heads run at
-    those pairs too and the candidates of all levels are merged and finished again."""
+    those pairs too and the candidates of all levels are merged and finished again. With ``auto_scale.up_confident``
+    the plan's up pairs run last, only for the classes with a detection that ``counts``, and finish once more."""
     auto = config.auto_scale
     probe = resize_to_side(source, auto.probe_size)
     probe_feats = model.extract_features(probe[None], precision=config.trunk_precision)
@@ -146,13 +151,25 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
         dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
         return dets if finish is None else finish(dets)
 
-    cands = run([(level, plan.views_at(level)) for level in plan.levels()])
+    later = set(plan.up) if auto.up_confident else set()  # up pairs wait for the planned levels' verdict
+    first = [(lv, [v for v in plan.views_at(lv) if (v, lv) not in later]) for lv in plan.levels()]
+    cands = run([(lv, views) for lv, views in first if views])
     dets = merged(cands)
     if plan.rescue and rescue is not None and rescue(dets):
-        extra = sorted({lv for _, lv in plan.rescue})
-        cands += run([(lv, sorted(v for v, x in plan.rescue if x == lv)) for lv in extra])
+        cands += run(_grouped(plan.rescue))
         dets = merged(cands)
+    if later and counts is not None:
+        found = set(dets.labels[counts(dets)].tolist())
+        up = [(v, lv) for v, lv in plan.up if int(view_class[v]) in found]
+        if up:
+            cands += run(_grouped(up))
+            dets = merged(cands)
     return dets
+
+
+def _grouped(pairs: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
+    """(view, level) pairs -> (level, views) for each level, increasing."""
+    return [(lv, sorted(v for v, x in pairs if x == lv)) for lv in sorted({lv for _, lv in pairs})]
 
 
 @torch.no_grad()
