@@ -419,6 +419,25 @@ def test_up_fill_runs_end_to_end(monkeypatch):
     assert not bool(below[1].all()) and int(below[1].sum()) == len(up_filled.scores)  # the filter removed just those
 
 
+def test_up_confident_runs_the_up_level_only_for_classes_found_with_a_detection_that_counts(monkeypatch):
+    """``up_confident``: the up pairs wait for the planned levels' finished detections and run only for the classes
+    with one at the calibration's threshold or above (all count at threshold 0, none above 1)."""
+    obj = textured_object((300, 300), seed=5)
+    scene = scene_with(obj, [(300, 200)], size=(960, 720), seed=2)
+    det = Detector.from_weights("default", max_detections=10)
+    det.add_class("thing", obj)
+    cal = det.model.calibration
+    assert cal is not None
+    base = det.detect(scene).levels["thing"]
+    eager = det.detect(scene, auto_scale={"up_steps": 1, "up_fill": True}).levels["thing"]
+    assert len(eager) == len(base) + 1
+    wait = {"up_steps": 1, "up_fill": True, "up_confident": True}
+    monkeypatch.setattr(det.model, "calibration", replace(cal, threshold=0.0))
+    assert det.detect(scene, auto_scale=wait).levels["thing"] == eager
+    monkeypatch.setattr(det.model, "calibration", replace(cal, threshold=1.01))
+    assert det.detect(scene, auto_scale=wait).levels["thing"] == base
+
+
 def test_rescue_pairs_are_the_strong_views_clear_prior_free_peaks():
     """``rescue_confidence``: the demo shelf's cups (plain peak 7 cells, the prior picks 28 / 40 cells -> 384 / 272)
     get the level of that clear peak, 1536, as a rescue pair (``hedge_peak``'s pairs); a strong view whose plain best is

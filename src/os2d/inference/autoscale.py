@@ -20,7 +20,8 @@ on by default, a view strong only with the prior also runs at its own level; rec
 ``floor_level``, 384 by default, every view also runs at that small level unless it runs near it, where with
 ``floor_fill`` it keeps only frame-filling boxes; recipes/autoscale_floor; with ``up_steps``, 0 by default, every strong
 view also runs that many steps above its highest level, with ``up_fill`` keeping there only boxes too small for the level
-below; recipes/level_up: not passed). At most
+below, and with ``up_confident`` running there only for the classes the planned levels found with a detection that
+counts; recipes/level_up, recipes/level_up_confident: not passed). At most
 ``max_levels`` levels run: those holding the best-scoring views; other views move to the nearest kept level.
 With ``rescue_confidence`` the plan also names rescue levels (a strong view's clear prior-free peak, as
 ``hedge_peak``), which :func:`os2d.inference.detect.detect_levels` runs only when the planned levels' detections are not credible
