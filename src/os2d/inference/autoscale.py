@@ -311,5 +311,5 @@ def resize_to_side(image: Tensor, side: float) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=r < 1)[0]
 
 
-__all__ = ["ScalePlan", "below_level", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores", "resize_to_side",
-           "template_score_maps", "template_shapes"]
+__all__ = ["ScalePlan", "below_level", "fills_floor", "kernel_grids", "ladder", "plan_levels", "probe_scores",
+           "resize_to_side", "template_score_maps", "template_shapes"]
