@@ -217,15 +217,19 @@ DENSE_UNSEEN_DIR = Path.home() / "os2d-runs" / "dense-unseen"
 DENSE_BLOCKS_DIR = Path.home() / "os2d-runs" / "dense-blocks"
 
 
+FL27_SIXTHS = {"fl27-train": 0, "fl27-train-b": 3, "fl27-train-c": 1, "fl27-train-d": 4}  # set -> first image of the sixth
+
+
 def load_set(name: str, synth_dir: Path):
     fl27 = SHARED / "flickrlogos27-dev"
     if name == "fl27-val":
         return load_dataset(fl27_val_spec(fl27))
-    if name in ("fl27-train", "fl27-train-b"):  # b: the disjoint sixth images[3::6] (recipes/verify_chroma_floor)
+    if name in FL27_SIXTHS:  # b: the disjoint sixth images[3::6] (recipes/verify_chroma_floor); c, d: [1::6], [4::6]
+        # (recipes/level_up_confident, round 2: sixths no rule had looked at)
         ds = load_dataset(DatasetSpec(format="simple_csv", annotations=str(fl27 / "annotations.csv"),
                                       classes=str(fl27 / "class_images.csv"), class_names=FL27_TRAIN_BRANDS,
                                       exclude_class_sources=True, name="fl27-train"))
-        start = 3 if name == "fl27-train-b" else 0
+        start = FL27_SIXTHS[name]
         return ds.subset(image_ids=[im.image_id for im in ds.images[start::6]], name=f"{name}/6")
     if name == "demo":
         return demo_dataset(SHARED / "os2d-demo")
