@@ -115,10 +115,19 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
     plan = plan_levels(probe_scores(probe_feats, kernels, auto.template_cells, aspect=aspect,
                                     aspect_power=auto.template_aspect_power, pool_above=auto.pool_above),
                         auto, model.config.class_grid_size)
+    later = set(plan.up) if auto.up_confident else set()  # up pairs wait for the planned levels' verdict
+    first = [(lv, views) for lv in plan.levels() if (views := [v for v in plan.views_at(lv) if (v, lv) not in later])]
     stride = float(model.stride)
-    config = _with_heads_precision(config, int(sum(len(plan.views_at(lv)) * (lv * s / stride) ** 2
-                                                   for lv in plan.levels() for s in config.scales)))
+    config = _with_heads_precision(config, int(sum(len(views) * (lv * s / stride) ** 2
+                                                   for lv, views in first for s in config.scales)))
+    grid_px = model.config.class_grid_size * model.stride
     used: dict[str, set[int]] = {}
+
+    def sized(c: LevelCandidates, views: list[int] | tuple[int, ...], keep: Callable[..., Tensor],
+              level: int) -> LevelCandidates:
+        """``c`` without the boxes of ``views`` that ``keep`` (:func:`fills_floor` or :func:`below_level`) rejects."""
+        mine = torch.isin(c.views, torch.tensor(views, dtype=torch.long, device=c.views.device))
+        return c.subset(~mine | keep(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
 
     def run(pairs: list[tuple[int, list[int]]]) -> list[LevelCandidates]:
         """The heads of each (level, views) pair at every scale; records the levels each class ran at."""
@@ -133,14 +142,10 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
                                      features=feats, aspect=None if aspect is None else aspect[views])
                 c.views = views.to(c.views.device)[c.views]  # back to indices into ``kernels``
                 if auto.floor_fill and plan.floor and level == auto.floor_level:
-                    floored = torch.isin(c.views, torch.tensor(plan.floor, device=c.views.device))
-                    grid_px = model.config.class_grid_size * model.stride
-                    c = c.subset(~floored | fills_floor(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
-                upped = [v for v, lv in plan.up if lv == level]
-                if auto.up_fill and upped:  # an up pair keeps only the boxes the level below would not fit
-                    up = torch.isin(c.views, torch.tensor(upped, device=c.views.device))
-                    grid_px = model.config.class_grid_size * model.stride
-                    c = c.subset(~up | below_level(c.boxes_xyxy, original_size, level, auto.level_step, grid_px))
+                    c = sized(c, plan.floor, fills_floor, level)
+                upped = [v for v, lv in plan.up if lv == level] if auto.up_fill else []
+                if upped:  # an up pair keeps only the boxes the level below would not fit
+                    c = sized(c, upped, below_level, level)
                 out.append(c)
                 for v in view_list:
                     used.setdefault(class_names[int(view_class[v])], set()).add(round(side))
@@ -151,9 +156,7 @@ def _detect_auto(model: Os2dModel, source: Tensor, original_size: tuple[int, int
         dets.levels = {name: sorted(used.get(name, ())) for name in class_names}
         return dets if finish is None else finish(dets)
 
-    later = set(plan.up) if auto.up_confident else set()  # up pairs wait for the planned levels' verdict
-    first = [(lv, [v for v in plan.views_at(lv) if (v, lv) not in later]) for lv in plan.levels()]
-    cands = run([(lv, views) for lv, views in first if views])
+    cands = run(first)
     dets = merged(cands)
     if plan.rescue and rescue is not None and rescue(dets):
         cands += run(_grouped(plan.rescue))
