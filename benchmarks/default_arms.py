@@ -2,7 +2,8 @@
 
 Each arm is a name and a JSON object of ``InferenceConfig`` field changes (``{}``: the default); its key ``"model"``,
 if any, holds ``ModelConfig`` changes made to the loaded model for that arm's detections only (inference-time
-switches such as ``anchor_aspect_power``). Per set, every image
+switches such as ``anchor_aspect_power``), and its key ``"weights"`` weights of the arm's own (a name or file, in
+place of ``--weights``; not together with ``"model"``). Per set, every image
 runs every arm in turn (``round_robin.run_round_robin``: the order rotated image by image, so slow phases of the machine
 hit every arm alike) through ``Detector.detect`` after one warm-up image per arm. The table gives mAP and recall at
 IoU 0.5, mAP at IoU 0.7, each with its change against the first arm, and seconds per image with the ratio to the
@@ -11,6 +12,7 @@ first arm. ``box_head.py`` and ``probe_aspect.py`` use :func:`run_arms` and the 
     python benchmarks/default_arms.py --sets fl27-train synth-val \
         --arm default '{}' --arm rivals-2 '{"verify_rivals": 2}' --arm no-shape-search '{"reshape_top": 0}'
     python benchmarks/default_arms.py --sets unseen --arm default '{}' --arm anchors '{"model": {"anchor_aspect_power": 1}}'
+    python benchmarks/default_arms.py --sets unseen --arm default '{}' --arm lite2 '{"weights": "lite2.pt"}'
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def run_arms(set_name: str, arms: dict[str, dict], **kwargs) -> ArmRuns:
     """:func:`round_robin.run_round_robin` (its keyword arguments; ``synth_dir`` defaults to ``SYNTH_DIR``). An arm's
     ``"model"`` changes (``ModelConfig`` fields) are set on the detector's model before each of its detections."""
     kwargs.setdefault("synth_dir", SYNTH_DIR)
+    own = {a: c["weights"] for a, c in arms.items() if "weights" in c}
+    if own:
+        kwargs["arm_weights"] = own
     model_changes = {a: c.get("model", {}) for a, c in arms.items()}
     if any(model_changes.values()):
         weights = kwargs.pop("weights", "default")
@@ -72,7 +77,7 @@ def run_arms(set_name: str, arms: dict[str, dict], **kwargs) -> ArmRuns:
             det.model.config = replace(base, **model_changes[arm])
 
         kwargs["before"] = before
-    arms = {a: {k: v for k, v in c.items() if k != "model"} for a, c in arms.items()}
+    arms = {a: {k: v for k, v in c.items() if k not in ("model", "weights")} for a, c in arms.items()}
     return ArmRuns(set_name, *run_round_robin(set_name, arms, **kwargs))
 
 
@@ -109,8 +114,10 @@ def parse_arm(name: str, text: str) -> tuple[str, dict]:
     changes = json.loads(text)
     if not isinstance(changes, dict):
         raise SystemExit(f"arm {name}: {text!r} is not a JSON object")
-    InferenceConfig().replace(**{k: v for k, v in changes.items() if k != "model"})  # invalid fields fail here
+    InferenceConfig().replace(**{k: v for k, v in changes.items() if k not in ("model", "weights")})  # invalid fields fail
     ModelConfig(**changes.get("model", {}))
+    if "weights" in changes and "model" in changes:
+        raise SystemExit(f"arm {name}: \"weights\" and \"model\" exclude each other")
     return name, changes
 
 

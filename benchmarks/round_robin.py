@@ -25,23 +25,31 @@ from os2d.io import load_image
 
 def run_round_robin(set_name: str, arms: dict[Hashable, dict[str, Any]], *, weights: str = "default",
                     every: int = 1, max_images: int | None = None, synth_dir: Path,
-                    detector: Detector | None = None, before: Callable[[Hashable], None] | None = None
+                    detector: Detector | None = None, before: Callable[[Hashable], None] | None = None,
+                    arm_weights: dict[Hashable, str] | None = None
                     ) -> tuple[list[str], list, dict[Hashable, float], dict]:
     """Every ``every``-th image of the set (at most ``max_images``) through ``Detector.detect(image,
     **arms[arm])`` for every arm. ``detector``: one to use instead of ``weights`` (the set's classes are added to
-    it); ``before(arm)``: called before each of the arm's detections (e.g. to switch a patched-in experiment).
+    it); ``before(arm)``: called before each of the arm's detections (e.g. to switch a patched-in experiment);
+    ``arm_weights``: weights of their own for some arms (one detector per weights, each with the set's classes).
 
     Returns the class names, the images (records with their boxes), the mean seconds per image of each arm and
     each arm's detections (one per image)."""
     dataset = load_set(set_name, synth_dir)
     det = detector or Detector.from_weights(weights)
     names = add_set_classes(det, dataset)
+    own: dict[str, Detector] = {}
+    for w in dict.fromkeys((arm_weights or {}).values()):
+        own[w] = Detector.from_weights(w)
+        if add_set_classes(own[w], dataset) != names:
+            raise RuntimeError(f"{w}: the set's classes came out in another order")
+    detectors = {a: own[arm_weights[a]] if arm_weights and a in arm_weights else det for a in arms}
     images = dataset.images[::every][:max_images]
 
     def detect(arm: Hashable, image):
         if before is not None:
             before(arm)
-        return det.detect(image, **arms[arm])
+        return detectors[arm].detect(image, **arms[arm])
 
     warm = load_image(images[0].path)
     for arm in arms:

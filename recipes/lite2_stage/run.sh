@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 14, "EfficientNet-Lite2 if it wins": the default model's recipe on EfficientNet-Lite2. Its ImageNet trunk with
+# the shipped TransformNet (make_init.py), trained on stage 3's data with stage 3's loss (train.yaml), 4,000 steps.
+# The rule is rule.txt (written before the run); its evaluations are the last steps here.
+#
+# Resumable: run the same command again after an interrupt (training resumes from its last checkpoint; every finished
+# step is skipped). RUNS may be wiped on a new machine: every step rebuilds from ../shared/data and git.
+#   RUNS=~/os2d-runs bash recipes/lite2_stage/run.sh
+set -euo pipefail
+source recipes/variant_stage.sh
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs}
+OUT="$RUNS/lite2-stage"
+
+mkdir -p "$OUT"
+# 1. the starting point: Lite2 ImageNet trunk + the shipped TransformNet
+[ -f "$OUT/init.pt" ] || python recipes/lite2_stage/make_init.py init "$OUT/init.pt"
+# 2. stage 3's data (600 variant shelves of seed 0 + FL27 training-brand boxes), then training (resumes when interrupted)
+variant_stage_train "$OUT" 0 recipes/lite2_stage/train.yaml "$OUT/init.pt"
+# 3. the file the rule judges: as the default ships (float16, the shipped anchor aspect power; no calibration, which
+#    does not change detections or mAP at default settings)
+[ -f "$OUT/lite2.pt" ] || python recipes/lite2_stage/make_init.py ship "$OUT/run/final.pt" "$OUT/lite2.pt"
+# 4. the rule's evaluations (tuning sets only; rule.txt): mAP of both models, then the time ratio
+bash recipes/unseen_tuning_set.sh "$DATA" "$RUNS/unseen-logos"
+[ -f "$RUNS/fl27-train6/annotations.csv" ] || python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
+for w in default lite2; do
+    file=$([ "$w" = default ] && echo default || echo "$OUT/lite2.pt")
+    [ -f "$OUT/arms-$w.log" ] || python benchmarks/default_arms.py --weights "$file" \
+        --sets synth-val unseen fl27-train fl27-train-b fl27-train-c fl27-train-d --arm "$w" '{}' > "$OUT/arms-$w.log.tmp" \
+        && mv "$OUT/arms-$w.log.tmp" "$OUT/arms-$w.log"
+done
+for s in fl27-train synth-val; do
+    every=$([ "$s" = fl27-train ] && echo 3 || echo 2)
+    [ -f "$OUT/time-$s.log" ] || python benchmarks/default_arms.py --sets "$s" --every "$every" --arm default '{}' \
+        --arm lite2 "{\"weights\": \"$OUT/lite2.pt\"}" > "$OUT/time-$s.log.tmp" && mv "$OUT/time-$s.log.tmp" "$OUT/time-$s.log"
+done
+python recipes/lite2_stage/rule.py "$OUT"
