@@ -80,6 +80,15 @@ three_set_evals() {
         --no-plots --quiet
 }
 
+# synth_val_set DIR: the 40 synthetic val shelves (20 Grocery Store products on Grocery Store VAL photos, seed 11) in DIR,
+# made when missing.
+synth_val_set() {
+    [ -f "$1/annotations.csv" ] || os2d synth \
+        --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
+        --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$1" \
+        --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite --quiet
+}
+
 # _tuning_pair OUT SUFFIX G: the two tuning sets (made when missing), evaluated with --verify-rescore G into
 # OUT/fl27-train6SUFFIX and OUT/synth-valSUFFIX (each skipped when done).
 _tuning_pair() {
@@ -87,10 +96,7 @@ _tuning_pair() {
     brands=$(python -c "from os2d.data.spec import FL27_TRAIN_BRANDS; print(*FL27_TRAIN_BRANDS)")
     [ -f "$RUNS/fl27-train6/annotations.csv" ] || \
         python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
-    [ -f "$RUNS/synth-grocery-eval/annotations.csv" ] || os2d synth \
-        --class-images "$DATA/grocerystore/dataset/iconic-images-and-descriptions" \
-        --backgrounds "$DATA/grocerystore/dataset/val" --output-dir "$RUNS/synth-grocery-eval" \
-        --num-images 40 --image-size 768 --max-classes 20 --seed 11 --overwrite --quiet
+    synth_val_set "$RUNS/synth-grocery-eval"
     # shellcheck disable=SC2086  # one argument per brand
     [ -f "$out/fl27-train6$suffix/metrics.json" ] || os2d eval --boxes "$RUNS/fl27-train6/annotations.csv" \
         --image-dir "$DATA/flickrlogos27-dev" --classes "$DATA/flickrlogos27-dev/class_images.csv" \

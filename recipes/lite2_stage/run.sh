@@ -23,13 +23,15 @@ variant_stage_train "$OUT" 0 recipes/lite2_stage/train.yaml "$OUT/init.pt"
 #    does not change detections or mAP at default settings)
 [ -f "$OUT/lite2.pt" ] || python recipes/lite2_stage/make_init.py ship "$OUT/run/final.pt" "$OUT/lite2.pt"
 # 4. the rule's evaluations (tuning sets only; rule.txt): mAP of both models, then the time ratio
-bash recipes/unseen_tuning_set.sh "$DATA" "$RUNS/unseen-logos"
-[ -f "$RUNS/fl27-train6/annotations.csv" ] || python recipes/fl27_tuning_set.py "$DATA/flickrlogos27-dev" "$RUNS/fl27-train6"
+#    (benchmarks/default_arms.py reads the unseen-class set from ~/os2d-runs/unseen-logos, whatever RUNS is, and takes
+#    the FL27 sixths straight from ../shared/data)
+bash recipes/unseen_tuning_set.sh "$DATA" ~/os2d-runs/unseen-logos
+synth_val_set "$RUNS/synth-grocery-eval"
 for w in default lite2; do
     file=$([ "$w" = default ] && echo default || echo "$OUT/lite2.pt")
     if [ ! -f "$OUT/arms-$w.log" ]; then
         python benchmarks/default_arms.py --weights "$file" --sets synth-val unseen fl27-train fl27-train-b \
-            fl27-train-c fl27-train-d --arm "$w" '{}' > "$OUT/arms-$w.log.tmp"
+            fl27-train-c fl27-train-d --arm "$w" '{}' --synth-dir "$RUNS/synth-grocery-eval" > "$OUT/arms-$w.log.tmp"
         mv "$OUT/arms-$w.log.tmp" "$OUT/arms-$w.log"
     fi
 done
@@ -37,7 +39,7 @@ for s in fl27-train synth-val; do
     every=$([ "$s" = fl27-train ] && echo 3 || echo 2)
     if [ ! -f "$OUT/time-$s.log" ]; then
         python benchmarks/default_arms.py --sets "$s" --every "$every" --arm default '{}' \
-            --arm lite2 "{\"weights\": \"$OUT/lite2.pt\"}" > "$OUT/time-$s.log.tmp"
+            --arm lite2 "{\"weights\": \"$OUT/lite2.pt\"}" --synth-dir "$RUNS/synth-grocery-eval" > "$OUT/time-$s.log.tmp"
         mv "$OUT/time-$s.log.tmp" "$OUT/time-$s.log"
     fi
 done
