@@ -3,6 +3,8 @@
     python recipes/lite2_stage/make_init.py init OUT.pt            # Lite2 ImageNet trunk + the shipped TransformNet
     python recipes/lite2_stage/make_init.py ship FINAL.pt OUT.pt   # the trained model as the default ships (float16,
                                                                    # the shipped anchor aspect power)
+    python recipes/lite2_stage/make_init.py retrain OUT.pt         # the shipped default as stage 3 trained it
+                                                                   # (anchor aspect power 0): a later stage's start
 
 TransformNet reads the correlation (225 channels per location, one per class-grid cell), not the trunk's features, so
 its weights fit any trunk with the same class grid; only the correlations' statistics change. The model config is the
@@ -34,6 +36,14 @@ def init(out: str) -> None:
     print(f"{out}: {model.config}")
 
 
+def retrain(out: str) -> None:
+    shipped = load_model("default")
+    model = build_os2d(replace(shipped.config, anchor_aspect_power=0.0))
+    model.load_state_dict(shipped.state_dict())
+    save_checkpoint(out, model)
+    print(f"{out}: {model.config}")
+
+
 def ship(final: str, out: str) -> None:
     trained = load_model(final)
     power = load_model("default").config.anchor_aspect_power
@@ -44,4 +54,4 @@ def ship(final: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    {"init": init, "ship": ship}[sys.argv[1]](*sys.argv[2:])
+    {"init": init, "retrain": retrain, "ship": ship}[sys.argv[1]](*sys.argv[2:])
