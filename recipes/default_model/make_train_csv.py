@@ -19,7 +19,8 @@ from os2d.data.spec import FL27_VAL_BRANDS
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fl27", type=Path, required=True, help="flickrlogos27-dev folder")
-    ap.add_argument("--synth", type=Path, nargs="+", required=True, help="output folder(s) of `os2d synth`")
+    ap.add_argument("--synth", type=Path, nargs="+", required=True,
+                    help="output folder(s) of `os2d synth` (or alike); a class name in several is one class")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     val = set(FL27_VAL_BRANDS)
@@ -35,11 +36,12 @@ def main() -> None:
         with open(synth / "annotations.csv", newline="") as f:
             for r in csv.DictReader(f):
                 boxes.append({**r, "image": str((synth / r["image"]).resolve())})
+        known = {c["name"] for c in classes}
         with open(synth / "class_images.csv", newline="") as f:
-            classes += [{"name": r["name"], "path": str((synth / r["path"]).resolve())} for r in csv.DictReader(f)]
-    names = [c["name"] for c in classes]
-    if len(set(names)) != len(names):
-        raise SystemExit("class names repeat across the --synth folders")
+            # a name already listed is the same product (e.g. the real-package mosaics' Grocery Store classes in the
+            # synthetic shelves): one class, with the class image of the folder that listed it first
+            classes += [{"name": r["name"], "path": str((synth / r["path"]).resolve())} for r in csv.DictReader(f)
+                        if r["name"] not in known]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "train_boxes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["image", "class", "x1", "y1", "x2", "y2", "difficult"])
