@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Issue 14, look-alikes: the shipped default + 2,000 steps of stage 3's recipe on stage 3's data with 288 mosaics of
 # real Grocery Store package photos (make_data.py, train.yaml). The rule is rule.txt (written before the run); its
-# evaluations are the last steps here. ~10 min of data + ~30 min of steps + ~35 min of evaluations on an idle 2-core CPU.
+# evaluations are the last steps here. ~5 min of data + ~45 min of steps + ~35 min of evaluations on an idle 2-core CPU.
+#
+# Result (2026-12-08): not passed (rule.txt: unseen -3.85, synthetic val -1.95, FL27 four-sixth mean -2.05); the default
+# stays.
 #
 # Resumable: run the same command again after an interrupt (training resumes from its last checkpoint; every finished
 # step is skipped). RUNS may be wiped on a new machine: every step rebuilds from ../shared/data and git.
